@@ -1,0 +1,170 @@
+//! The validated shape of `lumo.config.js` (PRODUCT.md §3). Everything downstream of config
+//! loading works on these types only; they hold no raw JSON except the task's free-form `config`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Which backend runs the project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Local,
+    Aws,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Local => "local",
+            Provider::Aws => "aws",
+        }
+    }
+}
+
+/// When a task runs as part of a deployment (`runOn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOn {
+    /// The environment's first successful deployment.
+    Deploy,
+    /// Every later deployment.
+    Update,
+    /// Whenever the task's bundle hash differs from its last successful run in the environment.
+    Change,
+}
+
+/// Lagoon's roles, least to most privileged; a role may run the tasks of the roles below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Guest,
+    Developer,
+    Maintainer,
+}
+
+impl Permission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Guest => "guest",
+            Permission::Developer => "developer",
+            Permission::Maintainer => "maintainer",
+        }
+    }
+}
+
+/// `aws: {...}` settings; all optional so a `local` project needs none of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsSettings {
+    pub bucket: Option<String>,
+    pub table: Option<String>,
+    pub role_arn: Option<String>,
+    pub architecture: Option<Architecture>,
+    pub memory_size: Option<u32>,
+    /// Path of the runner's Lambda `bootstrap` binary (or a directory holding it).
+    pub runner: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    Arm64,
+    X86_64,
+}
+
+/// A secret the config declares. The value is resolved when the config is loaded (a function
+/// value is called then); a function that threw is kept as the error and reported only when a
+/// task actually needs the secret, so `lumo tasks` works without the secret at hand.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretDef {
+    pub description: Option<String>,
+    pub value: Result<String, String>,
+}
+
+/// One declared argument of a manual run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArgDef {
+    pub description: Option<String>,
+    pub required: bool,
+    pub default: Option<String>,
+}
+
+/// `tasks.<name>` with every default applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskConfig {
+    /// Seconds, 1..=900.
+    pub timeout: u32,
+    /// Empty = manual only.
+    pub run_on: Vec<RunOn>,
+    pub copy_assets: Vec<CopyAsset>,
+    pub description: Option<String>,
+    pub depends_on: Vec<String>,
+    /// `None` = every environment.
+    pub environments: Option<Vec<String>>,
+    pub permission: Permission,
+    pub command: Option<String>,
+    pub env: BTreeMap<String, String>,
+    /// Handed to the task as `ctx.config`; always an object.
+    pub config: Value,
+    pub args: IndexMap<String, ArgDef>,
+    pub confirm: Option<String>,
+    pub retries: u32,
+    pub memory_size: Option<u32>,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        TaskConfig {
+            timeout: 300,
+            run_on: vec![RunOn::Deploy, RunOn::Update],
+            copy_assets: Vec::new(),
+            description: None,
+            depends_on: Vec::new(),
+            environments: None,
+            permission: Permission::Developer,
+            command: None,
+            env: BTreeMap::new(),
+            config: Value::Object(Default::default()),
+            args: IndexMap::new(),
+            confirm: None,
+            retries: 0,
+            memory_size: None,
+        }
+    }
+}
+
+/// One `copyAssets` entry: `from` relative to the project root, `to` relative to the bundle root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopyAsset {
+    pub from: String,
+    pub to: String,
+}
+
+/// A loaded, validated `lumo.config.js`.
+#[derive(Debug, Clone)]
+pub struct ProjectConfig {
+    /// The config file, as given or found.
+    pub path: PathBuf,
+    /// The directory holding the config file; every project path is relative to it.
+    pub root: PathBuf,
+    pub project_name: String,
+    pub provider: Provider,
+    /// Default environment when `--env` is not given.
+    pub environment: Option<String>,
+    /// When set, `--env` and every task's `environments` must be one of these.
+    pub environments: Option<Vec<String>>,
+    pub region: Option<String>,
+    pub aws: AwsSettings,
+    pub secrets: IndexMap<String, SecretDef>,
+    /// Declaration order is the default run order.
+    pub tasks: IndexMap<String, TaskConfig>,
+    /// `access.<env>.<role>`: who holds which role in an environment (coordination issue).
+    pub access: BTreeMap<String, BTreeMap<Permission, Vec<String>>>,
+    /// Keys accepted for Lumo compatibility and ignored (`routes`, `networking`, ...).
+    pub ignored_keys: Vec<String>,
+}
