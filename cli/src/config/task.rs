@@ -1,0 +1,460 @@
+//! Validation of one `tasks.<name>` entry into a [`TaskConfig`] with every default applied.
+//!
+//! Only what can be judged from the config alone is checked here; whether a task file exists,
+//! whether `dependsOn` names real tasks without cycles, and whether `copyAssets.from` exists are
+//! checked by discovery, the planner and the bundler, which know the filesystem.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+use super::checks::{self, Problems, child, got};
+use super::{ArgDef, CopyAsset, Permission, RunOn, TaskConfig};
+use crate::suggest;
+
+const TASK_KEYS: &[&str] = &[
+    "timeout",
+    "runOn",
+    "copyAssets",
+    "description",
+    "dependsOn",
+    "environments",
+    "permission",
+    "command",
+    "env",
+    "config",
+    "args",
+    "confirm",
+    "retries",
+    "memorySize",
+];
+
+const RUN_ON: &[&str] = &["deploy", "update", "change"];
+const PERMISSIONS: &[&str] = &["guest", "developer", "maintainer"];
+
+/// What a task is checked against that lives outside the task.
+pub(super) struct TaskScope<'a> {
+    /// The project's `environments`, when declared.
+    pub environments: Option<&'a [String]>,
+}
+
+/// Checks the name `tasks.<name>` (a path under `functions/tasks/` without extension).
+pub(super) fn check_name(problems: &mut Problems, name: &str) {
+    let key = child("tasks", name);
+    let allowed_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+    let parts_ok = name
+        .split('/')
+        .all(|part| !part.is_empty() && part != "." && part != "..");
+    if name.is_empty() {
+        problems.add("tasks", "a task name must not be empty");
+    } else if !allowed_chars || !parts_ok {
+        problems.add(
+            key,
+            format!(
+                "invalid task name {}: a task name is its path under `functions/tasks/` \
+                 without extension, made of letters, digits, `.`, `_` and `-`, with `/` \
+                 between directories (no leading or trailing `/`, no `..`)",
+                got(&Value::String(name.to_string()))
+            ),
+        );
+    }
+}
+
+/// Validates `tasks.<name>`; `None` when the value is not an object (already recorded).
+pub(super) fn task(
+    problems: &mut Problems,
+    name: &str,
+    value: &Value,
+    scope: &TaskScope<'_>,
+) -> Option<TaskConfig> {
+    let prefix = child("tasks", name);
+    let map = checks::object(
+        problems,
+        &prefix,
+        value,
+        "an object of task settings (`{ timeout, runOn, ... }`)",
+    )?;
+    checks::unknown_keys(problems, &prefix, map, TASK_KEYS);
+
+    let mut task = TaskConfig::default();
+    let key = |k: &str| child(&prefix, k);
+    let p = problems;
+
+    if let Some(v) = map.get("timeout")
+        && let Some(timeout) =
+            checks::integer(p, &key("timeout"), v, 1..=900, "a whole number of seconds")
+    {
+        task.timeout = timeout;
+    }
+    if let Some(v) = map.get("runOn")
+        && let Some(run_on) = run_on(p, &key("runOn"), v)
+    {
+        task.run_on = run_on;
+    }
+    if let Some(v) = map.get("copyAssets") {
+        task.copy_assets = copy_assets(p, &key("copyAssets"), v);
+    }
+    if let Some(v) = map.get("description") {
+        task.description = checks::string(p, &key("description"), v);
+    }
+    if let Some(v) = map.get("dependsOn") {
+        task.depends_on = depends_on(p, &key("dependsOn"), name, v);
+    }
+    if let Some(v) = map.get("environments") {
+        task.environments = environments(p, &key("environments"), v, scope);
+    }
+    if let Some(v) = map.get("permission") {
+        task.permission = match checks::one_of(p, &key("permission"), v, PERMISSIONS) {
+            Some("guest") => Permission::Guest,
+            Some("maintainer") => Permission::Maintainer,
+            _ => Permission::Developer,
+        };
+    }
+    if let Some(v) = map.get("command") {
+        task.command = checks::non_empty_string(p, &key("command"), v);
+    }
+    if let Some(v) = map.get("env") {
+        task.env = env(p, &key("env"), v);
+    }
+    if let Some(v) = map.get("config") {
+        let k = key("config");
+        if checks::object(p, &k, v, "an object (handed to the task as `ctx.config`)").is_some() {
+            check_plain_json(p, &k, v);
+            task.config = v.clone();
+        }
+    }
+    if let Some(v) = map.get("args") {
+        task.args = args(p, &key("args"), v);
+    }
+    if let Some(v) = map.get("confirm") {
+        task.confirm = checks::non_empty_string(p, &key("confirm"), v);
+    }
+    if let Some(v) = map.get("retries")
+        && let Some(retries) =
+            checks::integer(p, &key("retries"), v, 0..=10, "a whole number of retries")
+    {
+        task.retries = retries;
+    }
+    if let Some(v) = map.get("memorySize") {
+        task.memory_size = checks::integer(
+            p,
+            &key("memorySize"),
+            v,
+            128..=10240,
+            "a whole number of MB",
+        );
+    }
+    Some(task)
+}
+
+fn run_on(p: &mut Problems, key: &str, value: &Value) -> Option<Vec<RunOn>> {
+    let items = checks::string_list(p, key, value, true)?;
+    let mut run_on = Vec::new();
+    for (item_key, item) in items {
+        let parsed = match checks::one_of(p, &item_key, &Value::String(item.clone()), RUN_ON) {
+            Some("deploy") => RunOn::Deploy,
+            Some("update") => RunOn::Update,
+            Some("change") => RunOn::Change,
+            _ => continue,
+        };
+        if run_on.contains(&parsed) {
+            p.add(item_key, format!("`{item}` is listed more than once"));
+        } else {
+            run_on.push(parsed);
+        }
+    }
+    Some(run_on)
+}
+
+fn copy_assets(p: &mut Problems, key: &str, value: &Value) -> Vec<CopyAsset> {
+    let Value::Array(items) = value else {
+        p.add(
+            key,
+            format!(
+                "must be an array of `{{ from, to? }}` objects, got {}",
+                got(value)
+            ),
+        );
+        return Vec::new();
+    };
+    let mut assets = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_key = format!("{key}[{i}]");
+        let Some(map) = checks::object(p, &item_key, item, "an object `{ from, to? }`") else {
+            continue;
+        };
+        checks::unknown_keys(p, &item_key, map, &["from", "to"]);
+        let from = match map.get("from") {
+            Some(v) => relative_path(p, &child(&item_key, "from"), v, "the project root"),
+            None => {
+                p.add(
+                    child(&item_key, "from"),
+                    "is required: the file or directory to copy, relative to the project root",
+                );
+                None
+            }
+        };
+        let to = match map.get("to") {
+            Some(v) => relative_path(p, &child(&item_key, "to"), v, "the bundle root"),
+            None => from.as_deref().and_then(|from| {
+                let base = Path::new(from.trim_end_matches('/')).file_name();
+                let base = base.map(|b| b.to_string_lossy().into_owned());
+                if base.is_none() {
+                    p.add(
+                        child(&item_key, "to"),
+                        format!("is required when `from` ({from}) has no file name to default to"),
+                    );
+                }
+                base
+            }),
+        };
+        if let (Some(from), Some(to)) = (from, to) {
+            assets.push(CopyAsset { from, to });
+        }
+    }
+    assets
+}
+
+/// A non-empty, relative path that stays inside `root_name` (no `..`, not absolute).
+fn relative_path(p: &mut Problems, key: &str, value: &Value, root_name: &str) -> Option<String> {
+    let path = checks::non_empty_string(p, key, value)?;
+    let escapes = Path::new(&path).components().any(|c| {
+        matches!(
+            c,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_)
+        )
+    }) || path.starts_with('\\')
+        || path.split(['/', '\\']).any(|part| part == "..");
+    if escapes {
+        p.add(
+            key,
+            format!(
+                "must be a path relative to {root_name}, without `..` and not absolute, got {}",
+                got(value)
+            ),
+        );
+        return None;
+    }
+    Some(path)
+}
+
+fn depends_on(p: &mut Problems, key: &str, task: &str, value: &Value) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (item_key, name) in checks::string_list(p, key, value, true).unwrap_or_default() {
+        if name == task {
+            p.add(
+                item_key,
+                format!("a task cannot depend on itself (`{task}`)"),
+            );
+        } else if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+fn environments(
+    p: &mut Problems,
+    key: &str,
+    value: &Value,
+    scope: &TaskScope<'_>,
+) -> Option<Vec<String>> {
+    let items = checks::string_list(p, key, value, true)?;
+    if items.is_empty() {
+        p.add(
+            key,
+            "lists no environment; remove the key to make the task exist in every environment",
+        );
+        return None;
+    }
+    let mut names: Vec<String> = Vec::new();
+    for (item_key, name) in items {
+        if !checks::is_environment_name(&name) {
+            p.add(
+                item_key,
+                format!(
+                    "{}, got {}",
+                    checks::ENVIRONMENT_NAME_RULE,
+                    got(&Value::String(name))
+                ),
+            );
+            continue;
+        }
+        if let Some(declared) = scope.environments {
+            check_declared_environment(p, &item_key, &name, declared);
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Some(names)
+}
+
+/// Shared with the top level: an environment a key refers to must be one the project declares.
+pub(super) fn check_declared_environment(
+    p: &mut Problems,
+    key: &str,
+    name: &str,
+    declared: &[String],
+) {
+    if declared.iter().any(|d| d == name) {
+        return;
+    }
+    let hint = suggest::hint_suffix(name, declared.iter().map(String::as_str));
+    let listed: Vec<&str> = declared.iter().map(String::as_str).collect();
+    p.add(
+        key,
+        format!(
+            "`{name}` is not one of the project's `environments` ({}){hint}",
+            checks::alternatives(&listed)
+        ),
+    );
+}
+
+fn env(p: &mut Problems, key: &str, value: &Value) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let Some(map) = checks::object(p, key, value, "an object of environment variables") else {
+        return env;
+    };
+    for (name, value) in map {
+        let var_key = child(key, name);
+        if !checks::is_variable_name(name) {
+            p.add(
+                var_key,
+                "invalid variable name: letters, digits and `_`, not starting with a digit",
+            );
+            continue;
+        }
+        if name.starts_with("LUMO_") {
+            p.add(
+                var_key,
+                "names starting with `LUMO_` are reserved for the variables lumo sets",
+            );
+            continue;
+        }
+        match scalar_string(value) {
+            Some(s) => {
+                env.insert(name.clone(), s);
+            }
+            None => p.add(
+                var_key,
+                format!(
+                    "must be a string (or a number or boolean), got {}",
+                    got(value)
+                ),
+            ),
+        }
+    }
+    env
+}
+
+/// Strings as they are; numbers and booleans as JavaScript would print them.
+fn scalar_string(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn args(p: &mut Problems, key: &str, value: &Value) -> IndexMap<String, ArgDef> {
+    let mut args = IndexMap::new();
+    let Some(map) = checks::object(p, key, value, "an object of argument definitions") else {
+        return args;
+    };
+    for (name, value) in map {
+        let arg_key = child(key, name);
+        if !checks::is_variable_name(name) {
+            p.add(
+                arg_key.clone(),
+                format!(
+                    "invalid argument name: letters, digits and `_`, not starting with a digit \
+                     (it is passed as `LUMO_ARG_{name}`)"
+                ),
+            );
+        }
+        let Some(def) = checks::object(
+            p,
+            &arg_key,
+            value,
+            "an object `{ description?, required?, default? }`",
+        ) else {
+            continue;
+        };
+        if let Some(arg) = arg(p, &arg_key, def) {
+            args.insert(name.clone(), arg);
+        }
+    }
+    args
+}
+
+fn arg(p: &mut Problems, key: &str, def: &Map<String, Value>) -> Option<ArgDef> {
+    checks::unknown_keys(p, key, def, &["description", "required", "default"]);
+    let description = def
+        .get("description")
+        .and_then(|v| checks::string(p, &child(key, "description"), v));
+    let required = def
+        .get("required")
+        .and_then(|v| checks::boolean(p, &child(key, "required"), v))
+        .unwrap_or(false);
+    let default = match def.get("default") {
+        None => None,
+        Some(v) => match scalar_string(v) {
+            Some(s) => Some(s),
+            None => {
+                p.add(
+                    child(key, "default"),
+                    format!("must be a string, number or boolean, got {}", got(v)),
+                );
+                None
+            }
+        },
+    };
+    if required && let Some(default) = &default {
+        p.add(
+            key.to_string(),
+            format!(
+                "is `required` and also has a `default` ({}); a required argument must be \
+                 given on every run, so drop one of them",
+                got(&Value::String(default.clone()))
+            ),
+        );
+    }
+    Some(ArgDef {
+        description,
+        required,
+        default,
+    })
+}
+
+/// `config` is handed to the task as JSON; a function in it would vanish on the way.
+fn check_plain_json(p: &mut Problems, key: &str, value: &Value) {
+    match value {
+        Value::Object(map) => {
+            if checks::unserializable(map).is_some() {
+                p.add(
+                    key,
+                    format!(
+                        "must be plain JSON (it is handed to the task as `ctx.config`), got {}",
+                        got(value)
+                    ),
+                );
+                return;
+            }
+            for (k, v) in map {
+                check_plain_json(p, &child(key, k), v);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                check_plain_json(p, &format!("{key}[{i}]"), v);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,1023 @@
+//! Tests of `load` end to end: real config files written to a temp dir, evaluated in the
+//! engine and validated, checked through the public types only.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::*;
+
+/// A temp project holding `files` (path, contents); the config is `lumo.config.js`.
+fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (path, contents) in files {
+        let path = dir.path().join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create dirs");
+        }
+        std::fs::write(path, contents).expect("write fixture");
+    }
+    dir
+}
+
+fn config_path(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join(CONFIG_FILE_NAME)
+}
+
+fn load_source(source: &str) -> Result<ProjectConfig, ConfigError> {
+    let dir = project(&[(CONFIG_FILE_NAME, source)]);
+    load(&config_path(&dir))
+}
+
+fn loads(source: &str) -> ProjectConfig {
+    match load_source(source) {
+        Ok(config) => config,
+        Err(error) => panic!("config should load, got: {error}"),
+    }
+}
+
+fn invalid(source: &str) -> Vec<ConfigProblem> {
+    match load_source(source) {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        Err(other) => panic!("expected validation problems, got: {other}"),
+        Ok(config) => panic!("expected validation problems, config loaded: {config:?}"),
+    }
+}
+
+/// The message of the problem at `key`, failing with every problem shown if there is none.
+fn problem_at<'a>(problems: &'a [ConfigProblem], key: &str) -> &'a str {
+    match problems.iter().find(|p| p.key == key) {
+        Some(problem) => &problem.message,
+        None => panic!("no problem at `{key}`; problems: {problems:#?}"),
+    }
+}
+
+fn assert_problem(problems: &[ConfigProblem], key: &str, fragment: &str) {
+    let message = problem_at(problems, key);
+    assert!(
+        message.contains(fragment),
+        "problem at `{key}` should contain {fragment:?}, got {message:?}"
+    );
+}
+
+fn evaluate_error(source: &str) -> (Option<u32>, Option<u32>, String, std::path::PathBuf) {
+    match load_source(source) {
+        Err(ConfigError::Evaluate {
+            line,
+            column,
+            message,
+            path,
+        }) => (line, column, message, path),
+        Err(other) => panic!("expected an evaluation error, got: {other}"),
+        Ok(_) => panic!("expected an evaluation error, config loaded"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation
+
+#[test]
+fn es_module_default_export() {
+    let config = loads("export default { projectName: 'my-app', tasks: { migrate: {} } };");
+    assert_eq!(config.project_name, "my-app");
+    assert_eq!(config.provider, Provider::Local);
+    assert_eq!(config.tasks["migrate"], TaskConfig::default());
+    assert!(config.ignored_keys.is_empty());
+}
+
+#[test]
+fn commonjs_module_exports() {
+    let config = loads("module.exports = { projectName: 'cjs-app', provider: 'aws' };");
+    assert_eq!(config.project_name, "cjs-app");
+    assert_eq!(config.provider, Provider::Aws);
+}
+
+#[test]
+fn commonjs_exports_properties() {
+    let config = loads("exports.projectName = 'props'; exports.tasks = { a: { timeout: 5 } };");
+    assert_eq!(config.project_name, "props");
+    assert_eq!(config.tasks["a"].timeout, 5);
+}
+
+#[test]
+fn define_config_and_env_from_the_core_module() {
+    let config = loads(
+        "import { defineConfig, env } from '@lumo-framework/core';
+         export default defineConfig({
+           projectName: env('LUMO_TEST_SURELY_UNSET_VARIABLE', 'from-fallback'),
+           region: env('LUMO_TEST_SURELY_UNSET_VARIABLE') === undefined ? 'eu-west-2' : 'set',
+         });",
+    );
+    assert_eq!(config.project_name, "from-fallback");
+    assert_eq!(config.region.as_deref(), Some("eu-west-2"));
+}
+
+#[test]
+fn require_of_the_core_module() {
+    let config = loads(
+        "const { defineConfig, env } = require('@lumo-framework/core');
+         module.exports = defineConfig({ projectName: env('LUMO_TEST_SURELY_UNSET_VARIABLE', 'req') });",
+    );
+    assert_eq!(config.project_name, "req");
+}
+
+#[test]
+fn process_env_holds_the_real_environment_and_cwd_is_the_config_directory() {
+    let Ok(path_var) = std::env::var("PATH") else {
+        return; // nothing to compare against on this machine
+    };
+    let dir = project(&[(
+        CONFIG_FILE_NAME,
+        "import { env } from '@lumo-framework/core';
+         export default {
+           projectName: 'env',
+           tasks: {
+             a: { description: process.env.PATH },
+             b: { description: env('PATH', 'fallback') },
+             c: { description: process.cwd() },
+             d: { description: __dirname },
+           },
+         };",
+    )]);
+    let config = load(&config_path(&dir)).expect("loads");
+    assert_eq!(
+        config.tasks["a"].description.as_deref(),
+        Some(path_var.as_str())
+    );
+    assert_eq!(
+        config.tasks["b"].description.as_deref(),
+        Some(path_var.as_str())
+    );
+    let root = config.root.to_string_lossy().into_owned();
+    assert_eq!(
+        config.tasks["c"].description.as_deref(),
+        Some(root.as_str())
+    );
+    assert_eq!(
+        config.tasks["d"].description.as_deref(),
+        Some(root.as_str())
+    );
+    assert!(config.root.is_absolute());
+    assert_eq!(
+        config.root.canonicalize().expect("root exists"),
+        dir.path().canonicalize().expect("dir exists")
+    );
+}
+
+#[test]
+fn relative_imports_of_js_mjs_and_json_resolve_from_the_importing_file() {
+    let dir = project(&[
+        (
+            CONFIG_FILE_NAME,
+            "import shared from './config/shared.js';
+             import { timeout } from './config/numbers.mjs';
+             import settings from './settings.json';
+             export default { projectName: settings.name, tasks: { ...shared, b: { timeout } } };",
+        ),
+        // Imports relative to itself, not to the config.
+        (
+            "config/shared.js",
+            "import extra from '../settings.json';\n\
+             export default { a: { description: extra.name } };",
+        ),
+        ("config/numbers.mjs", "export const timeout = 42;"),
+        ("settings.json", "{ \"name\": \"from-json\" }"),
+    ]);
+    let config = load(&config_path(&dir)).expect("loads");
+    assert_eq!(config.project_name, "from-json");
+    assert_eq!(config.tasks["a"].description.as_deref(), Some("from-json"));
+    assert_eq!(config.tasks["b"].timeout, 42);
+}
+
+#[test]
+fn require_of_relative_commonjs_and_json_files() {
+    let dir = project(&[
+        (
+            CONFIG_FILE_NAME,
+            "const tasks = require('./lib/tasks');
+             const settings = require('./settings.json');
+             module.exports = { projectName: settings.name, tasks };",
+        ),
+        (
+            "lib/tasks.js",
+            "const { timeout } = require('./numbers.js');\n\
+             module.exports = { migrate: { timeout, description: __filename } };",
+        ),
+        ("lib/numbers.js", "exports.timeout = 77;"),
+        ("settings.json", "{ \"name\": \"required-json\" }"),
+    ]);
+    let config = load(&config_path(&dir)).expect("loads");
+    assert_eq!(config.project_name, "required-json");
+    assert_eq!(config.tasks["migrate"].timeout, 77);
+    let filename = config.tasks["migrate"]
+        .description
+        .clone()
+        .unwrap_or_default();
+    assert!(filename.ends_with("lib/tasks.js"), "{filename}");
+}
+
+#[test]
+fn an_es_module_config_can_import_a_commonjs_helper() {
+    let dir = project(&[
+        (
+            CONFIG_FILE_NAME,
+            "import helper from './helper.js';\nexport default { projectName: helper.name };",
+        ),
+        ("helper.js", "module.exports = { name: 'cjs-helper' };"),
+    ]);
+    assert_eq!(
+        load(&config_path(&dir)).expect("loads").project_name,
+        "cjs-helper"
+    );
+}
+
+#[test]
+fn a_lumo_framework_config_loads_unchanged_with_its_keys_ignored() {
+    let config = loads(
+        "import { defineConfig, env } from '@lumo-framework/core';
+
+         export default defineConfig({
+           projectName: 'shop',
+           environment: 'dev',
+           provider: 'aws',
+           region: env('LUMO_TEST_SURELY_UNSET_VARIABLE', 'eu-west-2'),
+           networking: { natGateways: 1 },
+           routes: { '/api': { handler: () => 'hi' } },
+           domainName: 'api.example.com',
+           events: { subscribers: { 'send-welcome-email': { events: ['user.registered'] } } },
+           build: { exclude: ['*.test.ts'] },
+           secrets: {
+             databaseUrl: {
+               value: () => 'postgres://db/' + 'shop',
+               description: 'PostgreSQL connection string',
+             },
+           },
+           tasks: {
+             'run-migrations': {
+               timeout: 120,
+               runOn: ['deploy', 'update'],
+               copyAssets: [{ from: 'migrations', to: 'migrations' }],
+             },
+             'seed-database': {
+               runOn: ['deploy'],
+               copyAssets: [
+                 { from: 'seed-data', to: 'data' },
+                 { from: 'scripts/setup.sql' },
+               ],
+             },
+           },
+         });",
+    );
+    assert_eq!(config.project_name, "shop");
+    assert_eq!(config.provider, Provider::Aws);
+    assert_eq!(config.region.as_deref(), Some("eu-west-2"));
+    assert_eq!(config.environment.as_deref(), Some("dev"));
+    assert_eq!(
+        config.ignored_keys,
+        ["networking", "routes", "domainName", "events", "build"]
+    );
+    let secret = &config.secrets["databaseUrl"];
+    assert_eq!(secret.value, Ok("postgres://db/shop".to_string()));
+    assert_eq!(
+        secret.description.as_deref(),
+        Some("PostgreSQL connection string")
+    );
+
+    let migrate = &config.tasks["run-migrations"];
+    assert_eq!(migrate.timeout, 120);
+    assert_eq!(migrate.run_on, [RunOn::Deploy, RunOn::Update]);
+    assert_eq!(
+        migrate.copy_assets,
+        [CopyAsset {
+            from: "migrations".into(),
+            to: "migrations".into()
+        }]
+    );
+    let seed = &config.tasks["seed-database"];
+    assert_eq!(seed.timeout, 300);
+    assert_eq!(seed.run_on, [RunOn::Deploy]);
+    assert_eq!(
+        seed.copy_assets[1].to, "setup.sql",
+        "`to` defaults to the basename"
+    );
+}
+
+#[test]
+fn secret_functions_are_called_and_failures_kept_for_later() {
+    let config = loads(
+        "export default {
+           projectName: 'secrets',
+           secrets: {
+             plain: { value: 'literal' },
+             called: { value: () => 'from-function' },
+             number: { value: () => 8080 },
+             asynchronous: { value: async () => 'awaited' },
+             throws: { value: () => { throw new Error('vault is sealed'); } },
+             missing: { value: () => process.env.LUMO_TEST_SURELY_UNSET_VARIABLE },
+             unsetStatic: { value: process.env.LUMO_TEST_SURELY_UNSET_VARIABLE, description: 'd' },
+           },
+         };",
+    );
+    let value = |name: &str| config.secrets[name].value.clone();
+    assert_eq!(value("plain"), Ok("literal".into()));
+    assert_eq!(value("called"), Ok("from-function".into()));
+    assert_eq!(value("number"), Ok("8080".into()));
+    assert_eq!(value("asynchronous"), Ok("awaited".into()));
+    assert_eq!(
+        value("throws"),
+        Err("secrets.throws.value threw: Error: vault is sealed".into())
+    );
+    assert_eq!(
+        value("missing"),
+        Err("secrets.missing.value returned undefined".into())
+    );
+    assert_eq!(
+        value("unsetStatic"),
+        Err("secrets.unsetStatic.value is undefined".into())
+    );
+    // Declaration order is kept.
+    let names: Vec<&str> = config.secrets.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "plain",
+            "called",
+            "number",
+            "asynchronous",
+            "throws",
+            "missing",
+            "unsetStatic"
+        ]
+    );
+}
+
+#[test]
+fn a_default_export_function_is_called() {
+    let config = loads("export default () => ({ projectName: 'from-function' });");
+    assert_eq!(config.project_name, "from-function");
+    let config = loads("export default async () => ({ projectName: 'from-async' });");
+    assert_eq!(config.project_name, "from-async");
+}
+
+#[test]
+fn top_level_await_works() {
+    let config = loads(
+        "const name = await Promise.resolve('awaited');\nexport default { projectName: name };",
+    );
+    assert_eq!(config.project_name, "awaited");
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    let (line, column, message, path) = evaluate_error(
+        "export default {\n  projectName: 'x',\n  tasks: { a: { timeout: } },\n};\n",
+    );
+    assert_eq!(line, Some(3));
+    assert!(column.is_some());
+    assert!(message.starts_with("SyntaxError: "), "{message}");
+    assert!(path.ends_with(CONFIG_FILE_NAME));
+}
+
+#[test]
+fn thrown_error_has_line_column_and_message() {
+    let (line, column, message, _) = evaluate_error(
+        "const name = 'x';\n\nfunction check() {\n    throw new Error('DATABASE_URL is not set');\n}\ncheck();\nexport default { projectName: name };\n",
+    );
+    assert_eq!(message, "Error: DATABASE_URL is not set");
+    assert_eq!(line, Some(4));
+    // QuickJS points at the `Error` of `new Error(...)`.
+    assert_eq!(column, Some(15));
+}
+
+#[test]
+fn evaluate_error_displays_as_file_line_column() {
+    let dir = project(&[(
+        CONFIG_FILE_NAME,
+        "export default {\n  projectName: 'x',,\n};\n",
+    )]);
+    let error = load(&config_path(&dir)).expect_err("syntax error");
+    let shown = error.to_string();
+    let expected_prefix = format!("{}:2:", config_path(&dir).display());
+    assert!(shown.starts_with(&expected_prefix), "{shown}");
+    assert!(shown.contains(": SyntaxError: "), "{shown}");
+}
+
+#[test]
+fn an_error_in_an_imported_file_points_at_that_file() {
+    let dir = project(&[
+        (
+            CONFIG_FILE_NAME,
+            "import shared from './shared.js';\nexport default shared;",
+        ),
+        ("shared.js", "const a = 1;\nnull.boom;\nexport default {};"),
+    ]);
+    match load(&config_path(&dir)) {
+        Err(ConfigError::Evaluate {
+            path,
+            line,
+            message,
+            ..
+        }) => {
+            assert!(path.ends_with("shared.js"), "{}", path.display());
+            assert_eq!(line, Some(2));
+            assert!(message.starts_with("TypeError"), "{message}");
+        }
+        other => panic!("expected an evaluation error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_thrown_non_error_is_reported() {
+    let (_, _, message, _) = evaluate_error("throw 'no config for you';");
+    assert_eq!(message, "uncaught exception: no config for you");
+}
+
+#[test]
+fn npm_packages_cannot_be_imported() {
+    let (_, _, message, _) = evaluate_error("import dotenv from 'dotenv';\nexport default {};");
+    assert!(message.contains("cannot import `dotenv`"), "{message}");
+    assert!(message.contains("not npm packages"), "{message}");
+}
+
+#[test]
+fn a_missing_relative_import_names_the_file() {
+    let (_, _, message, _) = evaluate_error("import x from './nope.js';\nexport default x;");
+    assert!(message.contains("cannot find `./nope.js`"), "{message}");
+}
+
+#[test]
+fn no_export_is_its_own_error() {
+    for source in [
+        "const a = 1;",
+        "export const projectName = 'x';",
+        "export default 'x';",
+    ] {
+        match load_source(source) {
+            Err(ConfigError::NoExport { .. }) => {}
+            other => panic!("{source}: expected NoExport, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_config_that_never_ends_is_stopped() {
+    let dir = project(&[(CONFIG_FILE_NAME, "while (true) {}\nexport default {};")]);
+    let started = Instant::now();
+    let error = load_within(&config_path(&dir), Duration::from_millis(200)).expect_err("loops");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    match error {
+        ConfigError::Evaluate { message, .. } => {
+            assert!(
+                message.starts_with("config evaluation took longer than"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_config_is_not_found_and_find_config_walks_up() {
+    let dir = project(&[
+        (CONFIG_FILE_NAME, "export default { projectName: 'x' };"),
+        ("functions/tasks/deep/.keep", ""),
+    ]);
+    let found = find_config(&dir.path().join("functions/tasks/deep")).expect("found");
+    assert_eq!(
+        found.canonicalize().expect("exists"),
+        config_path(&dir).canonicalize().expect("exists")
+    );
+    // `load` of a directory looks for the config in it.
+    assert_eq!(load(dir.path()).expect("loads").project_name, "x");
+
+    let missing = dir.path().join("elsewhere").join(CONFIG_FILE_NAME);
+    assert!(matches!(load(&missing), Err(ConfigError::NotFound { .. })));
+
+    let empty = tempfile::tempdir().expect("temp dir");
+    let found = find_config(empty.path());
+    assert!(found.is_none_or(|f| !f.starts_with(empty.path())));
+}
+
+#[test]
+fn loading_is_fast() {
+    let dir = project(&[(
+        CONFIG_FILE_NAME,
+        "import { defineConfig } from '@lumo-framework/core';
+         export default defineConfig({ projectName: 'fast', tasks: { a: {}, b: {}, c: {} } });",
+    )]);
+    load(&config_path(&dir)).expect("loads");
+    let started = Instant::now();
+    load(&config_path(&dir)).expect("loads");
+    // ~1 ms in a release build; generous for debug builds on a busy machine.
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+#[test]
+fn task_declaration_order_is_kept() {
+    let config = loads(
+        "export default { projectName: 'order', tasks: { zeta: {}, alpha: {}, 'db/migrate': {}, mid: {} } };",
+    );
+    let names: Vec<&str> = config.tasks.keys().map(String::as_str).collect();
+    assert_eq!(names, ["zeta", "alpha", "db/migrate", "mid"]);
+}
+
+#[test]
+fn every_task_setting_is_read() {
+    let config = loads(
+        "export default {
+           projectName: 'full',
+           environments: ['dev', 'staging', 'prod'],
+           environment: 'dev',
+           tasks: {
+             other: {},
+             full: {
+               timeout: 900,
+               runOn: 'change',
+               copyAssets: [{ from: 'migrations/', to: 'sql' }],
+               description: 'does everything',
+               dependsOn: ['other'],
+               environments: ['staging', 'prod'],
+               permission: 'maintainer',
+               command: 'yarn audit',
+               env: { KEY: 'value', PORT: 8080, DEBUG: true },
+               config: { nested: { any: ['json', 1] } },
+               args: { TARGET: { description: 'where', required: true }, LIMIT: { default: 10 } },
+               confirm: 'This drops the cache',
+               retries: 10,
+               memorySize: 512,
+             },
+             manual: { runOn: [] },
+           },
+         };",
+    );
+    let task = &config.tasks["full"];
+    assert_eq!(task.timeout, 900);
+    assert_eq!(task.run_on, [RunOn::Change]);
+    assert_eq!(task.copy_assets[0].to, "sql");
+    assert_eq!(task.description.as_deref(), Some("does everything"));
+    assert_eq!(task.depends_on, ["other"]);
+    assert_eq!(
+        task.environments.as_deref(),
+        Some(&["staging".to_string(), "prod".to_string()][..])
+    );
+    assert_eq!(task.permission, Permission::Maintainer);
+    assert_eq!(task.command.as_deref(), Some("yarn audit"));
+    assert_eq!(task.env["PORT"], "8080");
+    assert_eq!(task.env["DEBUG"], "true");
+    assert_eq!(task.config, json!({ "nested": { "any": ["json", 1] } }));
+    assert_eq!(
+        task.args["TARGET"],
+        ArgDef {
+            description: Some("where".into()),
+            required: true,
+            default: None
+        }
+    );
+    assert_eq!(task.args["LIMIT"].default.as_deref(), Some("10"));
+    assert_eq!(task.confirm.as_deref(), Some("This drops the cache"));
+    assert_eq!(task.retries, 10);
+    assert_eq!(task.memory_size, Some(512));
+    assert!(config.tasks["manual"].run_on.is_empty(), "[] = manual only");
+    assert_eq!(config.environments.as_ref().map(Vec::len), Some(3));
+}
+
+#[test]
+fn timeout_outside_the_range_says_what_is_allowed_and_what_was_given() {
+    let problems = invalid(
+        "export default { projectName: 'x', tasks: {
+           'run-migrations': { timeout: 1200 },
+           zero: { timeout: 0 },
+           fraction: { timeout: 1.5 },
+           text: { timeout: '60' },
+         } };",
+    );
+    assert_eq!(
+        problem_at(&problems, "tasks.run-migrations.timeout"),
+        "must be a whole number of seconds from 1 to 900, got 1200"
+    );
+    assert_problem(&problems, "tasks.zero.timeout", "got 0");
+    assert_problem(&problems, "tasks.fraction.timeout", "got 1.5");
+    assert_problem(&problems, "tasks.text.timeout", "got \"60\"");
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let problems = invalid(
+        "export default {
+           projectName: 'My App',
+           provider: 'AWS',
+           taks: {},
+           tasks: {
+             a: { timout: 10, runOn: ['deploy', 'deplyo', 'deploy'], retries: 11 },
+             b: 'not an object',
+           },
+         };",
+    );
+    assert_problem(
+        &problems,
+        "projectName",
+        "1 to 40 characters of a-z, 0-9 and `-`, got \"My App\"",
+    );
+    assert_problem(
+        &problems,
+        "provider",
+        "must be `local` or `aws`, got \"AWS\"; did you mean `aws`?",
+    );
+    assert_eq!(
+        problem_at(&problems, "taks"),
+        "unknown key; did you mean `tasks`?"
+    );
+    assert_eq!(
+        problem_at(&problems, "tasks.a.timout"),
+        "unknown key; did you mean `timeout`?"
+    );
+    assert_problem(&problems, "tasks.a.runOn[1]", "did you mean `deploy`?");
+    assert_problem(
+        &problems,
+        "tasks.a.runOn[2]",
+        "`deploy` is listed more than once",
+    );
+    assert_problem(&problems, "tasks.a.retries", "from 0 to 10, got 11");
+    assert_problem(&problems, "tasks.b", "must be an object of task settings");
+    assert_eq!(problems.len(), 8, "{problems:#?}");
+
+    let shown = ConfigError::Invalid {
+        path: "lumo.config.js".into(),
+        problems: problems.clone(),
+    }
+    .to_string();
+    assert_eq!(shown.lines().count(), 1 + problems.len(), "{shown}");
+}
+
+#[test]
+fn project_name_is_required() {
+    let problems = invalid("export default { tasks: {} };");
+    assert_problem(&problems, "projectName", "is required");
+    let problems = problems_of_project_name(&"a".repeat(41));
+    assert_problem(&problems, "projectName", "1 to 40 characters");
+}
+
+fn problems_of_project_name(name: &str) -> Vec<ConfigProblem> {
+    invalid(&format!("export default {{ projectName: '{name}' }};"))
+}
+
+#[test]
+fn an_unknown_key_far_from_any_known_one_lists_the_allowed_keys() {
+    let problems = invalid("export default { projectName: 'x', tasks: { a: { banana: 1 } } };");
+    assert_problem(
+        &problems,
+        "tasks.a.banana",
+        "unknown key; expected one of `timeout`",
+    );
+}
+
+#[test]
+fn environments_are_checked_everywhere_they_are_named() {
+    let problems = invalid(
+        "export default {
+           projectName: 'x',
+           environments: ['dev', 'prod', 'prod', 'Bad'],
+           environment: 'staging',
+           tasks: { a: { environments: ['prdo'] }, b: { environments: [] } },
+           access: { stage: { developer: ['ana'] } },
+         };",
+    );
+    assert_problem(
+        &problems,
+        "environments[2]",
+        "`prod` is listed more than once",
+    );
+    assert_problem(
+        &problems,
+        "environments[3]",
+        "starting with a letter or digit, got \"Bad\"",
+    );
+    assert_problem(
+        &problems,
+        "environment",
+        "`staging` is not one of the project's `environments`",
+    );
+    assert_problem(&problems, "tasks.a.environments[0]", "did you mean `prod`?");
+    assert_problem(&problems, "tasks.b.environments", "lists no environment");
+    assert_problem(
+        &problems,
+        "access.stage",
+        "is not one of the project's `environments`",
+    );
+    assert_eq!(problems.len(), 6, "{problems:#?}");
+}
+
+#[test]
+fn environment_names_are_checked_without_a_declared_list() {
+    let problems = invalid(
+        "export default { projectName: 'x', environment: 'Prod_1', tasks: { a: { environments: ['-x'] } } };",
+    );
+    assert_problem(&problems, "environment", "got \"Prod_1\"");
+    assert_problem(&problems, "tasks.a.environments[0]", "got \"-x\"");
+}
+
+#[test]
+fn task_names_must_be_paths_under_functions_tasks() {
+    let problems = invalid(
+        "export default { projectName: 'x', tasks: {
+           '/lead': {}, 'trail/': {}, '../escape': {}, 'a/../b': {}, 'sp ace': {}, 'ok/name_1.v2': {},
+         } };",
+    );
+    for bad in ["/lead", "trail/", "../escape", "a/../b", "sp ace"] {
+        assert_problem(&problems, &format!("tasks.{bad}"), "invalid task name");
+    }
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+}
+
+#[test]
+fn run_on_accepts_one_string_and_rejects_other_shapes() {
+    let config = loads("export default { projectName: 'x', tasks: { a: { runOn: 'update' } } };");
+    assert_eq!(config.tasks["a"].run_on, [RunOn::Update]);
+    let problems = invalid("export default { projectName: 'x', tasks: { a: { runOn: 5 } } };");
+    assert_problem(
+        &problems,
+        "tasks.a.runOn",
+        "must be a string or an array of strings, got 5",
+    );
+}
+
+#[test]
+fn copy_assets_must_stay_inside_the_project_and_the_bundle() {
+    let problems = invalid(
+        "export default { projectName: 'x', tasks: { a: { copyAssets: [
+           { from: '/etc/passwd' },
+           { from: 'ok', to: '../outside' },
+           { from: 'a/../../b', to: 'b' },
+           { to: 'x' },
+           'migrations',
+           { from: '', to: 'x' },
+           { from: 'ok', to: 'ok', mode: 1 },
+           { from: '.' },
+         ] } } };",
+    );
+    assert_problem(
+        &problems,
+        "tasks.a.copyAssets[0].from",
+        "without `..` and not absolute, got \"/etc/passwd\"",
+    );
+    assert_problem(
+        &problems,
+        "tasks.a.copyAssets[1].to",
+        "relative to the bundle root",
+    );
+    assert_problem(&problems, "tasks.a.copyAssets[2].from", "without `..`");
+    assert_problem(&problems, "tasks.a.copyAssets[3].from", "is required");
+    assert_problem(
+        &problems,
+        "tasks.a.copyAssets[4]",
+        "must be an object `{ from, to? }`",
+    );
+    assert_problem(&problems, "tasks.a.copyAssets[5].from", "must not be empty");
+    assert_problem(&problems, "tasks.a.copyAssets[6].mode", "unknown key");
+    assert_problem(
+        &problems,
+        "tasks.a.copyAssets[7].to",
+        "is required when `from`",
+    );
+    assert_eq!(problems.len(), 8, "{problems:#?}");
+
+    let problems =
+        invalid("export default { projectName: 'x', tasks: { a: { copyAssets: 'x' } } };");
+    assert_problem(&problems, "tasks.a.copyAssets", "must be an array");
+}
+
+#[test]
+fn scalar_task_settings_have_types() {
+    let problems = invalid(
+        "export default { projectName: 'x', tasks: { a: {
+           description: 5,
+           dependsOn: ['a', ''],
+           permission: 'admin',
+           command: '  ',
+           config: ['not', 'an', 'object'],
+           confirm: false,
+           memorySize: 64,
+         } } };",
+    );
+    assert_problem(&problems, "tasks.a.description", "must be a string, got 5");
+    assert_problem(&problems, "tasks.a.dependsOn[0]", "cannot depend on itself");
+    assert_problem(&problems, "tasks.a.dependsOn[1]", "must not be empty");
+    assert_problem(
+        &problems,
+        "tasks.a.permission",
+        "must be `guest`, `developer` or `maintainer`, got \"admin\"",
+    );
+    assert_problem(&problems, "tasks.a.command", "must not be empty");
+    assert_problem(
+        &problems,
+        "tasks.a.config",
+        "must be an object (handed to the task as `ctx.config`), got an array",
+    );
+    assert_problem(&problems, "tasks.a.confirm", "got false");
+    assert_problem(&problems, "tasks.a.memorySize", "from 128 to 10240, got 64");
+    assert_eq!(problems.len(), 8, "{problems:#?}");
+}
+
+#[test]
+fn functions_where_data_is_expected_are_reported_not_dropped() {
+    let problems = invalid(
+        "export default { projectName: 'x', tasks: { a: {
+           command: () => 'echo hi',
+           config: { callback: () => 1 },
+         } } };",
+    );
+    assert_problem(&problems, "tasks.a.command", "got a function");
+    assert_problem(&problems, "tasks.a.config.callback", "must be plain JSON");
+}
+
+#[test]
+fn task_env_names_and_values_are_checked() {
+    let problems = invalid(
+        "export default {
+           projectName: 'x',
+           secrets: { databaseUrl: { value: 'postgres://' } },
+           tasks: { a: { env: {
+             '1BAD': 'x', 'WITH-DASH': 'x', LUMO_TASK: 'x', NESTED: { a: 1 }, DATABASE_URL: 'y', OK: 'fine',
+           } } },
+         };",
+    );
+    assert_problem(&problems, "tasks.a.env.1BAD", "invalid variable name");
+    assert_problem(&problems, "tasks.a.env.WITH-DASH", "invalid variable name");
+    assert_problem(&problems, "tasks.a.env.LUMO_TASK", "reserved");
+    assert_problem(&problems, "tasks.a.env.NESTED", "got an object");
+    assert_problem(
+        &problems,
+        "tasks.a.env.DATABASE_URL",
+        "clashes with the secret `databaseUrl`",
+    );
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+}
+
+#[test]
+fn args_are_checked() {
+    let problems = invalid(
+        "export default { projectName: 'x', tasks: { a: { args: {
+           TARGET: { required: true, default: 'prod' },
+           'bad-name': {},
+           LIMIT: { requird: true, default: [1] },
+           FLAG: 'yes',
+         } } } };",
+    );
+    assert_problem(
+        &problems,
+        "tasks.a.args.TARGET",
+        "is `required` and also has a `default` (\"prod\")",
+    );
+    assert_problem(&problems, "tasks.a.args.bad-name", "invalid argument name");
+    assert_problem(
+        &problems,
+        "tasks.a.args.LIMIT.requird",
+        "did you mean `required`?",
+    );
+    assert_problem(
+        &problems,
+        "tasks.a.args.LIMIT.default",
+        "must be a string, number or boolean",
+    );
+    assert_problem(&problems, "tasks.a.args.FLAG", "must be an object");
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+}
+
+#[test]
+fn aws_settings_are_checked() {
+    let config = loads(
+        "export default { projectName: 'x', provider: 'aws', aws: {
+           bucket: 'my-bucket', table: 'lumo_audit', roleArn: 'arn:aws:iam::123456789012:role/lumo',
+           architecture: 'x86_64', memorySize: 1024, runner: 'target/lambda/bootstrap',
+         } };",
+    );
+    assert_eq!(config.aws.bucket.as_deref(), Some("my-bucket"));
+    assert_eq!(config.aws.architecture, Some(Architecture::X86_64));
+    assert_eq!(config.aws.memory_size, Some(1024));
+    assert_eq!(
+        config.aws.runner.as_deref(),
+        Some(Path::new("target/lambda/bootstrap"))
+    );
+
+    let problems = invalid(
+        "export default { projectName: 'x', aws: {
+           bucket: 'My_Bucket', table: 't', roleArn: 'role/lumo', architecture: 'x86-64',
+           memorySize: 20000, runner: '', regoin: 'x',
+         } };",
+    );
+    assert_problem(&problems, "aws.bucket", "S3 bucket name");
+    assert_problem(&problems, "aws.table", "DynamoDB table name");
+    assert_problem(&problems, "aws.roleArn", "IAM role ARN");
+    assert_problem(&problems, "aws.architecture", "did you mean `x86_64`?");
+    assert_problem(&problems, "aws.memorySize", "from 128 to 10240, got 20000");
+    assert_problem(&problems, "aws.runner", "must not be empty");
+    assert_problem(&problems, "aws.regoin", "unknown key");
+    assert_eq!(problems.len(), 7, "{problems:#?}");
+}
+
+#[test]
+fn secrets_are_checked() {
+    let problems = invalid(
+        "export default { projectName: 'x', secrets: {
+           number: { value: 5 },
+           noValue: { description: 'd' },
+           shorthand: 'value',
+           typo: { value: 'v', descripton: 'd' },
+           'bad-name': { value: 'v' },
+           lumoToken: { value: 'v' },
+           apiKey: { value: 'a' },
+           API_KEY: { value: 'b' },
+         } };",
+    );
+    assert_problem(
+        &problems,
+        "secrets.number.value",
+        "must be a string or a function returning one, got 5",
+    );
+    assert_problem(&problems, "secrets.noValue.value", "is required");
+    assert_problem(
+        &problems,
+        "secrets.shorthand",
+        "must be an object `{ value, description? }`",
+    );
+    assert_problem(
+        &problems,
+        "secrets.typo.descripton",
+        "did you mean `description`?",
+    );
+    assert_problem(&problems, "secrets.bad-name", "invalid secret name");
+    assert_problem(&problems, "secrets.lumoToken", "`LUMO_TOKEN`");
+    assert_problem(&problems, "secrets.API_KEY", "like the secret `apiKey`");
+    assert_eq!(problems.len(), 7, "{problems:#?}");
+}
+
+#[test]
+fn access_lists_actors_per_environment_and_role() {
+    let config = loads(
+        "export default { projectName: 'x', access: {
+           prod: { maintainer: ['ana'], developer: ['bo', 'cy'] },
+         } };",
+    );
+    assert_eq!(config.access["prod"][&Permission::Maintainer], ["ana"]);
+    assert_eq!(config.access["prod"][&Permission::Developer], ["bo", "cy"]);
+
+    let problems = invalid(
+        "export default { projectName: 'x', access: {
+           prod: { maintainers: ['ana'], guest: 'bo', developer: [''] },
+           dev: ['ana'],
+         } };",
+    );
+    assert_problem(
+        &problems,
+        "access.prod.maintainers",
+        "did you mean `maintainer`?",
+    );
+    assert_problem(
+        &problems,
+        "access.prod.guest",
+        "must be an array of strings",
+    );
+    assert_problem(&problems, "access.prod.developer[0]", "must not be empty");
+    assert_problem(&problems, "access.dev", "must be an object");
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+}
+
+#[test]
+fn top_level_types_are_checked() {
+    let problems = invalid(
+        "export default { projectName: 'x', region: 5, environments: 'dev', tasks: [], secrets: 1, aws: 'x', access: null };",
+    );
+    assert_problem(&problems, "region", "got 5");
+    assert_problem(
+        &problems,
+        "environments",
+        "must be an array of environment names",
+    );
+    assert_problem(
+        &problems,
+        "tasks",
+        "must be an object of tasks by name, got an empty array",
+    );
+    assert_problem(&problems, "secrets", "got 1");
+    assert_problem(&problems, "aws", "got \"x\"");
+    assert_problem(&problems, "access", "got null");
+    assert_eq!(problems.len(), 6, "{problems:#?}");
+}
+
+#[test]
+fn secret_env_var_names_are_upper_snake_case() {
+    assert_eq!(secret_env_var("databaseUrl"), "DATABASE_URL");
+    assert_eq!(secret_env_var("DATABASE_URL"), "DATABASE_URL");
+    assert_eq!(secret_env_var("apiURL"), "API_URL");
+    assert_eq!(secret_env_var("apiURLValue"), "API_URL_VALUE");
+    assert_eq!(secret_env_var("key2Fa"), "KEY2_FA");
+}

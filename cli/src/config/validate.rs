@@ -1,0 +1,448 @@
+//! Validation of the evaluated config (plain JSON) into a [`ProjectConfig`]: the top-level keys,
+//! `aws`, `secrets` and `access` here, each task in `task.rs`. Every problem is collected before
+//! anything is returned, so the user fixes the whole config in one round (PRODUCT.md §3).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+use super::checks::{self, Problems, child, got};
+use super::engine::Evaluated;
+use super::task::{self, TaskScope};
+use super::{
+    Architecture, AwsSettings, ConfigProblem, Permission, ProjectConfig, Provider, SecretDef,
+    secret_env_var,
+};
+
+/// Keys lumo reads.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "projectName",
+    "provider",
+    "environment",
+    "environments",
+    "region",
+    "aws",
+    "secrets",
+    "tasks",
+    "access",
+];
+
+/// Lumo Framework keys that mean nothing to lumo: accepted so a Lumo config loads unchanged,
+/// and recorded in `ignored_keys` for `--verbose`.
+const LUMO_FRAMEWORK_KEYS: &[&str] = &[
+    "routes",
+    "networking",
+    "domainName",
+    "domain",
+    "events",
+    "build",
+    "resources",
+];
+
+const AWS_KEYS: &[&str] = &[
+    "bucket",
+    "table",
+    "roleArn",
+    "architecture",
+    "memorySize",
+    "runner",
+];
+
+const ROLES: &[&str] = &["guest", "developer", "maintainer"];
+
+pub(super) fn validate(
+    path: &Path,
+    root: &Path,
+    evaluated: &Evaluated,
+) -> Result<ProjectConfig, Vec<ConfigProblem>> {
+    let mut p = Problems::default();
+    let empty = Map::new();
+    let map = match &evaluated.export {
+        Value::Object(map) => map,
+        other => {
+            p.add("(config)", format!("must be an object, got {}", got(other)));
+            &empty
+        }
+    };
+
+    let all_keys: Vec<&str> = TOP_LEVEL_KEYS
+        .iter()
+        .chain(LUMO_FRAMEWORK_KEYS)
+        .copied()
+        .collect();
+    checks::unknown_keys_listing(&mut p, "", map, &all_keys, TOP_LEVEL_KEYS);
+    let ignored_keys = map
+        .keys()
+        .filter(|k| LUMO_FRAMEWORK_KEYS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+
+    let project_name = match map.get("projectName") {
+        Some(v) => project_name(&mut p, v),
+        None => {
+            p.add(
+                "projectName",
+                "is required: the project's name, 1 to 40 characters of a-z, 0-9 and `-`",
+            );
+            None
+        }
+    };
+    let provider = match map.get("provider") {
+        Some(v) => match checks::one_of(&mut p, "provider", v, &["local", "aws"]) {
+            Some("aws") => Provider::Aws,
+            _ => Provider::Local,
+        },
+        None => Provider::Local,
+    };
+    let environments = map
+        .get("environments")
+        .and_then(|v| environment_list(&mut p, v));
+    let environment = map.get("environment").and_then(|v| {
+        let name = environment_name(&mut p, "environment", v)?;
+        if let Some(declared) = &environments {
+            task::check_declared_environment(&mut p, "environment", &name, declared);
+        }
+        Some(name)
+    });
+    let region = map
+        .get("region")
+        .and_then(|v| checks::non_empty_string(&mut p, "region", v));
+    let aws = map.get("aws").map(|v| aws(&mut p, v)).unwrap_or_default();
+    let secrets = map
+        .get("secrets")
+        .map(|v| secrets(&mut p, v, &evaluated.secrets))
+        .unwrap_or_default();
+
+    let scope = TaskScope {
+        environments: environments.as_deref(),
+    };
+    let mut tasks = IndexMap::new();
+    if let Some(v) = map.get("tasks")
+        && let Some(entries) = checks::object(&mut p, "tasks", v, "an object of tasks by name")
+    {
+        for (name, value) in entries {
+            task::check_name(&mut p, name);
+            if let Some(task) = task::task(&mut p, name, value, &scope) {
+                tasks.insert(name.clone(), task);
+            }
+        }
+    }
+    check_env_clashes(&mut p, &tasks, &secrets);
+
+    let access = map
+        .get("access")
+        .map(|v| access(&mut p, v, environments.as_deref()))
+        .unwrap_or_default();
+
+    let problems = p.into_vec();
+    match project_name {
+        Some(project_name) if problems.is_empty() => Ok(ProjectConfig {
+            path: path.to_path_buf(),
+            root: root.to_path_buf(),
+            project_name,
+            provider,
+            environment,
+            environments,
+            region,
+            aws,
+            secrets,
+            tasks,
+            access,
+            ignored_keys,
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn project_name(p: &mut Problems, value: &Value) -> Option<String> {
+    let name = checks::string(p, "projectName", value)?;
+    let valid = (1..=40).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        p.add(
+            "projectName",
+            format!(
+                "must be 1 to 40 characters of a-z, 0-9 and `-`, got {}",
+                got(value)
+            ),
+        );
+        return None;
+    }
+    Some(name)
+}
+
+fn environment_name(p: &mut Problems, key: &str, value: &Value) -> Option<String> {
+    let name = checks::string(p, key, value)?;
+    if !checks::is_environment_name(&name) {
+        p.add(
+            key,
+            format!("{}, got {}", checks::ENVIRONMENT_NAME_RULE, got(value)),
+        );
+        return None;
+    }
+    Some(name)
+}
+
+fn environment_list(p: &mut Problems, value: &Value) -> Option<Vec<String>> {
+    let Value::Array(items) = value else {
+        p.add(
+            "environments",
+            format!("must be an array of environment names, got {}", got(value)),
+        );
+        return None;
+    };
+    if items.is_empty() {
+        p.add(
+            "environments",
+            "lists no environment; name at least one, or remove the key to allow any",
+        );
+        return None;
+    }
+    let mut names: Vec<String> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let key = format!("environments[{i}]");
+        let Some(name) = environment_name(p, &key, item) else {
+            continue;
+        };
+        if names.contains(&name) {
+            p.add(key, format!("`{name}` is listed more than once"));
+        } else {
+            names.push(name);
+        }
+    }
+    Some(names)
+}
+
+fn aws(p: &mut Problems, value: &Value) -> AwsSettings {
+    let mut aws = AwsSettings::default();
+    let Some(map) = checks::object(
+        p,
+        "aws",
+        value,
+        "an object `{ bucket, table, roleArn, architecture, memorySize, runner }`",
+    ) else {
+        return aws;
+    };
+    checks::unknown_keys(p, "aws", map, AWS_KEYS);
+    aws.bucket = map.get("bucket").and_then(|v| {
+        let bucket = checks::string(p, "aws.bucket", v)?;
+        is_bucket_name(&bucket).then_some(bucket).or_else(|| {
+            p.add(
+                "aws.bucket",
+                format!(
+                    "must be an S3 bucket name: 3 to 63 characters of a-z, 0-9, `.` and `-`, \
+                     starting and ending with a letter or digit, got {}",
+                    got(v)
+                ),
+            );
+            None
+        })
+    });
+    aws.table = map.get("table").and_then(|v| {
+        let table = checks::string(p, "aws.table", v)?;
+        let valid = (3..=255).contains(&table.len())
+            && table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        valid.then_some(table).or_else(|| {
+            p.add(
+                "aws.table",
+                format!(
+                    "must be a DynamoDB table name: 3 to 255 characters of letters, digits, \
+                     `_`, `-` and `.`, got {}",
+                    got(v)
+                ),
+            );
+            None
+        })
+    });
+    aws.role_arn = map.get("roleArn").and_then(|v| {
+        let arn = checks::string(p, "aws.roleArn", v)?;
+        let valid = arn.starts_with("arn:") && arn.contains(":iam::") && arn.contains(":role/");
+        valid.then_some(arn).or_else(|| {
+            p.add(
+                "aws.roleArn",
+                format!(
+                    "must be an IAM role ARN like `arn:aws:iam::123456789012:role/name`, got {}",
+                    got(v)
+                ),
+            );
+            None
+        })
+    });
+    aws.architecture = map.get("architecture").and_then(|v| {
+        match checks::one_of(p, "aws.architecture", v, &["arm64", "x86_64"])? {
+            "arm64" => Some(Architecture::Arm64),
+            _ => Some(Architecture::X86_64),
+        }
+    });
+    aws.memory_size = map
+        .get("memorySize")
+        .and_then(|v| checks::integer(p, "aws.memorySize", v, 128..=10240, "a whole number of MB"));
+    aws.runner = map
+        .get("runner")
+        .and_then(|v| checks::non_empty_string(p, "aws.runner", v))
+        .map(PathBuf::from);
+    aws
+}
+
+fn is_bucket_name(name: &str) -> bool {
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && edge_ok(name.chars().next())
+        && edge_ok(name.chars().last())
+}
+
+fn secrets(
+    p: &mut Problems,
+    value: &Value,
+    resolved: &HashMap<String, Result<String, String>>,
+) -> IndexMap<String, SecretDef> {
+    let mut secrets = IndexMap::new();
+    let Some(map) = checks::object(p, "secrets", value, "an object of secrets by name") else {
+        return secrets;
+    };
+    let mut env_vars: HashMap<String, &str> = HashMap::new();
+    for (name, entry) in map {
+        let key = child("secrets", name);
+        if !checks::is_variable_name(name) {
+            p.add(
+                key.clone(),
+                "invalid secret name: letters, digits and `_`, not starting with a digit \
+                 (it is passed to tasks as an upper-snake-case variable)",
+            );
+        } else {
+            let var = secret_env_var(name);
+            if var.starts_with("LUMO_") {
+                p.add(
+                    key.clone(),
+                    format!(
+                        "would be passed as `{var}`, and `LUMO_` variables are reserved for lumo"
+                    ),
+                );
+            } else if let Some(other) = env_vars.insert(var.clone(), name) {
+                p.add(
+                    key.clone(),
+                    format!("is passed as `{var}`, like the secret `{other}`; rename one of them"),
+                );
+            }
+        }
+        let Some(def) = checks::object(p, &key, entry, "an object `{ value, description? }`")
+        else {
+            continue;
+        };
+        checks::unknown_keys(p, &key, def, &["value", "description"]);
+        let description = def
+            .get("description")
+            .and_then(|v| checks::string(p, &child(&key, "description"), v));
+        let value = match (resolved.get(name), def.get("value")) {
+            (Some(outcome), _) => outcome.clone(),
+            (None, Some(Value::String(s))) => Ok(s.clone()),
+            (None, Some(other)) => {
+                p.add(
+                    child(&key, "value"),
+                    format!(
+                        "must be a string or a function returning one, got {}",
+                        got(other)
+                    ),
+                );
+                continue;
+            }
+            (None, None) => {
+                p.add(
+                    child(&key, "value"),
+                    "is required: a string, or a function returning one \
+                     (e.g. `() => process.env.DATABASE_URL`)",
+                );
+                continue;
+            }
+        };
+        secrets.insert(name.clone(), SecretDef { description, value });
+    }
+    secrets
+}
+
+/// A task `env` variable with a secret's name would silently win or lose against the secret.
+fn check_env_clashes(
+    p: &mut Problems,
+    tasks: &IndexMap<String, super::TaskConfig>,
+    secrets: &IndexMap<String, SecretDef>,
+) {
+    let secret_vars: HashMap<String, &str> = secrets
+        .keys()
+        .map(|name| (secret_env_var(name), name.as_str()))
+        .collect();
+    for (task, config) in tasks {
+        for var in config.env.keys() {
+            if let Some(secret) = secret_vars.get(var) {
+                p.add(
+                    format!("tasks.{task}.env.{var}"),
+                    format!("clashes with the secret `{secret}`, which tasks receive as `{var}`"),
+                );
+            }
+        }
+    }
+}
+
+fn access(
+    p: &mut Problems,
+    value: &Value,
+    environments: Option<&[String]>,
+) -> BTreeMap<String, BTreeMap<Permission, Vec<String>>> {
+    let mut access = BTreeMap::new();
+    let Some(map) = checks::object(
+        p,
+        "access",
+        value,
+        "an object `{ <environment>: { guest?, developer?, maintainer? } }`",
+    ) else {
+        return access;
+    };
+    for (env, roles) in map {
+        let env_key = child("access", env);
+        if !checks::is_environment_name(env) {
+            p.add(
+                env_key.clone(),
+                format!(
+                    "{}, got {}",
+                    checks::ENVIRONMENT_NAME_RULE,
+                    got(&Value::String(env.clone()))
+                ),
+            );
+        } else if let Some(declared) = environments {
+            task::check_declared_environment(p, &env_key, env, declared);
+        }
+        let Some(roles) = checks::object(
+            p,
+            &env_key,
+            roles,
+            "an object `{ guest?, developer?, maintainer? }` of actor lists",
+        ) else {
+            continue;
+        };
+        checks::unknown_keys(p, &env_key, roles, ROLES);
+        let mut by_role = BTreeMap::new();
+        for (role, actors) in roles {
+            let permission = match role.as_str() {
+                "guest" => Permission::Guest,
+                "developer" => Permission::Developer,
+                "maintainer" => Permission::Maintainer,
+                _ => continue,
+            };
+            let role_key = child(&env_key, role);
+            let Some(actors) = checks::string_list(p, &role_key, actors, false) else {
+                continue;
+            };
+            by_role.insert(permission, actors.into_iter().map(|(_, a)| a).collect());
+        }
+        access.insert(env.clone(), by_role);
+    }
+    access
+}
