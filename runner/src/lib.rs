@@ -2,4 +2,29 @@
 //! under that contract. The CLI's `local` provider and the Lambda bootstrap both call
 //! [`run_bundle`], so a task behaves the same wherever it runs.
 
+// Tests may unwrap: a panic is how a test reports. Library code is still checked without it by
+// the non-test build of this crate.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod contract;
+
+#[cfg(feature = "executor")]
+pub mod bundle;
+#[cfg(feature = "executor")]
+pub mod executor;
+#[cfg(feature = "executor")]
+pub mod mask;
+#[cfg(feature = "executor")]
+mod run;
+
+#[cfg(feature = "executor")]
+pub use bundle::{BundleError, sha256_file, unpack};
+#[cfg(feature = "executor")]
+pub use executor::{
+    DEFAULT_KILL_GRACE, DiscardOutput, ExecError, ExecOutcome, OutputObserver, TAIL_BYTES,
+    TaskProcess, become_subreaper, execute,
+};
+#[cfg(feature = "executor")]
+pub use mask::{MASK, Masker, StreamMasker};
+#[cfg(feature = "executor")]
+pub use run::{BundleRun, RunnerError, run_bundle};

@@ -1,0 +1,243 @@
+//! Where a task's output goes while it runs: masked, then streamed to the observer, appended to
+//! the log file, and summarised (tail, byte count, last line) for the run's record.
+//!
+//! Output can be megabytes (PRODUCT.md §8), so nothing here grows with it: the log file is
+//! written as output arrives, and only the tail and the start of the current line are kept.
+
+use std::io;
+use std::path::PathBuf;
+
+use tokio::fs::File;
+use tokio::io::{AsyncWriteExt, BufWriter};
+
+use super::{OutputObserver, TAIL_BYTES};
+use crate::mask::StreamMasker;
+
+/// The most characters of an output line used as a run's message.
+pub(crate) const MESSAGE_MAX_CHARS: usize = 1000;
+
+/// Bytes of a line kept to build a message from: enough for [`MESSAGE_MAX_CHARS`] characters of
+/// up to four bytes each.
+const LINE_KEEP_BYTES: usize = MESSAGE_MAX_CHARS * 4;
+
+pub(crate) struct OutputSink<'a> {
+    masker: StreamMasker,
+    observer: &'a mut dyn OutputObserver,
+    log: Option<LogFile>,
+    /// The end of the masked output; trimmed to [`TAIL_BYTES`] now and then, not on every chunk.
+    tail: Vec<u8>,
+    bytes: u64,
+    lines: LastLine,
+    masked: Vec<u8>,
+}
+
+/// The log file, until the first write error; then the error, reported when the run is over.
+struct LogFile {
+    path: PathBuf,
+    writer: Option<BufWriter<File>>,
+    error: Option<io::Error>,
+}
+
+/// What the output came to, once the stream has ended.
+pub(crate) struct OutputSummary {
+    pub tail: String,
+    pub bytes: u64,
+    pub last_line: Option<String>,
+    /// The log file and why writing it failed, if it did.
+    pub log_error: Option<(PathBuf, io::Error)>,
+}
+
+impl<'a> OutputSink<'a> {
+    pub(crate) fn new(
+        masker: StreamMasker,
+        observer: &'a mut dyn OutputObserver,
+        log: Option<(PathBuf, File)>,
+    ) -> OutputSink<'a> {
+        OutputSink {
+            masker,
+            observer,
+            log: log.map(|(path, file)| LogFile {
+                path,
+                writer: Some(BufWriter::with_capacity(64 * 1024, file)),
+                error: None,
+            }),
+            tail: Vec::with_capacity(2 * TAIL_BYTES),
+            bytes: 0,
+            lines: LastLine::default(),
+            masked: Vec::new(),
+        }
+    }
+
+    /// Takes raw output from the task.
+    pub(crate) async fn push(&mut self, raw: &[u8]) {
+        let mut masked = std::mem::take(&mut self.masked);
+        masked.clear();
+        self.masker.push(raw, &mut masked);
+        self.emit(&masked).await;
+        self.masked = masked;
+    }
+
+    /// Ends the stream: flushes what the masker held back and the log file.
+    pub(crate) async fn finish(mut self) -> OutputSummary {
+        let mut rest = Vec::new();
+        self.masker.finish(&mut rest);
+        self.emit(&rest).await;
+        let mut log_error = None;
+        if let Some(mut log) = self.log.take() {
+            if let Some(writer) = log.writer.as_mut()
+                && let Err(e) = writer.flush().await
+            {
+                log.error.get_or_insert(e);
+            }
+            log_error = log.error.map(|e| (log.path, e));
+        }
+        OutputSummary {
+            tail: tail_text(&self.tail),
+            bytes: self.bytes,
+            last_line: self.lines.finish(),
+            log_error,
+        }
+    }
+
+    async fn emit(&mut self, masked: &[u8]) {
+        if masked.is_empty() {
+            return;
+        }
+        self.bytes += masked.len() as u64;
+        self.observer.output(masked);
+        self.lines.push(masked);
+        self.tail.extend_from_slice(masked);
+        if self.tail.len() > 2 * TAIL_BYTES {
+            self.tail.drain(..self.tail.len() - TAIL_BYTES);
+        }
+        if let Some(log) = self.log.as_mut()
+            && let Some(writer) = log.writer.as_mut()
+            && let Err(e) = writer.write_all(masked).await
+        {
+            // Keep running the task: its outcome matters more than its log, and the error is
+            // reported with the outcome at the end.
+            tracing::warn!("could not write log file `{}`: {e}", log.path.display());
+            log.writer = None;
+            log.error = Some(e);
+        }
+    }
+}
+
+/// The last [`TAIL_BYTES`] bytes as text, starting at a character boundary.
+fn tail_text(tail: &[u8]) -> String {
+    let mut start = tail.len().saturating_sub(TAIL_BYTES);
+    // Skip UTF-8 continuation bytes (0b10xx_xxxx) so the cut does not split a character.
+    let mut skipped = 0;
+    while start < tail.len() && tail[start] & 0xC0 == 0x80 && skipped < 3 {
+        start += 1;
+        skipped += 1;
+    }
+    String::from_utf8_lossy(&tail[start..]).into_owned()
+}
+
+/// Tracks the last non-empty line of the output, keeping only the start of each line.
+#[derive(Default)]
+struct LastLine {
+    /// The start of the line being written, leading whitespace skipped.
+    current: Vec<u8>,
+    current_cut: bool,
+    last: Option<(Vec<u8>, bool)>,
+}
+
+impl LastLine {
+    fn push(&mut self, mut bytes: &[u8]) {
+        while let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
+            self.append(&bytes[..newline]);
+            self.end_line();
+            bytes = &bytes[newline + 1..];
+        }
+        self.append(bytes);
+    }
+
+    fn append(&mut self, mut bytes: &[u8]) {
+        if self.current.is_empty() {
+            let start = bytes
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(bytes.len());
+            bytes = &bytes[start..];
+        }
+        let room = LINE_KEEP_BYTES - self.current.len();
+        if bytes.len() > room {
+            self.current_cut = true;
+        }
+        self.current
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn end_line(&mut self) {
+        if self.current.iter().any(|b| !b.is_ascii_whitespace()) {
+            self.last = Some((std::mem::take(&mut self.current), self.current_cut));
+        }
+        self.current.clear();
+        self.current_cut = false;
+    }
+
+    fn finish(mut self) -> Option<String> {
+        self.end_line();
+        let (bytes, cut) = self.last?;
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.trim();
+        let chars = text.chars().count();
+        Some(if cut || chars > MESSAGE_MAX_CHARS {
+            let mut short: String = text.chars().take(MESSAGE_MAX_CHARS - 1).collect();
+            short.push('…');
+            short
+        } else {
+            text.to_owned()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_line(chunks: &[&str]) -> Option<String> {
+        let mut l = LastLine::default();
+        for c in chunks {
+            l.push(c.as_bytes());
+        }
+        l.finish()
+    }
+
+    #[test]
+    fn last_non_empty_line_across_chunks() {
+        assert_eq!(
+            last_line(&["a\nhel", "lo wor", "ld\n\n  \n"]).as_deref(),
+            Some("hello world")
+        );
+        assert_eq!(
+            last_line(&["first\n", "  second  "]).as_deref(),
+            Some("second")
+        );
+        assert_eq!(last_line(&["\r\n", " \n"]), None);
+        assert_eq!(last_line(&[]), None);
+        assert_eq!(last_line(&["done\r\n"]).as_deref(), Some("done"));
+    }
+
+    #[test]
+    fn long_lines_are_cut_to_the_message_limit() {
+        let long = "x".repeat(50_000);
+        let got = last_line(&[&long, "\n"]).unwrap();
+        assert_eq!(got.chars().count(), MESSAGE_MAX_CHARS);
+        assert!(got.ends_with('…'));
+        let leading = format!("{}word", " ".repeat(10_000));
+        assert_eq!(last_line(&[&leading]).as_deref(), Some("word"));
+    }
+
+    #[test]
+    fn tail_starts_at_a_char_boundary() {
+        // 6000 bytes of 3-byte characters: the last 4096 start one byte into a character.
+        let bytes = "€".repeat(2000).into_bytes();
+        let tail = tail_text(&bytes);
+        assert_eq!(tail.len(), TAIL_BYTES - 1);
+        assert!(tail.chars().all(|c| c == '€'));
+        assert_eq!(tail_text(b"short"), "short");
+    }
+}

@@ -1,0 +1,654 @@
+//! The executor against real processes (`sh`), each test in its own temp dir. Timeouts are about
+//! a second and grace periods 300 ms so the suite stays fast; time bounds leave room for a
+//! loaded machine.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::*;
+use crate::contract::{DeploymentInfo, Trigger};
+
+const GRACE: Duration = Duration::from_millis(300);
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    work: PathBuf,
+    scratch: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    // Orphans of the tasks are re-parented to this test process and reaped by the executor,
+    // as in the CLI and the Lambda runner.
+    become_subreaper();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("bundle");
+    let scratch = dir.path().join("scratch");
+    fs::create_dir(&work).unwrap();
+    fs::create_dir(&scratch).unwrap();
+    Fixture {
+        _dir: dir,
+        work,
+        scratch,
+    }
+}
+
+fn context(work: &Path) -> TaskContext {
+    TaskContext {
+        deployment: DeploymentInfo {
+            is_first_deploy: true,
+            previous_version: None,
+            environment: "staging".into(),
+            version: "abc1234".into(),
+        },
+        config: json!({ "batch": 10 }),
+        args: BTreeMap::new(),
+        working_directory: work.to_string_lossy().into_owned(),
+        task: "db/migrate".into(),
+        run_id: "01RUN".into(),
+        trigger: Trigger::Deploy,
+    }
+}
+
+impl Fixture {
+    fn command(&self, script: &str) -> TaskProcess {
+        let mut p = TaskProcess::new(
+            Entry::Command(script.to_owned()),
+            self.work.clone(),
+            context(&self.work),
+            self.scratch.clone(),
+        );
+        p.timeout = Duration::from_secs(20);
+        p.kill_grace = GRACE;
+        p
+    }
+
+    fn program(&self, path: &str, body: &str, mode: u32) -> TaskProcess {
+        let file = self.work.join(path);
+        fs::write(&file, body).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+        let mut p = self.command("unused");
+        p.entry = Entry::Program(path.to_owned());
+        p
+    }
+
+    fn read(&self, name: &str) -> String {
+        fs::read_to_string(self.work.join(name)).unwrap()
+    }
+
+    fn pid(&self, name: &str) -> i32 {
+        self.read(name).trim().parse().unwrap()
+    }
+}
+
+/// Runs the task, collecting what the observer saw.
+async fn run(process: TaskProcess) -> (ExecOutcome, String) {
+    let mut seen = Vec::new();
+    let outcome = execute(process, &mut seen).await.unwrap();
+    (outcome, String::from_utf8(seen).unwrap())
+}
+
+/// Whether `pid` is a live process (a zombie is not).
+fn is_alive(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat[stat.rfind(')').unwrap() + 1..]
+        .trim_start()
+        .chars()
+        .next();
+    !matches!(state, Some('Z' | 'X'))
+}
+
+fn env_file(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn context_on_stdin_equals_context_file() {
+    let f = fixture();
+    let p = f.command(r#"cat > stdin.json; cp "$LUMO_CONTEXT_FILE" file.json"#);
+    let expected = p.context.clone();
+    let (outcome, _) = run(p).await;
+    assert_eq!(outcome.status, RunStatus::Succeeded, "{outcome:?}");
+    let stdin = f.read("stdin.json");
+    assert_eq!(stdin, f.read("file.json"));
+    let got: TaskContext = serde_json::from_str(&stdin).unwrap();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn sets_every_lumo_variable() {
+    let f = fixture();
+    let (outcome, _) = run(f.command("env > env.txt")).await;
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    let env = env_file(&f.read("env.txt"));
+    assert_eq!(env["LUMO_ENVIRONMENT"], "staging");
+    assert_eq!(env["LUMO_TASK"], "db/migrate");
+    assert_eq!(env["LUMO_RUN_ID"], "01RUN");
+    assert_eq!(env["LUMO_TRIGGER"], "deploy");
+    assert_eq!(env["LUMO_VERSION"], "abc1234");
+    assert_eq!(env["LUMO_PREVIOUS_VERSION"], "");
+    assert_eq!(env["LUMO_IS_FIRST_DEPLOY"], "true");
+    let scratch = std::path::absolute(&f.scratch).unwrap();
+    assert_eq!(
+        env["LUMO_RESULT_FILE"],
+        scratch.join("result.json").to_str().unwrap()
+    );
+    assert_eq!(
+        env["LUMO_CONTEXT_FILE"],
+        scratch.join("context.json").to_str().unwrap()
+    );
+    assert_eq!(
+        fs::canonicalize(&env["PWD"]).unwrap(),
+        fs::canonicalize(&f.work).unwrap()
+    );
+    // The parent's environment is inherited.
+    assert!(env.contains_key("PATH"));
+
+    let mut p = f.command("env > env2.txt");
+    p.context.deployment.is_first_deploy = false;
+    p.context.deployment.previous_version = Some("0ld".into());
+    p.context.trigger = Trigger::Manual;
+    run(p).await;
+    let env = env_file(&f.read("env2.txt"));
+    assert_eq!(env["LUMO_PREVIOUS_VERSION"], "0ld");
+    assert_eq!(env["LUMO_IS_FIRST_DEPLOY"], "false");
+    assert_eq!(env["LUMO_TRIGGER"], "manual");
+}
+
+#[tokio::test]
+async fn args_env_and_secrets_reach_the_task() {
+    let f = fixture();
+    let mut p = f.command("env > env.txt");
+    p.context.args.insert("target".into(), "eu-1".into());
+    p.context.args.insert("dry-run".into(), "yes".into());
+    p.env.insert("GREETING".into(), "hello world".into());
+    p.env.insert("DATABASE_URL".into(), "from-env".into());
+    p.env.insert("LUMO_TASK".into(), "overridden".into());
+    p.secrets
+        .insert("DATABASE_URL".into(), "postgres://u:pw@db/app".into());
+    let (outcome, _) = run(p).await;
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    let env = env_file(&f.read("env.txt"));
+    assert_eq!(env["LUMO_ARG_TARGET"], "eu-1");
+    assert_eq!(env["LUMO_ARG_DRY_RUN"], "yes");
+    assert_eq!(env["GREETING"], "hello world");
+    // The task's env is applied after lumo's variables, secrets after the task's env.
+    assert_eq!(env["LUMO_TASK"], "overridden");
+    assert_eq!(env["DATABASE_URL"], "postgres://u:pw@db/app");
+}
+
+#[tokio::test]
+async fn exit_codes_decide_without_a_result_file() {
+    let f = fixture();
+    let (ok, _) = run(f.command("exit 0")).await;
+    assert_eq!(ok.status, RunStatus::Succeeded);
+    assert_eq!(ok.exit_code, Some(0));
+    assert_eq!(ok.signal, None);
+    assert_eq!(ok.message, "exit code 0");
+    assert!(ok.started_at <= ok.ended_at);
+
+    let (failed, _) = run(f.command("echo 'connection refused' >&2; exit 3")).await;
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert_eq!(failed.exit_code, Some(3));
+    assert_eq!(failed.message, "exit code 3: connection refused");
+
+    let (silent, _) = run(f.command("exit 4")).await;
+    assert_eq!(silent.status, RunStatus::Failed);
+    assert_eq!(silent.message, "exit code 4");
+}
+
+#[tokio::test]
+async fn message_is_the_last_non_empty_output_line() {
+    let f = fixture();
+    let (outcome, _) =
+        run(f.command("echo first; echo '  applied 3 migrations  ' >&2; echo; printf '   \\n'"))
+            .await;
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert_eq!(outcome.message, "applied 3 migrations");
+}
+
+fn write_result(json: &str) -> String {
+    format!("cat > \"$LUMO_RESULT_FILE\" <<'EOF'\n{json}\nEOF\necho 'last line'")
+}
+
+#[tokio::test]
+async fn valid_result_file_gives_message_and_data() {
+    let f = fixture();
+    let (outcome, _) = run(f.command(&write_result(
+        r#"{"success": true, "message": "Applied 2 migrations", "data": {"applied": 2}}"#,
+    )))
+    .await;
+    assert_eq!(outcome.status, RunStatus::Succeeded, "{outcome:?}");
+    assert_eq!(outcome.message, "Applied 2 migrations");
+    assert_eq!(outcome.data, Some(json!({ "applied": 2 })));
+}
+
+#[tokio::test]
+async fn result_success_false_fails_with_the_tasks_message() {
+    let f = fixture();
+    let (outcome, _) = run(f.command(&write_result(
+        r#"{"success": false, "message": "Operation failed: boom", "data": {"error": "stack"}}"#,
+    )))
+    .await;
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert_eq!(outcome.exit_code, Some(0));
+    assert_eq!(outcome.message, "Operation failed: boom");
+    assert_eq!(outcome.data, Some(json!({ "error": "stack" })));
+}
+
+#[tokio::test]
+async fn non_zero_exit_fails_even_with_a_successful_result() {
+    let f = fixture();
+    let script = format!(
+        "{}\nexit 2",
+        write_result(r#"{"success": true, "message": "looked fine"}"#)
+    );
+    let (outcome, _) = run(f.command(&script)).await;
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert_eq!(outcome.message, "exit code 2: looked fine");
+}
+
+#[tokio::test]
+async fn invalid_result_files_fail_the_run_saying_why() {
+    let f = fixture();
+    let cases = [
+        ("garbage", "expected value"),
+        ("", "empty"),
+        (
+            r#"{"success": true, "message": "x", "extra": 1}"#,
+            "unknown field `extra`",
+        ),
+        (r#"{"success": "yes", "message": "x"}"#, "invalid type"),
+        (r#"{"success": true}"#, "missing field `message`"),
+        (
+            r#"{"success": true, "message": "x", "data": [1]}"#,
+            "`data` must be an object, not an array",
+        ),
+    ];
+    for (content, reason) in cases {
+        let (outcome, _) = run(f.command(&write_result(content))).await;
+        assert_eq!(outcome.status, RunStatus::Failed, "{content:?}");
+        assert!(
+            outcome
+                .message
+                .starts_with("result file is not a valid TaskResult: "),
+            "{content:?}: {}",
+            outcome.message
+        );
+        assert!(outcome.message.contains(reason), "{}", outcome.message);
+        assert!(outcome.message.contains("LUMO_RESULT_FILE"));
+        assert_eq!(outcome.data, None);
+    }
+}
+
+#[tokio::test]
+async fn oversized_result_file_fails_the_run() {
+    let f = fixture();
+    let (outcome, _) =
+        run(f.command(r#"head -c 17000000 /dev/zero | tr '\0' ' ' > "$LUMO_RESULT_FILE""#)).await;
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert!(
+        outcome.message.contains("larger than 16 MiB"),
+        "{}",
+        outcome.message
+    );
+}
+
+#[tokio::test]
+async fn a_stale_result_file_is_not_taken_for_this_runs() {
+    let f = fixture();
+    fs::write(
+        f.scratch.join("result.json"),
+        r#"{"success": false, "message": "old run"}"#,
+    )
+    .unwrap();
+    let (outcome, _) = run(f.command("echo fresh")).await;
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert_eq!(outcome.message, "fresh");
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_are_interleaved_in_order() {
+    let f = fixture();
+    let log = f.scratch.join("task.log");
+    let mut p = f.command("echo a; echo b >&2; echo c; echo d >&2; echo e");
+    p.log_file = Some(log.clone());
+    let (outcome, seen) = run(p).await;
+    assert_eq!(seen, "a\nb\nc\nd\ne\n");
+    assert_eq!(outcome.output_tail, "a\nb\nc\nd\ne\n");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "a\nb\nc\nd\ne\n");
+    assert_eq!(outcome.output_bytes, 10);
+}
+
+/// Counts output without keeping it, like a live stream would.
+#[derive(Default)]
+struct Counter {
+    bytes: u64,
+    chunks: usize,
+    first_at: Option<Instant>,
+}
+
+impl OutputObserver for Counter {
+    fn output(&mut self, chunk: &[u8]) {
+        self.bytes += chunk.len() as u64;
+        self.chunks += 1;
+        self.first_at.get_or_insert_with(Instant::now);
+    }
+}
+
+#[tokio::test]
+async fn megabytes_of_output_are_logged_in_full_and_summarised() {
+    let f = fixture();
+    let log = f.scratch.join("task.log");
+    let mut p = f.command("head -c 5000000 /dev/zero | tr '\\0' 'x'; echo; echo end");
+    p.log_file = Some(log.clone());
+    let mut counter = Counter::default();
+    let outcome = execute(p, &mut counter).await.unwrap();
+    let total = 5_000_000 + 1 + 4;
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert_eq!(outcome.output_bytes, total);
+    assert_eq!(counter.bytes, total);
+    assert!(counter.chunks > 1);
+    assert_eq!(fs::metadata(&log).unwrap().len(), total);
+    assert_eq!(outcome.output_tail.len(), TAIL_BYTES);
+    assert!(outcome.output_tail.ends_with("xxx\nend\n"));
+    assert_eq!(outcome.message, "end");
+}
+
+#[tokio::test]
+async fn output_is_streamed_while_the_task_runs() {
+    let f = fixture();
+    let mut counter = Counter::default();
+    let started = Instant::now();
+    let outcome = execute(f.command("echo early; sleep 1; echo late"), &mut counter)
+        .await
+        .unwrap();
+    let ended = Instant::now();
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    let first = counter.first_at.unwrap();
+    assert!(first.duration_since(started) < Duration::from_millis(800));
+    assert!(ended.duration_since(first) > Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn timeout_stops_the_task_and_the_children_it_forked() {
+    let f = fixture();
+    let mut p = f.command("sleep 100 & echo $! > child.pid; echo started; sleep 100");
+    p.timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let (outcome, seen) = run(p).await;
+    let took = started.elapsed();
+    assert_eq!(outcome.status, RunStatus::TimedOut, "{outcome:?}");
+    assert_eq!(outcome.message, "timed out after 1s");
+    assert_eq!(seen, "started\n");
+    assert_eq!(outcome.output_tail, "started\n");
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert!(
+        took < Duration::from_secs(1) + GRACE + Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert!(!is_alive(f.pid("child.pid")));
+}
+
+#[tokio::test]
+async fn a_task_that_ignores_sigterm_is_killed_after_the_grace() {
+    let f = fixture();
+    let mut p = f.command(
+        "trap '' TERM; sleep 100 & echo $! > child.pid; echo ready; while :; do sleep 0.05; done",
+    );
+    p.timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let (outcome, _) = run(p).await;
+    let took = started.elapsed();
+    assert_eq!(outcome.status, RunStatus::TimedOut);
+    assert_eq!(outcome.signal, Some(libc_sigkill()));
+    assert!(took >= Duration::from_secs(1) + GRACE, "{took:?}");
+    assert!(
+        took < Duration::from_secs(1) + GRACE + Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert!(!is_alive(f.pid("child.pid")));
+}
+
+fn libc_sigkill() -> i32 {
+    Signal::SIGKILL as i32
+}
+
+#[tokio::test]
+async fn sub_second_timeouts_read_in_milliseconds() {
+    let f = fixture();
+    let mut p = f.command("sleep 10");
+    p.timeout = Duration::from_millis(300);
+    let (outcome, _) = run(p).await;
+    assert_eq!(outcome.status, RunStatus::TimedOut);
+    assert_eq!(outcome.message, "timed out after 300ms");
+}
+
+#[tokio::test]
+async fn background_children_left_behind_are_stopped_and_reaped() {
+    let f = fixture();
+    let started = Instant::now();
+    let (outcome, _) = run(f.command("sleep 100 & echo $! > child.pid; echo done")).await;
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert_eq!(outcome.message, "done");
+    assert!(started.elapsed() < GRACE + Duration::from_secs(1));
+    let pid = f.pid("child.pid");
+    // Re-parented to this process (the subreaper) and reaped by the executor: fully gone.
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "child {pid} is still in /proc"
+    );
+
+    // One that ignores SIGTERM gets SIGKILL after the grace.
+    let started = Instant::now();
+    let (outcome, _) =
+        run(f.command("(trap '' TERM; exec sleep 100) & echo $! > stubborn.pid; echo done")).await;
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert!(started.elapsed() >= GRACE);
+    assert!(!is_alive(f.pid("stubborn.pid")));
+}
+
+#[tokio::test]
+async fn a_child_that_escaped_the_group_cannot_hold_the_run_open() {
+    let f = fixture();
+    let started = Instant::now();
+    let (outcome, seen) = run(f.command("setsid sleep 30 & echo $! > escaped.pid; echo bye")).await;
+    let took = started.elapsed();
+    let escaped = Pid::from_raw(f.pid("escaped.pid"));
+    let _ = nix::sys::signal::kill(escaped, Signal::SIGKILL);
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert_eq!(seen, "bye\n");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_task_that_never_reads_stdin_does_not_hang() {
+    let f = fixture();
+    let mut p = f.command("echo ignoring stdin");
+    // Far more than a pipe buffer holds.
+    p.context.config = json!({ "blob": "x".repeat(1 << 20) });
+    let (outcome, _) = run(p).await;
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert_eq!(outcome.message, "ignoring stdin");
+}
+
+#[tokio::test]
+async fn killed_by_a_signal_we_did_not_send() {
+    let f = fixture();
+    let (outcome, _) = run(f.command("echo dying; kill -KILL $$")).await;
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert_eq!(outcome.exit_code, None);
+    assert_eq!(outcome.signal, Some(libc_sigkill()));
+    assert_eq!(outcome.message, "killed by signal SIGKILL: dying");
+}
+
+#[tokio::test]
+async fn secrets_are_masked_everywhere() {
+    let f = fixture();
+    let log = f.scratch.join("task.log");
+    let script = r#"
+printf 'token=sec'; sleep 0.1; printf 'ret\n'
+printf '{"password":"pa\\"ss"}\n'
+echo "$API_TOKEN and $PASSWORD" >&2
+cat > "$LUMO_RESULT_FILE" <<EOF
+{"success": true, "message": "used $API_TOKEN", "data": {"$API_TOKEN": "x${API_TOKEN}x", "quoted": "pa\"ss"}}
+EOF
+"#;
+    let mut p = f.command(script);
+    p.secrets.insert("API_TOKEN".into(), "secret".into());
+    p.secrets.insert("PASSWORD".into(), "pa\"ss".into());
+    p.log_file = Some(log.clone());
+    let (outcome, seen) = run(p).await;
+    assert_eq!(outcome.status, RunStatus::Succeeded, "{outcome:?}");
+    let expected = "token=***\n{\"password\":\"***\"}\n*** and ***\n";
+    assert_eq!(seen, expected);
+    assert_eq!(fs::read_to_string(&log).unwrap(), expected);
+    assert_eq!(outcome.output_tail, expected);
+    assert_eq!(outcome.output_bytes, expected.len() as u64);
+    assert_eq!(outcome.message, "used ***");
+    assert_eq!(
+        outcome.data,
+        Some(json!({ "***": "x***x", "quoted": "***" }))
+    );
+
+    // Without a result file the message comes from the (masked) output.
+    let mut p = f.command("echo \"failed with $API_TOKEN\"; exit 1");
+    p.secrets.insert("API_TOKEN".into(), "secret".into());
+    let (outcome, _) = run(p).await;
+    assert_eq!(outcome.message, "exit code 1: failed with ***");
+}
+
+#[tokio::test]
+async fn programs_run_directly_from_the_working_directory() {
+    let f = fixture();
+    let p = f.program(
+        "task.sh",
+        "#!/bin/sh\necho \"running in $(pwd)\"\necho \"$0\"\n",
+        0o755,
+    );
+    let (outcome, seen) = run(p).await;
+    assert_eq!(outcome.status, RunStatus::Succeeded, "{outcome:?}");
+    let work = fs::canonicalize(&f.work).unwrap();
+    assert!(
+        seen.starts_with(&format!("running in {}\n", work.display())),
+        "{seen}"
+    );
+}
+
+#[tokio::test]
+async fn a_task_that_cannot_start_is_a_failed_run() {
+    let f = fixture();
+    let mut missing = f.command("unused");
+    missing.entry = Entry::Program("missing.sh".into());
+    let (outcome, _) = run(missing).await;
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert_eq!(outcome.exit_code, None);
+    assert!(
+        outcome
+            .message
+            .starts_with("could not start `missing.sh`: No such file or directory"),
+        "{}",
+        outcome.message
+    );
+
+    let (outcome, _) = run(f.program("plain.sh", "#!/bin/sh\necho hi\n", 0o644)).await;
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert!(
+        outcome
+            .message
+            .starts_with("could not start `plain.sh`: Permission denied"),
+        "{}",
+        outcome.message
+    );
+    assert!(outcome.message.contains("chmod +x"));
+
+    let (outcome, _) =
+        run(f.program("interp.sh", "#!/nonexistent/interpreter\necho hi\n", 0o755)).await;
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert!(
+        outcome.message.starts_with("could not start `interp.sh`: "),
+        "{}",
+        outcome.message
+    );
+    assert!(
+        outcome.message.contains("interpreter"),
+        "{}",
+        outcome.message
+    );
+
+    let mut escaping = f.command("unused");
+    escaping.entry = Entry::Program("../outside.sh".into());
+    let (outcome, _) = run(escaping).await;
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert!(outcome.message.contains("relative path inside the bundle"));
+}
+
+#[tokio::test]
+async fn lumos_own_io_errors_are_errors() {
+    let f = fixture();
+    let mut p = f.command("true");
+    p.log_file = Some(f.scratch.join("no/such/dir/task.log"));
+    let err = execute(p, &mut DiscardOutput).await.unwrap_err();
+    assert!(matches!(err, ExecError::CreateLog { .. }));
+    assert!(err.to_string().contains("task.log"), "{err}");
+
+    let mut p = f.command("true");
+    p.scratch_dir = f.scratch.join("missing");
+    let err = execute(p, &mut DiscardOutput).await.unwrap_err();
+    assert!(matches!(err, ExecError::WriteContext { .. }), "{err}");
+    assert!(err.to_string().contains("context.json"), "{err}");
+}
+
+#[tokio::test]
+async fn dropping_the_run_kills_the_task_group() {
+    let f = fixture();
+    let p = f.command("sleep 100 & echo $! > child.pid; sleep 100");
+    let mut sink = DiscardOutput;
+    let run = execute(p, &mut sink);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), run)
+            .await
+            .is_err()
+    );
+    let pid = f.pid("child.pid");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while is_alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!is_alive(pid));
+}
+
+#[test]
+fn the_execute_future_can_be_spawned() {
+    fn assert_send<T: Send>(_: &T) {}
+    let f = fixture();
+    let mut sink = DiscardOutput;
+    let fut = execute(f.command("true"), &mut sink);
+    assert_send(&fut);
+}
+
+#[test]
+fn debug_output_hides_secret_values() {
+    let f = fixture();
+    let mut p = f.command("true");
+    p.secrets.insert("TOKEN".into(), "do-not-print".into());
+    let shown = format!("{p:?}");
+    assert!(shown.contains("TOKEN"));
+    assert!(!shown.contains("do-not-print"));
+}
+
+#[test]
+fn durations_format_for_messages() {
+    assert_eq!(format_duration(Duration::from_secs(120)), "120s");
+    assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+    assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+}

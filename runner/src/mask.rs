@@ -1,0 +1,400 @@
+//! Secret masking (PRODUCT.md §4: secret values never appear in stored or shown output, messages
+//! or data).
+//!
+//! A task gets its secrets as environment variables and may print them by accident, so every byte
+//! lumo keeps or shows from a task passes through a [`Masker`] first. Output arrives as a byte
+//! stream in chunks of arbitrary size, so a secret may be split across two reads; the
+//! [`StreamMasker`] holds back just enough bytes to decide, and masks exactly as [`Masker::mask_str`]
+//! would mask the whole output at once.
+//!
+//! Matching is leftmost-longest: at each position the longest secret that matches there wins, so
+//! a secret that is a prefix of another (`abc` and `abcdef`) never leaves the tail of the longer
+//! one visible.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// What a secret value is replaced by.
+pub const MASK: &str = "***";
+
+/// Replaces every occurrence of a set of secret values by [`MASK`].
+///
+/// Cheap to clone (the secrets are shared) and safe to use from several threads.
+#[derive(Clone)]
+pub struct Masker {
+    patterns: Arc<Patterns>,
+}
+
+struct Patterns {
+    /// Distinct non-empty patterns, longest first: the first full match found at a position is
+    /// the longest one there.
+    list: Vec<Vec<u8>>,
+    /// Whether some pattern starts with this byte: lets the scan skip most bytes in one lookup.
+    starts: [bool; 256],
+    longest: usize,
+}
+
+/// The decision at one position of the input.
+enum Step {
+    /// A secret of this many bytes starts here.
+    Mask(usize),
+    /// No secret starts here.
+    Literal,
+    /// A secret might start here, but the input ends before it could be told apart.
+    NeedMore,
+}
+
+impl Patterns {
+    fn new(values: impl IntoIterator<Item = String>) -> Patterns {
+        let mut list: Vec<Vec<u8>> = Vec::new();
+        for value in values {
+            if value.is_empty() {
+                continue;
+            }
+            // A secret printed inside JSON (a task logging a structured object, or a result's
+            // `data`) appears escaped: `"` as `\"`, a newline as `\n`.
+            let escaped = json_escaped(&value);
+            if escaped != value {
+                list.push(escaped.into_bytes());
+            }
+            list.push(value.into_bytes());
+        }
+        list.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        list.dedup();
+        let mut starts = [false; 256];
+        for pattern in &list {
+            starts[usize::from(pattern[0])] = true;
+        }
+        let longest = list.first().map_or(0, Vec::len);
+        Patterns {
+            list,
+            starts,
+            longest,
+        }
+    }
+
+    /// `rest` is the input from the current position on and is never empty. `at_end` says no
+    /// more input will follow it.
+    fn step(&self, rest: &[u8], at_end: bool) -> Step {
+        for pattern in &self.list {
+            if rest.len() >= pattern.len() {
+                if rest.starts_with(pattern) {
+                    return Step::Mask(pattern.len());
+                }
+            } else if !at_end && pattern.starts_with(rest) {
+                // A longer secret could still match once more input arrives; every shorter
+                // candidate comes later in the list, so deciding now could pick the wrong one.
+                return Step::NeedMore;
+            }
+        }
+        Step::Literal
+    }
+
+    /// Masks `input` into `out` and returns how many bytes of `input` were consumed; the rest
+    /// (only when `at_end` is false, and always shorter than the longest secret) is the start of
+    /// a possible secret and must be presented again with more input after it.
+    fn mask_into(&self, input: &[u8], out: &mut Vec<u8>, at_end: bool) -> usize {
+        let mut i = 0;
+        while i < input.len() {
+            let literal_run = input[i..]
+                .iter()
+                .position(|&b| self.starts[usize::from(b)])
+                .unwrap_or(input.len() - i);
+            out.extend_from_slice(&input[i..i + literal_run]);
+            i += literal_run;
+            if i == input.len() {
+                break;
+            }
+            match self.step(&input[i..], at_end) {
+                Step::Mask(len) => {
+                    out.extend_from_slice(MASK.as_bytes());
+                    i += len;
+                }
+                Step::Literal => {
+                    out.push(input[i]);
+                    i += 1;
+                }
+                Step::NeedMore => return i,
+            }
+        }
+        i
+    }
+}
+
+/// The form a string takes inside a JSON string literal, without the quotes.
+fn json_escaped(value: &str) -> String {
+    match serde_json::to_string(value) {
+        Ok(quoted) if quoted.len() >= 2 => quoted[1..quoted.len() - 1].to_owned(),
+        _ => value.to_owned(),
+    }
+}
+
+impl Masker {
+    /// A masker for these secret values. Empty values are ignored (they would match everywhere).
+    /// Each value is masked as it is and, where different, in its JSON-escaped form.
+    pub fn new<I: IntoIterator<Item = String>>(secret_values: I) -> Masker {
+        Masker {
+            patterns: Arc::new(Patterns::new(secret_values)),
+        }
+    }
+
+    /// Whether there is nothing to mask.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.list.is_empty()
+    }
+
+    /// `s` with every secret replaced by [`MASK`].
+    pub fn mask_str(&self, s: &str) -> String {
+        if self.is_empty() {
+            return s.to_owned();
+        }
+        let mut out = Vec::with_capacity(s.len());
+        self.patterns.mask_into(s.as_bytes(), &mut out, true);
+        // Secrets are whole UTF-8 strings, and a UTF-8 string can only match at a character
+        // boundary, so replacing them keeps the text valid UTF-8.
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
+    /// `v` with every string and every object key masked.
+    pub fn mask_json(&self, v: &Value) -> Value {
+        if self.is_empty() {
+            return v.clone();
+        }
+        match v {
+            Value::String(s) => Value::String(self.mask_str(s)),
+            Value::Array(items) => Value::Array(items.iter().map(|i| self.mask_json(i)).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (self.mask_str(k), self.mask_json(v)))
+                    .collect(),
+            ),
+            Value::Null | Value::Bool(_) | Value::Number(_) => v.clone(),
+        }
+    }
+
+    /// A masker for one byte stream (a task's output) that arrives in chunks.
+    pub fn stream(&self) -> StreamMasker {
+        StreamMasker {
+            patterns: Arc::clone(&self.patterns),
+            pending: Vec::new(),
+        }
+    }
+
+    /// The length in bytes of the longest pattern (secret or escaped form); 0 when empty.
+    pub fn longest_secret(&self) -> usize {
+        self.patterns.longest
+    }
+}
+
+impl fmt::Debug for Masker {
+    // Never print the secrets themselves.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Masker")
+            .field("patterns", &self.patterns.list.len())
+            .finish()
+    }
+}
+
+/// Masks a byte stream that arrives in arbitrary chunks, with the same result as masking the
+/// whole stream at once. Holds back at most (longest secret − 1) bytes between calls.
+pub struct StreamMasker {
+    patterns: Arc<Patterns>,
+    /// Input that could be the start of a secret, waiting for the bytes after it.
+    pending: Vec<u8>,
+}
+
+impl StreamMasker {
+    /// Masks `chunk` (after whatever was held back) and appends what can be decided to `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        if self.patterns.list.is_empty() {
+            out.extend_from_slice(chunk);
+            return;
+        }
+        if self.pending.is_empty() {
+            let consumed = self.patterns.mask_into(chunk, out, false);
+            self.pending.extend_from_slice(&chunk[consumed..]);
+        } else {
+            self.pending.extend_from_slice(chunk);
+            let consumed = self.patterns.mask_into(&self.pending, out, false);
+            self.pending.drain(..consumed);
+        }
+    }
+
+    /// Ends the stream: appends what was held back, masked where it completes a secret and
+    /// otherwise as it was (the start of a secret that never finished is not a secret).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.patterns.mask_into(&self.pending, out, true);
+        self.pending.clear();
+    }
+
+    /// How many bytes are held back, waiting for more input.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+impl fmt::Debug for StreamMasker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamMasker")
+            .field("patterns", &self.patterns.list.len())
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn masker(secrets: &[&str]) -> Masker {
+        Masker::new(secrets.iter().map(|s| s.to_string()))
+    }
+
+    /// Streams `input` split at `cuts` (sorted byte offsets) and checks the result against
+    /// masking it whole, and the hold-back bound after every chunk.
+    fn stream_in_pieces(m: &Masker, input: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut stream = m.stream();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            stream.push(&input[start..cut], &mut out);
+            assert!(
+                stream.pending_len() < m.longest_secret().max(1),
+                "held back {} bytes",
+                stream.pending_len()
+            );
+            start = cut;
+        }
+        stream.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn masks_every_occurrence() {
+        let m = masker(&["hunter2"]);
+        assert_eq!(
+            m.mask_str("pw=hunter2, again hunter2!"),
+            "pw=***, again ***!"
+        );
+        assert_eq!(m.mask_str("no secret here"), "no secret here");
+        assert_eq!(m.mask_str("hunter"), "hunter");
+    }
+
+    #[test]
+    fn empty_values_are_ignored() {
+        let m = masker(&["", ""]);
+        assert!(m.is_empty());
+        assert_eq!(m.mask_str("anything"), "anything");
+        let m = masker(&["", "x1"]);
+        assert!(!m.is_empty());
+        assert_eq!(m.mask_str("ax1b"), "a***b");
+    }
+
+    #[test]
+    fn longest_match_wins_for_prefixes_and_overlaps() {
+        let m = masker(&["abc", "abcdef"]);
+        assert_eq!(m.mask_str("xabcdefy"), "x***y");
+        assert_eq!(m.mask_str("xabcdey"), "x***dey");
+        // Overlapping secrets: the leftmost match is taken, then scanning goes on after it.
+        let m = masker(&["abc", "bcd"]);
+        assert_eq!(m.mask_str("abcd"), "***d");
+        assert_eq!(m.mask_str("xbcd"), "x***");
+    }
+
+    #[test]
+    fn json_escaped_form_is_masked_too() {
+        let secret = "pa\"ss\\wo\nrd";
+        let m = masker(&[secret]);
+        let printed = serde_json::to_string(&json!({ "password": secret })).unwrap();
+        assert!(!printed.contains(secret));
+        assert_eq!(m.mask_str(&printed), r#"{"password":"***"}"#);
+        assert_eq!(m.mask_str(secret), "***");
+    }
+
+    #[test]
+    fn non_ascii_text_stays_valid() {
+        let m = masker(&["sécrét"]);
+        assert_eq!(m.mask_str("é sécrét ü"), "é *** ü");
+    }
+
+    #[test]
+    fn json_values_and_keys_are_masked() {
+        let m = masker(&["s3cr3t"]);
+        let v = json!({
+            "token": "Bearer s3cr3t",
+            "s3cr3t": [1, true, null, "s3cr3t", {"nested": "xs3cr3tx"}],
+        });
+        assert_eq!(
+            m.mask_json(&v),
+            json!({
+                "token": "Bearer ***",
+                "***": [1, true, null, "***", {"nested": "x***x"}],
+            })
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let m = masker(&["topsecret"]);
+        assert!(!format!("{m:?}").contains("topsecret"));
+        assert!(!format!("{:?}", m.stream()).contains("topsecret"));
+    }
+
+    #[test]
+    fn stream_equals_whole_for_every_single_and_double_split() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["secret"], "a secret, another secret and secrets; secre"),
+            (&["abc", "abcdef"], "abcdefabcabcdeabcdef ab abc"),
+            (&["abc", "bcd", "cde"], "abcdebcdcdeabcd"),
+            (&["aa", "aaa"], "aaaaaaaaaa"),
+            (&["sec\"ret", "x"], r#"{"k":"sec\"ret"} sec"ret xx"#),
+            (&["ünï"], "üünïün"),
+            (&["tail-prefix"], "ends with tail-pre"),
+        ];
+        for (secrets, input) in cases {
+            let m = masker(secrets);
+            let whole = m.mask_str(input);
+            let bytes = input.as_bytes();
+            for a in 0..=bytes.len() {
+                let got = stream_in_pieces(&m, bytes, &[a]);
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    whole,
+                    "{secrets:?} split at {a}"
+                );
+                for b in a..=bytes.len() {
+                    let got = stream_in_pieces(&m, bytes, &[a, b]);
+                    assert_eq!(
+                        String::from_utf8_lossy(&got),
+                        whole,
+                        "{secrets:?} split at {a} and {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stream_byte_by_byte_masks_split_secret() {
+        let m = masker(&["secret"]);
+        let input = b"xx secret yy sec";
+        let cuts: Vec<usize> = (1..input.len()).collect();
+        let got = stream_in_pieces(&m, input, &cuts);
+        assert_eq!(got, b"xx *** yy sec");
+    }
+
+    #[test]
+    fn stream_without_secrets_passes_through() {
+        let m = masker(&[]);
+        let mut s = m.stream();
+        let mut out = Vec::new();
+        s.push(b"abc", &mut out);
+        assert_eq!(out, b"abc");
+        s.finish(&mut out);
+        assert_eq!(out, b"abc");
+    }
+}

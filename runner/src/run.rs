@@ -1,0 +1,208 @@
+//! One task run from a bundle zip: verify, unpack, execute, clean up. This is the whole job of
+//! the Lambda runner per invocation and of the `local` provider per task, kept in one function
+//! so both do exactly the same.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::bundle::{self, BundleError};
+use crate::contract::TaskContext;
+use crate::executor::{self, ExecError, ExecOutcome, OutputObserver, TaskProcess};
+
+/// Everything needed to run one task from its bundle.
+#[derive(Clone)]
+pub struct BundleRun {
+    pub bundle_zip: PathBuf,
+    /// The sha256 the bundle must have (hex, as recorded when it was built).
+    pub sha256: String,
+    /// Where the run's directory `<work_root>/<run_id>` is made; removed when the run ends.
+    pub work_root: PathBuf,
+    /// The run's context; `working_directory` is set by [`run_bundle`].
+    pub context: TaskContext,
+    pub env: BTreeMap<String, String>,
+    /// Environment variable name → secret value; masked in everything the run produces.
+    pub secrets: BTreeMap<String, String>,
+    pub timeout: Duration,
+    pub kill_grace: Duration,
+    pub log_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for BundleRun {
+    // Secret values must not reach a log through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleRun")
+            .field("bundle_zip", &self.bundle_zip)
+            .field("sha256", &self.sha256)
+            .field("work_root", &self.work_root)
+            .field("context", &self.context)
+            .field("env", &self.env)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .field("kill_grace", &self.kill_grace)
+            .field("log_file", &self.log_file)
+            .finish()
+    }
+}
+
+/// Why a bundle run could not take place (or, for [`RunnerError::Exec`], could not be recorded
+/// in full). A task that fails is not an error: it is an [`ExecOutcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(
+        "the bundle `{}` has sha256 {actual}, expected {expected}; it was changed or corrupted after it was built, so it was not run",
+        path.display()
+    )]
+    HashMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("could not hash the bundle `{}`", path.display())]
+    Hash {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the run id `{run_id}` cannot name a directory: {reason}")]
+    InvalidRunId {
+        run_id: String,
+        reason: &'static str,
+    },
+    #[error("could not prepare the run directory `{}`", path.display())]
+    WorkDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+/// Verifies the bundle's sha256 (a mismatch runs nothing), unpacks it into
+/// `<work_root>/<run_id>/bundle`, runs its entry with scratch files in
+/// `<work_root>/<run_id>/scratch` and `context.working_directory` set to the absolute bundle
+/// directory, and removes `<work_root>/<run_id>` afterwards, whatever happened.
+pub async fn run_bundle(
+    run: BundleRun,
+    observer: &mut dyn OutputObserver,
+) -> Result<ExecOutcome, RunnerError> {
+    check_run_id(&run.context.run_id)?;
+    verify_hash(&run.bundle_zip, &run.sha256).await?;
+    let run_dir = run.work_root.join(&run.context.run_id);
+    let result = run_in(&run_dir, run, observer).await;
+    let dir = run_dir.clone();
+    let removed = tokio::task::spawn_blocking(move || remove_dir_if_present(&dir))
+        .await
+        .map_err(io::Error::other)
+        .and_then(|removed| removed);
+    if let Err(e) = removed {
+        // The outcome matters more than a leftover directory; it holds nothing another run
+        // could pick up by mistake (run ids are unique, and a rerun clears it first).
+        tracing::warn!(
+            "could not remove the run directory `{}`: {e}",
+            run_dir.display()
+        );
+    }
+    result
+}
+
+/// Refuses a bundle whose content is not the one that was built (and recorded) for this run.
+async fn verify_hash(bundle_zip: &Path, expected: &str) -> Result<(), RunnerError> {
+    let hash_err = |source| RunnerError::Hash {
+        path: bundle_zip.to_owned(),
+        source,
+    };
+    let zip = bundle_zip.to_owned();
+    let actual = tokio::task::spawn_blocking(move || bundle::sha256_file(&zip))
+        .await
+        .map_err(|join| hash_err(io::Error::other(join)))?
+        .map_err(hash_err)?;
+    if actual.eq_ignore_ascii_case(expected.trim()) {
+        Ok(())
+    } else {
+        Err(RunnerError::HashMismatch {
+            path: bundle_zip.to_owned(),
+            expected: expected.to_owned(),
+            actual,
+        })
+    }
+}
+
+/// Everything between a verified bundle and its outcome, inside `run_dir`.
+async fn run_in(
+    run_dir: &Path,
+    run: BundleRun,
+    observer: &mut dyn OutputObserver,
+) -> Result<ExecOutcome, RunnerError> {
+    let work_dir_err = |path: &Path, source| RunnerError::WorkDir {
+        path: path.to_owned(),
+        source,
+    };
+    // A directory left by an earlier attempt of this run (a Lambda container that was stopped
+    // mid-run and is reused) must not mix with this bundle.
+    remove_dir_if_present(run_dir).map_err(|e| work_dir_err(run_dir, e))?;
+    let bundle_dir = run_dir.join("bundle");
+    let scratch_dir = run_dir.join("scratch");
+    std::fs::create_dir_all(&scratch_dir).map_err(|e| work_dir_err(&scratch_dir, e))?;
+
+    let (zip, dest) = (run.bundle_zip.clone(), bundle_dir.clone());
+    let manifest = tokio::task::spawn_blocking(move || bundle::unpack(&zip, &dest))
+        .await
+        .map_err(|join| work_dir_err(&bundle_dir, io::Error::other(join)))??;
+    let bundle_dir = bundle_dir
+        .canonicalize()
+        .map_err(|e| work_dir_err(&bundle_dir, e))?;
+    let mut context = run.context;
+    if manifest.task != context.task {
+        tracing::warn!(
+            "the bundle was built for task `{}` but runs as `{}`",
+            manifest.task,
+            context.task
+        );
+    }
+    context.working_directory = bundle_dir.to_string_lossy().into_owned();
+
+    let process = TaskProcess {
+        entry: manifest.entry,
+        working_directory: bundle_dir,
+        context,
+        env: run.env,
+        secrets: run.secrets,
+        timeout: run.timeout,
+        kill_grace: run.kill_grace,
+        scratch_dir,
+        log_file: run.log_file,
+    };
+    Ok(executor::execute(process, observer).await?)
+}
+
+fn remove_dir_if_present(dir: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// The run id names a directory under `work_root`, so it must be one plain path component.
+fn check_run_id(run_id: &str) -> Result<(), RunnerError> {
+    let reason = if run_id.is_empty() {
+        "it is empty"
+    } else if run_id == "." || run_id == ".." {
+        "it is `.` or `..`"
+    } else if run_id.contains(['/', '\\', '\0']) {
+        "it contains a path separator or NUL"
+    } else {
+        return Ok(());
+    };
+    Err(RunnerError::InvalidRunId {
+        run_id: run_id.to_owned(),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests;

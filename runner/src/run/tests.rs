@@ -1,0 +1,174 @@
+//! `run_bundle` end to end: a real zip, verified, unpacked, run, and cleaned up.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::bundle::tests::{ZipItem, manifest_json, write_zip};
+use crate::contract::{DeploymentInfo, Entry, MANIFEST_PATH, RunStatus, Trigger};
+use crate::executor::DiscardOutput;
+
+fn bundle_run(dir: &Path, entry: Entry, files: &[(&str, &[u8], u32)]) -> BundleRun {
+    let zip = dir.join("bundle.zip");
+    let manifest = manifest_json(&entry);
+    let mut items = vec![ZipItem::File {
+        name: MANIFEST_PATH,
+        body: &manifest,
+        mode: 0o644,
+    }];
+    for (name, body, mode) in files {
+        items.push(ZipItem::File {
+            name,
+            body,
+            mode: *mode,
+        });
+    }
+    write_zip(&zip, &items);
+    let sha256 = bundle::sha256_file(&zip).unwrap();
+    BundleRun {
+        bundle_zip: zip,
+        sha256,
+        work_root: dir.join("runs"),
+        context: TaskContext {
+            deployment: DeploymentInfo {
+                is_first_deploy: false,
+                previous_version: Some("v1".into()),
+                environment: "prod".into(),
+                version: "v2".into(),
+            },
+            config: json!({}),
+            args: BTreeMap::new(),
+            working_directory: String::new(),
+            task: "t".into(),
+            run_id: "run-1".into(),
+            trigger: Trigger::Update,
+        },
+        env: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        timeout: Duration::from_secs(20),
+        kill_grace: Duration::from_millis(300),
+        log_file: None,
+    }
+}
+
+#[tokio::test]
+async fn runs_the_bundle_entry_in_its_unpacked_directory_then_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = b"#!/bin/sh\nread -r ctx\necho \"$ctx\" > \"$LUMO_CONTEXT_FILE.copy\"\ncat migrations/0001.sql\npwd\n";
+    let mut run = bundle_run(
+        dir.path(),
+        Entry::Program("run.sh".into()),
+        &[
+            ("run.sh", script, 0o755),
+            ("migrations/0001.sql", b"create table t();\n", 0o644),
+        ],
+    );
+    run.log_file = Some(dir.path().join("run.log"));
+    let mut seen = Vec::new();
+    let outcome = run_bundle(run, &mut seen).await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Succeeded, "{outcome:?}");
+    let seen = String::from_utf8(seen).unwrap();
+    let bundle_dir = fs::canonicalize(dir.path().join("runs"))
+        .unwrap()
+        .join("run-1/bundle");
+    assert_eq!(
+        seen,
+        format!("create table t();\n{}\n", bundle_dir.display())
+    );
+    assert_eq!(outcome.message, bundle_dir.display().to_string());
+    assert_eq!(
+        fs::read_to_string(dir.path().join("run.log")).unwrap(),
+        seen
+    );
+    // The run directory is gone, the work root stays.
+    assert!(!dir.path().join("runs/run-1").exists());
+    assert!(dir.path().join("runs").exists());
+}
+
+#[tokio::test]
+async fn context_names_the_absolute_bundle_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = bundle_run(
+        dir.path(),
+        Entry::Command("cat > ../../context-seen.json".into()),
+        &[],
+    );
+    let outcome = run_bundle(run, &mut DiscardOutput).await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Succeeded, "{outcome:?}");
+    let seen: TaskContext =
+        serde_json::from_slice(&fs::read(dir.path().join("runs/context-seen.json")).unwrap())
+            .unwrap();
+    let expected = fs::canonicalize(dir.path().join("runs"))
+        .unwrap()
+        .join("run-1/bundle");
+    assert_eq!(Path::new(&seen.working_directory), expected);
+    assert_eq!(seen.trigger, Trigger::Update);
+    assert_eq!(seen.deployment.previous_version.as_deref(), Some("v1"));
+}
+
+#[tokio::test]
+async fn sha_mismatch_refuses_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = bundle_run(dir.path(), Entry::Command("touch ../../ran".into()), &[]);
+    let actual = run.sha256.clone();
+    run.sha256 = "0".repeat(64);
+    let err = run_bundle(run, &mut DiscardOutput).await.unwrap_err();
+    match &err {
+        RunnerError::HashMismatch {
+            expected,
+            actual: a,
+            ..
+        } => {
+            assert_eq!(expected, &"0".repeat(64));
+            assert_eq!(a, &actual);
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+    assert!(err.to_string().contains("bundle.zip"), "{err}");
+    assert!(!dir.path().join("runs/ran").exists());
+    assert!(!dir.path().join("runs/run-1").exists());
+}
+
+#[tokio::test]
+async fn an_unsafe_bundle_is_an_error_and_nothing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = bundle_run(
+        dir.path(),
+        Entry::Command("touch ../../ran".into()),
+        &[("../evil.sh", b"#!/bin/sh\n", 0o755)],
+    );
+    let err = run_bundle(run, &mut DiscardOutput).await.unwrap_err();
+    assert!(
+        matches!(err, RunnerError::Bundle(BundleError::UnsafeEntry { .. })),
+        "{err}"
+    );
+    assert!(!dir.path().join("runs/ran").exists());
+    assert!(!dir.path().join("runs/evil.sh").exists());
+    assert!(!dir.path().join("runs/run-1").exists());
+}
+
+#[tokio::test]
+async fn a_run_id_that_is_not_one_path_component_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = bundle_run(dir.path(), Entry::Command("true".into()), &[]);
+    run.context.run_id = "../escape".into();
+    let err = run_bundle(run, &mut DiscardOutput).await.unwrap_err();
+    assert!(matches!(err, RunnerError::InvalidRunId { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_failing_task_still_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = bundle_run(dir.path(), Entry::Command("echo nope; exit 7".into()), &[]);
+    // Leftovers of an earlier attempt with the same id are cleared first.
+    fs::create_dir_all(dir.path().join("runs/run-1/bundle/stale")).unwrap();
+    run.secrets.insert("TOKEN".into(), "nope".into());
+    let outcome = run_bundle(run, &mut DiscardOutput).await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert_eq!(outcome.message, "exit code 7: ***");
+    assert!(!dir.path().join("runs/run-1").exists());
+}
