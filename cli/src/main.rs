@@ -1,7 +1,97 @@
-//! `lumo`: parse, dispatch, print the error chain, map to an exit code.
-#![allow(dead_code)]
+//! `lumo`: parse, dispatch, print the error chain, map to an exit code. Nothing else.
 
+mod actor;
+mod args;
+mod backend;
+mod bundle;
+mod commands;
 mod config;
+mod error;
+mod execute;
+mod output;
+mod plan;
+mod project;
 mod suggest;
+mod version;
 
-fn main() {}
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+use commands::{CommandResult, Context};
+use error::{CliError, ErrorBody, ErrorDocument};
+use output::Printer;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_tracing(&cli.global);
+    // Orphaned grandchildren of a task are reparented to us so they can be reaped.
+    lumo_runner::executor::become_subreaper();
+    let printer = Arc::new(Printer::new(&cli.global));
+    let ctx = Context { global: cli.global, printer: Arc::clone(&printer) };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            printer.error(&format!("cannot start the async runtime: {e}"), &[], None);
+            return ExitCode::from(4);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command, &ctx));
+    // Don't wait for stray blocking work (a stuck DNS lookup, a task's pipe) on the way out.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            report(&printer, &e);
+            ExitCode::from(e.kind.code() as u8)
+        }
+    }
+}
+
+async fn dispatch(command: Command, ctx: &Context) -> CommandResult {
+    match command {
+        Command::Deploy(args) => commands::deploy::run(args, ctx).await,
+        Command::Run(args) => commands::run::run(args, ctx).await,
+        Command::Tasks(args) => commands::tasks::run(args, ctx).await,
+        Command::Build(args) => commands::build::run(args, ctx).await,
+        Command::History(args) => commands::history::run(args, ctx).await,
+        Command::Logs(args) => commands::logs::run(args, ctx).await,
+        Command::Status(args) => commands::status::run(args, ctx).await,
+        Command::Lock(args) => commands::lock::lock(args, ctx).await,
+        Command::Unlock(args) => commands::lock::unlock(args, ctx).await,
+        Command::Init(args) => commands::init::run(args, ctx).await,
+    }
+}
+
+fn report(printer: &Printer, e: &CliError) {
+    let (message, causes) = e.chain();
+    printer.error(&message, &causes, e.hint.as_deref());
+    if printer.json {
+        let doc = ErrorDocument {
+            error: ErrorBody { kind: e.kind, exit_code: e.kind.code(), message, causes, hint: e.hint.clone() },
+        };
+        let _ = printer.result(&doc);
+    }
+}
+
+fn init_tracing(global: &args::GlobalArgs) {
+    let default = if global.verbose { "lumo=debug,warn" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LUMO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_target(false)
+        .try_init();
+}

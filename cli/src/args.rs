@@ -1,0 +1,208 @@
+//! The command line, as clap types only. Behaviour lives in `commands/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Provider;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lumo",
+    version,
+    about = "Deployment-lifecycle tasks: bundled, run on every deploy, audited.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Path of the config file [default: `lumo.config.js` here or in a parent directory].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Run on this provider, whatever the config says.
+    #[arg(long, global = true, value_enum)]
+    pub provider: Option<Provider>,
+
+    /// Print one JSON document on stdout and nothing else there.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print only results and errors.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more: ignored config keys, backend calls, timings.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+
+    /// AWS profile (aws provider).
+    #[arg(long, global = true, env = "AWS_PROFILE", hide_env_values = true)]
+    pub profile: Option<String>,
+
+    /// AWS region (aws provider) [default: the config's `region`, then the AWS chain].
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+
+    /// Who is acting, for the audit trail [default: CI user, AWS caller, git user, OS user].
+    #[arg(long, global = true, env = "LUMO_ACTOR")]
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bundle every task, upload, and run the tasks this deployment calls for.
+    Deploy(DeployArgs),
+    /// Run one task by hand against an environment, from its deployed bundle.
+    Run(RunArgs),
+    /// List the project's tasks: runOn, timeout, permission.
+    Tasks(TasksArgs),
+    /// Build the bundles only and show their names, sizes and hashes.
+    Build(BuildArgs),
+    /// Show the latest runs of an environment or one task.
+    History(HistoryArgs),
+    /// Print the full output of a run.
+    Logs(LogsArgs),
+    /// Show an environment's version, lock and latest runs.
+    Status(EnvArgs),
+    /// Take an environment's lock by hand.
+    Lock(LockArgs),
+    /// Release an environment's lock.
+    Unlock(UnlockArgs),
+    /// Scaffold `lumo.config.js` and an example task in the current directory.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// Environment [default: the config's `environment`].
+    #[arg(long, short)]
+    pub env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub env: EnvArgs,
+
+    /// Version to record [default: git short SHA (`-dirty` with changes), else a bundle hash].
+    #[arg(long, value_name = "V")]
+    pub deploy_version: Option<String>,
+
+    /// Only consider these tasks (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "T,..")]
+    pub only: Vec<String>,
+
+    /// Show what would run and why, without uploading or running anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Run up to N independent tasks side by side.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+
+    /// Wait up to this long for the environment's lock (e.g. `30s`, `5m`).
+    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
+    pub wait: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The task to run.
+    pub task: String,
+
+    #[command(flatten)]
+    pub env: EnvArgs,
+
+    /// An argument for the task, `NAME=VALUE` (repeatable).
+    #[arg(long = "arg", value_name = "K=V")]
+    pub args: Vec<String>,
+
+    /// Skip the task's confirmation prompt.
+    #[arg(long, short)]
+    pub yes: bool,
+
+    /// Wait up to this long for the environment's lock.
+    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
+    pub wait: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// Show the tasks as they exist in this environment.
+    #[arg(long, short)]
+    pub env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Also copy each bundle to `DIR/<task>.zip`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub env: EnvArgs,
+
+    /// Only runs of this task.
+    #[arg(long)]
+    pub task: Option<String>,
+
+    /// How many runs, newest first.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The run id (from `lumo history`).
+    pub run_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    #[command(flatten)]
+    pub env: EnvArgs,
+
+    /// Why the environment is locked (shown to whoever is kept waiting).
+    #[arg(long)]
+    pub reason: String,
+
+    /// Wait up to this long for the lock.
+    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
+    pub wait: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    #[command(flatten)]
+    pub env: EnvArgs,
+
+    /// Release a lock someone else holds (recorded).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Project name [default: the directory's name].
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: `30s`, `5m`, `1h`)"))
+}

@@ -1,0 +1,151 @@
+//! The `local` provider: everything under `.lumo/` in the project, tasks run as local processes
+//! by the same runner code that runs them on Lambda. No account, no network.
+//!
+//! ```text
+//! .lumo/lumo.db                 audit trail and environment state (SQLite)
+//! .lumo/bundles/<sha256>.zip    content-addressed bundles
+//! .lumo/logs/<run-id>.log       full (masked) output of each run
+//! .lumo/work/<run-id>/          a run's unpacked bundle, removed when it ends
+//! ```
+
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lumo_runner::contract::RunStatus;
+use lumo_runner::executor::{DEFAULT_KILL_GRACE, OutputObserver};
+use lumo_runner::{BundleRun, RunnerError};
+
+pub use store::SqliteStore;
+
+use super::records::Timestamp;
+use super::{Backend, BackendError, BackendResult, BundleStore, RunReport, RunRequest, TaskExecutor};
+use crate::bundle::BuiltBundle;
+use crate::config::Provider;
+use crate::project::Project;
+
+/// The directories of a project's `.lumo/`.
+#[derive(Debug, Clone)]
+pub struct LocalLayout {
+    pub root: PathBuf,
+}
+
+impl LocalLayout {
+    pub fn new(lumo_dir: &Path) -> Self {
+        LocalLayout { root: lumo_dir.to_path_buf() }
+    }
+    pub fn db(&self) -> PathBuf {
+        self.root.join("lumo.db")
+    }
+    pub fn bundles(&self) -> PathBuf {
+        self.root.join("bundles")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.root.join("work")
+    }
+}
+
+pub fn open(project: &Project) -> BackendResult<Backend> {
+    let layout = LocalLayout::new(&project.lumo_dir());
+    for dir in [layout.root.clone(), layout.bundles(), layout.logs(), layout.work()] {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            BackendError::with_source(format!("cannot create `{}`", dir.display()), e)
+        })?;
+    }
+    let store = SqliteStore::open(&layout.db(), &project.config.project_name, &layout.logs())?;
+    Ok(Backend {
+        provider: Provider::Local,
+        bundles: Arc::new(LocalBundles { dir: layout.bundles() }),
+        executor: Arc::new(LocalExecutor { layout }),
+        audit: Arc::new(store),
+    })
+}
+
+/// Bundles are built straight into `.lumo/bundles/`, so storing one is checking it is there.
+pub struct LocalBundles {
+    dir: PathBuf,
+}
+
+#[async_trait]
+impl BundleStore for LocalBundles {
+    async fn put(&self, bundle: &BuiltBundle) -> BackendResult<bool> {
+        let path = self.dir.join(format!("{}.zip", bundle.sha256));
+        if path.is_file() {
+            return Ok(false);
+        }
+        std::fs::copy(&bundle.path, &path).map_err(|e| {
+            BackendError::with_source(format!("cannot store bundle `{}`", path.display()), e)
+        })?;
+        Ok(true)
+    }
+}
+
+/// Runs a task bundle as a local process group.
+pub struct LocalExecutor {
+    layout: LocalLayout,
+}
+
+#[async_trait]
+impl TaskExecutor for LocalExecutor {
+    async fn prepare(&self, _env: &str) -> BackendResult<()> {
+        Ok(())
+    }
+
+    async fn run(&self, request: RunRequest, output: &mut dyn OutputObserver) -> BackendResult<RunReport> {
+        let bundle_zip = self.layout.bundles().join(format!("{}.zip", request.bundle));
+        if !bundle_zip.is_file() {
+            return Err(BackendError::new(format!(
+                "the bundle {} of task `{}` is missing from `{}`",
+                request.bundle,
+                request.task,
+                self.layout.bundles().display()
+            ))
+            .hint(format!("deploy again (`lumo deploy --env {}`) to rebuild it", request.env)));
+        }
+        let log_name = format!("{}.log", request.context.run_id);
+        let started_at = Timestamp::now();
+        let run = BundleRun {
+            bundle_zip,
+            sha256: request.bundle.clone(),
+            work_root: self.layout.work(),
+            context: request.context,
+            env: request.env_vars,
+            secrets: request.secrets,
+            timeout: request.timeout,
+            kill_grace: DEFAULT_KILL_GRACE,
+            log_file: Some(self.layout.logs().join(&log_name)),
+        };
+        match lumo_runner::run_bundle(run, output).await {
+            Ok(outcome) => Ok(RunReport {
+                status: outcome.status,
+                exit_code: outcome.exit_code,
+                message: outcome.message,
+                data: outcome.data,
+                output_tail: outcome.output_tail,
+                output_bytes: outcome.output_bytes,
+                log_ref: Some(format!("logs/{log_name}")),
+                started_at: Timestamp::from(outcome.started_at),
+                ended_at: Timestamp::from(outcome.ended_at),
+            }),
+            // A bundle that does not match its hash never runs; that is the run's failure,
+            // recorded like any other, not a broken backend.
+            Err(e @ RunnerError::HashMismatch { .. }) => Ok(RunReport {
+                status: RunStatus::Failed,
+                exit_code: None,
+                message: e.to_string(),
+                data: None,
+                output_tail: String::new(),
+                output_bytes: 0,
+                log_ref: None,
+                started_at,
+                ended_at: Timestamp::now(),
+            }),
+            Err(e) => Err(BackendError::with_source(format!("cannot run task `{}`", request.task), e)),
+        }
+    }
+}

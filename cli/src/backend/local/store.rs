@@ -1,0 +1,399 @@
+//! The `local` provider's audit trail and environment state: one SQLite file,
+//! `.lumo/lumo.db` (WAL, so `lumo history` reads while a deploy writes).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lumo_runner::contract::{RunStatus, Trigger};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::backend::records::{Deployment, DeploymentStatus, EnvState, TaskRun, Timestamp};
+use crate::backend::{AuditStore, BackendError, BackendResult};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS deployments (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    env TEXT NOT NULL,
+    version TEXT NOT NULL,
+    previous_version TEXT,
+    is_first_deploy INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    message TEXT,
+    bundles TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deployments_by_env ON deployments (project, env, id);
+
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    deployment_id TEXT,
+    project TEXT NOT NULL,
+    env TEXT NOT NULL,
+    task TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    version TEXT NOT NULL,
+    previous_version TEXT,
+    bundle_hash TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    duration_ms INTEGER,
+    exit_code INTEGER,
+    message TEXT,
+    data TEXT,
+    data_ref TEXT,
+    log_ref TEXT,
+    output_tail TEXT,
+    output_bytes INTEGER NOT NULL
+);
+-- Run ids are ULIDs, so id order is time order: both history queries are index range scans.
+CREATE INDEX IF NOT EXISTS runs_by_env ON runs (project, env, id);
+CREATE INDEX IF NOT EXISTS runs_by_task ON runs (project, env, task, id);
+
+CREATE TABLE IF NOT EXISTS env_state (
+    project TEXT NOT NULL,
+    env TEXT NOT NULL,
+    version TEXT NOT NULL,
+    previous_version TEXT,
+    deployment_id TEXT NOT NULL,
+    deployed_at INTEGER NOT NULL,
+    bundles TEXT NOT NULL,
+    PRIMARY KEY (project, env)
+);
+
+CREATE TABLE IF NOT EXISTS task_state (
+    project TEXT NOT NULL,
+    env TEXT NOT NULL,
+    task TEXT NOT NULL,
+    last_success_hash TEXT NOT NULL,
+    last_success_run TEXT NOT NULL,
+    PRIMARY KEY (project, env, task)
+);
+";
+
+/// The SQLite store. One connection behind a mutex: every statement is microseconds, and
+/// SQLite serialises writers anyway.
+pub struct SqliteStore {
+    path: PathBuf,
+    project: String,
+    conn: Mutex<Connection>,
+    logs_dir: PathBuf,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path, project: &str, logs_dir: &Path) -> BackendResult<SqliteStore> {
+        let fail = |e: rusqlite::Error| {
+            BackendError::with_source(format!("cannot open the local store `{}`", path.display()), e)
+                .hint("it may be corrupt or from a newer lumo; move it away to start a fresh history")
+        };
+        let conn = Connection::open(path).map_err(fail)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(fail)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(fail)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
+        conn.execute_batch(SCHEMA).map_err(fail)?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            project: project.to_string(),
+            conn: Mutex::new(conn),
+            logs_dir: logs_dir.to_path_buf(),
+        })
+    }
+
+    fn with<T>(&self, what: &str, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> BackendResult<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|e| {
+            BackendError::with_source(format!("local store `{}`: cannot {what}", self.path.display()), e)
+        })
+    }
+
+    /// Inserts `count` synthetic finished runs in one transaction (benchmarks and tests).
+    pub fn insert_runs_bulk(&self, env: &str, task_names: &[&str], count: usize) -> BackendResult<()> {
+        let project = self.project.clone();
+        self.with("insert runs", |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare(INSERT_RUN)?;
+                for i in 0..count {
+                    let run = synthetic_run(&project, env, task_names[i % task_names.len()], i);
+                    stmt.execute(rusqlite::params_from_iter(run_params(&run)))?;
+                }
+            }
+            tx.commit()
+        })
+    }
+}
+
+const INSERT_RUN: &str = "INSERT OR REPLACE INTO runs (id, deployment_id, project, env, task, trigger, version,
+    previous_version, bundle_hash, actor, status, attempt, started_at, ended_at, duration_ms, exit_code,
+    message, data, data_ref, log_ref, output_tail, output_bytes)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
+
+const RUN_COLUMNS: &str = "id, deployment_id, project, env, task, trigger, version, previous_version,
+    bundle_hash, actor, status, attempt, started_at, ended_at, duration_ms, exit_code, message, data,
+    data_ref, log_ref, output_tail, output_bytes";
+
+fn run_params(run: &TaskRun) -> Vec<Box<dyn rusqlite::ToSql + '_>> {
+    vec![
+        Box::new(&run.id),
+        Box::new(&run.deployment_id),
+        Box::new(&run.project),
+        Box::new(&run.env),
+        Box::new(&run.task),
+        Box::new(run.trigger.as_str()),
+        Box::new(&run.version),
+        Box::new(&run.previous_version),
+        Box::new(&run.bundle_hash),
+        Box::new(&run.actor),
+        Box::new(run.status.as_str()),
+        Box::new(run.attempt),
+        Box::new(run.started_at.millis()),
+        Box::new(run.ended_at.map(Timestamp::millis)),
+        Box::new(run.duration_ms.map(|d| d as i64)),
+        Box::new(run.exit_code),
+        Box::new(&run.message),
+        Box::new(run.data.as_ref().map(|d| d.to_string())),
+        Box::new(&run.data_ref),
+        Box::new(&run.log_ref),
+        Box::new(&run.output_tail),
+        Box::new(run.output_bytes as i64),
+    ]
+}
+
+fn bad_value(column: usize, what: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        format!("unknown {what} `{value}`").into(),
+    )
+}
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRun> {
+    let trigger: String = row.get(5)?;
+    let status: String = row.get(10)?;
+    let data: Option<String> = row.get(17)?;
+    Ok(TaskRun {
+        id: row.get(0)?,
+        deployment_id: row.get(1)?,
+        project: row.get(2)?,
+        env: row.get(3)?,
+        task: row.get(4)?,
+        trigger: match trigger.as_str() {
+            "deploy" => Trigger::Deploy,
+            "update" => Trigger::Update,
+            "manual" => Trigger::Manual,
+            other => return Err(bad_value(5, "trigger", other)),
+        },
+        version: row.get(6)?,
+        previous_version: row.get(7)?,
+        bundle_hash: row.get(8)?,
+        actor: row.get(9)?,
+        status: RunStatus::parse(&status).ok_or_else(|| bad_value(10, "status", &status))?,
+        attempt: row.get(11)?,
+        started_at: Timestamp(row.get(12)?),
+        ended_at: row.get::<_, Option<i64>>(13)?.map(Timestamp),
+        duration_ms: row.get::<_, Option<i64>>(14)?.map(|d| d.max(0) as u64),
+        exit_code: row.get(15)?,
+        message: row.get(16)?,
+        data: data.and_then(|d| serde_json::from_str(&d).ok()),
+        data_ref: row.get(18)?,
+        log_ref: row.get(19)?,
+        output_tail: row.get(20)?,
+        output_bytes: row.get::<_, i64>(21)?.max(0) as u64,
+    })
+}
+
+fn deployment_from_row(row: &Row<'_>) -> rusqlite::Result<Deployment> {
+    let status: String = row.get(7)?;
+    let bundles: String = row.get(11)?;
+    Ok(Deployment {
+        id: row.get(0)?,
+        project: row.get(1)?,
+        env: row.get(2)?,
+        version: row.get(3)?,
+        previous_version: row.get(4)?,
+        is_first_deploy: row.get(5)?,
+        actor: row.get(6)?,
+        status: DeploymentStatus::parse(&status).ok_or_else(|| bad_value(7, "status", &status))?,
+        started_at: Timestamp(row.get(8)?),
+        ended_at: row.get::<_, Option<i64>>(9)?.map(Timestamp),
+        message: row.get(10)?,
+        bundles: serde_json::from_str(&bundles).unwrap_or_default(),
+    })
+}
+
+fn synthetic_run(project: &str, env: &str, task: &str, i: usize) -> TaskRun {
+    let started = Timestamp(1_700_000_000_000 + i as i64 * 1000);
+    TaskRun {
+        id: crate::backend::records::new_id(),
+        deployment_id: None,
+        project: project.to_string(),
+        env: env.to_string(),
+        task: task.to_string(),
+        trigger: Trigger::Manual,
+        version: format!("v{i}"),
+        previous_version: None,
+        bundle_hash: "0".repeat(64),
+        actor: "bench".into(),
+        status: RunStatus::Succeeded,
+        attempt: 1,
+        started_at: started,
+        ended_at: Some(Timestamp(started.0 + 5)),
+        duration_ms: Some(5),
+        exit_code: Some(0),
+        message: Some("ok".into()),
+        data: None,
+        data_ref: None,
+        log_ref: None,
+        output_tail: Some("ok\n".into()),
+        output_bytes: 3,
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn env_state(&self, env: &str) -> BackendResult<EnvState> {
+        let project = self.project.clone();
+        self.with("read the environment state", |conn| {
+            let mut state = conn
+                .query_row(
+                    "SELECT version, previous_version, deployment_id, deployed_at, bundles FROM env_state
+                     WHERE project = ?1 AND env = ?2",
+                    params![project, env],
+                    |row| {
+                        let bundles: String = row.get(4)?;
+                        Ok(EnvState {
+                            version: Some(row.get(0)?),
+                            previous_version: row.get(1)?,
+                            deployment_id: Some(row.get(2)?),
+                            deployed_at: Some(Timestamp(row.get(3)?)),
+                            bundles: serde_json::from_str(&bundles).unwrap_or_default(),
+                            last_success: BTreeMap::new(),
+                        })
+                    },
+                )
+                .optional()?
+                .unwrap_or_default();
+            let mut stmt = conn.prepare_cached(
+                "SELECT task, last_success_hash FROM task_state WHERE project = ?1 AND env = ?2",
+            )?;
+            let rows = stmt.query_map(params![project, env], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            for row in rows {
+                let (task, hash): (String, String) = row?;
+                state.last_success.insert(task, hash);
+            }
+            Ok(state)
+        })
+    }
+
+    async fn start_deployment(&self, d: &Deployment) -> BackendResult<()> {
+        self.finish_deployment(d).await
+    }
+
+    async fn finish_deployment(&self, d: &Deployment) -> BackendResult<()> {
+        let bundles = serde_json::to_string(&d.bundles).unwrap_or_else(|_| "{}".into());
+        self.with("record the deployment", |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO deployments (id, project, env, version, previous_version, is_first_deploy,
+                    actor, status, started_at, ended_at, message, bundles)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    d.id, d.project, d.env, d.version, d.previous_version, d.is_first_deploy, d.actor,
+                    d.status.as_str(), d.started_at.millis(), d.ended_at.map(Timestamp::millis),
+                    d.message, bundles
+                ],
+            )?;
+            if d.status == DeploymentStatus::Succeeded {
+                tx.execute(
+                    "INSERT OR REPLACE INTO env_state (project, env, version, previous_version, deployment_id,
+                        deployed_at, bundles)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        d.project, d.env, d.version, d.previous_version, d.id,
+                        d.ended_at.unwrap_or(d.started_at).millis(), bundles
+                    ],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    async fn start_run(&self, run: &TaskRun) -> BackendResult<()> {
+        self.finish_run(run).await
+    }
+
+    async fn finish_run(&self, run: &TaskRun) -> BackendResult<()> {
+        self.with("record the run", |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(INSERT_RUN, rusqlite::params_from_iter(run_params(run)))?;
+            if run.status == RunStatus::Succeeded {
+                tx.execute(
+                    "INSERT OR REPLACE INTO task_state (project, env, task, last_success_hash, last_success_run)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![run.project, run.env, run.task, run.bundle_hash, run.id],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    async fn runs(&self, env: &str, task: Option<&str>, limit: u32) -> BackendResult<Vec<TaskRun>> {
+        let project = self.project.clone();
+        self.with("read the history", |conn| {
+            let rows = match task {
+                Some(task) => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE project = ?1 AND env = ?2 AND task = ?3 ORDER BY id DESC LIMIT ?4"
+                    ))?;
+                    stmt.query_map(params![project, env, task, limit], run_from_row)?.collect::<Result<Vec<_>, _>>()?
+                }
+                None => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE project = ?1 AND env = ?2 ORDER BY id DESC LIMIT ?3"
+                    ))?;
+                    stmt.query_map(params![project, env, limit], run_from_row)?.collect::<Result<Vec<_>, _>>()?
+                }
+            };
+            Ok(rows)
+        })
+    }
+
+    async fn run(&self, id: &str) -> BackendResult<Option<TaskRun>> {
+        self.with("read the run", |conn| {
+            conn.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), params![id], run_from_row)
+                .optional()
+        })
+    }
+
+    async fn deployments(&self, env: &str, limit: u32) -> BackendResult<Vec<Deployment>> {
+        let project = self.project.clone();
+        self.with("read the deployments", |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, project, env, version, previous_version, is_first_deploy, actor, status, started_at,
+                    ended_at, message, bundles
+                 FROM deployments WHERE project = ?1 AND env = ?2 ORDER BY id DESC LIMIT ?3",
+            )?;
+            stmt.query_map(params![project, env, limit], deployment_from_row)?.collect()
+        })
+    }
+
+    async fn read_log(&self, run: &TaskRun) -> BackendResult<Option<Vec<u8>>> {
+        let Some(log_ref) = &run.log_ref else { return Ok(None) };
+        // Local log refs are paths relative to `.lumo/`; only file names under logs/ are read.
+        let Some(name) = Path::new(log_ref).file_name() else { return Ok(None) };
+        let path = self.logs_dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(BackendError::with_source(format!("cannot read the log `{}`", path.display()), e)),
+        }
+    }
+}

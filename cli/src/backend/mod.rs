@@ -1,0 +1,149 @@
+//! The boundary between lumo's deploy logic and where things happen (PRODUCT.md §1: two
+//! providers, one behaviour). The traits are narrow, shaped by what a deploy needs: store a
+//! bundle, run a task, record and query the audit trail, hold an environment's lock. `local`
+//! implements them on the embedded store and local processes, `aws` on S3, Lambda and DynamoDB.
+//! One conformance suite (`conformance.rs`) runs against each.
+
+pub mod local;
+pub mod records;
+
+use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lumo_runner::contract::{RunStatus, TaskContext};
+use lumo_runner::executor::OutputObserver;
+use serde_json::Value;
+
+use crate::bundle::BuiltBundle;
+use crate::config::Provider;
+use crate::project::Project;
+use records::{Deployment, EnvState, TaskRun, Timestamp};
+
+/// Anything that went wrong in the backend itself (unreachable, denied, missing table, a
+/// corrupt store): exit code 4. A task that fails is not a `BackendError`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BackendError {
+    pub message: String,
+    pub hint: Option<String>,
+    #[source]
+    pub source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl BackendError {
+    pub fn new(message: impl Into<String>) -> Self {
+        BackendError { message: message.into(), hint: None, source: None }
+    }
+
+    pub fn with_source(message: impl Into<String>, source: impl StdError + Send + Sync + 'static) -> Self {
+        BackendError { message: message.into(), hint: None, source: Some(Box::new(source)) }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// Where bundles live so the executor can fetch them.
+///
+/// # Contract
+/// - `put` is idempotent: a bundle already stored under its sha256 is left alone and `put`
+///   returns `false`; bundles are never overwritten or deleted.
+#[async_trait]
+pub trait BundleStore: Send + Sync {
+    /// Stores the bundle unless its hash is already there; returns whether it was uploaded.
+    async fn put(&self, bundle: &BuiltBundle) -> BackendResult<bool>;
+}
+
+/// Everything the executor needs to run one task.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub env: String,
+    pub task: String,
+    /// The bundle's sha256, already in the [`BundleStore`].
+    pub bundle: String,
+    pub context: TaskContext,
+    pub timeout: Duration,
+    /// The task's `env`.
+    pub env_vars: BTreeMap<String, String>,
+    /// Secret values by environment variable name; masked in everything the run produces.
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// How a run ended, as the executor saw it.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub status: RunStatus,
+    pub exit_code: Option<i32>,
+    pub message: String,
+    pub data: Option<Value>,
+    pub output_tail: String,
+    pub output_bytes: u64,
+    /// Where the full output was stored.
+    pub log_ref: Option<String>,
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+}
+
+/// Runs task bundles.
+///
+/// # Contract
+/// - `prepare` makes the environment ready to run tasks (creates or updates the runner
+///   function on `aws`) and is cheap when nothing changed; call it before `run`.
+/// - `run` runs one task to its end under PRODUCT.md §4 and streams its (masked) output to
+///   `output`. A task that fails, times out or cannot start is an `Ok` report; `Err` means the
+///   backend could not run it at all.
+#[async_trait]
+pub trait TaskExecutor: Send + Sync {
+    async fn prepare(&self, env: &str) -> BackendResult<()>;
+    async fn run(&self, request: RunRequest, output: &mut dyn OutputObserver) -> BackendResult<RunReport>;
+}
+
+/// The audit trail and each environment's state.
+///
+/// # Contract
+/// - Records are written before the thing they record starts (`running`) and updated when it
+///   ends; an update replaces the whole record.
+/// - `finish_deployment` of a `succeeded` deployment moves the environment's version and
+///   bundles in the same atomic write; any other status leaves the environment as it was.
+/// - `finish_run` of a `succeeded` run records its bundle as the task's last success in the
+///   same atomic write.
+/// - Queries return newest first and never scan the whole store.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn env_state(&self, env: &str) -> BackendResult<EnvState>;
+    async fn start_deployment(&self, deployment: &Deployment) -> BackendResult<()>;
+    async fn finish_deployment(&self, deployment: &Deployment) -> BackendResult<()>;
+    async fn start_run(&self, run: &TaskRun) -> BackendResult<()>;
+    async fn finish_run(&self, run: &TaskRun) -> BackendResult<()>;
+    /// The latest `limit` runs of `env` (of one task when `task` is given).
+    async fn runs(&self, env: &str, task: Option<&str>, limit: u32) -> BackendResult<Vec<TaskRun>>;
+    async fn run(&self, id: &str) -> BackendResult<Option<TaskRun>>;
+    async fn deployments(&self, env: &str, limit: u32) -> BackendResult<Vec<Deployment>>;
+    /// The full output of a run, if it was stored.
+    async fn read_log(&self, run: &TaskRun) -> BackendResult<Option<Vec<u8>>>;
+}
+
+/// One provider's implementations of every trait.
+#[derive(Clone)]
+pub struct Backend {
+    pub provider: Provider,
+    pub bundles: Arc<dyn BundleStore>,
+    pub executor: Arc<dyn TaskExecutor>,
+    pub audit: Arc<dyn AuditStore>,
+}
+
+/// Opens the project's provider.
+pub async fn connect(project: &Project) -> BackendResult<Backend> {
+    match project.config.provider {
+        Provider::Local => local::open(project),
+        Provider::Aws => Err(BackendError::new("the `aws` provider is not available in this build")
+            .hint("use `--provider local`")),
+    }
+}

@@ -1,0 +1,197 @@
+//! The audit trail's records (PRODUCT.md §6): deployments, task runs and each environment's
+//! state. Both providers store exactly these, so history, logs and status read the same.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lumo_runner::contract::{RunStatus, Trigger};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+/// Milliseconds since the Unix epoch; shown and serialized as RFC 3339 UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        Timestamp::from(SystemTime::now())
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn parse(s: &str) -> Option<Timestamp> {
+        humantime::parse_rfc3339(s).ok().map(Timestamp::from)
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(t: SystemTime) -> Self {
+        Timestamp(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = UNIX_EPOCH + Duration::from_millis(self.0.max(0) as u64);
+        write!(f, "{}", humantime::format_rfc3339_millis(t))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Timestamp::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s}")))
+    }
+}
+
+/// The life of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentStatus {
+    Running,
+    Succeeded,
+    Failed,
+    /// Its deployer died; found `running` after the environment's lock lease ran out.
+    Abandoned,
+}
+
+impl DeploymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStatus::Running => "running",
+            DeploymentStatus::Succeeded => "succeeded",
+            DeploymentStatus::Failed => "failed",
+            DeploymentStatus::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => DeploymentStatus::Running,
+            "succeeded" => DeploymentStatus::Succeeded,
+            "failed" => DeploymentStatus::Failed,
+            "abandoned" => DeploymentStatus::Abandoned,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for DeploymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `lumo deploy` of one environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub id: String,
+    pub project: String,
+    pub env: String,
+    pub version: String,
+    pub previous_version: Option<String>,
+    pub is_first_deploy: bool,
+    pub actor: String,
+    pub status: DeploymentStatus,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub message: Option<String>,
+    /// Every task of the environment and its bundle hash: what `lumo run` uses once this
+    /// deployment has succeeded.
+    pub bundles: BTreeMap<String, String>,
+}
+
+/// One run of one task: part of a deployment, or manual.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRun {
+    pub id: String,
+    pub deployment_id: Option<String>,
+    pub project: String,
+    pub env: String,
+    pub task: String,
+    pub trigger: Trigger,
+    pub version: String,
+    pub previous_version: Option<String>,
+    pub bundle_hash: String,
+    pub actor: String,
+    pub status: RunStatus,
+    /// 1 for the first attempt; retries count up.
+    pub attempt: u32,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub duration_ms: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    pub data: Option<Value>,
+    /// Where `data` lives when it was too large to keep in the record.
+    pub data_ref: Option<String>,
+    /// Where the full output lives.
+    pub log_ref: Option<String>,
+    /// The end of the output, for a quick look without fetching the log.
+    pub output_tail: Option<String>,
+    pub output_bytes: u64,
+}
+
+/// An environment's current state: what it runs, and each task's last successful bundle.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvState {
+    /// The version of the last successful deployment; `None` until there is one.
+    pub version: Option<String>,
+    /// The version before `version` (the current deployment's `previousVersion`).
+    pub previous_version: Option<String>,
+    pub deployment_id: Option<String>,
+    pub deployed_at: Option<Timestamp>,
+    /// The bundles of the last successful deployment, by task.
+    pub bundles: BTreeMap<String, String>,
+    /// Each task's bundle hash at its last successful run here (any trigger).
+    pub last_success: BTreeMap<String, String>,
+}
+
+impl EnvState {
+    pub fn is_first_deploy(&self) -> bool {
+        self.version.is_none()
+    }
+}
+
+/// A fresh, time-ordered id for a run or deployment (ULID: sorts by creation time).
+pub fn new_id() -> String {
+    use std::sync::Mutex;
+    static GENERATOR: Mutex<Option<ulid::Generator>> = Mutex::new(None);
+    let mut guard = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
+    let generator = guard.get_or_insert_with(ulid::Generator::new);
+    // The monotonic generator only fails when 2^80 ids are made in one millisecond.
+    generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_in_creation_order() {
+        let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
+
+    #[test]
+    fn timestamps_round_trip_through_rfc3339() {
+        let t = Timestamp(1_763_913_480_123);
+        let s = t.to_string();
+        assert!(s.ends_with(".123Z"), "{s}");
+        assert_eq!(Timestamp::parse(&s), Some(t));
+    }
+}

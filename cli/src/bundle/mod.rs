@@ -1,0 +1,252 @@
+//! Turning each task into a bundle: a deterministic zip of its files, its `copyAssets` and a
+//! manifest, stored content-addressed as `.lumo/bundles/<sha256>.zip`.
+//!
+//! Determinism is the point: the same inputs give byte-identical zips (sorted entries, fixed
+//! timestamps and modes), so the sha256 names the content, an unchanged task is never
+//! re-uploaded, and `runOn: 'change'` can compare hashes.
+
+pub mod assets;
+mod crate_task;
+pub mod discover;
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+
+use lumo_runner::contract::{BundleManifest, Entry, MANIFEST_PATH};
+use serde::Serialize;
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, DateTime, ZipWriter};
+
+use crate::config::ConfigProblem;
+use crate::project::Task;
+use assets::{BundleEntry, EntrySet, EntrySource, MANIFEST_KEY};
+pub use crate_task::BuildTarget;
+pub use discover::TaskSource;
+
+/// A task's bundle, built and stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuiltBundle {
+    pub task: String,
+    pub sha256: String,
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// Size of the zip.
+    pub size: u64,
+    pub unpacked_size: u64,
+    pub files: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot bundle the tasks")]
+    Invalid(Vec<ConfigProblem>),
+    #[error("cannot write the bundle store `{}`", path.display())]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Builds (or finds already built) the bundle of each task into `store_dir`. Every problem of
+/// every task is collected before failing, and nothing is written for a task with a problem.
+pub fn build_all(
+    root: &Path,
+    store_dir: &Path,
+    tasks: &[&Task],
+    target: BuildTarget,
+) -> Result<Vec<BuiltBundle>, BundleError> {
+    let mut collected = Vec::with_capacity(tasks.len());
+    let mut problems = Vec::new();
+    for task in tasks {
+        match collect(root, task, target) {
+            Ok(entries) => collected.push((task, entries)),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(BundleError::Invalid(problems));
+    }
+    fs::create_dir_all(store_dir)
+        .map_err(|source| BundleError::Store { path: store_dir.to_path_buf(), source })?;
+    collected
+        .into_iter()
+        .map(|(task, entries)| write_bundle(store_dir, &task.name, &entries))
+        .collect()
+}
+
+/// The files of one task's bundle, every check done.
+fn collect(
+    root: &Path,
+    task: &Task,
+    target: BuildTarget,
+) -> Result<Vec<BundleEntry>, Vec<ConfigProblem>> {
+    let task_key = format!("tasks.{}", task.name);
+    let mut set = EntrySet::new(root).map_err(|e| {
+        vec![ConfigProblem { key: root.display().to_string(), message: e.to_string() }]
+    })?;
+    let entry = match &task.source {
+        TaskSource::File { path } => {
+            let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("task").to_string();
+            set.add(file_name.clone(), EntrySource::File(path.clone()), &task.display_path);
+            Entry::Program(file_name)
+        }
+        TaskSource::Directory { dir, entry } => {
+            set.add_directory(dir, &task.display_path);
+            Entry::Program(entry.clone())
+        }
+        TaskSource::Crate { dir } => {
+            let binary = crate_task::build(dir, target)
+                .map_err(|message| vec![ConfigProblem { key: task.display_path.clone(), message }])?;
+            set.add(crate_task::ENTRY.to_string(), EntrySource::File(binary), &task.display_path);
+            Entry::Program(crate_task::ENTRY.to_string())
+        }
+        TaskSource::Command { command } => Entry::Command(command.clone()),
+    };
+    for (i, asset) in task.config.copy_assets.iter().enumerate() {
+        set.add_asset(asset, &format!("{task_key}.copyAssets[{i}]"));
+    }
+    let manifest = BundleManifest { task: task.name.clone(), entry };
+    let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| {
+        vec![ConfigProblem { key: task_key.clone(), message: e.to_string() }]
+    })?;
+    set.add(MANIFEST_PATH.to_string(), EntrySource::Bytes(manifest), MANIFEST_KEY);
+    set.finish(&task_key)
+}
+
+/// Writes the zip to a temporary file, hashes it, and moves it to `<sha256>.zip` unless a
+/// bundle with that hash is already stored (then the stored one is left untouched).
+fn write_bundle(store_dir: &Path, task: &str, entries: &[BundleEntry]) -> Result<BuiltBundle, BundleError> {
+    let store_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source: io::Error| BundleError::Store { path, source }
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".building-")
+        .suffix(".zip")
+        .tempfile_in(store_dir)
+        .map_err(store_err(store_dir))?;
+    write_zip(tmp.as_file(), entries).map_err(store_err(tmp.path()))?;
+    let sha256 = lumo_runner::bundle::sha256_file(tmp.path()).map_err(store_err(tmp.path()))?;
+    let size = tmp.as_file().metadata().map_err(store_err(tmp.path()))?.len();
+    let path = store_dir.join(format!("{sha256}.zip"));
+    if !path.exists() {
+        tmp.persist(&path).map_err(|e| BundleError::Store { path: path.clone(), source: e.error })?;
+    }
+    Ok(BuiltBundle {
+        task: task.to_string(),
+        sha256,
+        path,
+        size,
+        unpacked_size: entries.iter().map(|e| e.size).sum(),
+        files: entries.len(),
+    })
+}
+
+/// The deterministic zip: entries in the given (sorted) order, every timestamp 1980-01-01,
+/// mode 0755 for executables and 0644 for the rest, deflate.
+pub fn write_zip(file: &File, entries: &[BundleEntry]) -> io::Result<()> {
+    let mut zip = ZipWriter::new(BufWriter::new(file));
+    for entry in entries {
+        let mode = if entry.executable { 0o755 } else { 0o644 };
+        let options = SimpleFileOptions::default()
+            .compression_method(CompressionMethod::Deflated)
+            .last_modified_time(DateTime::default())
+            .unix_permissions(mode)
+            .large_file(entry.size >= u32::MAX as u64);
+        zip.start_file(entry.path.as_str(), options).map_err(io::Error::other)?;
+        match &entry.source {
+            EntrySource::Bytes(bytes) => io::Write::write_all(&mut zip, bytes)?,
+            EntrySource::File(path) => {
+                let mut source = File::open(path)?;
+                io::copy(&mut source, &mut zip)?;
+            }
+        }
+    }
+    let mut out = zip.finish().map_err(io::Error::other)?;
+    io::Write::flush(&mut out)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CopyAsset, TaskConfig};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn project() -> (tempfile::TempDir, Task) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("functions/tasks")).unwrap();
+        fs::create_dir_all(root.join("migrations")).unwrap();
+        let script = root.join("functions/tasks/migrate.sh");
+        fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(root.join("migrations/0002.sql"), "two").unwrap();
+        fs::write(root.join("migrations/0001.sql"), "one").unwrap();
+        let config = TaskConfig {
+            copy_assets: vec![CopyAsset { from: "migrations".into(), to: "migrations".into() }],
+            ..TaskConfig::default()
+        };
+        let task = Task {
+            name: "migrate".into(),
+            source: TaskSource::File { path: script },
+            config,
+            declared: true,
+            display_path: "functions/tasks/migrate.sh".into(),
+        };
+        (dir, task)
+    }
+
+    #[test]
+    fn same_inputs_give_the_same_sha256_whatever_the_mtimes() {
+        let (dir, task) = project();
+        let store = dir.path().join(".lumo/bundles");
+        let first = build_all(dir.path(), &store, &[&task], BuildTarget::Host).unwrap();
+        // Touch every input: new mtimes must not change the bytes.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        fs::write(dir.path().join("migrations/0001.sql"), "one").unwrap();
+        let second = build_all(dir.path(), &store, &[&task], BuildTarget::Host).unwrap();
+        assert_eq!(first[0].sha256, second[0].sha256);
+        assert_eq!(first[0].files, 4);
+        let stored: Vec<_> = fs::read_dir(&store).unwrap().filter_map(Result::ok).collect();
+        assert_eq!(stored.len(), 1, "one bundle, no leftovers: {stored:?}");
+
+        fs::write(dir.path().join("migrations/0001.sql"), "changed").unwrap();
+        let third = build_all(dir.path(), &store, &[&task], BuildTarget::Host).unwrap();
+        assert_ne!(first[0].sha256, third[0].sha256);
+    }
+
+    #[test]
+    fn a_bundle_unpacks_to_its_files_with_the_exec_bit() {
+        let (dir, task) = project();
+        let store = dir.path().join(".lumo/bundles");
+        let built = build_all(dir.path(), &store, &[&task], BuildTarget::Host).unwrap();
+        let out = dir.path().join("out");
+        let manifest = lumo_runner::bundle::unpack(&built[0].path, &out).unwrap();
+        assert_eq!(manifest.entry, Entry::Program("migrate.sh".into()));
+        assert_eq!(fs::read_to_string(out.join("migrations/0001.sql")).unwrap(), "one");
+        let mode = fs::metadata(out.join("migrate.sh")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o111, 0o111);
+    }
+
+    #[test]
+    fn problems_of_every_task_are_reported_and_nothing_is_written() {
+        let (dir, mut task) = project();
+        task.config.copy_assets.push(CopyAsset { from: "nope".into(), to: "nope".into() });
+        let mut other = task.clone();
+        other.name = "other".into();
+        other.config.copy_assets = vec![CopyAsset { from: "../x".into(), to: "x".into() }];
+        let (_, good) = project();
+        let store = dir.path().join(".lumo/bundles");
+        let Err(BundleError::Invalid(problems)) =
+            build_all(dir.path(), &store, &[&good, &task, &other], BuildTarget::Host)
+        else {
+            panic!("expected problems");
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["tasks.migrate.copyAssets[1].from", "tasks.other.copyAssets[0].from"]);
+        assert_eq!(fs::read_dir(&store).unwrap().count(), 0, "not even the good task's bundle");
+    }
+}

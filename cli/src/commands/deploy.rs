@@ -1,0 +1,297 @@
+//! `lumo deploy`: bundle every task of the environment, upload, and run the tasks this
+//! deployment calls for (PRODUCT.md §5), recording the deployment and every run.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use lumo_runner::contract::RunStatus;
+use serde::Serialize;
+
+use super::{CommandResult, Context, build_target};
+use crate::args::DeployArgs;
+use crate::backend::records::{Deployment, DeploymentStatus, Timestamp, new_id};
+use crate::backend::{self};
+use crate::bundle;
+use crate::error::CliError;
+use crate::execute::{self, Session, TaskJob, format_duration};
+use crate::output::Style;
+use crate::plan::{self, Decision, History, Plan};
+use crate::project::Task;
+use crate::suggest;
+use crate::version;
+
+pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
+    let printer = &ctx.printer;
+    let project = ctx.project()?;
+    let env = project.resolve_env(args.env.env.as_deref())?;
+    let tasks: Vec<&Task> = project.tasks_in(&env).collect();
+    check_only(&args.only, &tasks, &project, &env)?;
+    if let Some(v) = &args.deploy_version {
+        version::check(v)?;
+    }
+    let secrets = project.secret_values()?;
+
+    let spinner = printer.spinner(format!("Bundling {} task(s)", tasks.len()));
+    let built = bundle::build_all(project.root(), &project.lumo_dir().join("bundles"), &tasks, build_target(&project));
+    spinner.finish();
+    let built = built?;
+    let bundles: BTreeMap<String, String> = built.iter().map(|b| (b.task.clone(), b.sha256.clone())).collect();
+    let version = version::resolve(args.deploy_version.as_deref(), project.root(), &built);
+
+    let backend = backend::connect(&project).await?;
+    let state = backend.audit.env_state(&env).await?;
+    let plan = plan::plan(
+        &tasks,
+        &bundles,
+        &History { previous_version: state.version.as_deref(), last_success: &state.last_success },
+        &args.only,
+    );
+
+    let mut report = DeployReport {
+        project: project.config.project_name.clone(),
+        env: env.clone(),
+        provider: project.config.provider.as_str(),
+        deployment_id: None,
+        version: version.clone(),
+        previous_version: state.version.clone(),
+        is_first_deploy: plan.is_first_deploy,
+        dry_run: args.dry_run,
+        status: None,
+        duration_ms: None,
+        tasks: Vec::new(),
+    };
+    if args.dry_run {
+        report.tasks = plan.tasks.iter().map(|p| TaskLine::planned(p.task.clone(), &p.decision)).collect();
+        printer.result(&report).map_err(output_error)?;
+        return Ok(0);
+    }
+
+    let uploaded = upload(&backend, &built, ctx).await?;
+    printer.note(format!("{uploaded} bundle(s) uploaded, {} already stored", built.len() - uploaded));
+    backend.executor.prepare(&env).await?;
+
+    let actor = ctx.actor(&project);
+    let mut deployment = Deployment {
+        id: new_id(),
+        project: project.config.project_name.clone(),
+        env: env.clone(),
+        version: version.clone(),
+        previous_version: state.version.clone(),
+        is_first_deploy: plan.is_first_deploy,
+        actor: actor.clone(),
+        status: DeploymentStatus::Running,
+        started_at: Timestamp::now(),
+        ended_at: None,
+        message: None,
+        bundles: bundles.clone(),
+    };
+    backend.audit.start_deployment(&deployment).await?;
+    report.deployment_id = Some(deployment.id.clone());
+    printer.status(format!(
+        "Deploying {} to {} as {} ({})",
+        printer.paint_err(Style::Bold, &deployment.project),
+        printer.paint_err(Style::Bold, &env),
+        printer.paint_err(Style::Bold, &version),
+        match &state.version {
+            None => "first deploy".to_string(),
+            Some(v) => format!("update from {v}"),
+        }
+    ));
+
+    let session = Session {
+        backend: backend.clone(),
+        printer: Arc::clone(printer),
+        project: deployment.project.clone(),
+        env: env.clone(),
+        actor,
+        version: version.clone(),
+        previous_version: state.version.clone(),
+        is_first_deploy: plan.is_first_deploy,
+        deployment_id: Some(deployment.id.clone()),
+        secrets: Arc::new(secrets),
+    };
+    let jobs = jobs(&plan, &tasks);
+    let execution = execute::run_plan(&session, &plan.tasks, &jobs, usize::from(args.concurrency)).await;
+
+    let failed: Vec<&str> = execution
+        .runs
+        .values()
+        .filter(|r| matches!(r.status, RunStatus::Failed | RunStatus::TimedOut))
+        .map(|r| r.task.as_str())
+        .collect();
+    deployment.ended_at = Some(Timestamp::now());
+    deployment.status = if failed.is_empty() && execution.backend_error.is_none() {
+        DeploymentStatus::Succeeded
+    } else {
+        DeploymentStatus::Failed
+    };
+    deployment.message = match (&execution.backend_error, failed.as_slice()) {
+        (Some(e), _) => Some(format!("backend error: {e}")),
+        (None, []) => None,
+        (None, failed) => Some(format!("failed: {}", failed.join(", "))),
+    };
+    let recorded = backend.audit.finish_deployment(&deployment).await;
+    if let Some(e) = execution.backend_error {
+        return Err(e.into());
+    }
+    recorded?;
+
+    report.status = Some(deployment.status);
+    report.duration_ms = deployment.ended_at.map(|e| (e.millis() - deployment.started_at.millis()).max(0) as u64);
+    report.tasks = plan
+        .tasks
+        .iter()
+        .map(|p| match execution.runs.get(&p.task) {
+            Some(run) => TaskLine {
+                task: p.task.clone(),
+                status: run.status.as_str().to_string(),
+                run_id: (run.status != RunStatus::Skipped).then(|| run.id.clone()),
+                duration_ms: run.duration_ms.filter(|_| run.status != RunStatus::Skipped),
+                message: run.message.clone(),
+                reason: reason(&p.decision).to_string(),
+                data: run.data.clone(),
+            },
+            None => TaskLine::planned(p.task.clone(), &p.decision),
+        })
+        .collect();
+    printer.result(&report).map_err(output_error)?;
+    Ok(if deployment.status == DeploymentStatus::Succeeded { 0 } else { 1 })
+}
+
+/// Every `--only` name must be a task of this environment.
+fn check_only(only: &[String], tasks: &[&Task], project: &crate::project::Project, env: &str) -> Result<(), CliError> {
+    for name in only {
+        if tasks.iter().any(|t| &t.name == name) {
+            continue;
+        }
+        if project.tasks.iter().any(|t| &t.name == name) {
+            return Err(CliError::invalid(format!("`--only {name}`: task `{name}` does not exist in environment `{env}`")));
+        }
+        return Err(CliError::invalid(format!(
+            "`--only {name}`: unknown task{}",
+            suggest::hint_suffix(name, tasks.iter().map(|t| t.name.as_str()))
+        ))
+        .hint("`lumo tasks` lists the project's tasks"));
+    }
+    Ok(())
+}
+
+async fn upload(backend: &backend::Backend, built: &[bundle::BuiltBundle], ctx: &Context) -> Result<usize, CliError> {
+    let spinner = ctx.printer.spinner(format!("Storing {} bundle(s)", built.len()));
+    let mut uploaded = 0;
+    for bundle in built {
+        if backend.bundles.put(bundle).await? {
+            uploaded += 1;
+        }
+    }
+    spinner.finish();
+    Ok(uploaded)
+}
+
+fn jobs(plan: &Plan, tasks: &[&Task]) -> BTreeMap<String, TaskJob> {
+    plan.tasks
+        .iter()
+        .filter_map(|p| {
+            let Decision::Run { trigger, .. } = &p.decision else { return None };
+            let task = tasks.iter().find(|t| t.name == p.task)?;
+            Some((
+                p.task.clone(),
+                TaskJob { task: (*task).clone(), bundle: p.bundle.clone(), trigger: *trigger, args: BTreeMap::new() },
+            ))
+        })
+        .collect()
+}
+
+fn reason(decision: &Decision) -> &str {
+    match decision {
+        Decision::Run { reason, .. } | Decision::Skip { reason } => reason,
+    }
+}
+
+fn output_error(e: std::io::Error) -> CliError {
+    CliError::new(crate::error::ExitKind::Backend, e)
+}
+
+/// What `lumo deploy` prints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployReport {
+    pub project: String,
+    pub env: String,
+    pub provider: &'static str,
+    pub deployment_id: Option<String>,
+    pub version: String,
+    pub previous_version: Option<String>,
+    pub is_first_deploy: bool,
+    pub dry_run: bool,
+    /// `None` for a dry run.
+    pub status: Option<DeploymentStatus>,
+    pub duration_ms: Option<u64>,
+    pub tasks: Vec<TaskLine>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskLine {
+    pub task: String,
+    /// A run status, `would_run` (dry run) or `not_run`.
+    pub status: String,
+    pub run_id: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub message: Option<String>,
+    /// Why the task ran or did not.
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl TaskLine {
+    fn planned(task: String, decision: &Decision) -> TaskLine {
+        let status = match decision {
+            Decision::Run { .. } => "would_run",
+            Decision::Skip { .. } => "not_run",
+        };
+        TaskLine {
+            task,
+            status: status.to_string(),
+            run_id: None,
+            duration_ms: None,
+            message: None,
+            reason: reason(decision).to_string(),
+            data: None,
+        }
+    }
+}
+
+impl fmt::Display for DeployReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.is_first_deploy {
+            "first deploy".to_string()
+        } else {
+            format!("update from {}", self.previous_version.as_deref().unwrap_or("?"))
+        };
+        match self.status {
+            None => writeln!(f, "Dry run: {} to {} as {} ({kind})", self.project, self.env, self.version)?,
+            Some(status) => writeln!(
+                f,
+                "Deployment {} of {} to {}: version {} ({kind}) {status} in {}",
+                self.deployment_id.as_deref().unwrap_or("-"),
+                self.project,
+                self.env,
+                self.version,
+                format_duration(self.duration_ms.unwrap_or(0)),
+            )?,
+        }
+        let width = self.tasks.iter().map(|t| t.task.len()).max().unwrap_or(4);
+        for t in &self.tasks {
+            let detail = match (&t.message, t.status.as_str()) {
+                (Some(m), s) if s != "would_run" && s != "not_run" && !m.is_empty() => m.clone(),
+                _ => t.reason.clone(),
+            };
+            let duration = t.duration_ms.map(format_duration).unwrap_or_default();
+            writeln!(f, "  {:<width$}  {:<10} {:>7}  {detail}", t.task, t.status, duration)?;
+        }
+        Ok(())
+    }
+}

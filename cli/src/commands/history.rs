@@ -1,0 +1,67 @@
+//! `lumo history --env E [--task T] [--limit N]`: the latest runs, newest first.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::{CommandResult, Context};
+use crate::args::HistoryArgs;
+use crate::backend::{self, records::TaskRun};
+use crate::error::{CliError, ExitKind};
+use crate::execute::format_duration;
+
+pub async fn run(args: HistoryArgs, ctx: &Context) -> CommandResult {
+    let project = ctx.project()?;
+    let env = project.resolve_env(args.env.env.as_deref())?;
+    let backend = backend::connect(&project).await?;
+    let runs = backend.audit.runs(&env, args.task.as_deref(), args.limit).await?;
+    // A task removed from the project keeps its history; only a name never seen is an error.
+    if let Some(task) = &args.task
+        && runs.is_empty()
+    {
+        project.task(task)?;
+    }
+    print(ctx, History { env, task: args.task, runs })
+}
+
+fn print(ctx: &Context, history: History) -> CommandResult {
+    ctx.printer.result(&history).map_err(|e| CliError::new(ExitKind::Backend, e))?;
+    Ok(0)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    pub env: String,
+    pub task: Option<String>,
+    pub runs: Vec<TaskRun>,
+}
+
+impl fmt::Display for History {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.runs.is_empty() {
+            return match &self.task {
+                Some(t) => writeln!(f, "No runs of `{t}` in `{}` yet.", self.env),
+                None => writeln!(f, "No runs in `{}` yet.", self.env),
+            };
+        }
+        let width = self.runs.iter().map(|r| r.task.len()).max().unwrap_or(4).max(4);
+        writeln!(f, "{:<26}  {:<24}  {:<width$}  {:<8} {:<10} {:>7}  {:<12} MESSAGE", "RUN", "STARTED", "TASK", "TRIGGER", "STATUS", "TIME", "VERSION")?;
+        for r in &self.runs {
+            let message = r.message.as_deref().unwrap_or("").lines().next().unwrap_or("");
+            writeln!(
+                f,
+                "{:<26}  {:<24}  {:<width$}  {:<8} {:<10} {:>7}  {:<12} {}",
+                r.id,
+                r.started_at.to_string(),
+                r.task,
+                r.trigger.as_str(),
+                r.status.as_str(),
+                r.duration_ms.map(format_duration).unwrap_or_default(),
+                r.version,
+                message
+            )?;
+        }
+        Ok(())
+    }
+}

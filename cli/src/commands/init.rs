@@ -1,0 +1,130 @@
+//! `lumo init`: scaffold `lumo.config.js`, an example task and a `.gitignore` entry for `.lumo/`
+//! in the current directory. Never overwrites anything.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{CommandResult, Context};
+use crate::args::InitArgs;
+use crate::error::{CliError, ExitKind};
+
+const CONFIG: &str = r#"// lumo: deployment-lifecycle tasks. https://github.com/lumo-dev/lumo#readme
+export default {
+  projectName: '__NAME__',
+  provider: 'local',        // 'aws' runs tasks on Lambda (see the README)
+  environment: 'dev',       // used when --env is not given
+  environments: ['dev', 'staging', 'prod'],
+  tasks: {
+    hello: {
+      description: 'Says hello on every deploy',
+      timeout: 60,
+      runOn: ['deploy', 'update'],
+    },
+  },
+};
+"#;
+
+const TASK: &str = r#"#!/bin/sh
+# A lumo task: any executable. The TaskContext JSON is on stdin and in $LUMO_CONTEXT_FILE.
+set -eu
+echo "hello from $LUMO_TASK in $LUMO_ENVIRONMENT (version $LUMO_VERSION, first deploy: $LUMO_IS_FIRST_DEPLOY)"
+# Optional: a structured result.
+printf '{"success": true, "message": "said hello", "data": {"environment": "%s"}}' "$LUMO_ENVIRONMENT" > "$LUMO_RESULT_FILE"
+"#;
+
+pub async fn run(args: InitArgs, ctx: &Context) -> CommandResult {
+    let dir = std::env::current_dir().map_err(|e| CliError::new(ExitKind::Backend, e))?;
+    let name = match args.name {
+        Some(n) => {
+            if !valid_project_name(&n) {
+                return Err(CliError::invalid(format!(
+                    "`--name {n}`: a project name is 1 to 40 of `a-z`, `0-9` and `-`"
+                )));
+            }
+            n
+        }
+        None => project_name_from(&dir),
+    };
+    let config_path = dir.join("lumo.config.js");
+    let task_path = dir.join("functions/tasks/hello.sh");
+    for path in [&config_path, &task_path] {
+        if path.exists() {
+            return Err(CliError::invalid(format!("`{}` already exists; `lumo init` never overwrites", path.display())));
+        }
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| CliError::new(ExitKind::Backend, format!("cannot write `{}`: {e}", path.display()))
+    };
+    fs::write(&config_path, CONFIG.replace("__NAME__", &name)).map_err(io(&config_path))?;
+    let tasks_dir = dir.join("functions/tasks");
+    fs::create_dir_all(&tasks_dir).map_err(io(&tasks_dir))?;
+    fs::write(&task_path, TASK).map_err(io(&task_path))?;
+    fs::set_permissions(&task_path, fs::Permissions::from_mode(0o755)).map_err(io(&task_path))?;
+    let mut created = vec![config_path, task_path];
+    let gitignore = dir.join(".gitignore");
+    let ignored = fs::read_to_string(&gitignore).unwrap_or_default();
+    if !ignored.lines().any(|l| matches!(l.trim(), ".lumo" | ".lumo/" | "/.lumo" | "/.lumo/")) {
+        let mut file = fs::OpenOptions::new().create(true).append(true).open(&gitignore).map_err(io(&gitignore))?;
+        let sep = if ignored.is_empty() || ignored.ends_with('\n') { "" } else { "\n" };
+        write!(file, "{sep}.lumo/\n").map_err(io(&gitignore))?;
+        created.push(gitignore);
+    }
+    let report = InitReport { project: name, created };
+    ctx.printer.result(&report).map_err(|e| CliError::new(ExitKind::Backend, e))?;
+    Ok(0)
+}
+
+fn valid_project_name(n: &str) -> bool {
+    (1..=40).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The directory's name folded into `[a-z0-9-]`, or `my-app`.
+fn project_name_from(dir: &Path) -> String {
+    let raw = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let mut name = String::new();
+    for c in raw.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            name.push(c);
+        } else if !name.ends_with('-') && !name.is_empty() {
+            name.push('-');
+        }
+    }
+    let name: String = name.trim_matches('-').chars().take(40).collect();
+    let name = name.trim_end_matches('-').to_string();
+    if name.is_empty() { "my-app".to_string() } else { name }
+}
+
+#[derive(Serialize)]
+pub struct InitReport {
+    pub project: String,
+    pub created: Vec<PathBuf>,
+}
+
+impl fmt::Display for InitReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Created project `{}`:", self.project)?;
+        for p in &self.created {
+            writeln!(f, "  {}", p.display())?;
+        }
+        writeln!(f, "Next: `lumo deploy --env dev`")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_names_are_folded_from_directory_names() {
+        assert_eq!(project_name_from(Path::new("/x/My App_2")), "my-app-2");
+        assert_eq!(project_name_from(Path::new("/x/---")), "my-app");
+        assert!(valid_project_name(&project_name_from(Path::new(&format!("/x/{}", "a".repeat(80))))));
+    }
+}

@@ -1,0 +1,56 @@
+//! One module per subcommand. Each `run` takes its parsed arguments and the shared
+//! [`Context`], prints its result through the Printer, and returns the exit code (0, or 1 when
+//! a task failed); every other failure is a [`CliError`] carrying its own exit code.
+
+pub mod build;
+pub mod deploy;
+pub mod history;
+pub mod init;
+pub mod lock;
+pub mod logs;
+pub mod run;
+pub mod status;
+pub mod tasks;
+
+use std::sync::Arc;
+
+use crate::args::GlobalArgs;
+use crate::bundle::BuildTarget;
+use crate::config::Provider;
+use crate::error::CliError;
+use crate::output::Printer;
+use crate::project::Project;
+
+pub type CommandResult = Result<i32, CliError>;
+
+pub struct Context {
+    pub global: GlobalArgs,
+    pub printer: Arc<Printer>,
+}
+
+impl Context {
+    /// Loads the project and says which config keys were accepted only for Lumo compatibility.
+    pub fn project(&self) -> Result<Project, CliError> {
+        let project = Project::load(self.global.config.as_deref(), self.global.provider)?;
+        for key in &project.config.ignored_keys {
+            self.printer.note(format!("`{key}` is a Lumo Framework setting lumo does not use; ignored"));
+        }
+        Ok(project)
+    }
+
+    /// Who is acting, for the audit trail.
+    pub fn actor(&self, project: &Project) -> String {
+        crate::actor::from_flag_or_ci(self.global.actor.as_deref())
+            .unwrap_or_else(|| crate::actor::from_machine(project.root()))
+    }
+}
+
+/// What Rust crate tasks are compiled for on the project's provider.
+pub fn build_target(project: &Project) -> BuildTarget {
+    match project.config.provider {
+        Provider::Local => BuildTarget::Host,
+        Provider::Aws => BuildTarget::Lambda(
+            project.config.aws.architecture.unwrap_or(crate::config::Architecture::Arm64),
+        ),
+    }
+}

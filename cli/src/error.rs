@@ -1,0 +1,133 @@
+//! Errors at the CLI boundary: every failure carries the exit code of PRODUCT.md §7 and an
+//! optional hint, and is printed as `error: …` / `Caused by: …` / `hint: …`.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::backend::BackendError;
+use crate::bundle::BundleError;
+use crate::project::ProjectError;
+
+/// Exit codes other than 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitKind {
+    /// 1: a task failed or timed out.
+    TaskFailed,
+    /// 2: invalid config or arguments.
+    Invalid,
+    /// 3: the environment is locked.
+    Locked,
+    /// 4: backend or infrastructure error.
+    Backend,
+}
+
+impl ExitKind {
+    pub fn code(self) -> i32 {
+        match self {
+            ExitKind::TaskFailed => 1,
+            ExitKind::Invalid => 2,
+            ExitKind::Locked => 3,
+            ExitKind::Backend => 4,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CliError {
+    pub kind: ExitKind,
+    pub error: Box<dyn StdError + Send + Sync>,
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    pub fn new(kind: ExitKind, error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        CliError { kind, error: error.into(), hint: None }
+    }
+
+    /// An invalid argument or config: exit code 2.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        CliError::new(ExitKind::Invalid, message.into())
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The top message and each cause below it.
+    pub fn chain(&self) -> (String, Vec<String>) {
+        let mut causes = Vec::new();
+        let mut source = self.error.source();
+        while let Some(s) = source {
+            causes.push(s.to_string());
+            source = s.source();
+        }
+        (self.error.to_string(), causes)
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)
+    }
+}
+
+impl From<ProjectError> for CliError {
+    fn from(e: ProjectError) -> Self {
+        let hint = match &e {
+            ProjectError::Config(crate::config::ConfigError::NotFound { .. }) => {
+                Some("run `lumo init` to create one, or pass `--config PATH`".to_string())
+            }
+            ProjectError::NoEnvironment { .. } => {
+                Some("pass `--env NAME` or set `environment` in the config".to_string())
+            }
+            _ => None,
+        };
+        CliError { kind: ExitKind::Invalid, error: Box::new(e), hint }
+    }
+}
+
+impl From<BundleError> for CliError {
+    fn from(e: BundleError) -> Self {
+        match e {
+            BundleError::Invalid(problems) => CliError::invalid(format!(
+                "cannot bundle the tasks:\n{}",
+                crate::project::list(&problems)
+            )),
+            store @ BundleError::Store { .. } => CliError::new(ExitKind::Backend, store),
+        }
+    }
+}
+
+impl From<BackendError> for CliError {
+    fn from(mut e: BackendError) -> Self {
+        let hint = e.hint.take();
+        CliError { kind: ExitKind::Backend, error: Box::new(e), hint }
+    }
+}
+
+/// The JSON form of an error, printed on stdout with `--json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDocument {
+    pub error: ErrorBody,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    pub kind: ExitKind,
+    pub exit_code: i32,
+    pub message: String,
+    pub causes: Vec<String>,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ErrorDocument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error.message)
+    }
+}

@@ -1,0 +1,282 @@
+//! Running tasks and recording them: one attempt at a time through the backend's executor,
+//! every attempt recorded `running` before it starts and updated when it ends (PRODUCT.md §5,
+//! §6). Shared by `lumo deploy` (many tasks, maybe side by side) and `lumo run` (one task).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lumo_runner::contract::{DeploymentInfo, RunStatus, TaskContext, Trigger};
+use tokio::task::JoinSet;
+
+use crate::backend::records::{TaskRun, Timestamp, new_id};
+use crate::backend::{Backend, BackendError, RunRequest};
+use crate::output::{Printer, Style};
+use crate::plan::PlannedTask;
+use crate::project::Task;
+
+/// What every run of one deploy or manual run shares.
+#[derive(Clone)]
+pub struct Session {
+    pub backend: Backend,
+    pub printer: Arc<Printer>,
+    pub project: String,
+    pub env: String,
+    pub actor: String,
+    pub version: String,
+    pub previous_version: Option<String>,
+    pub is_first_deploy: bool,
+    pub deployment_id: Option<String>,
+    /// Secret values by environment variable name.
+    pub secrets: Arc<BTreeMap<String, String>>,
+}
+
+/// One task to run, with everything needed to run it without the project at hand.
+#[derive(Clone)]
+pub struct TaskJob {
+    pub task: Task,
+    pub bundle: String,
+    pub trigger: Trigger,
+    pub args: BTreeMap<String, String>,
+}
+
+/// Runs a task, retrying as its `retries` allows, and returns the last attempt's record.
+/// `Err` only when the backend failed; the run is then recorded `failed` if at all possible.
+pub async fn run_task(session: &Session, job: &TaskJob) -> Result<TaskRun, BackendError> {
+    let attempts = job.task.config.retries + 1;
+    let mut attempt = 1;
+    loop {
+        let run = run_once(session, job, attempt).await?;
+        let retry = matches!(run.status, RunStatus::Failed | RunStatus::TimedOut) && attempt < attempts;
+        if !retry {
+            return Ok(run);
+        }
+        let backoff = backoff(attempt);
+        session.printer.status(format!(
+            "{} `{}` attempt {attempt}/{attempts} {}; retrying in {}s",
+            session.printer.paint_err(Style::Yellow, "↻"),
+            job.task.name,
+            run.status,
+            backoff.as_secs()
+        ));
+        tokio::time::sleep(backoff).await;
+        attempt += 1;
+    }
+}
+
+/// 1 s, 2 s, 4 s, … capped at 30 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_secs((1u64 << (attempt - 1).min(5)).min(30))
+}
+
+async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<TaskRun, BackendError> {
+    let task = &job.task;
+    let mut run = TaskRun {
+        id: new_id(),
+        deployment_id: session.deployment_id.clone(),
+        project: session.project.clone(),
+        env: session.env.clone(),
+        task: task.name.clone(),
+        trigger: job.trigger,
+        version: session.version.clone(),
+        previous_version: session.previous_version.clone(),
+        bundle_hash: job.bundle.clone(),
+        actor: session.actor.clone(),
+        status: RunStatus::Running,
+        attempt,
+        started_at: Timestamp::now(),
+        ended_at: None,
+        duration_ms: None,
+        exit_code: None,
+        message: None,
+        data: None,
+        data_ref: None,
+        log_ref: None,
+        output_tail: None,
+        output_bytes: 0,
+    };
+    session.backend.audit.start_run(&run).await?;
+    session.printer.status(format!(
+        "{} {} {}",
+        session.printer.paint_err(Style::Cyan, "▶"),
+        session.printer.paint_err(Style::Bold, &task.name),
+        session.printer.paint_err(Style::Dim, format!("({}, run {})", job.trigger, run.id)),
+    ));
+    let request = RunRequest {
+        env: session.env.clone(),
+        task: task.name.clone(),
+        bundle: job.bundle.clone(),
+        context: TaskContext {
+            deployment: DeploymentInfo {
+                is_first_deploy: session.is_first_deploy,
+                previous_version: session.previous_version.clone(),
+                environment: session.env.clone(),
+                version: session.version.clone(),
+            },
+            config: task.config.config.clone(),
+            args: job.args.clone(),
+            // The executor fills this in once the bundle is unpacked.
+            working_directory: String::new(),
+            task: task.name.clone(),
+            run_id: run.id.clone(),
+            trigger: job.trigger,
+        },
+        timeout: Duration::from_secs(task.config.timeout.into()),
+        env_vars: task.config.env.clone(),
+        secrets: (*session.secrets).clone(),
+    };
+    let mut output = session.printer.task_output(&task.name);
+    let result = session.backend.executor.run(request, &mut output).await;
+    output.flush();
+    drop(output);
+    match result {
+        Ok(report) => {
+            run.status = report.status;
+            run.exit_code = report.exit_code;
+            run.message = Some(report.message);
+            run.data = report.data;
+            run.log_ref = report.log_ref;
+            run.output_tail = Some(report.output_tail);
+            run.output_bytes = report.output_bytes;
+            run.ended_at = Some(report.ended_at.max(run.started_at));
+        }
+        Err(e) => {
+            // Record what we know before giving up: the run did not happen as asked.
+            run.status = RunStatus::Failed;
+            run.message = Some(format!("backend error: {e}"));
+            run.ended_at = Some(Timestamp::now());
+            run.duration_ms = Some(duration_ms(&run));
+            let _ = session.backend.audit.finish_run(&run).await;
+            return Err(e);
+        }
+    }
+    run.duration_ms = Some(duration_ms(&run));
+    session.backend.audit.finish_run(&run).await?;
+    print_outcome(&session.printer, &run);
+    Ok(run)
+}
+
+fn duration_ms(run: &TaskRun) -> u64 {
+    run.ended_at.map_or(0, |end| (end.millis() - run.started_at.millis()).max(0) as u64)
+}
+
+fn print_outcome(printer: &Printer, run: &TaskRun) {
+    let (mark, style) = match run.status {
+        RunStatus::Succeeded => ("✔", Style::Green),
+        RunStatus::TimedOut => ("⏱", Style::Red),
+        _ => ("✘", Style::Red),
+    };
+    let message = run.message.as_deref().filter(|m| !m.is_empty()).map(|m| format!(": {m}")).unwrap_or_default();
+    printer.status(format!(
+        "{} {} {} in {}{message}",
+        printer.paint_err(style, mark),
+        printer.paint_err(Style::Bold, &run.task),
+        printer.paint_err(style, run.status),
+        format_duration(run.duration_ms.unwrap_or(0)),
+    ));
+}
+
+pub fn format_duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+/// What happened to each task a deployment meant to run.
+pub struct Execution {
+    /// Finished runs and skipped records, by task.
+    pub runs: BTreeMap<String, TaskRun>,
+    /// The first backend failure, after which nothing more was started.
+    pub backend_error: Option<BackendError>,
+}
+
+/// Runs the plan's tasks: each after the tasks in its `after`, up to `concurrency` at once, in
+/// plan order. After a failure nothing new starts; tasks not started are recorded `skipped`.
+pub async fn run_plan(session: &Session, plan: &[PlannedTask], jobs: &BTreeMap<String, TaskJob>, concurrency: usize) -> Execution {
+    let mut waiting: Vec<&PlannedTask> = plan.iter().filter(|p| p.runs()).collect();
+    let mut succeeded: BTreeSet<String> = BTreeSet::new();
+    let mut runs = BTreeMap::new();
+    let mut failed_task: Option<String> = None;
+    let mut backend_error: Option<BackendError> = None;
+    let mut running: JoinSet<(String, Result<TaskRun, BackendError>)> = JoinSet::new();
+
+    loop {
+        if failed_task.is_none() && backend_error.is_none() {
+            let mut i = 0;
+            while i < waiting.len() && running.len() < concurrency {
+                if waiting[i].after.iter().all(|d| succeeded.contains(d)) {
+                    let planned = waiting.remove(i);
+                    let Some(job) = jobs.get(&planned.task).cloned() else { continue };
+                    let session = session.clone();
+                    running.spawn(async move {
+                        let result = run_task(&session, &job).await;
+                        (job.task.name, result)
+                    });
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        let Some(joined) = running.join_next().await else { break };
+        match joined {
+            Ok((task, Ok(run))) => {
+                if run.status == RunStatus::Succeeded {
+                    succeeded.insert(task.clone());
+                } else if failed_task.is_none() {
+                    failed_task = Some(task.clone());
+                }
+                runs.insert(task, run);
+            }
+            Ok((task, Err(e))) => {
+                failed_task.get_or_insert(task);
+                backend_error.get_or_insert(e);
+            }
+            Err(join_error) => {
+                backend_error.get_or_insert(BackendError::new(format!("a task runner crashed: {join_error}")));
+            }
+        }
+    }
+
+    let reason = match (&failed_task, &backend_error) {
+        (Some(t), None) => format!("not started: `{t}` did not succeed"),
+        (_, Some(_)) => "not started: backend error".to_string(),
+        (None, None) => "not started".to_string(),
+    };
+    for planned in waiting {
+        let Some(job) = jobs.get(&planned.task) else { continue };
+        let now = Timestamp::now();
+        let run = TaskRun {
+            id: new_id(),
+            deployment_id: session.deployment_id.clone(),
+            project: session.project.clone(),
+            env: session.env.clone(),
+            task: planned.task.clone(),
+            trigger: job.trigger,
+            version: session.version.clone(),
+            previous_version: session.previous_version.clone(),
+            bundle_hash: job.bundle.clone(),
+            actor: session.actor.clone(),
+            status: RunStatus::Skipped,
+            attempt: 0,
+            started_at: now,
+            ended_at: Some(now),
+            duration_ms: Some(0),
+            exit_code: None,
+            message: Some(reason.clone()),
+            data: None,
+            data_ref: None,
+            log_ref: None,
+            output_tail: None,
+            output_bytes: 0,
+        };
+        if let Err(e) = session.backend.audit.start_run(&run).await {
+            backend_error.get_or_insert(e);
+        }
+        runs.insert(planned.task.clone(), run);
+    }
+    Execution { runs, backend_error }
+}

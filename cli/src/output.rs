@@ -1,0 +1,218 @@
+//! The one place lumo writes to the terminal. Results go to stdout (text, or one JSON document
+//! with `--json`); progress, task output and errors go to stderr, so stdout can be piped.
+//! Colour only on a terminal and never with `NO_COLOR`; spinners only on a terminal.
+
+use std::fmt::Display;
+use std::io::{self, IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lumo_runner::executor::OutputObserver;
+use serde::Serialize;
+
+use crate::args::GlobalArgs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Bold,
+    Dim,
+    Green,
+    Red,
+    Yellow,
+    Cyan,
+}
+
+impl Style {
+    fn code(self) -> &'static str {
+        match self {
+            Style::Bold => "1",
+            Style::Dim => "2",
+            Style::Green => "32",
+            Style::Red => "31",
+            Style::Yellow => "33",
+            Style::Cyan => "36",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Printer {
+    pub json: bool,
+    pub quiet: bool,
+    pub verbose: bool,
+    stdout_color: bool,
+    stderr_color: bool,
+    stderr_tty: bool,
+    /// Serialises whole lines from concurrently running tasks.
+    stderr_lock: Mutex<()>,
+}
+
+impl Printer {
+    pub fn new(global: &GlobalArgs) -> Printer {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let stderr_tty = io::stderr().is_terminal();
+        Printer {
+            json: global.json,
+            quiet: global.quiet,
+            verbose: global.verbose,
+            stdout_color: !no_color && !global.json && io::stdout().is_terminal(),
+            stderr_color: !no_color && stderr_tty,
+            stderr_tty,
+            stderr_lock: Mutex::new(()),
+        }
+    }
+
+    /// Text styled for stdout.
+    pub fn paint(&self, style: Style, text: impl Display) -> String {
+        paint(self.stdout_color, style, text)
+    }
+
+    /// Text styled for stderr.
+    pub fn paint_err(&self, style: Style, text: impl Display) -> String {
+        paint(self.stderr_color, style, text)
+    }
+
+    fn stderr_line(&self, line: &str) {
+        let _guard = self.stderr_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut err = io::stderr().lock();
+        let _ = writeln!(err, "{line}");
+    }
+
+    /// A progress line on stderr (not with `--quiet`).
+    pub fn status(&self, message: impl Display) {
+        if !self.quiet {
+            self.stderr_line(&message.to_string());
+        }
+    }
+
+    /// Detail shown only with `--verbose`.
+    pub fn note(&self, message: impl Display) {
+        if self.verbose {
+            self.stderr_line(&self.paint_err(Style::Dim, format!("note: {message}")));
+        }
+    }
+
+    pub fn warn(&self, message: impl Display) {
+        let prefix = self.paint_err(Style::Yellow, "warning:");
+        self.stderr_line(&format!("{prefix} {message}"));
+    }
+
+    /// Prints an error chain: `error: …`, `  Caused by: …`, `hint: …`.
+    pub fn error(&self, message: &str, causes: &[String], hint: Option<&str>) {
+        let mut text = format!("{} {message}", self.paint_err(Style::Red, "error:"));
+        for cause in causes {
+            text.push_str(&format!("\n  Caused by: {cause}"));
+        }
+        if let Some(hint) = hint {
+            text.push_str(&format!("\n{} {hint}", self.paint_err(Style::Cyan, "hint:")));
+        }
+        self.stderr_line(&text);
+    }
+
+    /// One line of a task's output, prefixed with the task's name.
+    pub fn task_line(&self, task: &str, line: &str) {
+        if !self.quiet {
+            let prefix = self.paint_err(Style::Dim, format!("{task} │"));
+            self.stderr_line(&format!("{prefix} {line}"));
+        }
+    }
+
+    /// The command's result: its `Display` on stdout, or its JSON with `--json`.
+    pub fn result<T: Serialize + Display>(&self, value: &T) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        if self.json {
+            serde_json::to_writer_pretty(&mut out, value).map_err(io::Error::other)?;
+            writeln!(out)?;
+        } else {
+            let text = value.to_string();
+            if !text.is_empty() {
+                write!(out, "{text}")?;
+                if !text.ends_with('\n') {
+                    writeln!(out)?;
+                }
+            }
+        }
+        out.flush()
+    }
+
+    /// Raw bytes meant for stdout (`lumo logs` in text mode).
+    pub fn raw(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        out.write_all(bytes)?;
+        out.flush()
+    }
+
+    /// A spinner on stderr while something slow happens; nothing when stderr is not a terminal.
+    pub fn spinner(&self, message: impl Into<String>) -> Spinner {
+        let message = message.into();
+        if self.quiet || !self.stderr_tty {
+            self.status(&message);
+            return Spinner(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner().with_message(message);
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Spinner(Some(bar))
+    }
+
+    /// An observer that prints a task's output line by line as it arrives.
+    pub fn task_output(self: &Arc<Self>, task: &str) -> TaskOutput {
+        TaskOutput { printer: Arc::clone(self), task: task.to_string(), partial: Vec::new() }
+    }
+}
+
+fn paint(enabled: bool, style: Style, text: impl Display) -> String {
+    if enabled {
+        format!("\x1b[{}m{text}\x1b[0m", style.code())
+    } else {
+        text.to_string()
+    }
+}
+
+pub struct Spinner(Option<indicatif::ProgressBar>);
+
+impl Spinner {
+    pub fn finish(self) {
+        if let Some(bar) = self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Splits a task's output stream into lines for [`Printer::task_line`].
+pub struct TaskOutput {
+    printer: Arc<Printer>,
+    task: String,
+    partial: Vec<u8>,
+}
+
+impl TaskOutput {
+    /// Prints what is left of an unterminated last line.
+    pub fn flush(&mut self) {
+        if !self.partial.is_empty() {
+            let line = String::from_utf8_lossy(&self.partial).into_owned();
+            self.printer.task_line(&self.task, line.trim_end_matches('\r'));
+            self.partial.clear();
+        }
+    }
+}
+
+impl OutputObserver for TaskOutput {
+    fn output(&mut self, chunk: &[u8]) {
+        self.partial.extend_from_slice(chunk);
+        while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            self.printer.task_line(&self.task, line.trim_end_matches('\r'));
+        }
+        // A task printing one enormous line must not make us hold it all.
+        if self.partial.len() > 64 * 1024 {
+            self.flush();
+        }
+    }
+}
+
+impl Drop for TaskOutput {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

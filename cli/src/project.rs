@@ -1,0 +1,262 @@
+//! A project: the validated config joined with the tasks found on disk. Every command starts
+//! here, so every cross-check between the two (a config key without a task file, a dependency
+//! on a task that does not exist, a cycle) is made once, before anything else happens.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::bundle::discover::{self, Discovery};
+use crate::bundle::TaskSource;
+use crate::config::{self, ConfigError, ConfigProblem, Provider, ProjectConfig, TaskConfig};
+use crate::suggest;
+
+/// A task of the project: where it comes from and how it is configured.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub name: String,
+    pub source: TaskSource,
+    pub config: TaskConfig,
+    /// Declared in `lumo.config.js` (otherwise found on disk and run with the defaults).
+    pub declared: bool,
+    /// The task's file or directory relative to the root, or `tasks.<name>.command`.
+    pub display_path: String,
+}
+
+impl Task {
+    /// Whether the task exists in `env` (its `environments`, when set, name it).
+    pub fn exists_in(&self, env: &str) -> bool {
+        self.config.environments.as_ref().is_none_or(|envs| envs.iter().any(|e| e == env))
+    }
+}
+
+#[derive(Debug)]
+pub struct Project {
+    pub config: ProjectConfig,
+    /// Declared tasks in declaration order, then undeclared ones by name.
+    pub tasks: Vec<Task>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("invalid project `{}`:\n{}", path.display(), list(problems))]
+    Invalid { path: PathBuf, problems: Vec<ConfigProblem> },
+    #[error("no environment given and `{}` sets no `environment`", path.display())]
+    NoEnvironment { path: PathBuf },
+    #[error("unknown environment `{env}`: `{}` declares {}{hint}", path.display(), names(known))]
+    UnknownEnvironment { path: PathBuf, env: String, known: Vec<String>, hint: String },
+    #[error("invalid environment name `{env}`: use 1 to 40 of `a-z`, `0-9` and `-`, starting with a letter or digit")]
+    BadEnvironmentName { env: String },
+    #[error("unknown task `{task}`{hint}")]
+    UnknownTask { task: String, hint: String },
+    #[error("task `{task}` does not exist in environment `{env}` (its `environments` are {})", names(allowed))]
+    TaskNotInEnvironment { task: String, env: String, allowed: Vec<String> },
+}
+
+pub fn list(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - `{}`: {}", p.key, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn names(items: &[String]) -> String {
+    items.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+}
+
+impl Project {
+    /// Loads the config (`--config`, else `lumo.config.js` here or above) and discovers tasks.
+    pub fn load(config_path: Option<&Path>, provider: Option<Provider>) -> Result<Project, ProjectError> {
+        let path = match config_path {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+                config::find_config(&cwd)
+                    .ok_or_else(|| ConfigError::NotFound { path: cwd.join("lumo.config.js") })?
+            }
+        };
+        let mut config = config::load(&path)?;
+        if let Some(provider) = provider {
+            config.provider = provider;
+        }
+        let discovery = discover::discover(&config.root)
+            .map_err(|problems| ProjectError::Invalid { path: config.path.clone(), problems })?;
+        Project::resolve(config, discovery)
+    }
+
+    /// Joins config and discovery, reporting every mismatch at once.
+    pub fn resolve(config: ProjectConfig, discovery: Discovery) -> Result<Project, ProjectError> {
+        let mut problems = Vec::new();
+        let mut on_disk: BTreeMap<String, _> =
+            discovery.tasks.into_iter().map(|t| (t.name.clone(), t)).collect();
+        let disk_names: Vec<String> = on_disk.keys().cloned().collect();
+        let mut tasks = Vec::new();
+        for (name, task_config) in &config.tasks {
+            let key = format!("tasks.{name}");
+            let found = on_disk.remove(name);
+            let source = match (&task_config.command, found) {
+                (Some(command), None) => Some((TaskSource::Command { command: command.clone() }, format!("{key}.command"))),
+                (Some(_), Some(file)) => {
+                    problems.push(ConfigProblem {
+                        key: format!("{key}.command"),
+                        message: format!(
+                            "is set, but `{}` is also this task; a task is either a file or a `command`, remove one",
+                            file.display_path
+                        ),
+                    });
+                    None
+                }
+                (None, Some(file)) => Some((file.source, file.display_path)),
+                (None, None) => {
+                    let message = match discovery.not_executable.get(name) {
+                        Some(path) => format!("`{path}` is not executable; run `chmod +x {path}`"),
+                        None => format!(
+                            "no task file `{}/{name}` (an executable file, a directory with an executable `run`, or a Rust crate) and no `command`{}",
+                            discover::TASKS_DIR,
+                            suggest::hint_suffix(name, disk_names.iter().map(String::as_str)),
+                        ),
+                    };
+                    problems.push(ConfigProblem { key, message });
+                    None
+                }
+            };
+            if let Some((source, display_path)) = source {
+                tasks.push(Task { name: name.clone(), source, config: task_config.clone(), declared: true, display_path });
+            }
+        }
+        // Tasks on disk the config does not mention run with the defaults, after declared ones.
+        for (name, found) in on_disk {
+            tasks.push(Task {
+                name,
+                source: found.source,
+                config: TaskConfig::default(),
+                declared: false,
+                display_path: found.display_path,
+            });
+        }
+        check_dependencies(&config, &tasks, &mut problems);
+        if problems.is_empty() {
+            Ok(Project { config, tasks })
+        } else {
+            Err(ProjectError::Invalid { path: config.path.clone(), problems })
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.config.root
+    }
+
+    /// `.lumo/` in the project: the local provider's store, and the bundle cache of both.
+    pub fn lumo_dir(&self) -> PathBuf {
+        self.config.root.join(".lumo")
+    }
+
+    pub fn task(&self, name: &str) -> Result<&Task, ProjectError> {
+        self.tasks.iter().find(|t| t.name == name).ok_or_else(|| ProjectError::UnknownTask {
+            task: name.to_string(),
+            hint: suggest::hint_suffix(name, self.tasks.iter().map(|t| t.name.as_str())),
+        })
+    }
+
+    /// A task that must exist in `env`.
+    pub fn task_in(&self, name: &str, env: &str) -> Result<&Task, ProjectError> {
+        let task = self.task(name)?;
+        if task.exists_in(env) {
+            Ok(task)
+        } else {
+            Err(ProjectError::TaskNotInEnvironment {
+                task: name.to_string(),
+                env: env.to_string(),
+                allowed: task.config.environments.clone().unwrap_or_default(),
+            })
+        }
+    }
+
+    /// The tasks that exist in `env`, in run order before dependencies are applied.
+    pub fn tasks_in<'a>(&'a self, env: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks.iter().filter(move |t| t.exists_in(env))
+    }
+
+    /// `--env`, else the config's `environment`; checked against `environments` when declared.
+    pub fn resolve_env(&self, flag: Option<&str>) -> Result<String, ProjectError> {
+        let env = match flag.or(self.config.environment.as_deref()) {
+            Some(e) => e.to_string(),
+            None => return Err(ProjectError::NoEnvironment { path: self.config.path.clone() }),
+        };
+        if !valid_env_name(&env) {
+            return Err(ProjectError::BadEnvironmentName { env });
+        }
+        if let Some(known) = &self.config.environments
+            && !known.contains(&env)
+        {
+            return Err(ProjectError::UnknownEnvironment {
+                path: self.config.path.clone(),
+                hint: suggest::hint_suffix(&env, known.iter().map(String::as_str)),
+                env,
+                known: known.clone(),
+            });
+        }
+        Ok(env)
+    }
+}
+
+/// `[a-z0-9][a-z0-9-]{0,39}`, the same rule as the config's environment names.
+pub fn valid_env_name(env: &str) -> bool {
+    !env.is_empty()
+        && env.len() <= 40
+        && !env.starts_with('-')
+        && env.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Every `dependsOn` names a task of the project, and the dependencies form no cycle.
+fn check_dependencies(config: &ProjectConfig, tasks: &[Task], problems: &mut Vec<ConfigProblem>) {
+    let known: BTreeSet<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    let all_names: Vec<&str> =
+        config.tasks.keys().map(String::as_str).chain(known.iter().copied()).collect();
+    for (name, task) in &config.tasks {
+        for (i, dep) in task.depends_on.iter().enumerate() {
+            if !all_names.contains(&dep.as_str()) {
+                problems.push(ConfigProblem {
+                    key: format!("tasks.{name}.dependsOn[{i}]"),
+                    message: format!(
+                        "unknown task `{dep}`{}",
+                        suggest::hint_suffix(dep, all_names.iter().copied())
+                    ),
+                });
+            }
+        }
+    }
+    if let Some(cycle) = crate::plan::find_cycle(tasks) {
+        problems.push(ConfigProblem {
+            key: format!("tasks.{}.dependsOn", cycle[0]),
+            message: format!("dependency cycle: {}", cycle.join(" → ")),
+        });
+    }
+}
+
+impl Project {
+    /// Every secret's value by the environment variable tasks receive it as. A secret whose
+    /// value could not be resolved stops the run before anything starts.
+    pub fn secret_values(&self) -> Result<BTreeMap<String, String>, ProjectError> {
+        let mut values = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (name, secret) in &self.config.secrets {
+            match &secret.value {
+                Ok(value) => {
+                    values.insert(lumo_runner::contract::secret_env_name(name), value.clone());
+                }
+                Err(message) => problems.push(ConfigProblem {
+                    key: format!("secrets.{name}.value"),
+                    message: message.clone(),
+                }),
+            }
+        }
+        if problems.is_empty() {
+            Ok(values)
+        } else {
+            Err(ProjectError::Invalid { path: self.config.path.clone(), problems })
+        }
+    }
+}

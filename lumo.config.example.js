@@ -1,0 +1,49 @@
+// The example project of this repository: `cargo run -p lumo-cli -- deploy --env dev --config lumo.config.example.js`
+import { defineConfig, env } from '@lumo-framework/core';
+
+export default defineConfig({
+  projectName: 'lumo-example',
+  provider: env('LUMO_PROVIDER', 'local'),
+  environment: 'dev',
+  environments: ['dev', 'staging', 'prod'],
+  region: 'eu-west-2',
+
+  secrets: {
+    // Handed to every task as $API_TOKEN and masked as *** in all output and records.
+    apiToken: {
+      value: () => process.env.API_TOKEN ?? 'example-token-5f1c9a',
+      description: 'Token for the cache API',
+    },
+  },
+
+  tasks: {
+    'run-migrations': {
+      description: 'Applies the SQL files in migrations/ in order',
+      timeout: 120,
+      runOn: ['deploy', 'update'],
+      copyAssets: [{ from: 'migrations', to: 'migrations' }],
+      config: { database: 'app' },
+    },
+    'warm-cache': {
+      description: 'Requests the most popular pages so the first visitors are fast',
+      timeout: 60,
+      dependsOn: ['run-migrations'],
+      env: { CACHE_HOST: 'cache.internal' },
+    },
+    'disk-report': {
+      description: 'Reports the bundle size (a command task, as in Lagoon)',
+      command: 'du -sk . | cut -f1 | xargs -I{} echo "bundle uses {} KB"',
+      runOn: ['change'],
+      timeout: 30,
+    },
+    'purge-cache': {
+      description: 'Purges one cache namespace (manual only)',
+      runOn: [],
+      permission: 'maintainer',
+      args: {
+        target: { description: 'the cache namespace to purge', required: true },
+        mode: { description: 'soft or hard', default: 'soft' },
+      },
+    },
+  },
+});
