@@ -42,10 +42,24 @@ pub fn find_config(start: &Path) -> Option<PathBuf> {
 /// Evaluates and validates the config at `path` (a file, or a directory holding
 /// `lumo.config.js`).
 pub fn load(path: &Path) -> Result<ProjectConfig, ConfigError> {
-    load_within(path, engine::TIME_LIMIT)
+    load_within(path, None, engine::TIME_LIMIT)
 }
 
-fn load_within(path: &Path, time_limit: Duration) -> Result<ProjectConfig, ConfigError> {
+/// [`load`] for `--provider`: the override replaces the config's `provider`, whose value is
+/// then not checked, so a Lumo Framework config for a provider lumo does not know (such as
+/// `cloudflare`) still runs with `--provider local` (PRODUCT.md §7).
+pub fn load_with_provider(
+    path: &Path,
+    provider: Option<Provider>,
+) -> Result<ProjectConfig, ConfigError> {
+    load_within(path, provider, engine::TIME_LIMIT)
+}
+
+fn load_within(
+    path: &Path,
+    provider: Option<Provider>,
+    time_limit: Duration,
+) -> Result<ProjectConfig, ConfigError> {
     let path = if path.is_dir() {
         path.join(CONFIG_FILE_NAME)
     } else {
@@ -59,6 +73,6 @@ fn load_within(path: &Path, time_limit: Duration) -> Result<ProjectConfig, Confi
     // touching the filesystem (no symlink resolution), matching what the user typed.
     let root = std::path::absolute(&root).unwrap_or(root);
     let evaluated = engine::evaluate(&path, &root, time_limit)?;
-    validate::validate(&path, &root, &evaluated)
+    validate::validate(&path, &root, &evaluated, provider)
         .map_err(|problems| ConfigError::Invalid { path, problems })
 }

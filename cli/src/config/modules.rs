@@ -39,8 +39,9 @@ pub(super) fn resolve_path(base: &str, name: &str) -> Result<String, String> {
         || Path::new(name).is_absolute();
     if !is_path {
         return Err(format!(
-            "cannot import `{name}` in `{base}`: a lumo config can import `{CORE_MODULE}` and \
-             files by relative path (`./shared.js`), not npm packages or Node built-ins"
+            "cannot load `{name}` from `{base}`: a lumo config can import or require \
+             `{CORE_MODULE}` and files by relative path (`./shared.js`), not npm packages or \
+             Node built-ins"
         ));
     }
     let joined = match Path::new(base).parent() {
@@ -59,7 +60,7 @@ pub(super) fn resolve_path(base: &str, name: &str) -> Result<String, String> {
         .map(|path| path.to_string_lossy().into_owned())
         .ok_or_else(|| {
             format!(
-                "cannot find `{name}` imported in `{base}` (looked for `{}`)",
+                "cannot find `{name}` from `{base}` (looked for `{}`)",
                 candidate.display()
             )
         })

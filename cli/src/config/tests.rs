@@ -353,6 +353,18 @@ fn secret_functions_are_called_and_failures_kept_for_later() {
 }
 
 #[test]
+fn a_provider_override_replaces_the_configured_one_unchecked() {
+    let dir = project(&[(
+        CONFIG_FILE_NAME,
+        "export default { projectName: 'edge', provider: 'cloudflare' };",
+    )]);
+    let error = load(&config_path(&dir)).expect_err("cloudflare is not a lumo provider");
+    assert!(error.to_string().contains("`provider`"), "{error}");
+    let config = load_with_provider(&config_path(&dir), Some(Provider::Local)).expect("loads");
+    assert_eq!(config.provider, Provider::Local);
+}
+
+#[test]
 fn a_default_export_function_is_called() {
     let config = loads("export default () => ({ projectName: 'from-function' });");
     assert_eq!(config.project_name, "from-function");
@@ -366,6 +378,13 @@ fn top_level_await_works() {
         "const name = await Promise.resolve('awaited');\nexport default { projectName: name };",
     );
     assert_eq!(config.project_name, "awaited");
+}
+
+#[test]
+fn a_promise_that_never_settles_is_an_error() {
+    let (_, _, message, _) =
+        evaluate_error("await new Promise(() => {});\nexport default { projectName: 'x' };");
+    assert_eq!(message, "the config awaits a promise that never settles");
 }
 
 #[test]
@@ -436,7 +455,7 @@ fn a_thrown_non_error_is_reported() {
 #[test]
 fn npm_packages_cannot_be_imported() {
     let (_, _, message, _) = evaluate_error("import dotenv from 'dotenv';\nexport default {};");
-    assert!(message.contains("cannot import `dotenv`"), "{message}");
+    assert!(message.contains("cannot load `dotenv`"), "{message}");
     assert!(message.contains("not npm packages"), "{message}");
 }
 
@@ -464,7 +483,8 @@ fn no_export_is_its_own_error() {
 fn a_config_that_never_ends_is_stopped() {
     let dir = project(&[(CONFIG_FILE_NAME, "while (true) {}\nexport default {};")]);
     let started = Instant::now();
-    let error = load_within(&config_path(&dir), Duration::from_millis(200)).expect_err("loops");
+    let error =
+        load_within(&config_path(&dir), None, Duration::from_millis(200)).expect_err("loops");
     assert!(started.elapsed() < Duration::from_secs(3));
     match error {
         ConfigError::Evaluate { message, .. } => {

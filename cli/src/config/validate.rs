@@ -56,6 +56,7 @@ pub(super) fn validate(
     path: &Path,
     root: &Path,
     evaluated: &Evaluated,
+    provider_override: Option<Provider>,
 ) -> Result<ProjectConfig, Vec<ConfigProblem>> {
     let mut p = Problems::default();
     let empty = Map::new();
@@ -89,12 +90,13 @@ pub(super) fn validate(
             None
         }
     };
-    let provider = match map.get("provider") {
-        Some(v) => match checks::one_of(&mut p, "provider", v, &["local", "aws"]) {
+    let provider = match (provider_override, map.get("provider")) {
+        (Some(provider), _) => provider,
+        (None, Some(v)) => match checks::one_of(&mut p, "provider", v, &["local", "aws"]) {
             Some("aws") => Provider::Aws,
             _ => Provider::Local,
         },
-        None => Provider::Local,
+        (None, None) => Provider::Local,
     };
     let environments = map
         .get("environments")
