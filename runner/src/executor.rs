@@ -29,7 +29,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe::Receiver;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::contract::{Entry, RunStatus, TaskContext, TaskResult, arg_env_name};
@@ -232,44 +232,20 @@ pub enum ExecError {
 ///
 /// Returns only once no process of the task's group is left. If the returned future is dropped
 /// before it completes, the whole group is killed.
+///
+/// Needs a tokio runtime with I/O and time enabled (`Builder::enable_all`). The process that
+/// owns the runs should call [`become_subreaper`] once at start-up, so that what a task leaves
+/// behind can be reaped.
 pub async fn execute(
     process: TaskProcess,
     observer: &mut dyn OutputObserver,
 ) -> Result<ExecOutcome, ExecError> {
     let masker = Masker::new(process.secrets.values().cloned());
-    let scratch =
-        std::path::absolute(&process.scratch_dir).map_err(|source| ExecError::Scratch {
-            path: process.scratch_dir.clone(),
-            source,
-        })?;
-    let context_file = scratch.join(CONTEXT_FILE_NAME);
-    let result_file = scratch.join(RESULT_FILE_NAME);
-
-    let mut context_json =
-        serde_json::to_vec(&process.context).map_err(|e| ExecError::WriteContext {
-            path: context_file.clone(),
-            source: io::Error::other(e),
-        })?;
-    // A trailing newline lets a shell task `read` the context line as well as parse it.
-    context_json.push(b'\n');
-    tokio::fs::write(&context_file, &context_json)
-        .await
-        .map_err(|source| ExecError::WriteContext {
-            path: context_file.clone(),
-            source,
-        })?;
-    // A result left from an earlier run in the same scratch directory must not be taken for
-    // this run's.
-    match tokio::fs::remove_file(&result_file).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(ExecError::StaleResult {
-                path: result_file,
-                source,
-            });
-        }
-    }
+    let ScratchFiles {
+        context_file,
+        result_file,
+        context_json,
+    } = prepare_scratch(&process).await?;
     let log = match &process.log_file {
         Some(path) => {
             let file =
@@ -341,7 +317,10 @@ pub async fn execute(
         pipe: Some(pipe),
         buf: vec![0; READ_CHUNK],
     };
-    let deadline = started + process.timeout;
+    // A timeout too large to add is as good as none (a century is past any deadline that matters).
+    let deadline = started
+        .checked_add(process.timeout)
+        .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 24 * 3600));
     let (waited, timed_out) = match out
         .pump(tokio::time::timeout_at(deadline, child.wait()))
         .await
@@ -349,7 +328,8 @@ pub async fn execute(
         Ok(waited) => (waited, false),
         Err(_elapsed) => {
             tracing::debug!(pid, "task timed out");
-            out.stop_group(pgid, process.kill_grace).await;
+            out.stop_group(pgid, process.kill_grace, Some(&mut child))
+                .await;
             (out.pump(child.wait()).await, true)
         }
     };
@@ -358,7 +338,7 @@ pub async fn execute(
     group::reap_dead_members(pgid);
     if !timed_out {
         // Background children the task left behind are part of the run and end with it.
-        out.stop_group(pgid, process.kill_grace).await;
+        out.stop_group(pgid, process.kill_grace, None).await;
         group::reap_dead_members(pgid);
     }
     guard.armed = false;
@@ -393,6 +373,52 @@ pub async fn execute(
         }),
         None => Ok(outcome),
     }
+}
+
+/// The scratch files of a run, ready before the task starts.
+struct ScratchFiles {
+    context_file: PathBuf,
+    result_file: PathBuf,
+    /// The context as written to the file, and as the task will read it on stdin.
+    context_json: Vec<u8>,
+}
+
+/// Writes the context file and clears any result file an earlier run in the same scratch
+/// directory left behind, so it cannot be taken for this run's.
+async fn prepare_scratch(process: &TaskProcess) -> Result<ScratchFiles, ExecError> {
+    let scratch =
+        std::path::absolute(&process.scratch_dir).map_err(|source| ExecError::Scratch {
+            path: process.scratch_dir.clone(),
+            source,
+        })?;
+    let context_file = scratch.join(CONTEXT_FILE_NAME);
+    let result_file = scratch.join(RESULT_FILE_NAME);
+    let write_err = |source| ExecError::WriteContext {
+        path: context_file.clone(),
+        source,
+    };
+    let mut context_json =
+        serde_json::to_vec(&process.context).map_err(|e| write_err(io::Error::other(e)))?;
+    // A trailing newline lets a shell task `read` the context line as well as parse it.
+    context_json.push(b'\n');
+    tokio::fs::write(&context_file, &context_json)
+        .await
+        .map_err(write_err)?;
+    match tokio::fs::remove_file(&result_file).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ExecError::StaleResult {
+                path: result_file,
+                source,
+            });
+        }
+    }
+    Ok(ScratchFiles {
+        context_file,
+        result_file,
+        context_json,
+    })
 }
 
 /// Kills the task's whole group if [`execute`] is abandoned half-way (its future dropped, or
@@ -464,16 +490,30 @@ impl OutputPump<'_> {
     }
 
     /// Stops every process left in the group: SIGTERM, up to `grace` for them to exit, then
-    /// SIGKILL. Returns once the group is empty (zombies aside).
-    async fn stop_group(&mut self, pgid: Pid, grace: Duration) {
-        if !group::has_live_members(pgid) {
+    /// SIGKILL. Returns once the group is empty (zombies aside) and `leader`, if given, has
+    /// exited.
+    ///
+    /// The leader is signalled on its own as well: it is normally in the group, but a task may
+    /// move it to another one, and waiting for a leader that never got the signal would hang.
+    async fn stop_group(&mut self, pgid: Pid, grace: Duration, mut leader: Option<&mut Child>) {
+        if !group::has_live_members(pgid) && !leader_running(&mut leader) {
             return;
         }
         group::signal(pgid, Signal::SIGTERM);
         // A stopped process would only act on SIGTERM once continued.
         group::signal(pgid, Signal::SIGCONT);
+        if leader_running(&mut leader)
+            && let Some(id) = leader.as_deref().and_then(Child::id)
+            && let Ok(id) = i32::try_from(id)
+        {
+            // `id` is only known while the leader is unreaped, so it cannot name another process.
+            let _ = nix::sys::signal::kill(Pid::from_raw(id), Signal::SIGTERM);
+        }
         if self
-            .pump(tokio::time::timeout(grace, group_emptied(pgid)))
+            .pump(tokio::time::timeout(
+                grace,
+                all_gone(pgid, leader.as_deref_mut()),
+            ))
             .await
             .is_ok()
         {
@@ -481,8 +521,11 @@ impl OutputPump<'_> {
         }
         tracing::debug!(%pgid, "task processes outlived SIGTERM; sending SIGKILL");
         group::signal(pgid, Signal::SIGKILL);
+        if let Some(child) = leader.as_deref_mut() {
+            let _ = child.start_kill();
+        }
         if self
-            .pump(tokio::time::timeout(KILL_WAIT, group_emptied(pgid)))
+            .pump(tokio::time::timeout(KILL_WAIT, all_gone(pgid, leader)))
             .await
             .is_err()
         {
@@ -494,9 +537,17 @@ impl OutputPump<'_> {
     }
 }
 
-/// Completes once no live process is left in the group.
-async fn group_emptied(pgid: Pid) {
-    while group::has_live_members(pgid) {
+/// Whether the leader (if any) has not exited yet. Reaps it when it has; tokio keeps its status
+/// for the `wait` that follows.
+fn leader_running(leader: &mut Option<&mut Child>) -> bool {
+    leader
+        .as_deref_mut()
+        .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+}
+
+/// Completes once no live process is left in the group and the leader, if given, has exited.
+async fn all_gone(pgid: Pid, mut leader: Option<&mut Child>) {
+    while leader_running(&mut leader) || group::has_live_members(pgid) {
         tokio::time::sleep(GROUP_POLL).await;
     }
 }

@@ -419,6 +419,29 @@ async fn a_task_that_ignores_sigterm_is_killed_after_the_grace() {
     assert!(!is_alive(f.pid("child.pid")));
 }
 
+#[tokio::test]
+async fn a_leader_that_left_its_group_is_still_stopped() {
+    let f = fixture();
+    // The leader joins this test's process group, out of reach of signals to its own group,
+    // and ignores SIGTERM.
+    let script = format!(
+        r#"exec perl -e '$SIG{{TERM}} = "IGNORE"; setpgrp(0, {}) or die "setpgrp: $!"; $| = 1; print "moved\n"; sleep 100'"#,
+        nix::unistd::getpgrp()
+    );
+    let mut p = f.command(&script);
+    p.timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let (outcome, seen) = run(p).await;
+    let took = started.elapsed();
+    assert_eq!(seen, "moved\n");
+    assert_eq!(outcome.status, RunStatus::TimedOut);
+    assert_eq!(outcome.signal, Some(libc_sigkill()));
+    assert!(
+        took < Duration::from_secs(1) + GRACE + Duration::from_secs(1),
+        "{took:?}"
+    );
+}
+
 fn libc_sigkill() -> i32 {
     Signal::SIGKILL as i32
 }
@@ -450,8 +473,11 @@ async fn background_children_left_behind_are_stopped_and_reaped() {
 
     // One that ignores SIGTERM gets SIGKILL after the grace.
     let started = Instant::now();
-    let (outcome, _) =
-        run(f.command("(trap '' TERM; exec sleep 100) & echo $! > stubborn.pid; echo done")).await;
+    let (outcome, _) = run(f.command(
+        "(trap '' TERM; touch ignoring; exec sleep 100) & echo $! > stubborn.pid
+         while [ ! -e ignoring ]; do sleep 0.01; done; echo done",
+    ))
+    .await;
     assert_eq!(outcome.status, RunStatus::Succeeded);
     assert!(started.elapsed() >= GRACE);
     assert!(!is_alive(f.pid("stubborn.pid")));
@@ -461,12 +487,24 @@ async fn background_children_left_behind_are_stopped_and_reaped() {
 async fn a_child_that_escaped_the_group_cannot_hold_the_run_open() {
     let f = fixture();
     let started = Instant::now();
-    let (outcome, seen) = run(f.command("setsid sleep 30 & echo $! > escaped.pid; echo bye")).await;
+    // The escaped process keeps the output pipe open; the leader waits until it has left the
+    // group, so it is not stopped with the group's leftovers.
+    let (outcome, seen) = run(f.command(
+        "setsid sh -c 'touch escaped; exec sleep 30' & echo $! > escaped.pid
+         while [ ! -e escaped ]; do sleep 0.01; done; echo bye",
+    ))
+    .await;
     let took = started.elapsed();
     let escaped = Pid::from_raw(f.pid("escaped.pid"));
+    let still_there = is_alive(escaped.as_raw());
     let _ = nix::sys::signal::kill(escaped, Signal::SIGKILL);
+    assert!(
+        still_there,
+        "the escaped process should be out of the executor's reach"
+    );
     assert_eq!(outcome.status, RunStatus::Succeeded);
     assert_eq!(seen, "bye\n");
+    assert!(took >= DRAIN_AFTER_GROUP_ENDS, "{took:?}");
     assert!(took < Duration::from_secs(2), "{took:?}");
 }
 
@@ -606,6 +644,28 @@ async fn lumos_own_io_errors_are_errors() {
     let err = execute(p, &mut DiscardOutput).await.unwrap_err();
     assert!(matches!(err, ExecError::WriteContext { .. }), "{err}");
     assert!(err.to_string().contains("context.json"), "{err}");
+}
+
+#[tokio::test]
+async fn a_log_that_cannot_be_written_still_reports_the_outcome() {
+    let f = fixture();
+    // Every write to /dev/full fails with ENOSPC, as on a full disk.
+    let full = PathBuf::from("/dev/full");
+    if !full.exists() {
+        return;
+    }
+    let mut p = f.command("echo hello");
+    p.log_file = Some(full);
+    let mut seen = Vec::new();
+    match execute(p, &mut seen).await {
+        Err(ExecError::WriteLog { path, outcome, .. }) => {
+            assert_eq!(path, Path::new("/dev/full"));
+            assert_eq!(outcome.status, RunStatus::Succeeded);
+            assert_eq!(outcome.message, "hello");
+            assert_eq!(seen, b"hello\n");
+        }
+        other => panic!("expected a log write error, got {other:?}"),
+    }
 }
 
 #[tokio::test]
