@@ -128,6 +128,10 @@ impl fmt::Debug for TaskProcess {
 }
 
 /// Receives a task's output while it runs, for live streaming.
+///
+/// Called on the executor's own task between reads of the pipe: a slow observer slows the
+/// reading, and a task that fills the pipe then waits for it, so keep it quick (print, send on
+/// a channel).
 pub trait OutputObserver: Send {
     /// A chunk of masked output, in order, as it arrives. Chunks follow the pipe's reads, not
     /// lines: a line may come in several chunks.
