@@ -73,14 +73,14 @@ impl Project {
             Some(p) => p.to_path_buf(),
             None => {
                 let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-                config::find_config(&cwd)
-                    .ok_or_else(|| ConfigError::NotFound { path: cwd.join("lumo.config.js") })?
+                config::find_config(&cwd).ok_or(ConfigError::NotFound { path: cwd })?
             }
         };
-        let mut config = config::load(&path)?;
-        if let Some(provider) = provider {
-            config.provider = provider;
-        }
+        let started = std::time::Instant::now();
+        // `--provider` replaces the config's provider before validation, so any config (a Lumo
+        // one with a provider lumo does not know, say) runs locally with `--provider local`.
+        let config = config::load_with_provider(&path, provider)?;
+        tracing::debug!("config loaded in {:.3}ms", started.elapsed().as_secs_f64() * 1000.0);
         let discovery = discover::discover(&config.root)
             .map_err(|problems| ProjectError::Invalid { path: config.path.clone(), problems })?;
         Project::resolve(config, discovery)
