@@ -219,3 +219,75 @@ mod tests {
         assert_eq!(v["trigger"], "deploy");
     }
 }
+
+/// Where the runner function fetches a task's bundle: a presigned S3 GET URL made by the CLI,
+/// so the function itself needs no S3 permission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleLocation {
+    /// The S3 key, `<project>/bundles/<sha256>.zip` (for messages and the cache).
+    pub key: String,
+    /// Lowercase hex sha256 of the zip; the runner refuses a download that does not match.
+    pub sha256: String,
+    /// Presigned GET URL.
+    pub url: String,
+}
+
+/// A presigned S3 PUT URL the runner uploads an artifact to (full output, large data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadTarget {
+    pub key: String,
+    pub url: String,
+}
+
+/// The payload of one synchronous Invoke of `<project>-<env>-lumo-runner` (PRODUCT.md §9).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvokeRequest {
+    pub task: String,
+    pub bundle: BundleLocation,
+    pub context: TaskContext,
+    /// The task's timeout. The runner enforces it itself, lowered to fit in what is left of the
+    /// function's own timeout, so a timeout is a recorded `timed_out`, not a killed function.
+    pub timeout_ms: u64,
+    /// The task's `env`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Secret values by environment variable name. They travel in the payload, never as the
+    /// function's environment variables, and are masked in everything the runner returns.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Where to upload the full (masked) output.
+    pub log_upload: Option<UploadTarget>,
+    /// Where to upload `data` when it is too large to return in the response.
+    pub data_upload: Option<UploadTarget>,
+}
+
+/// What the runner function returns for one task run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvokeResponse {
+    /// `succeeded`, `failed` or `timed_out`.
+    pub status: RunStatus,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub message: String,
+    /// `None` when absent, or when too large and uploaded to `data_upload` (`data_uploaded`).
+    pub data: Option<Value>,
+    #[serde(default)]
+    pub data_uploaded: bool,
+    /// The last bytes of the masked output.
+    pub output_tail: String,
+    pub output_bytes: u64,
+    /// The full output went to `log_upload`.
+    #[serde(default)]
+    pub log_uploaded: bool,
+    /// Why the output or data could not be uploaded, when that happened.
+    pub upload_error: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+    /// The runner's crate version, for diagnosing a stale function.
+    pub runner_version: String,
+}
