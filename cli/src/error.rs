@@ -90,11 +90,14 @@ impl From<ProjectError> for CliError {
     }
 }
 
-impl From<BundleError> for CliError {
-    fn from(e: BundleError) -> Self {
+impl CliError {
+    /// A bundling failure of the project whose config is `config`: problems name the config
+    /// file like every other config error (PRODUCT.md §3); a store failure is a backend error.
+    pub fn bundle(e: BundleError, config: &std::path::Path) -> Self {
         match e {
             BundleError::Invalid(problems) => CliError::invalid(format!(
-                "cannot bundle the tasks:\n{}",
+                "cannot bundle the tasks of `{}`:\n{}",
+                config.display(),
                 crate::project::list(&problems)
             )),
             store @ BundleError::Store { .. } => CliError::new(ExitKind::Backend, store),

@@ -15,7 +15,8 @@ use crate::project::Task;
 pub async fn run(args: BuildArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
     let tasks: Vec<&Task> = project.tasks.iter().collect();
-    let built = bundle::build_all(project.root(), &project.lumo_dir().join("bundles"), &tasks, build_target(&project))?;
+    let built = bundle::build_all(project.root(), &project.lumo_dir().join("bundles"), &tasks, build_target(&project))
+        .map_err(|e| CliError::bundle(e, &project.config.path))?;
     if let Some(out) = &args.out {
         copy_out(out, &built)?;
     }

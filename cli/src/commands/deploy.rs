@@ -35,7 +35,7 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     let spinner = printer.spinner(format!("Bundling {} task(s)", tasks.len()));
     let built = bundle::build_all(project.root(), &project.lumo_dir().join("bundles"), &tasks, build_target(&project));
     spinner.finish();
-    let built = built?;
+    let built = built.map_err(|e| CliError::bundle(e, &project.config.path))?;
     let bundles: BTreeMap<String, String> = built.iter().map(|b| (b.task.clone(), b.sha256.clone())).collect();
     let version = version::resolve(args.deploy_version.as_deref(), project.root(), &built);
 
