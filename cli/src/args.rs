@@ -55,6 +55,11 @@ pub struct GlobalArgs {
     /// Who is acting, for the audit trail [default: CI user, AWS caller, git user, OS user].
     #[arg(long, global = true, env = "LUMO_ACTOR")]
     pub actor: Option<String>,
+
+    /// The runner's Lambda `bootstrap` binary (aws provider) [default: `aws.runner`, then
+    /// `target/lambda/lumo-runner/bootstrap`].
+    #[arg(long, global = true, env = "LUMO_RUNNER", value_name = "PATH")]
+    pub runner: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

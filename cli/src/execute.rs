@@ -133,8 +133,9 @@ async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<Task
         Ok(report) => {
             run.status = report.status;
             run.exit_code = report.exit_code;
-            run.message = Some(report.message);
+            run.message = Some(cap_message(report.message));
             run.data = report.data;
+            run.data_ref = report.data_ref;
             run.log_ref = report.log_ref;
             run.output_tail = Some(report.output_tail);
             run.output_bytes = report.output_bytes;
@@ -154,6 +155,17 @@ async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<Task
     session.backend.audit.finish_run(&run).await?;
     print_outcome(&session.printer, &run);
     Ok(run)
+}
+
+/// Messages are for reading at a glance; records stay small on every store (DynamoDB: 400 KB
+/// an item). The full story is in the log.
+const MAX_MESSAGE_CHARS: usize = 4000;
+
+fn cap_message(message: String) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+        None => message,
+    }
 }
 
 fn duration_ms(run: &TaskRun) -> u64 {

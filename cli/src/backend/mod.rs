@@ -4,11 +4,13 @@
 //! implements them on the embedded store and local processes, `aws` on S3, Lambda and DynamoDB.
 //! One conformance suite (`conformance.rs`) runs against each.
 
+pub mod aws;
 pub mod local;
 pub mod records;
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use serde_json::Value;
 
 use crate::bundle::BuiltBundle;
 use crate::config::Provider;
+use crate::error::CliError;
 use crate::project::Project;
 use records::{Deployment, EnvState, TaskRun, Timestamp};
 
@@ -83,6 +86,8 @@ pub struct RunReport {
     pub exit_code: Option<i32>,
     pub message: String,
     pub data: Option<Value>,
+    /// Where `data` was stored instead, when it was too large to return.
+    pub data_ref: Option<String>,
     pub output_tail: String,
     pub output_bytes: u64,
     /// Where the full output was stored.
@@ -137,13 +142,25 @@ pub struct Backend {
     pub bundles: Arc<dyn BundleStore>,
     pub executor: Arc<dyn TaskExecutor>,
     pub audit: Arc<dyn AuditStore>,
+    /// Who the backend says we are (the AWS caller's ARN), when asked for.
+    pub caller: Option<String>,
+}
+
+/// What opening a provider may need beyond the project.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    pub profile: Option<String>,
+    pub region: Option<String>,
+    /// The runner's Lambda binary (`--runner`), `aws` only.
+    pub runner: Option<PathBuf>,
+    /// Look up the caller's identity for the audit trail (when no actor was given).
+    pub needs_identity: bool,
 }
 
 /// Opens the project's provider.
-pub async fn connect(project: &Project) -> BackendResult<Backend> {
+pub async fn connect(project: &Project, options: &ConnectOptions) -> Result<Backend, CliError> {
     match project.config.provider {
-        Provider::Local => local::open(project),
-        Provider::Aws => Err(BackendError::new("the `aws` provider is not available in this build")
-            .hint("use `--provider local`")),
+        Provider::Local => Ok(local::open(project)?),
+        Provider::Aws => aws::open(project, options).await,
     }
 }

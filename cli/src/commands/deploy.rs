@@ -39,7 +39,7 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     let bundles: BTreeMap<String, String> = built.iter().map(|b| (b.task.clone(), b.sha256.clone())).collect();
     let version = version::resolve(args.deploy_version.as_deref(), project.root(), &built);
 
-    let backend = backend::connect(&project).await?;
+    let backend = ctx.connect(&project).await?;
     let state = backend.audit.env_state(&env).await?;
     let plan = plan::plan(
         &tasks,
@@ -71,7 +71,7 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     printer.note(format!("{uploaded} bundle(s) uploaded, {} already stored", built.len() - uploaded));
     backend.executor.prepare(&env).await?;
 
-    let actor = ctx.actor(&project);
+    let actor = ctx.actor(&project, &backend);
     let mut deployment = Deployment {
         id: new_id(),
         project: project.config.project_name.clone(),

@@ -13,7 +13,7 @@ use crate::execute::format_duration;
 pub async fn run(args: HistoryArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
     let env = project.resolve_env(args.env.env.as_deref())?;
-    let backend = backend::connect(&project).await?;
+    let backend = ctx.connect(&project).await?;
     let runs = backend.audit.runs(&env, args.task.as_deref(), args.limit).await?;
     // A task removed from the project keeps its history; only a name never seen is an error.
     if let Some(task) = &args.task

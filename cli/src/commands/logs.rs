@@ -16,7 +16,7 @@ pub async fn run(args: LogsArgs, ctx: &Context) -> CommandResult {
     if run_id.len() != 26 || !run_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(CliError::invalid(format!("`{}` is not a run id (26 letters and digits, as `lumo history` shows)", args.run_id)));
     }
-    let backend = backend::connect(&project).await?;
+    let backend = ctx.connect(&project).await?;
     let Some(run) = backend.audit.run(&run_id).await? else {
         return Err(CliError::invalid(format!("no run `{run_id}` in project `{}`", project.config.project_name))
             .hint("`lumo history --env ENV` lists recent runs"));

@@ -15,6 +15,7 @@ pub mod tasks;
 use std::sync::Arc;
 
 use crate::args::GlobalArgs;
+use crate::backend::{self, Backend, ConnectOptions};
 use crate::bundle::BuildTarget;
 use crate::config::Provider;
 use crate::error::CliError;
@@ -38,9 +39,22 @@ impl Context {
         Ok(project)
     }
 
-    /// Who is acting, for the audit trail.
-    pub fn actor(&self, project: &Project) -> String {
+    /// Opens the project's provider with the global flags.
+    pub async fn connect(&self, project: &Project) -> Result<Backend, CliError> {
+        let options = ConnectOptions {
+            profile: self.global.profile.clone(),
+            region: self.global.region.clone(),
+            runner: self.global.runner.clone(),
+            needs_identity: crate::actor::from_flag_or_ci(self.global.actor.as_deref()).is_none(),
+        };
+        backend::connect(project, &options).await
+    }
+
+    /// Who is acting, for the audit trail: flag or CI, else the backend's caller identity, else
+    /// the git or OS user.
+    pub fn actor(&self, project: &Project, backend: &Backend) -> String {
         crate::actor::from_flag_or_ci(self.global.actor.as_deref())
+            .or_else(|| backend.caller.clone())
             .unwrap_or_else(|| crate::actor::from_machine(project.root()))
     }
 }

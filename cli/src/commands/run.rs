@@ -27,7 +27,7 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
     confirm(task, &env, args.yes)?;
     let secrets = project.secret_values()?;
 
-    let backend = backend::connect(&project).await?;
+    let backend = ctx.connect(&project).await?;
     let state = backend.audit.env_state(&env).await?;
     let (Some(version), Some(bundle)) = (state.version.clone(), state.bundles.get(&task.name).cloned()) else {
         return Err(CliError::invalid(format!(
@@ -42,7 +42,7 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
         printer: Arc::clone(&ctx.printer),
         project: project.config.project_name.clone(),
         env: env.clone(),
-        actor: ctx.actor(&project),
+        actor: ctx.actor(&project, &backend),
         version,
         previous_version: state.previous_version.clone(),
         is_first_deploy: false,

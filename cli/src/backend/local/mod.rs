@@ -63,6 +63,7 @@ pub fn open(project: &Project) -> BackendResult<Backend> {
         bundles: Arc::new(LocalBundles { dir: layout.bundles() }),
         executor: Arc::new(LocalExecutor { layout }),
         audit: Arc::new(store),
+        caller: None,
     })
 }
 
@@ -126,6 +127,7 @@ impl TaskExecutor for LocalExecutor {
                 exit_code: outcome.exit_code,
                 message: outcome.message,
                 data: outcome.data,
+                data_ref: None,
                 output_tail: outcome.output_tail,
                 output_bytes: outcome.output_bytes,
                 log_ref: Some(format!("logs/{log_name}")),
@@ -139,6 +141,7 @@ impl TaskExecutor for LocalExecutor {
                 exit_code: None,
                 message: e.to_string(),
                 data: None,
+                data_ref: None,
                 output_tail: String::new(),
                 output_bytes: 0,
                 log_ref: None,

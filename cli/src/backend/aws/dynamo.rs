@@ -1,0 +1,357 @@
+//! DynamoDB: the audit trail and environment state in one table (PRODUCT.md §9).
+//!
+//! ```text
+//! pk = ENV#<project>#<env>
+//!   sk = RUN#<run-id>         a run       (+ gsi1pk = TASK#<project>#<env>#<task>, gsi1sk = <run-id>,
+//!                                            gsi2pk = RUN#<run-id>)
+//!   sk = DEPLOY#<id>          a deployment
+//!   sk = STATE                the environment's version and deployed bundles
+//!   sk = TASK#<task>          a task's last successful bundle in the environment
+//!   sk = ACTIVE#<id>          a run or deployment still `running` (found and abandoned when
+//!                             its writer died)
+//! ```
+//! Run and deployment ids are ULIDs, so sort-key order is time order: "latest N runs of an
+//! environment" is one Query on the partition, "of a task" one Query on `by-task`, "the run with
+//! this id" one Query on `by-id`. Nothing scans. Items stay far below 400 KB: messages and
+//! tails are capped, large `data` lives in S3 and the item keeps a pointer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use lumo_runner::contract::RunStatus;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::AwsTarget;
+use super::errors::sdk_error;
+use super::s3::S3Store;
+use crate::backend::records::{Deployment, DeploymentStatus, EnvState, TaskRun, Timestamp};
+use crate::backend::{AuditStore, BackendError, BackendResult};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// `data` larger than this (as JSON) goes to S3 and the item keeps a pointer.
+const MAX_INLINE_DATA: usize = 64 * 1024;
+const BY_TASK: &str = "by-task";
+const BY_ID: &str = "by-id";
+
+pub struct DynamoStore {
+    client: Client,
+    s3: S3Store,
+    target: Arc<AwsTarget>,
+}
+
+/// The `STATE` item.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StateItem {
+    version: String,
+    previous_version: Option<String>,
+    deployment_id: String,
+    deployed_at: Timestamp,
+    bundles: BTreeMap<String, String>,
+}
+
+/// A `TASK#<task>` item.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskStateItem {
+    task: String,
+    last_success_hash: String,
+    last_success_run: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, s3: S3Store, target: Arc<AwsTarget>) -> Self {
+        DynamoStore { client, s3, target }
+    }
+
+    fn pk(&self, env: &str) -> String {
+        format!("ENV#{}#{env}", self.target.project)
+    }
+
+    fn table(&self) -> &str {
+        &self.target.table
+    }
+
+    fn error<E, R>(&self, what: &str, e: SdkError<E, R>) -> BackendError
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let missing = super::errors::code_of(&e) == Some("ResourceNotFoundException");
+        let err = sdk_error(what, e);
+        if missing {
+            let table = self.table().to_string();
+            err.hint(format!("the DynamoDB table `{table}` does not exist in this account and region; create it with the stack in `infra/`"))
+        } else {
+            err
+        }
+    }
+
+    fn to_item<T: Serialize>(&self, value: &T, what: &str) -> BackendResult<Item> {
+        serde_dynamo::to_item(value).map_err(|e| BackendError::with_source(format!("cannot encode {what} for DynamoDB"), e))
+    }
+
+    /// A run's item: the record's fields, `data` as JSON text (or moved to S3), and the keys.
+    async fn run_item(&self, run: &TaskRun) -> BackendResult<Item> {
+        let mut run = run.clone();
+        let mut data_json = None;
+        if let Some(data) = run.data.take() {
+            let text = data.to_string();
+            if text.len() > MAX_INLINE_DATA {
+                let key = self.s3.data_key(&run.id);
+                self.s3.put_bytes(&key, text.into_bytes(), "application/json").await?;
+                run.data_ref = Some(self.s3.url(&key));
+            } else {
+                data_json = Some(text);
+            }
+        }
+        let mut item = self.to_item(&run, "a run")?;
+        item.remove("data");
+        if let Some(text) = data_json {
+            item.insert("dataJson".into(), s(text));
+        }
+        item.insert("pk".into(), s(self.pk(&run.env)));
+        item.insert("sk".into(), s(format!("RUN#{}", run.id)));
+        item.insert("gsi1pk".into(), s(format!("TASK#{}#{}#{}", self.target.project, run.env, run.task)));
+        item.insert("gsi1sk".into(), s(run.id.clone()));
+        item.insert("gsi2pk".into(), s(format!("RUN#{}", run.id)));
+        Ok(item)
+    }
+
+    fn run_from_item(&self, mut item: Item) -> BackendResult<TaskRun> {
+        let data = match item.remove("dataJson") {
+            Some(AttributeValue::S(text)) => serde_json::from_str::<Value>(&text).ok(),
+            _ => None,
+        };
+        let mut run: TaskRun = serde_dynamo::from_item(item)
+            .map_err(|e| BackendError::with_source("a run in the table has an unexpected shape", e))?;
+        run.data = data;
+        Ok(run)
+    }
+
+    fn put(&self, item: Item) -> BackendResult<TransactWriteItem> {
+        let put = Put::builder()
+            .table_name(self.table())
+            .set_item(Some(item))
+            .build()
+            .map_err(|e| BackendError::with_source("cannot build a DynamoDB write", e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn delete(&self, pk: String, sk: String) -> BackendResult<TransactWriteItem> {
+        let delete = Delete::builder()
+            .table_name(self.table())
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .build()
+            .map_err(|e| BackendError::with_source("cannot build a DynamoDB delete", e))?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
+    fn active_marker(&self, env: &str, id: &str, kind: &str) -> Item {
+        HashMap::from([
+            ("pk".to_string(), s(self.pk(env))),
+            ("sk".to_string(), s(format!("ACTIVE#{id}"))),
+            ("kind".to_string(), s(kind)),
+            ("id".to_string(), s(id)),
+        ])
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>, what: &str) -> BackendResult<()> {
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+            .map_err(|e| self.error(what, e))?;
+        Ok(())
+    }
+
+    /// Every item of a Query, following pages, up to `limit` items when given.
+    async fn query_all(&self, query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder, limit: Option<usize>, what: &str) -> BackendResult<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = query
+                .clone()
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.error(what, e))?;
+            items.extend(out.items.unwrap_or_default());
+            if limit.is_some_and(|l| items.len() >= l) {
+                items.truncate(limit.unwrap_or(usize::MAX));
+                return Ok(items);
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AuditStore for DynamoStore {
+    async fn env_state(&self, env: &str) -> BackendResult<EnvState> {
+        // `STATE` and every `TASK#…` sort next to each other: one Query reads them all.
+        let query = self
+            .client
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(self.pk(env)))
+            .expression_attribute_values(":from", s("STATE"))
+            .expression_attribute_values(":to", s("TASK$"))
+            .consistent_read(true);
+        let items = self.query_all(query, None, &format!("reading the state of `{env}`")).await?;
+        let mut state = EnvState::default();
+        for item in items {
+            let sk = match item.get("sk") {
+                Some(AttributeValue::S(sk)) => sk.clone(),
+                _ => continue,
+            };
+            if sk == "STATE" {
+                let st: StateItem = serde_dynamo::from_item(item)
+                    .map_err(|e| BackendError::with_source("the environment's state item has an unexpected shape", e))?;
+                state.version = Some(st.version);
+                state.previous_version = st.previous_version;
+                state.deployment_id = Some(st.deployment_id);
+                state.deployed_at = Some(st.deployed_at);
+                state.bundles = st.bundles;
+            } else if sk.starts_with("TASK#") {
+                let t: TaskStateItem = serde_dynamo::from_item(item)
+                    .map_err(|e| BackendError::with_source("a task state item has an unexpected shape", e))?;
+                state.last_success.insert(t.task, t.last_success_hash);
+            }
+        }
+        Ok(state)
+    }
+
+    async fn start_deployment(&self, d: &Deployment) -> BackendResult<()> {
+        let mut item = self.to_item(d, "a deployment")?;
+        item.insert("pk".into(), s(self.pk(&d.env)));
+        item.insert("sk".into(), s(format!("DEPLOY#{}", d.id)));
+        let marker = self.active_marker(&d.env, &d.id, "deployment");
+        self.transact(vec![self.put(item)?, self.put(marker)?], "recording the deployment").await
+    }
+
+    async fn finish_deployment(&self, d: &Deployment) -> BackendResult<()> {
+        let mut item = self.to_item(d, "a deployment")?;
+        item.insert("pk".into(), s(self.pk(&d.env)));
+        item.insert("sk".into(), s(format!("DEPLOY#{}", d.id)));
+        let mut writes = vec![self.put(item)?, self.delete(self.pk(&d.env), format!("ACTIVE#{}", d.id))?];
+        if d.status == DeploymentStatus::Succeeded {
+            let state = StateItem {
+                version: d.version.clone(),
+                previous_version: d.previous_version.clone(),
+                deployment_id: d.id.clone(),
+                deployed_at: d.ended_at.unwrap_or(d.started_at),
+                bundles: d.bundles.clone(),
+            };
+            let mut state = self.to_item(&state, "the environment state")?;
+            state.insert("pk".into(), s(self.pk(&d.env)));
+            state.insert("sk".into(), s("STATE"));
+            writes.push(self.put(state)?);
+        }
+        self.transact(writes, "recording the end of the deployment").await
+    }
+
+    async fn start_run(&self, run: &TaskRun) -> BackendResult<()> {
+        let item = self.run_item(run).await?;
+        let mut writes = vec![self.put(item)?];
+        if run.status == RunStatus::Running {
+            writes.push(self.put(self.active_marker(&run.env, &run.id, "run"))?);
+        }
+        self.transact(writes, &format!("recording run `{}` of `{}`", run.id, run.task)).await
+    }
+
+    async fn finish_run(&self, run: &TaskRun) -> BackendResult<()> {
+        let item = self.run_item(run).await?;
+        let mut writes = vec![self.put(item)?, self.delete(self.pk(&run.env), format!("ACTIVE#{}", run.id))?];
+        if run.status == RunStatus::Succeeded {
+            let state = TaskStateItem {
+                task: run.task.clone(),
+                last_success_hash: run.bundle_hash.clone(),
+                last_success_run: run.id.clone(),
+            };
+            let mut state = self.to_item(&state, "a task state")?;
+            state.insert("pk".into(), s(self.pk(&run.env)));
+            state.insert("sk".into(), s(format!("TASK#{}", run.task)));
+            writes.push(self.put(state)?);
+        }
+        self.transact(writes, &format!("recording the end of run `{}` of `{}`", run.id, run.task)).await
+    }
+
+    async fn runs(&self, env: &str, task: Option<&str>, limit: u32) -> BackendResult<Vec<TaskRun>> {
+        let query = match task {
+            None => self
+                .client
+                .query()
+                .table_name(self.table())
+                .key_condition_expression("pk = :pk AND begins_with(sk, :run)")
+                .expression_attribute_values(":pk", s(self.pk(env)))
+                .expression_attribute_values(":run", s("RUN#")),
+            Some(task) => self
+                .client
+                .query()
+                .table_name(self.table())
+                .index_name(BY_TASK)
+                .key_condition_expression("gsi1pk = :task")
+                .expression_attribute_values(":task", s(format!("TASK#{}#{env}#{task}", self.target.project))),
+        };
+        let query = query.scan_index_forward(false).limit(limit as i32);
+        let items = self.query_all(query, Some(limit as usize), &format!("reading the history of `{env}`")).await?;
+        items.into_iter().map(|i| self.run_from_item(i)).collect()
+    }
+
+    async fn run(&self, id: &str) -> BackendResult<Option<TaskRun>> {
+        let query = self
+            .client
+            .query()
+            .table_name(self.table())
+            .index_name(BY_ID)
+            .key_condition_expression("gsi2pk = :id")
+            .expression_attribute_values(":id", s(format!("RUN#{id}")));
+        let items = self.query_all(query, None, &format!("looking up run `{id}`")).await?;
+        for item in items {
+            let run = self.run_from_item(item)?;
+            if run.project == self.target.project {
+                return Ok(Some(run));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn deployments(&self, env: &str, limit: u32) -> BackendResult<Vec<Deployment>> {
+        let query = self
+            .client
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("pk = :pk AND begins_with(sk, :d)")
+            .expression_attribute_values(":pk", s(self.pk(env)))
+            .expression_attribute_values(":d", s("DEPLOY#"))
+            .scan_index_forward(false)
+            .limit(limit as i32);
+        let items = self.query_all(query, Some(limit as usize), &format!("reading the deployments of `{env}`")).await?;
+        items
+            .into_iter()
+            .map(|i| serde_dynamo::from_item(i).map_err(|e| BackendError::with_source("a deployment in the table has an unexpected shape", e)))
+            .collect()
+    }
+
+    async fn read_log(&self, run: &TaskRun) -> BackendResult<Option<Vec<u8>>> {
+        let Some(key) = run.log_ref.as_deref().and_then(|r| self.s3.key_of(r)) else { return Ok(None) };
+        self.s3.get(key).await
+    }
+}

@@ -1,0 +1,73 @@
+//! Turning AWS SDK errors into [`BackendError`]s a user can act on: unreachable, denied,
+//! missing — with the service's own message kept as the cause.
+
+use std::error::Error as StdError;
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_sdk_s3::error::SdkError;
+
+use crate::backend::BackendError;
+
+/// A message the SDK error's `Display` chain renders, as the cause of our error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SdkCause(String);
+
+/// Wraps an SDK error: `what` says what lumo was doing ("reading bundle `x` from S3").
+pub fn sdk_error<E, R>(what: &str, err: SdkError<E, R>) -> BackendError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let detail = SdkCause(DisplayErrorContext(&err).to_string());
+    let code = err.code().unwrap_or_default().to_string();
+    let (message, hint) = match &err {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+            let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
+            (
+                format!("cannot reach AWS while {what}"),
+                Some(match endpoint {
+                    Some(e) => format!("is the endpoint `{e}` (AWS_ENDPOINT_URL) up?"),
+                    None => "check the network, the region and your credentials (`aws sts get-caller-identity`)".to_string(),
+                }),
+            )
+        }
+        SdkError::ConstructionFailure(_) => (
+            format!("cannot build the AWS request while {what}"),
+            Some("check your AWS credentials and region (`--profile`, `--region`, `AWS_PROFILE`)".to_string()),
+        ),
+        _ if is_denied(&code) => (
+            format!("AWS denied {what}: {code}"),
+            Some("check the caller's IAM permissions: `infra/` has a DeployerPolicy with what lumo needs".to_string()),
+        ),
+        _ if !code.is_empty() => (format!("AWS error while {what}: {code}"), None),
+        _ => (format!("AWS error while {what}"), None),
+    };
+    let mut e = BackendError::with_source(message, detail);
+    e.hint = hint;
+    e
+}
+
+fn is_denied(code: &str) -> bool {
+    matches!(
+        code,
+        "AccessDenied"
+            | "AccessDeniedException"
+            | "UnrecognizedClientException"
+            | "InvalidClientTokenId"
+            | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "SignatureDoesNotMatch"
+            | "InvalidAccessKeyId"
+            | "UnauthorizedOperation"
+    )
+}
+
+/// The error code of an SDK service error, if it is one.
+pub fn code_of<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
+    match err {
+        SdkError::ServiceError(e) => e.err().code(),
+        _ => None,
+    }
+}

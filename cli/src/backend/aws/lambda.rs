@@ -1,0 +1,331 @@
+//! Lambda: one runner function per environment (`<project>-<env>-lumo-runner`), created or
+//! updated only when its code or settings changed, and one synchronous Invoke per task run.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_lambda::Client;
+use aws_sdk_lambda::client::Waiters;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{Architecture as LambdaArch, FunctionCode, InvocationType, Runtime};
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use lumo_runner::contract::{BundleLocation, InvokeRequest, InvokeResponse, RunStatus, UploadTarget};
+use lumo_runner::executor::OutputObserver;
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+use super::errors::sdk_error;
+use super::s3::S3Store;
+use super::{AwsTarget, runner_missing};
+use crate::backend::records::Timestamp;
+use crate::backend::{BackendError, BackendResult, RunReport, RunRequest, TaskExecutor};
+use crate::bundle::assets::{BundleEntry, EntrySource};
+use crate::config::Architecture;
+
+/// The runner function's timeout: Lambda's maximum. Billing is by duration, so this costs
+/// nothing, and the runner stops each task at its own (lower) timeout.
+const FUNCTION_TIMEOUT_SECS: i32 = 900;
+/// How long a presigned URL outlives the task's timeout.
+const PRESIGN_SLACK: Duration = Duration::from_secs(15 * 60);
+/// Output up to this size is fetched from S3 after the run and shown in full; beyond it, the tail.
+const SHOW_FULL_OUTPUT_BYTES: u64 = 1 << 20;
+/// How long to wait for the function to become active or finish updating.
+const READY_WAIT: Duration = Duration::from_secs(300);
+
+pub struct LambdaExecutor {
+    control: Client,
+    /// Invoke must never be retried by the SDK: a retry would run the task twice.
+    invoke: Client,
+    s3: S3Store,
+    target: Arc<AwsTarget>,
+    prepared: Mutex<BTreeSet<String>>,
+}
+
+/// `<project>-<env>-lumo-runner`.
+pub fn function_name(project: &str, env: &str) -> String {
+    format!("{project}-{env}-lumo-runner")
+}
+
+impl LambdaExecutor {
+    pub fn new(sdk: &aws_config::SdkConfig, s3: S3Store, target: Arc<AwsTarget>) -> Self {
+        let invoke_config = aws_sdk_lambda::config::Builder::from(sdk).retry_config(RetryConfig::disabled()).build();
+        LambdaExecutor {
+            control: Client::new(sdk),
+            invoke: Client::from_conf(invoke_config),
+            s3,
+            target,
+            prepared: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    fn wanted_arch(&self) -> LambdaArch {
+        match self.target.architecture {
+            Architecture::Arm64 => LambdaArch::Arm64,
+            Architecture::X86_64 => LambdaArch::X8664,
+        }
+    }
+
+    /// Creates the function, or updates its code and settings where they differ, then waits
+    /// until it can be invoked.
+    async fn ensure_function(&self, env: &str) -> BackendResult<()> {
+        let name = function_name(&self.target.project, env);
+        if name.len() > 64 {
+            return Err(BackendError::new(format!(
+                "the runner function name `{name}` is longer than Lambda's 64 characters"
+            ))
+            .hint("use a shorter `projectName` or environment name"));
+        }
+        let existing = match self.control.get_function().function_name(&name).send().await {
+            Ok(out) => out.configuration,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => None,
+            Err(e) => return Err(sdk_error(&format!("looking up the runner function `{name}`"), e)),
+        };
+        let code = match &self.target.runner {
+            Some(path) => Some(runner_zip(path)?),
+            None => None,
+        };
+        let Some(config) = existing else {
+            let Some(code) = code else { return Err(runner_missing(&self.target)) };
+            let Some(role) = &self.target.role_arn else {
+                return Err(BackendError::new(format!(
+                    "cannot create the runner function `{name}`: the config sets no `aws.roleArn`"
+                ))
+                .hint("use the `RunnerRoleArn` output of the stack in `infra/`"));
+            };
+            tracing::info!("creating the runner function {name}");
+            self.control
+                .create_function()
+                .function_name(&name)
+                .runtime(Runtime::Providedal2023)
+                .handler("bootstrap")
+                .role(role)
+                .architectures(self.wanted_arch())
+                .memory_size(self.target.memory_size as i32)
+                .timeout(FUNCTION_TIMEOUT_SECS)
+                .description(format!("lumo runner for {} / {env}", self.target.project))
+                .tags("lumo:project", &self.target.project)
+                .tags("lumo:environment", env)
+                .code(FunctionCode::builder().zip_file(Blob::new(code.bytes)).build())
+                .send()
+                .await
+                .map_err(|e| sdk_error(&format!("creating the runner function `{name}`"), e))?;
+            return self.wait_active(&name).await;
+        };
+
+        let mut changed = false;
+        if let Some(code) = code {
+            let same_code = config.code_sha256() == Some(code.sha256_base64.as_str());
+            let same_arch = config.architectures().first().is_none_or(|a| *a == self.wanted_arch());
+            if !same_code || !same_arch {
+                tracing::info!("updating the code of {name}");
+                self.control
+                    .update_function_code()
+                    .function_name(&name)
+                    .zip_file(Blob::new(code.bytes))
+                    .architectures(self.wanted_arch())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(&format!("updating the code of `{name}`"), e))?;
+                self.wait_updated(&name).await?;
+                changed = true;
+            }
+        } else {
+            tracing::warn!("runner binary not found; using the deployed `{name}` as it is");
+        }
+        let settings_differ = config.memory_size() != Some(self.target.memory_size as i32)
+            || config.timeout() != Some(FUNCTION_TIMEOUT_SECS)
+            || config.handler() != Some("bootstrap")
+            || config.runtime() != Some(&Runtime::Providedal2023)
+            || self.target.role_arn.as_deref().is_some_and(|r| config.role() != Some(r));
+        if settings_differ {
+            tracing::info!("updating the settings of {name}");
+            let mut update = self
+                .control
+                .update_function_configuration()
+                .function_name(&name)
+                .memory_size(self.target.memory_size as i32)
+                .timeout(FUNCTION_TIMEOUT_SECS)
+                .handler("bootstrap")
+                .runtime(Runtime::Providedal2023);
+            if let Some(role) = &self.target.role_arn {
+                update = update.role(role);
+            }
+            update.send().await.map_err(|e| sdk_error(&format!("updating the settings of `{name}`"), e))?;
+            changed = true;
+        }
+        if changed || config.state().is_some_and(|s| s.as_str() != "Active") {
+            self.wait_updated(&name).await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_active(&self, name: &str) -> BackendResult<()> {
+        self.control
+            .wait_until_function_active_v2()
+            .function_name(name)
+            .wait(READY_WAIT)
+            .await
+            .map_err(|e| BackendError::with_source(format!("the runner function `{name}` did not become active"), e))?;
+        Ok(())
+    }
+
+    async fn wait_updated(&self, name: &str) -> BackendResult<()> {
+        self.control
+            .wait_until_function_updated_v2()
+            .function_name(name)
+            .wait(READY_WAIT)
+            .await
+            .map_err(|e| BackendError::with_source(format!("the runner function `{name}` did not finish updating"), e))?;
+        Ok(())
+    }
+}
+
+/// The runner binary zipped as `bootstrap` the deterministic way, and the base64 sha256
+/// Lambda reports as `CodeSha256`, so an unchanged binary is never uploaded again.
+struct RunnerZip {
+    bytes: Vec<u8>,
+    sha256_base64: String,
+}
+
+fn runner_zip(binary: &std::path::Path) -> BackendResult<RunnerZip> {
+    let fail = |e: std::io::Error| {
+        BackendError::with_source(format!("cannot zip the runner binary `{}`", binary.display()), e)
+    };
+    let size = std::fs::metadata(binary).map_err(fail)?.len();
+    let entry = BundleEntry {
+        path: "bootstrap".into(),
+        source: EntrySource::File(binary.to_path_buf()),
+        executable: true,
+        size,
+    };
+    let file = tempfile::tempfile().map_err(fail)?;
+    crate::bundle::write_zip(&file, &[entry]).map_err(fail)?;
+    let bytes = {
+        use std::io::{Read, Seek};
+        let mut file = file;
+        file.rewind().map_err(fail)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(fail)?;
+        bytes
+    };
+    let digest = Sha256::digest(&bytes);
+    Ok(RunnerZip { sha256_base64: aws_smithy_types::base64::encode(digest.as_slice()), bytes })
+}
+
+#[async_trait]
+impl TaskExecutor for LambdaExecutor {
+    async fn prepare(&self, env: &str) -> BackendResult<()> {
+        let mut prepared = self.prepared.lock().await;
+        if !prepared.contains(env) {
+            self.ensure_function(env).await?;
+            prepared.insert(env.to_string());
+        }
+        Ok(())
+    }
+
+    async fn run(&self, request: RunRequest, output: &mut dyn OutputObserver) -> BackendResult<RunReport> {
+        let name = function_name(&self.target.project, &request.env);
+        let run_id = request.context.run_id.clone();
+        let expires = request.timeout + PRESIGN_SLACK;
+        let bundle_key = self.s3.bundle_key(&request.bundle);
+        let log_key = self.s3.log_key(&run_id);
+        let data_key = self.s3.data_key(&run_id);
+        let payload = InvokeRequest {
+            task: request.task.clone(),
+            bundle: BundleLocation {
+                url: self.s3.presign_get(&bundle_key, expires).await?,
+                key: bundle_key,
+                sha256: request.bundle.clone(),
+            },
+            context: request.context,
+            timeout_ms: request.timeout.as_millis() as u64,
+            env: request.env_vars,
+            secrets: request.secrets,
+            log_upload: Some(UploadTarget { url: self.s3.presign_put(&log_key, expires).await?, key: log_key.clone() }),
+            data_upload: Some(UploadTarget { url: self.s3.presign_put(&data_key, expires).await?, key: data_key.clone() }),
+        };
+        let body = serde_json::to_vec(&payload)
+            .map_err(|e| BackendError::with_source("cannot encode the runner payload", e))?;
+        // The call lasts as long as the task: read and operation timeouts sit well above it.
+        let wait = request.timeout + Duration::from_secs(120);
+        let timeouts = TimeoutConfig::builder().read_timeout(wait).operation_timeout(wait).operation_attempt_timeout(wait).build();
+        let started_at = Timestamp::now();
+        let response = self
+            .invoke
+            .invoke()
+            .function_name(&name)
+            .invocation_type(InvocationType::RequestResponse)
+            .payload(Blob::new(body))
+            .customize()
+            .config_override(aws_sdk_lambda::config::Builder::default().timeout_config(timeouts))
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("invoking `{name}` for task `{}`", request.task), e))?;
+        let ended_at = Timestamp::now();
+        let payload = response.payload().map(|b| b.as_ref()).unwrap_or_default();
+
+        if let Some(kind) = response.function_error() {
+            // The runner itself failed (it could not fetch the bundle, or crashed): the run
+            // failed, and the record says why.
+            let error: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+            let message = format!(
+                "the runner function failed ({kind}): {}",
+                error.get("errorMessage").and_then(|m| m.as_str()).unwrap_or("no message")
+            );
+            output.output(format!("{message}\n").as_bytes());
+            return Ok(RunReport {
+                status: RunStatus::Failed,
+                exit_code: None,
+                message,
+                data: None,
+                data_ref: None,
+                output_tail: String::new(),
+                output_bytes: 0,
+                log_ref: None,
+                started_at,
+                ended_at,
+            });
+        }
+        let outcome: InvokeResponse = serde_json::from_slice(payload).map_err(|e| {
+            BackendError::with_source(format!("`{name}` answered with something that is not a lumo runner response"), e)
+                .hint("is the function running an older or foreign runner? deploy again to update it")
+        })?;
+        self.show_output(&outcome, &log_key, output).await;
+        if let Some(problem) = &outcome.upload_error {
+            tracing::warn!("run {run_id}: the runner could not upload an artifact: {problem}");
+        }
+        Ok(RunReport {
+            status: outcome.status,
+            exit_code: outcome.exit_code,
+            message: outcome.message,
+            data: outcome.data,
+            data_ref: outcome.data_uploaded.then(|| self.s3.url(&data_key)),
+            output_tail: outcome.output_tail,
+            output_bytes: outcome.output_bytes,
+            log_ref: outcome.log_uploaded.then(|| self.s3.url(&log_key)),
+            started_at: Timestamp(outcome.started_at_ms),
+            ended_at: Timestamp(outcome.ended_at_ms),
+        })
+    }
+}
+
+impl LambdaExecutor {
+    /// A synchronous Invoke cannot stream, so the output is shown once the run ends: in full
+    /// from S3 when it is small enough, else its tail.
+    async fn show_output(&self, outcome: &InvokeResponse, log_key: &str, output: &mut dyn OutputObserver) {
+        if outcome.log_uploaded && outcome.output_bytes <= SHOW_FULL_OUTPUT_BYTES {
+            if let Ok(Some(bytes)) = self.s3.get(log_key).await {
+                output.output(&bytes);
+                return;
+            }
+        }
+        if outcome.output_bytes > outcome.output_tail.len() as u64 {
+            let note = format!("… {} earlier bytes; `lumo logs` has them all\n", outcome.output_bytes - outcome.output_tail.len() as u64);
+            output.output(note.as_bytes());
+        }
+        output.output(outcome.output_tail.as_bytes());
+    }
+}

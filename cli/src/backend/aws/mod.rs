@@ -1,0 +1,164 @@
+//! The `aws` provider (PRODUCT.md §9): bundles in S3, tasks on Lambda through lumo's runner,
+//! the audit trail, environment state and locks in one DynamoDB table.
+//!
+//! Everything goes through the standard credential chain, `--profile`, `--region`, and
+//! `AWS_ENDPOINT_URL*` (so it also runs against emulators). SDK error types never leave this
+//! module: they become [`BackendError`]s that say what lumo was doing and how to fix it.
+
+mod dynamo;
+mod errors;
+mod lambda;
+mod s3;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_smithy_http_client::tls;
+
+use super::{Backend, BackendError, ConnectOptions};
+use crate::config::{Architecture, Provider};
+use crate::error::CliError;
+use crate::project::Project;
+
+pub use errors::sdk_error;
+
+/// The `aws` settings of a project, every required one present.
+#[derive(Debug, Clone)]
+pub struct AwsTarget {
+    pub project: String,
+    pub bucket: String,
+    pub table: String,
+    pub role_arn: Option<String>,
+    pub architecture: Architecture,
+    pub memory_size: u32,
+    /// The runner's `bootstrap` binary, when one was found.
+    pub runner: Option<PathBuf>,
+    /// Where the runner binary was looked for, for the error when it is needed and missing.
+    pub runner_searched: Vec<PathBuf>,
+}
+
+/// Memory of the runner function when neither `aws.memorySize` nor any task sets it.
+const DEFAULT_MEMORY_MB: u32 = 512;
+
+impl AwsTarget {
+    fn from_project(project: &Project, opts: &ConnectOptions) -> Result<AwsTarget, CliError> {
+        let aws = &project.config.aws;
+        let mut missing = Vec::new();
+        if aws.bucket.is_none() {
+            missing.push("`aws.bucket`");
+        }
+        if aws.table.is_none() {
+            missing.push("`aws.table`");
+        }
+        if !missing.is_empty() {
+            return Err(CliError::invalid(format!(
+                "`{}`: the `aws` provider needs {}",
+                project.config.path.display(),
+                missing.join(" and ")
+            ))
+            .hint("create them with the stack in `infra/` (see the README's \"Deploying to AWS\") and copy its outputs into `aws: { bucket, table, roleArn }`"));
+        }
+        let memory_size = aws
+            .memory_size
+            .or_else(|| project.tasks.iter().filter_map(|t| t.config.memory_size).max())
+            .unwrap_or(DEFAULT_MEMORY_MB);
+        let (runner, runner_searched) = find_runner(project, opts);
+        Ok(AwsTarget {
+            project: project.config.project_name.clone(),
+            bucket: aws.bucket.clone().unwrap_or_default(),
+            table: aws.table.clone().unwrap_or_default(),
+            role_arn: aws.role_arn.clone(),
+            architecture: aws.architecture.unwrap_or(Architecture::Arm64),
+            memory_size,
+            runner,
+            runner_searched,
+        })
+    }
+}
+
+/// The runner's Lambda binary: `--runner`/`LUMO_RUNNER`, else `aws.runner`, else where
+/// `cargo lambda build --release -p lumo-runner` puts it. A directory means its `bootstrap`.
+fn find_runner(project: &Project, opts: &ConnectOptions) -> (Option<PathBuf>, Vec<PathBuf>) {
+    let root = project.root();
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = &opts.runner {
+        candidates.push(p.clone());
+    } else if let Some(p) = &project.config.aws.runner {
+        candidates.push(root.join(p));
+    } else {
+        if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+            candidates.push(PathBuf::from(dir).join("lambda/lumo-runner/bootstrap"));
+        }
+        candidates.push(root.join("target/lambda/lumo-runner/bootstrap"));
+    }
+    let resolved = candidates.iter().map(|c| if c.is_dir() { c.join("bootstrap") } else { c.clone() });
+    let found = resolved.clone().find(|c| c.is_file());
+    (found, resolved.collect())
+}
+
+/// Whether an endpoint override is set (emulators, VPC endpoints): S3 must then use path-style
+/// addressing, since `bucket.localhost` does not resolve.
+fn endpoint_override() -> Option<String> {
+    ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+}
+
+pub async fn open(project: &Project, opts: &ConnectOptions) -> Result<Backend, CliError> {
+    let target = Arc::new(AwsTarget::from_project(project, opts)?);
+    // One explicit HTTP client (rustls with ring) for every service, instead of the SDK's
+    // default stack: fewer crates, faster builds, the same TLS the runner uses.
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client);
+    if let Some(profile) = &opts.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(region) = opts.region.clone().or_else(|| project.config.region.clone()) {
+        loader = loader.region(Region::new(region));
+    }
+    let sdk = loader.load().await;
+    if sdk.region().is_none() {
+        return Err(CliError::invalid("no AWS region: pass `--region`, set `region` in the config, or set `AWS_REGION`"));
+    }
+    let endpoint = endpoint_override();
+    let s3_config = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(endpoint.is_some()).build();
+    let s3 = s3::S3Store::new(aws_sdk_s3::Client::from_conf(s3_config), Arc::clone(&target));
+    let dynamo = dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), s3.clone(), Arc::clone(&target));
+    let executor = lambda::LambdaExecutor::new(&sdk, s3.clone(), Arc::clone(&target));
+    let caller = if opts.needs_identity { caller_identity(&sdk).await } else { None };
+    Ok(Backend {
+        provider: Provider::Aws,
+        bundles: Arc::new(s3),
+        executor: Arc::new(executor),
+        audit: Arc::new(dynamo),
+        caller,
+    })
+}
+
+/// The caller's ARN from STS, for the audit trail's actor; `None` when STS cannot say.
+async fn caller_identity(sdk: &aws_config::SdkConfig) -> Option<String> {
+    let sts = aws_sdk_sts::Client::new(sdk);
+    match sts.get_caller_identity().send().await {
+        Ok(out) => out.arn().map(str::to_string),
+        Err(e) => {
+            tracing::debug!("sts:GetCallerIdentity failed: {}", aws_smithy_types::error::display::DisplayErrorContext(&e));
+            None
+        }
+    }
+}
+
+/// `BackendError` for a missing runner binary, saying how to build it.
+pub fn runner_missing(target: &AwsTarget) -> BackendError {
+    let searched = target.runner_searched.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(", ");
+    let arch = match target.architecture {
+        Architecture::Arm64 => "--arm64",
+        Architecture::X86_64 => "--x86-64",
+    };
+    BackendError::new(format!("the lumo runner binary for Lambda is missing (looked for {searched})")).hint(format!(
+        "build it with `cargo lambda build --release -p lumo-runner {arch}` in the lumo repository, \
+         then point `--runner`, `LUMO_RUNNER` or `aws.runner` at `target/lambda/lumo-runner/bootstrap`"
+    ))
+}
