@@ -21,7 +21,7 @@ use clap::Parser;
 
 use args::{Cli, Command};
 use commands::{CommandResult, Context};
-use error::{CliError, ErrorBody, ErrorDocument};
+use error::{CliError, ErrorBody, ErrorDocument, ExitKind};
 use output::Printer;
 
 fn main() -> ExitCode {
@@ -30,7 +30,14 @@ fn main() -> ExitCode {
         Err(e) => {
             // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            if !e.use_stderr() {
+                return ExitCode::from(0);
+            }
+            // `--json` promises one document on stdout, a usage error included.
+            if wants_json() {
+                let _ = Printer::json_only().result(&usage_error_document(&e));
+            }
+            return ExitCode::from(ExitKind::Invalid.code() as u8);
         }
     };
     init_tracing(&cli.global);
@@ -81,6 +88,31 @@ fn report(printer: &Printer, e: &CliError) {
             error: ErrorBody { kind: e.kind, exit_code: e.kind.code(), message, causes, hint: e.hint.clone() },
         };
         let _ = printer.result(&doc);
+    }
+}
+
+/// Whether `--json` was asked for, when the arguments could not be parsed.
+fn wants_json() -> bool {
+    std::env::args_os().skip(1).take_while(|a| a != "--").any(|a| a == "--json")
+}
+
+/// A usage error as the `--json` error document: clap's message without its usage lines.
+fn usage_error_document(e: &clap::Error) -> ErrorDocument {
+    let rendered = e.render().to_string();
+    let message = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let message = message.strip_prefix("error: ").unwrap_or(&message).to_string();
+    ErrorDocument {
+        error: ErrorBody {
+            kind: ExitKind::Invalid,
+            exit_code: ExitKind::Invalid.code(),
+            message,
+            causes: Vec::new(),
+            hint: Some("`lumo --help` lists the commands, `lumo COMMAND --help` their flags".to_string()),
+        },
     }
 }
 

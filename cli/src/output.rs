@@ -62,6 +62,19 @@ impl Printer {
         }
     }
 
+    /// A plain printer for `--json` when the arguments could not be parsed (a usage error).
+    pub fn json_only() -> Printer {
+        Printer {
+            json: true,
+            quiet: false,
+            verbose: false,
+            stdout_color: false,
+            stderr_color: false,
+            stderr_tty: false,
+            stderr_lock: Mutex::new(()),
+        }
+    }
+
     /// Text styled for stdout.
     pub fn paint(&self, style: Style, text: impl Display) -> String {
         paint(self.stdout_color, style, text)
