@@ -1104,6 +1104,36 @@ fn json_is_exactly_one_document_on_stdout_for_every_command() {
     assert_eq!(failed.status, Some(DeploymentStatus::Failed));
 }
 
+/// Regression: a usage error (bad flag value, missing argument) with `--json` left stdout empty
+/// instead of printing the error document.
+#[test]
+fn usage_errors_with_json_still_print_one_error_document() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'usage', tasks: { hello: {} } };");
+    p.task("hello", RECORDER);
+    for (args, fragment) in [
+        (
+            &["deploy", "--env", "dev", "--json", "--concurrency", "0"][..],
+            "--concurrency",
+        ),
+        (&["deploy", "--json", "--no-such-flag"], "--no-such-flag"),
+        (&["run", "--json"], "<TASK>"),
+        (&["--json", "frobnicate"], "frobnicate"),
+    ] {
+        let out = p.lumo(args).code(2).clone();
+        let error = out.json_error();
+        assert_eq!(error.kind, "invalid");
+        assert!(error.message.contains(fragment), "{error:?}");
+        assert!(
+            out.stderr.contains("error:"),
+            "the usage error is still shown on stderr"
+        );
+    }
+    let plain = p.lumo(&["deploy", "--concurrency", "0"]).code(2).clone();
+    assert!(plain.stdout.is_empty(), "without --json stdout stays empty");
+    assert!(!p.lumo_dir().exists() && !p.has_out("hello.log"));
+}
+
 #[test]
 fn a_broken_local_store_exits_4() {
     let p = TestProject::new();
