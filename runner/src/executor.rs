@@ -808,7 +808,7 @@ fn signal_name(signal: i32) -> String {
 }
 
 /// `120s`, `1.5s`, or `300ms` for timeouts under a second.
-fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
     } else if d.as_secs() == 0 {

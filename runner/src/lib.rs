@@ -12,6 +12,8 @@ pub mod contract;
 pub mod bundle;
 #[cfg(feature = "executor")]
 pub mod executor;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 #[cfg(feature = "executor")]
 pub mod mask;
 #[cfg(feature = "executor")]
