@@ -443,6 +443,192 @@ echo "never printed""#,
 }
 
 #[test]
+fn a_child_that_ignores_sigterm_is_killed_after_the_grace() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'stubborn', tasks: { stubborn: { timeout: 1 } } };");
+    p.task(
+        "stubborn",
+        r#"(trap '' TERM; exec sleep 39) &
+echo $! > "@OUT@/child.pid"
+trap '' TERM
+echo "ignoring SIGTERM"
+sleep 40"#,
+    );
+    let report = p.deploy(&[], 1);
+    assert_eq!(report.task("stubborn").status, RunStatus::TimedOut);
+    let pid: i32 = p.read_out("child.pid").trim().parse().unwrap();
+    assert!(
+        process_is_gone(pid, "sleep"),
+        "process {pid} survived SIGKILL"
+    );
+    let run_id = report.task("stubborn").run_id.clone().unwrap();
+    assert!(
+        p.lumo(&["logs", &run_id])
+            .code(0)
+            .stdout
+            .contains("ignoring SIGTERM")
+    );
+}
+
+#[test]
+fn background_children_end_with_the_task() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'leftovers', tasks: { spawner: {} } };");
+    p.task(
+        "spawner",
+        "sleep 41 &\necho $! > \"@OUT@/child.pid\"\necho 'left a child behind'",
+    );
+    let started = std::time::Instant::now();
+    let report = p.deploy(&[], 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the deploy waited {:?} for the child",
+        started.elapsed()
+    );
+    assert_eq!(
+        report.task("spawner").message.as_deref(),
+        Some("left a child behind")
+    );
+    let pid: i32 = p.read_out("child.pid").trim().parse().unwrap();
+    assert!(
+        process_is_gone(pid, "sleep"),
+        "the background child {pid} outlived its task"
+    );
+}
+
+#[test]
+fn output_keeps_stdout_and_stderr_in_order_and_the_message_is_the_last_line() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'order-out', tasks: { talk: {}, silent: {} } };");
+    p.task("talk", "echo out-1\necho err-1 >&2\necho out-2\necho err-2 >&2\necho\necho 'the last word'\necho '   '")
+        .task("silent", "true");
+    let report = p.deploy(&[], 0);
+    assert_eq!(
+        report.task("talk").message.as_deref(),
+        Some("the last word")
+    );
+    let logs = p.logs(report.task("talk").run_id.as_deref().unwrap());
+    assert_eq!(
+        logs.output.as_deref(),
+        Some("out-1\nerr-1\nout-2\nerr-2\n\nthe last word\n   \n")
+    );
+    assert_eq!(logs.run.output_bytes, 43);
+    assert_eq!(report.task("silent").status, RunStatus::Succeeded);
+
+    p.task("silent", "exit 7");
+    let report = p.deploy(&[], 1);
+    assert_eq!(report.task("talk").status, RunStatus::Succeeded);
+    assert_eq!(
+        report.task("silent").message.as_deref(),
+        Some("exit code 7")
+    );
+}
+
+#[test]
+fn retries_record_every_attempt() {
+    let p = TestProject::new();
+    p.config(
+        "export default { projectName: 'retries', tasks: { flaky: { retries: 2 }, once: {} } };",
+    );
+    // Fails on its first attempt only.
+    p.task(
+        "flaky",
+        "echo attempt >> \"@OUT@/attempts\"\n[ \"$(wc -l < \"@OUT@/attempts\")\" -ge 2 ]",
+    )
+    .task("once", "echo x >> \"@OUT@/once\"\nexit 1");
+    let report = p.deploy(&[], 1);
+    assert_eq!(report.task("flaky").status, RunStatus::Succeeded);
+    assert_eq!(report.task("once").status, RunStatus::Failed);
+    let runs = p.history();
+    let attempts: Vec<(&str, u32, RunStatus)> = runs
+        .iter()
+        .map(|r| (r.task.as_str(), r.attempt, r.status))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            ("flaky", 1, RunStatus::Failed),
+            ("flaky", 2, RunStatus::Succeeded),
+            ("once", 1, RunStatus::Failed)
+        ],
+        "every attempt recorded; no retry unless asked"
+    );
+    assert_eq!(p.out_lines("once").len(), 1);
+}
+
+#[test]
+fn environments_are_independent_and_a_task_exists_only_where_it_is_declared() {
+    let p = TestProject::new();
+    p.config(
+        r#"export default {
+          projectName: 'envs',
+          environment: 'dev',
+          environments: ['dev', 'prod'],
+          tasks: { migrate: {}, 'prod-only': { environments: ['prod'] } },
+        };"#,
+    );
+    p.task(
+        "migrate",
+        r#"echo "$LUMO_ENVIRONMENT" >> "@OUT@/migrate.log""#,
+    )
+    .task(
+        "prod-only",
+        r#"echo "$LUMO_ENVIRONMENT" >> "@OUT@/prod-only.log""#,
+    );
+    // No `--env`: the config's `environment`.
+    let dev: support::DeployReport = p
+        .lumo(&["deploy", "--json", "--deploy-version", "d1"])
+        .code(0)
+        .json();
+    assert_eq!(dev.env, "dev");
+    assert!(
+        dev.tasks.iter().all(|t| t.task != "prod-only"),
+        "{:?}",
+        dev.tasks
+    );
+    let prod: support::DeployReport = p
+        .lumo(&[
+            "deploy",
+            "--env",
+            "prod",
+            "--json",
+            "--deploy-version",
+            "p1",
+        ])
+        .code(0)
+        .json();
+    assert!(
+        prod.is_first_deploy,
+        "prod's first deploy, whatever dev has"
+    );
+    assert_eq!(
+        prod.with_status(RunStatus::Succeeded),
+        ["migrate", "prod-only"]
+    );
+    assert_eq!(p.out_lines("migrate.log"), ["dev", "prod"]);
+    assert_eq!(p.out_lines("prod-only.log"), ["prod"]);
+    assert_eq!(p.status().state.version.as_deref(), Some("d1"));
+    let prod_status: Status = p
+        .lumo(&["status", "--env", "prod", "--json"])
+        .code(0)
+        .json();
+    assert_eq!(prod_status.state.version.as_deref(), Some("p1"));
+
+    p.lumo(&["run", "prod-only", "--env", "dev"])
+        .code(2)
+        .stderr_has(&["does not exist in environment `dev`"]);
+    let tasks: TaskList = p.lumo(&["tasks", "--env", "dev", "--json"]).code(0).json();
+    assert_eq!(
+        tasks
+            .tasks
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        ["migrate"]
+    );
+}
+
+#[test]
 fn garbage_in_the_result_file_fails_the_run_saying_so() {
     let p = TestProject::new();
     p.config("export default { projectName: 'garbage', tasks: { bad: {} } };");
@@ -1492,6 +1678,56 @@ fn config_colliding_task_files() {
             "`migrate`",
         ],
     );
+}
+
+#[test]
+fn config_task_file_not_executable() {
+    let p = TestProject::new();
+    p.write("functions/tasks/migrate.sh", "#!/bin/sh\necho hi\n");
+    p.config("export default { projectName: 'p', tasks: { migrate: {} } };");
+    assert_invalid(
+        &p,
+        &[
+            "`tasks.migrate`",
+            "not executable",
+            "chmod +x functions/tasks/migrate.sh",
+        ],
+    );
+}
+
+#[test]
+fn a_secret_that_cannot_be_resolved_stops_a_deploy_but_not_tasks() {
+    let p = TestProject::new();
+    with_task(&p, "a");
+    p.config(
+        "export default { projectName: 'p', secrets: { vaultToken: { value: () => { throw new Error('vault is sealed'); } } }, tasks: { a: {} } };",
+    );
+    assert_invalid(&p, &["`secrets.vaultToken.value`", "vault is sealed"]);
+    p.lumo(&["tasks"]).code(0);
+}
+
+#[test]
+fn no_env_and_no_default_environment() {
+    let p = TestProject::new();
+    with_task(&p, "a");
+    p.config("export default { projectName: 'p', tasks: { a: {} } };");
+    assert_invalid_with(
+        &p,
+        &["deploy"],
+        &p.root().join("lumo.config.js"),
+        &["no environment given", "--env"],
+    );
+    // A malformed `--env` is an argument error: exit 2, nothing written.
+    let out = p.lumo(&["deploy", "--env", "Prod!"]).code(2).clone();
+    out.stderr_has(&["`Prod!`", "a-z"]);
+    assert_eq!(
+        p.lumo(&["deploy", "--env", "Prod!", "--json"])
+            .code(2)
+            .json_error()
+            .kind,
+        "invalid"
+    );
+    assert!(!p.lumo_dir().exists());
 }
 
 #[test]
