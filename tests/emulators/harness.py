@@ -767,7 +767,9 @@ class FunctionPool:
         self.executor = executor
         self.key = key
         self.name = name
-        self.safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", key.split(":function:")[-1])
+        version = key.rsplit("#", 1)[-1]
+        label = name if version == "$LATEST" else f"{name}@{version}"
+        self.safe_name = re.sub(r"[^A-Za-z0-9_.@-]", "_", label)
         self.lock = threading.Lock()
         self.instances: list[Instance] = []
         self.fingerprint: str | None = None

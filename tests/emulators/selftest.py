@@ -373,6 +373,14 @@ def main() -> int:
         except lam.exceptions.ResourceNotFoundException as e:
             expect(e.response["ResponseMetadata"]["HTTPStatusCode"] == 404, e.response)
 
+    @check("Invoke with a payload over 6 MB: 413 RequestTooLargeException")
+    def _():
+        try:
+            lam.invoke(FunctionName=FN, Payload=b'"' + b"x" * (6 * 1024 * 1024) + b'"')
+            raise AssertionError("invoke succeeded")
+        except lam.exceptions.RequestTooLargeException as e:
+            expect(e.response["ResponseMetadata"]["HTTPStatusCode"] == 413, e.response)
+
     def need_echo():
         if not state["echo"]:
             raise Skip("runner does not speak the echo protocol")
