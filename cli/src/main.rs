@@ -1,27 +1,14 @@
 //! `lumo`: parse, dispatch, print the error chain, map to an exit code. Nothing else.
 
-mod actor;
-mod args;
-mod backend;
-mod bundle;
-mod commands;
-mod config;
-mod error;
-mod execute;
-mod output;
-mod plan;
-mod project;
-mod suggest;
-mod version;
-
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 
-use args::{Cli, Command};
 use commands::{CommandResult, Context};
 use error::{CliError, ErrorBody, ErrorDocument, ExitKind};
+use lumo_cli::args::{self, Cli, Command};
+use lumo_cli::{commands, error, output};
 use output::Printer;
 
 fn main() -> ExitCode {
@@ -44,9 +31,16 @@ fn main() -> ExitCode {
     // Orphaned grandchildren of a task are reparented to us so they can be reaped.
     lumo_runner::executor::become_subreaper();
     let printer = Arc::new(Printer::new(&cli.global));
-    let ctx = Context { global: cli.global, printer: Arc::clone(&printer) };
+    let ctx = Context {
+        global: cli.global,
+        printer: Arc::clone(&printer),
+    };
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             printer.error(&format!("cannot start the async runtime: {e}"), &[], None);
@@ -85,7 +79,13 @@ fn report(printer: &Printer, e: &CliError) {
     printer.error(&message, &causes, e.hint.as_deref());
     if printer.json {
         let doc = ErrorDocument {
-            error: ErrorBody { kind: e.kind, exit_code: e.kind.code(), message, causes, hint: e.hint.clone() },
+            error: ErrorBody {
+                kind: e.kind,
+                exit_code: e.kind.code(),
+                message,
+                causes,
+                hint: e.hint.clone(),
+            },
         };
         let _ = printer.result(&doc);
     }
@@ -93,7 +93,10 @@ fn report(printer: &Printer, e: &CliError) {
 
 /// Whether `--json` was asked for, when the arguments could not be parsed.
 fn wants_json() -> bool {
-    std::env::args_os().skip(1).take_while(|a| a != "--").any(|a| a == "--json")
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
 }
 
 /// A usage error as the `--json` error document: clap's message without its usage lines.
@@ -104,20 +107,29 @@ fn usage_error_document(e: &clap::Error) -> ErrorDocument {
         .take_while(|l| !l.trim().is_empty())
         .collect::<Vec<_>>()
         .join("\n");
-    let message = message.strip_prefix("error: ").unwrap_or(&message).to_string();
+    let message = message
+        .strip_prefix("error: ")
+        .unwrap_or(&message)
+        .to_string();
     ErrorDocument {
         error: ErrorBody {
             kind: ExitKind::Invalid,
             exit_code: ExitKind::Invalid.code(),
             message,
             causes: Vec::new(),
-            hint: Some("`lumo --help` lists the commands, `lumo COMMAND --help` their flags".to_string()),
+            hint: Some(
+                "`lumo --help` lists the commands, `lumo COMMAND --help` their flags".to_string(),
+            ),
         },
     }
 }
 
 fn init_tracing(global: &args::GlobalArgs) {
-    let default = if global.verbose { "lumo=debug,warn" } else { "warn" };
+    let default = if global.verbose {
+        "lumo=debug,warn"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LUMO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

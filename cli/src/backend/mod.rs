@@ -38,11 +38,22 @@ pub struct BackendError {
 
 impl BackendError {
     pub fn new(message: impl Into<String>) -> Self {
-        BackendError { message: message.into(), hint: None, source: None }
+        BackendError {
+            message: message.into(),
+            hint: None,
+            source: None,
+        }
     }
 
-    pub fn with_source(message: impl Into<String>, source: impl StdError + Send + Sync + 'static) -> Self {
-        BackendError { message: message.into(), hint: None, source: Some(Box::new(source)) }
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        BackendError {
+            message: message.into(),
+            hint: None,
+            source: Some(Box::new(source)),
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -96,18 +107,33 @@ pub struct RunReport {
     pub ended_at: Timestamp,
 }
 
+/// What [`TaskExecutor::prepare`] may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepare {
+    /// A deployment: create or update the environment's runner as needed.
+    Deploy,
+    /// A manual run: use the runner as deployed.
+    Run,
+}
+
 /// Runs task bundles.
 ///
 /// # Contract
-/// - `prepare` makes the environment ready to run tasks (creates or updates the runner
-///   function on `aws`) and is cheap when nothing changed; call it before `run`.
+/// - `prepare` makes the environment ready to run tasks and is cheap when nothing changed;
+///   call it before `run`. With [`Prepare::Deploy`] it may create or update what runs tasks
+///   (the runner function on `aws`); with [`Prepare::Run`] it only checks it is there, so a
+///   manual run needs no permission to change infrastructure.
 /// - `run` runs one task to its end under PRODUCT.md §4 and streams its (masked) output to
 ///   `output`. A task that fails, times out or cannot start is an `Ok` report; `Err` means the
 ///   backend could not run it at all.
 #[async_trait]
 pub trait TaskExecutor: Send + Sync {
-    async fn prepare(&self, env: &str) -> BackendResult<()>;
-    async fn run(&self, request: RunRequest, output: &mut dyn OutputObserver) -> BackendResult<RunReport>;
+    async fn prepare(&self, env: &str, mode: Prepare) -> BackendResult<()>;
+    async fn run(
+        &self,
+        request: RunRequest,
+        output: &mut dyn OutputObserver,
+    ) -> BackendResult<RunReport>;
 }
 
 /// The audit trail and each environment's state.

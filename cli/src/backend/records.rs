@@ -29,7 +29,10 @@ impl Timestamp {
 
 impl From<SystemTime> for Timestamp {
     fn from(t: SystemTime) -> Self {
-        Timestamp(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+        Timestamp(
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        )
     }
 }
 
@@ -49,7 +52,8 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Timestamp::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s}")))
+        Timestamp::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s}")))
     }
 }
 
@@ -172,7 +176,10 @@ pub fn new_id() -> String {
     let mut guard = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
     let generator = guard.get_or_insert_with(ulid::Generator::new);
     // The monotonic generator only fails when 2^80 ids are made in one millisecond.
-    generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).to_string()
+    generator
+        .generate()
+        .unwrap_or_else(|_| ulid::Ulid::new())
+        .to_string()
 }
 
 #[cfg(test)]

@@ -15,13 +15,23 @@ use crate::project::Task;
 pub async fn run(args: BuildArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
     let tasks: Vec<&Task> = project.tasks.iter().collect();
-    let built = bundle::build_all(project.root(), &project.lumo_dir().join("bundles"), &tasks, build_target(&project))
-        .map_err(|e| CliError::bundle(e, &project.config.path))?;
+    let built = bundle::build_all(
+        project.root(),
+        &project.lumo_dir().join("bundles"),
+        &tasks,
+        build_target(&project),
+    )
+    .map_err(|e| CliError::bundle(e, &project.config.path))?;
     if let Some(out) = &args.out {
         copy_out(out, &built)?;
     }
-    let report = BuildReport { out: args.out.as_ref().map(|p| p.display().to_string()), bundles: built };
-    ctx.printer.result(&report).map_err(|e| CliError::new(ExitKind::Backend, e))?;
+    let report = BuildReport {
+        out: args.out.as_ref().map(|p| p.display().to_string()),
+        bundles: built,
+    };
+    ctx.printer
+        .result(&report)
+        .map_err(|e| CliError::new(ExitKind::Backend, e))?;
     Ok(0)
 }
 
@@ -30,7 +40,10 @@ fn copy_out(out: &Path, built: &[BuiltBundle]) -> Result<(), CliError> {
     for b in built {
         let target = out.join(format!("{}.zip", b.task));
         let fail = |e: std::io::Error| {
-            CliError::new(ExitKind::Backend, format!("cannot write `{}`: {e}", target.display()))
+            CliError::new(
+                ExitKind::Backend,
+                format!("cannot write `{}`: {e}", target.display()),
+            )
         };
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(fail)?;
@@ -49,8 +62,18 @@ pub struct BuildReport {
 
 impl fmt::Display for BuildReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let width = self.bundles.iter().map(|b| b.task.len()).max().unwrap_or(4).max(4);
-        writeln!(f, "{:<width$}  {:>6}  {:>9}  {:>9}  SHA256", "TASK", "FILES", "UNZIPPED", "ZIP")?;
+        let width = self
+            .bundles
+            .iter()
+            .map(|b| b.task.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        writeln!(
+            f,
+            "{:<width$}  {:>6}  {:>9}  {:>9}  SHA256",
+            "TASK", "FILES", "UNZIPPED", "ZIP"
+        )?;
         for b in &self.bundles {
             writeln!(
                 f,

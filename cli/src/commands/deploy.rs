@@ -33,10 +33,18 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     let secrets = project.secret_values()?;
 
     let spinner = printer.spinner(format!("Bundling {} task(s)", tasks.len()));
-    let built = bundle::build_all(project.root(), &project.lumo_dir().join("bundles"), &tasks, build_target(&project));
+    let built = bundle::build_all(
+        project.root(),
+        &project.lumo_dir().join("bundles"),
+        &tasks,
+        build_target(&project),
+    );
     spinner.finish();
     let built = built.map_err(|e| CliError::bundle(e, &project.config.path))?;
-    let bundles: BTreeMap<String, String> = built.iter().map(|b| (b.task.clone(), b.sha256.clone())).collect();
+    let bundles: BTreeMap<String, String> = built
+        .iter()
+        .map(|b| (b.task.clone(), b.sha256.clone()))
+        .collect();
     let version = version::resolve(args.deploy_version.as_deref(), project.root(), &built);
 
     let backend = ctx.connect(&project).await?;
@@ -44,7 +52,10 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     let plan = plan::plan(
         &tasks,
         &bundles,
-        &History { previous_version: state.version.as_deref(), last_success: &state.last_success },
+        &History {
+            previous_version: state.version.as_deref(),
+            last_success: &state.last_success,
+        },
         &args.only,
     );
 
@@ -62,14 +73,24 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
         tasks: Vec::new(),
     };
     if args.dry_run {
-        report.tasks = plan.tasks.iter().map(|p| TaskLine::planned(p.task.clone(), &p.decision)).collect();
+        report.tasks = plan
+            .tasks
+            .iter()
+            .map(|p| TaskLine::planned(p.task.clone(), &p.decision))
+            .collect();
         printer.result(&report).map_err(output_error)?;
         return Ok(0);
     }
 
     let uploaded = upload(&backend, &built, ctx).await?;
-    printer.note(format!("{uploaded} bundle(s) uploaded, {} already stored", built.len() - uploaded));
-    backend.executor.prepare(&env).await?;
+    printer.note(format!(
+        "{uploaded} bundle(s) uploaded, {} already stored",
+        built.len() - uploaded
+    ));
+    backend
+        .executor
+        .prepare(&env, backend::Prepare::Deploy)
+        .await?;
 
     let actor = ctx.actor(&project, &backend);
     let mut deployment = Deployment {
@@ -112,7 +133,8 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
         secrets: Arc::new(secrets),
     };
     let jobs = jobs(&plan, &tasks);
-    let execution = execute::run_plan(&session, &plan.tasks, &jobs, usize::from(args.concurrency)).await;
+    let execution =
+        execute::run_plan(&session, &plan.tasks, &jobs, usize::from(args.concurrency)).await;
 
     let failed: Vec<&str> = execution
         .runs
@@ -138,7 +160,9 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     recorded?;
 
     report.status = Some(deployment.status);
-    report.duration_ms = deployment.ended_at.map(|e| (e.millis() - deployment.started_at.millis()).max(0) as u64);
+    report.duration_ms = deployment
+        .ended_at
+        .map(|e| (e.millis() - deployment.started_at.millis()).max(0) as u64);
     report.tasks = plan
         .tasks
         .iter()
@@ -156,17 +180,28 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
         })
         .collect();
     printer.result(&report).map_err(output_error)?;
-    Ok(if deployment.status == DeploymentStatus::Succeeded { 0 } else { 1 })
+    Ok(if deployment.status == DeploymentStatus::Succeeded {
+        0
+    } else {
+        1
+    })
 }
 
 /// Every `--only` name must be a task of this environment.
-fn check_only(only: &[String], tasks: &[&Task], project: &crate::project::Project, env: &str) -> Result<(), CliError> {
+fn check_only(
+    only: &[String],
+    tasks: &[&Task],
+    project: &crate::project::Project,
+    env: &str,
+) -> Result<(), CliError> {
     for name in only {
         if tasks.iter().any(|t| &t.name == name) {
             continue;
         }
         if project.tasks.iter().any(|t| &t.name == name) {
-            return Err(CliError::invalid(format!("`--only {name}`: task `{name}` does not exist in environment `{env}`")));
+            return Err(CliError::invalid(format!(
+                "`--only {name}`: task `{name}` does not exist in environment `{env}`"
+            )));
         }
         return Err(CliError::invalid(format!(
             "`--only {name}`: unknown task{}",
@@ -177,8 +212,14 @@ fn check_only(only: &[String], tasks: &[&Task], project: &crate::project::Projec
     Ok(())
 }
 
-async fn upload(backend: &backend::Backend, built: &[bundle::BuiltBundle], ctx: &Context) -> Result<usize, CliError> {
-    let spinner = ctx.printer.spinner(format!("Storing {} bundle(s)", built.len()));
+async fn upload(
+    backend: &backend::Backend,
+    built: &[bundle::BuiltBundle],
+    ctx: &Context,
+) -> Result<usize, CliError> {
+    let spinner = ctx
+        .printer
+        .spinner(format!("Storing {} bundle(s)", built.len()));
     let mut uploaded = 0;
     for bundle in built {
         if backend.bundles.put(bundle).await? {
@@ -193,11 +234,18 @@ fn jobs(plan: &Plan, tasks: &[&Task]) -> BTreeMap<String, TaskJob> {
     plan.tasks
         .iter()
         .filter_map(|p| {
-            let Decision::Run { trigger, .. } = &p.decision else { return None };
+            let Decision::Run { trigger, .. } = &p.decision else {
+                return None;
+            };
             let task = tasks.iter().find(|t| t.name == p.task)?;
             Some((
                 p.task.clone(),
-                TaskJob { task: (*task).clone(), bundle: p.bundle.clone(), trigger: *trigger, args: BTreeMap::new() },
+                TaskJob {
+                    task: (*task).clone(),
+                    bundle: p.bundle.clone(),
+                    trigger: *trigger,
+                    args: BTreeMap::new(),
+                },
             ))
         })
         .collect()
@@ -269,10 +317,17 @@ impl fmt::Display for DeployReport {
         let kind = if self.is_first_deploy {
             "first deploy".to_string()
         } else {
-            format!("update from {}", self.previous_version.as_deref().unwrap_or("?"))
+            format!(
+                "update from {}",
+                self.previous_version.as_deref().unwrap_or("?")
+            )
         };
         match self.status {
-            None => writeln!(f, "Dry run: {} to {} as {} ({kind})", self.project, self.env, self.version)?,
+            None => writeln!(
+                f,
+                "Dry run: {} to {} as {} ({kind})",
+                self.project, self.env, self.version
+            )?,
             Some(status) => writeln!(
                 f,
                 "Deployment {} of {} to {}: version {} ({kind}) {status} in {}",
@@ -290,7 +345,11 @@ impl fmt::Display for DeployReport {
                 _ => t.reason.clone(),
             };
             let duration = t.duration_ms.map(format_duration).unwrap_or_default();
-            writeln!(f, "  {:<width$}  {:<10} {:>7}  {detail}", t.task, t.status, duration)?;
+            writeln!(
+                f,
+                "  {:<width$}  {:<10} {:>7}  {detail}",
+                t.task, t.status, duration
+            )?;
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{CommandResult, Context};
 use crate::args::HistoryArgs;
-use crate::backend::{self, records::TaskRun};
+use crate::backend::records::TaskRun;
 use crate::error::{CliError, ExitKind};
 use crate::execute::format_duration;
 
@@ -14,18 +14,30 @@ pub async fn run(args: HistoryArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
     let env = project.resolve_env(args.env.env.as_deref())?;
     let backend = ctx.connect(&project).await?;
-    let runs = backend.audit.runs(&env, args.task.as_deref(), args.limit).await?;
+    let runs = backend
+        .audit
+        .runs(&env, args.task.as_deref(), args.limit)
+        .await?;
     // A task removed from the project keeps its history; only a name never seen is an error.
     if let Some(task) = &args.task
         && runs.is_empty()
     {
         project.task(task)?;
     }
-    print(ctx, History { env, task: args.task, runs })
+    print(
+        ctx,
+        History {
+            env,
+            task: args.task,
+            runs,
+        },
+    )
 }
 
 fn print(ctx: &Context, history: History) -> CommandResult {
-    ctx.printer.result(&history).map_err(|e| CliError::new(ExitKind::Backend, e))?;
+    ctx.printer
+        .result(&history)
+        .map_err(|e| CliError::new(ExitKind::Backend, e))?;
     Ok(0)
 }
 
@@ -45,10 +57,26 @@ impl fmt::Display for History {
                 None => writeln!(f, "No runs in `{}` yet.", self.env),
             };
         }
-        let width = self.runs.iter().map(|r| r.task.len()).max().unwrap_or(4).max(4);
-        writeln!(f, "{:<26}  {:<24}  {:<width$}  {:<8} {:<10} {:>7}  {:<12} MESSAGE", "RUN", "STARTED", "TASK", "TRIGGER", "STATUS", "TIME", "VERSION")?;
+        let width = self
+            .runs
+            .iter()
+            .map(|r| r.task.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        writeln!(
+            f,
+            "{:<26}  {:<24}  {:<width$}  {:<8} {:<10} {:>7}  {:<12} MESSAGE",
+            "RUN", "STARTED", "TASK", "TRIGGER", "STATUS", "TIME", "VERSION"
+        )?;
         for r in &self.runs {
-            let message = r.message.as_deref().unwrap_or("").lines().next().unwrap_or("");
+            let message = r
+                .message
+                .as_deref()
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("");
             writeln!(
                 f,
                 "{:<26}  {:<24}  {:<width$}  {:<8} {:<10} {:>7}  {:<12} {}",

@@ -54,12 +54,20 @@ pub async fn run(args: InitArgs, ctx: &Context) -> CommandResult {
     let task_path = dir.join("functions/tasks/hello.sh");
     for path in [&config_path, &task_path] {
         if path.exists() {
-            return Err(CliError::invalid(format!("`{}` already exists; `lumo init` never overwrites", path.display())));
+            return Err(CliError::invalid(format!(
+                "`{}` already exists; `lumo init` never overwrites",
+                path.display()
+            )));
         }
     }
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |e: std::io::Error| CliError::new(ExitKind::Backend, format!("cannot write `{}`: {e}", path.display()))
+        move |e: std::io::Error| {
+            CliError::new(
+                ExitKind::Backend,
+                format!("cannot write `{}`: {e}", path.display()),
+            )
+        }
     };
     fs::write(&config_path, CONFIG.replace("__NAME__", &name)).map_err(io(&config_path))?;
     let tasks_dir = dir.join("functions/tasks");
@@ -69,19 +77,37 @@ pub async fn run(args: InitArgs, ctx: &Context) -> CommandResult {
     let mut created = vec![config_path, task_path];
     let gitignore = dir.join(".gitignore");
     let ignored = fs::read_to_string(&gitignore).unwrap_or_default();
-    if !ignored.lines().any(|l| matches!(l.trim(), ".lumo" | ".lumo/" | "/.lumo" | "/.lumo/")) {
-        let mut file = fs::OpenOptions::new().create(true).append(true).open(&gitignore).map_err(io(&gitignore))?;
-        let sep = if ignored.is_empty() || ignored.ends_with('\n') { "" } else { "\n" };
+    if !ignored
+        .lines()
+        .any(|l| matches!(l.trim(), ".lumo" | ".lumo/" | "/.lumo" | "/.lumo/"))
+    {
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&gitignore)
+            .map_err(io(&gitignore))?;
+        let sep = if ignored.is_empty() || ignored.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
         write!(file, "{sep}.lumo/\n").map_err(io(&gitignore))?;
         created.push(gitignore);
     }
-    let report = InitReport { project: name, created };
-    ctx.printer.result(&report).map_err(|e| CliError::new(ExitKind::Backend, e))?;
+    let report = InitReport {
+        project: name,
+        created,
+    };
+    ctx.printer
+        .result(&report)
+        .map_err(|e| CliError::new(ExitKind::Backend, e))?;
     Ok(0)
 }
 
 fn valid_project_name(n: &str) -> bool {
-    (1..=40).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    (1..=40).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The directory's name folded into `[a-z0-9-]`, or `my-app`.
@@ -98,7 +124,11 @@ fn project_name_from(dir: &Path) -> String {
     }
     let name: String = name.trim_matches('-').chars().take(40).collect();
     let name = name.trim_end_matches('-').to_string();
-    if name.is_empty() { "my-app".to_string() } else { name }
+    if name.is_empty() {
+        "my-app".to_string()
+    } else {
+        name
+    }
 }
 
 #[derive(Serialize)]
@@ -125,6 +155,9 @@ mod tests {
     fn project_names_are_folded_from_directory_names() {
         assert_eq!(project_name_from(Path::new("/x/My App_2")), "my-app-2");
         assert_eq!(project_name_from(Path::new("/x/---")), "my-app");
-        assert!(valid_project_name(&project_name_from(Path::new(&format!("/x/{}", "a".repeat(80))))));
+        assert!(valid_project_name(&project_name_from(Path::new(&format!(
+            "/x/{}",
+            "a".repeat(80)
+        )))));
     }
 }

@@ -7,32 +7,50 @@ use serde::Serialize;
 
 use super::{CommandResult, Context};
 use crate::args::LogsArgs;
-use crate::backend::{self, records::TaskRun};
+use crate::backend::records::TaskRun;
 use crate::error::{CliError, ExitKind};
 
 pub async fn run(args: LogsArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
     let run_id = args.run_id.trim().to_ascii_uppercase();
     if run_id.len() != 26 || !run_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(CliError::invalid(format!("`{}` is not a run id (26 letters and digits, as `lumo history` shows)", args.run_id)));
+        return Err(CliError::invalid(format!(
+            "`{}` is not a run id (26 letters and digits, as `lumo history` shows)",
+            args.run_id
+        )));
     }
     let backend = ctx.connect(&project).await?;
     let Some(run) = backend.audit.run(&run_id).await? else {
-        return Err(CliError::invalid(format!("no run `{run_id}` in project `{}`", project.config.project_name))
-            .hint("`lumo history --env ENV` lists recent runs"));
+        return Err(CliError::invalid(format!(
+            "no run `{run_id}` in project `{}`",
+            project.config.project_name
+        ))
+        .hint("`lumo history --env ENV` lists recent runs"));
     };
     let log = backend.audit.read_log(&run).await?;
     let io_err = |e| CliError::new(ExitKind::Backend, e);
     if ctx.printer.json {
-        let output = log.as_deref().map(|l| String::from_utf8_lossy(l).into_owned());
-        ctx.printer.result(&Logs { run, complete: output.is_some(), output }).map_err(io_err)?;
+        let output = log
+            .as_deref()
+            .map(|l| String::from_utf8_lossy(l).into_owned());
+        ctx.printer
+            .result(&Logs {
+                run,
+                complete: output.is_some(),
+                output,
+            })
+            .map_err(io_err)?;
         return Ok(0);
     }
     match log {
         Some(bytes) => ctx.printer.raw(&bytes).map_err(io_err)?,
         None => {
-            ctx.printer.warn(format!("the full output of run `{run_id}` is not stored; showing its tail"));
-            ctx.printer.raw(run.output_tail.as_deref().unwrap_or("").as_bytes()).map_err(io_err)?;
+            ctx.printer.warn(format!(
+                "the full output of run `{run_id}` is not stored; showing its tail"
+            ));
+            ctx.printer
+                .raw(run.output_tail.as_deref().unwrap_or("").as_bytes())
+                .map_err(io_err)?;
         }
     }
     Ok(0)
@@ -49,6 +67,11 @@ pub struct Logs {
 
 impl fmt::Display for Logs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.output.as_deref().or(self.run.output_tail.as_deref()).unwrap_or(""))
+        f.write_str(
+            self.output
+                .as_deref()
+                .or(self.run.output_tail.as_deref())
+                .unwrap_or(""),
+        )
     }
 }

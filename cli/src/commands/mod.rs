@@ -34,7 +34,9 @@ impl Context {
     pub fn project(&self) -> Result<Project, CliError> {
         let project = Project::load(self.global.config.as_deref(), self.global.provider)?;
         for key in &project.config.ignored_keys {
-            self.printer.note(format!("`{key}` is a Lumo Framework setting lumo does not use; ignored"));
+            self.printer.note(format!(
+                "`{key}` is a Lumo Framework setting lumo does not use; ignored"
+            ));
         }
         Ok(project)
     }
@@ -64,7 +66,11 @@ pub fn build_target(project: &Project) -> BuildTarget {
     match project.config.provider {
         Provider::Local => BuildTarget::Host,
         Provider::Aws => BuildTarget::Lambda(
-            project.config.aws.architecture.unwrap_or(crate::config::Architecture::Arm64),
+            project
+                .config
+                .aws
+                .architecture
+                .unwrap_or(crate::config::Architecture::Arm64),
         ),
     }
 }

@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use super::{CommandResult, Context};
 use crate::args::RunArgs;
-use crate::backend;
 use crate::backend::records::TaskRun;
 use crate::config::TaskConfig;
 use crate::error::CliError;
@@ -29,14 +28,20 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
 
     let backend = ctx.connect(&project).await?;
     let state = backend.audit.env_state(&env).await?;
-    let (Some(version), Some(bundle)) = (state.version.clone(), state.bundles.get(&task.name).cloned()) else {
+    let (Some(version), Some(bundle)) = (
+        state.version.clone(),
+        state.bundles.get(&task.name).cloned(),
+    ) else {
         return Err(CliError::invalid(format!(
             "task `{}` has no deployed bundle in environment `{env}`",
             task.name
         ))
         .hint(format!("deploy it first: `lumo deploy --env {env}`")));
     };
-    backend.executor.prepare(&env).await?;
+    backend
+        .executor
+        .prepare(&env, crate::backend::Prepare::Run)
+        .await?;
     let session = Session {
         backend: backend.clone(),
         printer: Arc::clone(&ctx.printer),
@@ -49,9 +54,18 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
         deployment_id: None,
         secrets: Arc::new(secrets),
     };
-    let job = TaskJob { task: task.clone(), bundle, trigger: Trigger::Manual, args: task_args };
+    let job = TaskJob {
+        task: task.clone(),
+        bundle,
+        trigger: Trigger::Manual,
+        args: task_args,
+    };
     let run = execute::run_task(&session, &job).await?;
-    let code = if run.status == RunStatus::Succeeded { 0 } else { 1 };
+    let code = if run.status == RunStatus::Succeeded {
+        0
+    } else {
+        1
+    };
     ctx.printer
         .result(&RunReport(run))
         .map_err(|e| CliError::new(crate::error::ExitKind::Backend, e))?;
@@ -65,7 +79,9 @@ pub fn parse_args(task: &Task, raw: &[String]) -> Result<BTreeMap<String, String
     let mut values = BTreeMap::new();
     for item in raw {
         let Some((key, value)) = item.split_once('=') else {
-            return Err(CliError::invalid(format!("`--arg {item}`: expected `NAME=VALUE`")));
+            return Err(CliError::invalid(format!(
+                "`--arg {item}`: expected `NAME=VALUE`"
+            )));
         };
         if !declared.contains_key(key) {
             let known = if declared.is_empty() {
@@ -74,7 +90,11 @@ pub fn parse_args(task: &Task, raw: &[String]) -> Result<BTreeMap<String, String
                 format!(
                     "task `{}` declares {}",
                     task.name,
-                    declared.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                    declared
+                        .keys()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             };
             return Err(CliError::invalid(format!(
@@ -83,7 +103,9 @@ pub fn parse_args(task: &Task, raw: &[String]) -> Result<BTreeMap<String, String
             )));
         }
         if values.insert(key.to_string(), value.to_string()).is_some() {
-            return Err(CliError::invalid(format!("`--arg {key}` is given more than once")));
+            return Err(CliError::invalid(format!(
+                "`--arg {key}` is given more than once"
+            )));
         }
     }
     let mut missing = Vec::new();
@@ -103,7 +125,11 @@ pub fn parse_args(task: &Task, raw: &[String]) -> Result<BTreeMap<String, String
         }
     }
     if !missing.is_empty() {
-        let first = declared.keys().find(|k| missing[0].starts_with(&format!("`{k}`"))).cloned().unwrap_or_default();
+        let first = declared
+            .keys()
+            .find(|k| missing[0].starts_with(&format!("`{k}`")))
+            .cloned()
+            .unwrap_or_default();
         return Err(CliError::invalid(format!(
             "task `{}` needs the required argument(s) {}",
             task.name,
@@ -116,7 +142,13 @@ pub fn parse_args(task: &Task, raw: &[String]) -> Result<BTreeMap<String, String
 
 /// A task with `confirm` asks on a terminal and needs `--yes` anywhere else.
 fn confirm(task: &Task, env: &str, yes: bool) -> Result<(), CliError> {
-    let TaskConfig { confirm: Some(text), .. } = &task.config else { return Ok(()) };
+    let TaskConfig {
+        confirm: Some(text),
+        ..
+    } = &task.config
+    else {
+        return Ok(());
+    };
     if yes {
         return Ok(());
     }
@@ -129,14 +161,24 @@ fn confirm(task: &Task, env: &str, yes: bool) -> Result<(), CliError> {
         .hint("pass `--yes` to confirm"));
     }
     let mut stderr = std::io::stderr();
-    let _ = write!(stderr, "{text}\nRun `{}` in `{env}`? Type `yes` to continue: ", task.name);
+    let _ = write!(
+        stderr,
+        "{text}\nRun `{}` in `{env}`? Type `yes` to continue: ",
+        task.name
+    );
     let _ = stderr.flush();
     let mut answer = String::new();
-    stdin.lock().read_line(&mut answer).map_err(|e| CliError::invalid(format!("cannot read the answer: {e}")))?;
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::invalid(format!("cannot read the answer: {e}")))?;
     if matches!(answer.trim(), "yes" | "y" | "YES" | "Yes") {
         Ok(())
     } else {
-        Err(CliError::invalid(format!("not confirmed; task `{}` was not run", task.name)))
+        Err(CliError::invalid(format!(
+            "not confirmed; task `{}` was not run",
+            task.name
+        )))
     }
 }
 
@@ -178,11 +220,27 @@ mod tests {
 
     fn task() -> Task {
         let mut config = TaskConfig::default();
-        config.args.insert("target".into(), ArgDef { description: Some("the table".into()), required: true, default: None });
-        config.args.insert("mode".into(), ArgDef { description: None, required: false, default: Some("fast".into()) });
+        config.args.insert(
+            "target".into(),
+            ArgDef {
+                description: Some("the table".into()),
+                required: true,
+                default: None,
+            },
+        );
+        config.args.insert(
+            "mode".into(),
+            ArgDef {
+                description: None,
+                required: false,
+                default: Some("fast".into()),
+            },
+        );
         Task {
             name: "purge".into(),
-            source: TaskSource::Command { command: "true".into() },
+            source: TaskSource::Command {
+                command: "true".into(),
+            },
             config,
             declared: true,
             display_path: "tasks.purge.command".into(),
@@ -197,11 +255,17 @@ mod tests {
         assert_eq!(ok["mode"], "fast");
 
         let missing = parse_args(&t, &[]).unwrap_err();
-        assert!(missing.to_string().contains("`target` (the table)"), "{missing}");
+        assert!(
+            missing.to_string().contains("`target` (the table)"),
+            "{missing}"
+        );
         assert_eq!(missing.hint.as_deref(), Some("pass `--arg target=VALUE`"));
 
         let unknown = parse_args(&t, &["targt=x".into()]).unwrap_err();
-        assert!(unknown.to_string().contains("did you mean `target`"), "{unknown}");
+        assert!(
+            unknown.to_string().contains("did you mean `target`"),
+            "{unknown}"
+        );
         assert!(parse_args(&t, &["target".into()]).is_err());
         assert!(parse_args(&t, &["target=a".into(), "target=b".into()]).is_err());
     }

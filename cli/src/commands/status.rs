@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{CommandResult, Context};
 use crate::args::EnvArgs;
-use crate::backend::{self, records::{Deployment, EnvState, TaskRun}};
+use crate::backend::records::{Deployment, EnvState, TaskRun};
 use crate::error::{CliError, ExitKind};
 use crate::execute::format_duration;
 
@@ -25,7 +25,9 @@ pub async fn run(args: EnvArgs, ctx: &Context) -> CommandResult {
         last_deployment,
         last_runs: runs,
     };
-    ctx.printer.result(&status).map_err(|e| CliError::new(ExitKind::Backend, e))?;
+    ctx.printer
+        .result(&status)
+        .map_err(|e| CliError::new(ExitKind::Backend, e))?;
     Ok(0)
 }
 
@@ -48,7 +50,11 @@ impl fmt::Display for Status {
             _ => writeln!(f, "  version:   none (never deployed successfully)")?,
         }
         if let Some(d) = &self.last_deployment {
-            writeln!(f, "  last deploy: {} {} of {} by {} at {}", d.id, d.status, d.version, d.actor, d.started_at)?;
+            writeln!(
+                f,
+                "  last deploy: {} {} of {} by {} at {}",
+                d.id, d.status, d.version, d.actor, d.started_at
+            )?;
             if let Some(m) = &d.message {
                 writeln!(f, "               {m}")?;
             }

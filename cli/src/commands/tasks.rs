@@ -33,8 +33,14 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
             declared: t.declared,
         })
         .collect();
-    let list = TaskList { project: project.config.project_name.clone(), env, tasks };
-    ctx.printer.result(&list).map_err(|e| CliError::new(ExitKind::Backend, e))?;
+    let list = TaskList {
+        project: project.config.project_name.clone(),
+        env,
+        tasks,
+    };
+    ctx.printer
+        .result(&list)
+        .map_err(|e| CliError::new(ExitKind::Backend, e))?;
     Ok(0)
 }
 
@@ -81,10 +87,23 @@ fn run_on_text(run_on: &[RunOn]) -> String {
 impl fmt::Display for TaskList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.tasks.is_empty() {
-            return writeln!(f, "No tasks. Add an executable file to `functions/tasks/` or a `command` task to the config.");
+            return writeln!(
+                f,
+                "No tasks. Add an executable file to `functions/tasks/` or a `command` task to the config."
+            );
         }
-        let width = self.tasks.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
-        writeln!(f, "{:<width$}  {:<9}  {:<20} {:>7}  {:<10}  DESCRIPTION", "TASK", "KIND", "RUN ON", "TIMEOUT", "PERMISSION")?;
+        let width = self
+            .tasks
+            .iter()
+            .map(|t| t.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        writeln!(
+            f,
+            "{:<width$}  {:<9}  {:<20} {:>7}  {:<10}  DESCRIPTION",
+            "TASK", "KIND", "RUN ON", "TIMEOUT", "PERMISSION"
+        )?;
         for t in &self.tasks {
             let mut description = t.description.clone().unwrap_or_default();
             if !t.args.is_empty() {

@@ -84,7 +84,11 @@ impl DynamoStore {
 
     fn error<E, R>(&self, what: &str, e: SdkError<E, R>) -> BackendError
     where
-        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
         let missing = super::errors::code_of(&e) == Some("ResourceNotFoundException");
@@ -98,7 +102,8 @@ impl DynamoStore {
     }
 
     fn to_item<T: Serialize>(&self, value: &T, what: &str) -> BackendResult<Item> {
-        serde_dynamo::to_item(value).map_err(|e| BackendError::with_source(format!("cannot encode {what} for DynamoDB"), e))
+        serde_dynamo::to_item(value)
+            .map_err(|e| BackendError::with_source(format!("cannot encode {what} for DynamoDB"), e))
     }
 
     /// A run's item: the record's fields, `data` as JSON text (or moved to S3), and the keys.
@@ -109,7 +114,9 @@ impl DynamoStore {
             let text = data.to_string();
             if text.len() > MAX_INLINE_DATA {
                 let key = self.s3.data_key(&run.id);
-                self.s3.put_bytes(&key, text.into_bytes(), "application/json").await?;
+                self.s3
+                    .put_bytes(&key, text.into_bytes(), "application/json")
+                    .await?;
                 run.data_ref = Some(self.s3.url(&key));
             } else {
                 data_json = Some(text);
@@ -122,7 +129,13 @@ impl DynamoStore {
         }
         item.insert("pk".into(), s(self.pk(&run.env)));
         item.insert("sk".into(), s(format!("RUN#{}", run.id)));
-        item.insert("gsi1pk".into(), s(format!("TASK#{}#{}#{}", self.target.project, run.env, run.task)));
+        item.insert(
+            "gsi1pk".into(),
+            s(format!(
+                "TASK#{}#{}#{}",
+                self.target.project, run.env, run.task
+            )),
+        );
         item.insert("gsi1sk".into(), s(run.id.clone()));
         item.insert("gsi2pk".into(), s(format!("RUN#{}", run.id)));
         Ok(item)
@@ -133,8 +146,9 @@ impl DynamoStore {
             Some(AttributeValue::S(text)) => serde_json::from_str::<Value>(&text).ok(),
             _ => None,
         };
-        let mut run: TaskRun = serde_dynamo::from_item(item)
-            .map_err(|e| BackendError::with_source("a run in the table has an unexpected shape", e))?;
+        let mut run: TaskRun = serde_dynamo::from_item(item).map_err(|e| {
+            BackendError::with_source("a run in the table has an unexpected shape", e)
+        })?;
         run.data = data;
         Ok(run)
     }
@@ -178,7 +192,12 @@ impl DynamoStore {
     }
 
     /// Every item of a Query, following pages, up to `limit` items when given.
-    async fn query_all(&self, query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder, limit: Option<usize>, what: &str) -> BackendResult<Vec<Item>> {
+    async fn query_all(
+        &self,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+        limit: Option<usize>,
+        what: &str,
+    ) -> BackendResult<Vec<Item>> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -214,7 +233,9 @@ impl AuditStore for DynamoStore {
             .expression_attribute_values(":from", s("STATE"))
             .expression_attribute_values(":to", s("TASK$"))
             .consistent_read(true);
-        let items = self.query_all(query, None, &format!("reading the state of `{env}`")).await?;
+        let items = self
+            .query_all(query, None, &format!("reading the state of `{env}`"))
+            .await?;
         let mut state = EnvState::default();
         for item in items {
             let sk = match item.get("sk") {
@@ -222,16 +243,21 @@ impl AuditStore for DynamoStore {
                 _ => continue,
             };
             if sk == "STATE" {
-                let st: StateItem = serde_dynamo::from_item(item)
-                    .map_err(|e| BackendError::with_source("the environment's state item has an unexpected shape", e))?;
+                let st: StateItem = serde_dynamo::from_item(item).map_err(|e| {
+                    BackendError::with_source(
+                        "the environment's state item has an unexpected shape",
+                        e,
+                    )
+                })?;
                 state.version = Some(st.version);
                 state.previous_version = st.previous_version;
                 state.deployment_id = Some(st.deployment_id);
                 state.deployed_at = Some(st.deployed_at);
                 state.bundles = st.bundles;
             } else if sk.starts_with("TASK#") {
-                let t: TaskStateItem = serde_dynamo::from_item(item)
-                    .map_err(|e| BackendError::with_source("a task state item has an unexpected shape", e))?;
+                let t: TaskStateItem = serde_dynamo::from_item(item).map_err(|e| {
+                    BackendError::with_source("a task state item has an unexpected shape", e)
+                })?;
                 state.last_success.insert(t.task, t.last_success_hash);
             }
         }
@@ -243,14 +269,21 @@ impl AuditStore for DynamoStore {
         item.insert("pk".into(), s(self.pk(&d.env)));
         item.insert("sk".into(), s(format!("DEPLOY#{}", d.id)));
         let marker = self.active_marker(&d.env, &d.id, "deployment");
-        self.transact(vec![self.put(item)?, self.put(marker)?], "recording the deployment").await
+        self.transact(
+            vec![self.put(item)?, self.put(marker)?],
+            "recording the deployment",
+        )
+        .await
     }
 
     async fn finish_deployment(&self, d: &Deployment) -> BackendResult<()> {
         let mut item = self.to_item(d, "a deployment")?;
         item.insert("pk".into(), s(self.pk(&d.env)));
         item.insert("sk".into(), s(format!("DEPLOY#{}", d.id)));
-        let mut writes = vec![self.put(item)?, self.delete(self.pk(&d.env), format!("ACTIVE#{}", d.id))?];
+        let mut writes = vec![
+            self.put(item)?,
+            self.delete(self.pk(&d.env), format!("ACTIVE#{}", d.id))?,
+        ];
         if d.status == DeploymentStatus::Succeeded {
             let state = StateItem {
                 version: d.version.clone(),
@@ -264,7 +297,8 @@ impl AuditStore for DynamoStore {
             state.insert("sk".into(), s("STATE"));
             writes.push(self.put(state)?);
         }
-        self.transact(writes, "recording the end of the deployment").await
+        self.transact(writes, "recording the end of the deployment")
+            .await
     }
 
     async fn start_run(&self, run: &TaskRun) -> BackendResult<()> {
@@ -273,12 +307,19 @@ impl AuditStore for DynamoStore {
         if run.status == RunStatus::Running {
             writes.push(self.put(self.active_marker(&run.env, &run.id, "run"))?);
         }
-        self.transact(writes, &format!("recording run `{}` of `{}`", run.id, run.task)).await
+        self.transact(
+            writes,
+            &format!("recording run `{}` of `{}`", run.id, run.task),
+        )
+        .await
     }
 
     async fn finish_run(&self, run: &TaskRun) -> BackendResult<()> {
         let item = self.run_item(run).await?;
-        let mut writes = vec![self.put(item)?, self.delete(self.pk(&run.env), format!("ACTIVE#{}", run.id))?];
+        let mut writes = vec![
+            self.put(item)?,
+            self.delete(self.pk(&run.env), format!("ACTIVE#{}", run.id))?,
+        ];
         if run.status == RunStatus::Succeeded {
             let state = TaskStateItem {
                 task: run.task.clone(),
@@ -290,7 +331,11 @@ impl AuditStore for DynamoStore {
             state.insert("sk".into(), s(format!("TASK#{}", run.task)));
             writes.push(self.put(state)?);
         }
-        self.transact(writes, &format!("recording the end of run `{}` of `{}`", run.id, run.task)).await
+        self.transact(
+            writes,
+            &format!("recording the end of run `{}` of `{}`", run.id, run.task),
+        )
+        .await
     }
 
     async fn runs(&self, env: &str, task: Option<&str>, limit: u32) -> BackendResult<Vec<TaskRun>> {
@@ -308,10 +353,19 @@ impl AuditStore for DynamoStore {
                 .table_name(self.table())
                 .index_name(BY_TASK)
                 .key_condition_expression("gsi1pk = :task")
-                .expression_attribute_values(":task", s(format!("TASK#{}#{env}#{task}", self.target.project))),
+                .expression_attribute_values(
+                    ":task",
+                    s(format!("TASK#{}#{env}#{task}", self.target.project)),
+                ),
         };
         let query = query.scan_index_forward(false).limit(limit as i32);
-        let items = self.query_all(query, Some(limit as usize), &format!("reading the history of `{env}`")).await?;
+        let items = self
+            .query_all(
+                query,
+                Some(limit as usize),
+                &format!("reading the history of `{env}`"),
+            )
+            .await?;
         items.into_iter().map(|i| self.run_from_item(i)).collect()
     }
 
@@ -323,7 +377,9 @@ impl AuditStore for DynamoStore {
             .index_name(BY_ID)
             .key_condition_expression("gsi2pk = :id")
             .expression_attribute_values(":id", s(format!("RUN#{id}")));
-        let items = self.query_all(query, None, &format!("looking up run `{id}`")).await?;
+        let items = self
+            .query_all(query, None, &format!("looking up run `{id}`"))
+            .await?;
         for item in items {
             let run = self.run_from_item(item)?;
             if run.project == self.target.project {
@@ -343,15 +399,30 @@ impl AuditStore for DynamoStore {
             .expression_attribute_values(":d", s("DEPLOY#"))
             .scan_index_forward(false)
             .limit(limit as i32);
-        let items = self.query_all(query, Some(limit as usize), &format!("reading the deployments of `{env}`")).await?;
+        let items = self
+            .query_all(
+                query,
+                Some(limit as usize),
+                &format!("reading the deployments of `{env}`"),
+            )
+            .await?;
         items
             .into_iter()
-            .map(|i| serde_dynamo::from_item(i).map_err(|e| BackendError::with_source("a deployment in the table has an unexpected shape", e)))
+            .map(|i| {
+                serde_dynamo::from_item(i).map_err(|e| {
+                    BackendError::with_source(
+                        "a deployment in the table has an unexpected shape",
+                        e,
+                    )
+                })
+            })
             .collect()
     }
 
     async fn read_log(&self, run: &TaskRun) -> BackendResult<Option<Vec<u8>>> {
-        let Some(key) = run.log_ref.as_deref().and_then(|r| self.s3.key_of(r)) else { return Ok(None) };
+        let Some(key) = run.log_ref.as_deref().and_then(|r| self.s3.key_of(r)) else {
+            return Ok(None);
+        };
         self.s3.get(key).await
     }
 }

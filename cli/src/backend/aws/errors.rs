@@ -4,8 +4,8 @@
 use std::error::Error as StdError;
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_sdk_s3::error::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
 
 use crate::backend::BackendError;
 

@@ -12,7 +12,9 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Architecture as LambdaArch, FunctionCode, InvocationType, Runtime};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
-use lumo_runner::contract::{BundleLocation, InvokeRequest, InvokeResponse, RunStatus, UploadTarget};
+use lumo_runner::contract::{
+    BundleLocation, InvokeRequest, InvokeResponse, RunStatus, UploadTarget,
+};
 use lumo_runner::executor::OutputObserver;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
@@ -21,7 +23,7 @@ use super::errors::sdk_error;
 use super::s3::S3Store;
 use super::{AwsTarget, runner_missing};
 use crate::backend::records::Timestamp;
-use crate::backend::{BackendError, BackendResult, RunReport, RunRequest, TaskExecutor};
+use crate::backend::{BackendError, BackendResult, Prepare, RunReport, RunRequest, TaskExecutor};
 use crate::bundle::assets::{BundleEntry, EntrySource};
 use crate::config::Architecture;
 
@@ -51,7 +53,9 @@ pub fn function_name(project: &str, env: &str) -> String {
 
 impl LambdaExecutor {
     pub fn new(sdk: &aws_config::SdkConfig, s3: S3Store, target: Arc<AwsTarget>) -> Self {
-        let invoke_config = aws_sdk_lambda::config::Builder::from(sdk).retry_config(RetryConfig::disabled()).build();
+        let invoke_config = aws_sdk_lambda::config::Builder::from(sdk)
+            .retry_config(RetryConfig::disabled())
+            .build();
         LambdaExecutor {
             control: Client::new(sdk),
             invoke: Client::from_conf(invoke_config),
@@ -78,17 +82,35 @@ impl LambdaExecutor {
             ))
             .hint("use a shorter `projectName` or environment name"));
         }
-        let existing = match self.control.get_function().function_name(&name).send().await {
+        let existing = match self
+            .control
+            .get_function()
+            .function_name(&name)
+            .send()
+            .await
+        {
             Ok(out) => out.configuration,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => None,
-            Err(e) => return Err(sdk_error(&format!("looking up the runner function `{name}`"), e)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                None
+            }
+            Err(e) => {
+                return Err(sdk_error(
+                    &format!("looking up the runner function `{name}`"),
+                    e,
+                ));
+            }
         };
         let code = match &self.target.runner {
             Some(path) => Some(runner_zip(path)?),
             None => None,
         };
         let Some(config) = existing else {
-            let Some(code) = code else { return Err(runner_missing(&self.target)) };
+            let Some(code) = code else {
+                return Err(runner_missing(&self.target));
+            };
             let Some(role) = &self.target.role_arn else {
                 return Err(BackendError::new(format!(
                     "cannot create the runner function `{name}`: the config sets no `aws.roleArn`"
@@ -108,7 +130,11 @@ impl LambdaExecutor {
                 .description(format!("lumo runner for {} / {env}", self.target.project))
                 .tags("lumo:project", &self.target.project)
                 .tags("lumo:environment", env)
-                .code(FunctionCode::builder().zip_file(Blob::new(code.bytes)).build())
+                .code(
+                    FunctionCode::builder()
+                        .zip_file(Blob::new(code.bytes))
+                        .build(),
+                )
                 .send()
                 .await
                 .map_err(|e| sdk_error(&format!("creating the runner function `{name}`"), e))?;
@@ -118,7 +144,10 @@ impl LambdaExecutor {
         let mut changed = false;
         if let Some(code) = code {
             let same_code = config.code_sha256() == Some(code.sha256_base64.as_str());
-            let same_arch = config.architectures().first().is_none_or(|a| *a == self.wanted_arch());
+            let same_arch = config
+                .architectures()
+                .first()
+                .is_none_or(|a| *a == self.wanted_arch());
             if !same_code || !same_arch {
                 tracing::info!("updating the code of {name}");
                 self.control
@@ -139,7 +168,11 @@ impl LambdaExecutor {
             || config.timeout() != Some(FUNCTION_TIMEOUT_SECS)
             || config.handler() != Some("bootstrap")
             || config.runtime() != Some(&Runtime::Providedal2023)
-            || self.target.role_arn.as_deref().is_some_and(|r| config.role() != Some(r));
+            || self
+                .target
+                .role_arn
+                .as_deref()
+                .is_some_and(|r| config.role() != Some(r));
         if settings_differ {
             tracing::info!("updating the settings of {name}");
             let mut update = self
@@ -153,7 +186,10 @@ impl LambdaExecutor {
             if let Some(role) = &self.target.role_arn {
                 update = update.role(role);
             }
-            update.send().await.map_err(|e| sdk_error(&format!("updating the settings of `{name}`"), e))?;
+            update
+                .send()
+                .await
+                .map_err(|e| sdk_error(&format!("updating the settings of `{name}`"), e))?;
             changed = true;
         }
         if changed || config.state().is_some_and(|s| s.as_str() != "Active") {
@@ -162,13 +198,46 @@ impl LambdaExecutor {
         Ok(())
     }
 
+    /// The function exists (a manual run changes no infrastructure).
+    async fn check_function(&self, env: &str) -> BackendResult<()> {
+        let name = function_name(&self.target.project, env);
+        match self
+            .control
+            .get_function_configuration()
+            .function_name(&name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Err(
+                    BackendError::new(format!("the runner function `{name}` does not exist")).hint(
+                        format!("deploy the environment first: `lumo deploy --env {env}`"),
+                    ),
+                )
+            }
+            Err(e) => Err(sdk_error(
+                &format!("looking up the runner function `{name}`"),
+                e,
+            )),
+        }
+    }
+
     async fn wait_active(&self, name: &str) -> BackendResult<()> {
         self.control
             .wait_until_function_active_v2()
             .function_name(name)
             .wait(READY_WAIT)
             .await
-            .map_err(|e| BackendError::with_source(format!("the runner function `{name}` did not become active"), e))?;
+            .map_err(|e| {
+                BackendError::with_source(
+                    format!("the runner function `{name}` did not become active"),
+                    e,
+                )
+            })?;
         Ok(())
     }
 
@@ -178,7 +247,12 @@ impl LambdaExecutor {
             .function_name(name)
             .wait(READY_WAIT)
             .await
-            .map_err(|e| BackendError::with_source(format!("the runner function `{name}` did not finish updating"), e))?;
+            .map_err(|e| {
+                BackendError::with_source(
+                    format!("the runner function `{name}` did not finish updating"),
+                    e,
+                )
+            })?;
         Ok(())
     }
 }
@@ -192,7 +266,10 @@ struct RunnerZip {
 
 fn runner_zip(binary: &std::path::Path) -> BackendResult<RunnerZip> {
     let fail = |e: std::io::Error| {
-        BackendError::with_source(format!("cannot zip the runner binary `{}`", binary.display()), e)
+        BackendError::with_source(
+            format!("cannot zip the runner binary `{}`", binary.display()),
+            e,
+        )
     };
     let size = std::fs::metadata(binary).map_err(fail)?.len();
     let entry = BundleEntry {
@@ -212,21 +289,32 @@ fn runner_zip(binary: &std::path::Path) -> BackendResult<RunnerZip> {
         bytes
     };
     let digest = Sha256::digest(&bytes);
-    Ok(RunnerZip { sha256_base64: aws_smithy_types::base64::encode(digest.as_slice()), bytes })
+    Ok(RunnerZip {
+        sha256_base64: aws_smithy_types::base64::encode(digest.as_slice()),
+        bytes,
+    })
 }
 
 #[async_trait]
 impl TaskExecutor for LambdaExecutor {
-    async fn prepare(&self, env: &str) -> BackendResult<()> {
+    async fn prepare(&self, env: &str, mode: Prepare) -> BackendResult<()> {
         let mut prepared = self.prepared.lock().await;
-        if !prepared.contains(env) {
-            self.ensure_function(env).await?;
-            prepared.insert(env.to_string());
+        if prepared.contains(env) {
+            return Ok(());
         }
+        match mode {
+            Prepare::Deploy => self.ensure_function(env).await?,
+            Prepare::Run => self.check_function(env).await?,
+        }
+        prepared.insert(env.to_string());
         Ok(())
     }
 
-    async fn run(&self, request: RunRequest, output: &mut dyn OutputObserver) -> BackendResult<RunReport> {
+    async fn run(
+        &self,
+        request: RunRequest,
+        output: &mut dyn OutputObserver,
+    ) -> BackendResult<RunReport> {
         let name = function_name(&self.target.project, &request.env);
         let run_id = request.context.run_id.clone();
         let expires = request.timeout + PRESIGN_SLACK;
@@ -244,14 +332,24 @@ impl TaskExecutor for LambdaExecutor {
             timeout_ms: request.timeout.as_millis() as u64,
             env: request.env_vars,
             secrets: request.secrets,
-            log_upload: Some(UploadTarget { url: self.s3.presign_put(&log_key, expires).await?, key: log_key.clone() }),
-            data_upload: Some(UploadTarget { url: self.s3.presign_put(&data_key, expires).await?, key: data_key.clone() }),
+            log_upload: Some(UploadTarget {
+                url: self.s3.presign_put(&log_key, expires).await?,
+                key: log_key.clone(),
+            }),
+            data_upload: Some(UploadTarget {
+                url: self.s3.presign_put(&data_key, expires).await?,
+                key: data_key.clone(),
+            }),
         };
         let body = serde_json::to_vec(&payload)
             .map_err(|e| BackendError::with_source("cannot encode the runner payload", e))?;
         // The call lasts as long as the task: read and operation timeouts sit well above it.
         let wait = request.timeout + Duration::from_secs(120);
-        let timeouts = TimeoutConfig::builder().read_timeout(wait).operation_timeout(wait).operation_attempt_timeout(wait).build();
+        let timeouts = TimeoutConfig::builder()
+            .read_timeout(wait)
+            .operation_timeout(wait)
+            .operation_attempt_timeout(wait)
+            .build();
         let started_at = Timestamp::now();
         let response = self
             .invoke
@@ -273,7 +371,10 @@ impl TaskExecutor for LambdaExecutor {
             let error: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
             let message = format!(
                 "the runner function failed ({kind}): {}",
-                error.get("errorMessage").and_then(|m| m.as_str()).unwrap_or("no message")
+                error
+                    .get("errorMessage")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("no message")
             );
             output.output(format!("{message}\n").as_bytes());
             return Ok(RunReport {
@@ -290,8 +391,11 @@ impl TaskExecutor for LambdaExecutor {
             });
         }
         let outcome: InvokeResponse = serde_json::from_slice(payload).map_err(|e| {
-            BackendError::with_source(format!("`{name}` answered with something that is not a lumo runner response"), e)
-                .hint("is the function running an older or foreign runner? deploy again to update it")
+            BackendError::with_source(
+                format!("`{name}` answered with something that is not a lumo runner response"),
+                e,
+            )
+            .hint("is the function running an older or foreign runner? deploy again to update it")
         })?;
         self.show_output(&outcome, &log_key, output).await;
         if let Some(problem) = &outcome.upload_error {
@@ -315,7 +419,12 @@ impl TaskExecutor for LambdaExecutor {
 impl LambdaExecutor {
     /// A synchronous Invoke cannot stream, so the output is shown once the run ends: in full
     /// from S3 when it is small enough, else its tail.
-    async fn show_output(&self, outcome: &InvokeResponse, log_key: &str, output: &mut dyn OutputObserver) {
+    async fn show_output(
+        &self,
+        outcome: &InvokeResponse,
+        log_key: &str,
+        output: &mut dyn OutputObserver,
+    ) {
         if outcome.log_uploaded && outcome.output_bytes <= SHOW_FULL_OUTPUT_BYTES {
             if let Ok(Some(bytes)) = self.s3.get(log_key).await {
                 output.output(&bytes);
@@ -323,7 +432,10 @@ impl LambdaExecutor {
             }
         }
         if outcome.output_bytes > outcome.output_tail.len() as u64 {
-            let note = format!("… {} earlier bytes; `lumo logs` has them all\n", outcome.output_bytes - outcome.output_tail.len() as u64);
+            let note = format!(
+                "… {} earlier bytes; `lumo logs` has them all\n",
+                outcome.output_bytes - outcome.output_tail.len() as u64
+            );
             output.output(note.as_bytes());
         }
         output.output(outcome.output_tail.as_bytes());

@@ -61,7 +61,13 @@ impl AwsTarget {
         }
         let memory_size = aws
             .memory_size
-            .or_else(|| project.tasks.iter().filter_map(|t| t.config.memory_size).max())
+            .or_else(|| {
+                project
+                    .tasks
+                    .iter()
+                    .filter_map(|t| t.config.memory_size)
+                    .max()
+            })
             .unwrap_or(DEFAULT_MEMORY_MB);
         let (runner, runner_searched) = find_runner(project, opts);
         Ok(AwsTarget {
@@ -92,7 +98,13 @@ fn find_runner(project: &Project, opts: &ConnectOptions) -> (Option<PathBuf>, Ve
         }
         candidates.push(root.join("target/lambda/lumo-runner/bootstrap"));
     }
-    let resolved = candidates.iter().map(|c| if c.is_dir() { c.join("bootstrap") } else { c.clone() });
+    let resolved = candidates.iter().map(|c| {
+        if c.is_dir() {
+            c.join("bootstrap")
+        } else {
+            c.clone()
+        }
+    });
     let found = resolved.clone().find(|c| c.is_file());
     (found, resolved.collect())
 }
@@ -106,7 +118,6 @@ fn endpoint_override() -> Option<String> {
 }
 
 pub async fn open(project: &Project, opts: &ConnectOptions) -> Result<Backend, CliError> {
-    let target = Arc::new(AwsTarget::from_project(project, opts)?);
     // One explicit HTTP client (rustls with ring) for every service, instead of the SDK's
     // default stack: fewer crates, faster builds, the same TLS the runner uses.
     let http_client = aws_smithy_http_client::Builder::new()
@@ -120,15 +131,31 @@ pub async fn open(project: &Project, opts: &ConnectOptions) -> Result<Backend, C
         loader = loader.region(Region::new(region));
     }
     let sdk = loader.load().await;
+    with_sdk_config(project, opts, &sdk).await
+}
+
+/// The backend on an already loaded SDK config (the conformance suite builds its own).
+pub async fn with_sdk_config(
+    project: &Project,
+    opts: &ConnectOptions,
+    sdk: &aws_config::SdkConfig,
+) -> Result<Backend, CliError> {
+    let target = Arc::new(AwsTarget::from_project(project, opts)?);
     if sdk.region().is_none() {
-        return Err(CliError::invalid("no AWS region: pass `--region`, set `region` in the config, or set `AWS_REGION`"));
+        return Err(CliError::invalid(
+            "no AWS region: pass `--region`, set `region` in the config, or set `AWS_REGION`",
+        ));
     }
-    let endpoint = endpoint_override();
-    let s3_config = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(endpoint.is_some()).build();
+    let path_style = endpoint_override().is_some() || sdk.endpoint_url().is_some();
+    let s3_config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(path_style).build();
     let s3 = s3::S3Store::new(aws_sdk_s3::Client::from_conf(s3_config), Arc::clone(&target));
-    let dynamo = dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), s3.clone(), Arc::clone(&target));
-    let executor = lambda::LambdaExecutor::new(&sdk, s3.clone(), Arc::clone(&target));
-    let caller = if opts.needs_identity { caller_identity(&sdk).await } else { None };
+    let dynamo = dynamo::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        s3.clone(),
+        Arc::clone(&target),
+    );
+    let executor = lambda::LambdaExecutor::new(sdk, s3.clone(), Arc::clone(&target));
+    let caller = if opts.needs_identity { caller_identity(sdk).await } else { None };
     Ok(Backend {
         provider: Provider::Aws,
         bundles: Arc::new(s3),
@@ -144,7 +171,10 @@ async fn caller_identity(sdk: &aws_config::SdkConfig) -> Option<String> {
     match sts.get_caller_identity().send().await {
         Ok(out) => out.arn().map(str::to_string),
         Err(e) => {
-            tracing::debug!("sts:GetCallerIdentity failed: {}", aws_smithy_types::error::display::DisplayErrorContext(&e));
+            tracing::debug!(
+                "sts:GetCallerIdentity failed: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            );
             None
         }
     }
@@ -152,7 +182,12 @@ async fn caller_identity(sdk: &aws_config::SdkConfig) -> Option<String> {
 
 /// `BackendError` for a missing runner binary, saying how to build it.
 pub fn runner_missing(target: &AwsTarget) -> BackendError {
-    let searched = target.runner_searched.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(", ");
+    let searched = target
+        .runner_searched
+        .iter()
+        .map(|p| format!("`{}`", p.display()))
+        .collect::<Vec<_>>()
+        .join(", ");
     let arch = match target.architecture {
         Architecture::Arm64 => "--arm64",
         Architecture::X86_64 => "--x86-64",

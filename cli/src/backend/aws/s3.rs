@@ -26,10 +26,6 @@ impl S3Store {
         S3Store { client, target }
     }
 
-    pub fn bucket(&self) -> &str {
-        &self.target.bucket
-    }
-
     pub fn bundle_key(&self, sha256: &str) -> String {
         format!("{}/bundles/{sha256}.zip", self.target.project)
     }
@@ -49,7 +45,10 @@ impl S3Store {
 
     /// The key of an `s3://bucket/key` pointer in this bucket.
     pub fn key_of<'a>(&self, pointer: &'a str) -> Option<&'a str> {
-        pointer.strip_prefix("s3://")?.strip_prefix(self.target.bucket.as_str())?.strip_prefix('/')
+        pointer
+            .strip_prefix("s3://")?
+            .strip_prefix(self.target.bucket.as_str())?
+            .strip_prefix('/')
     }
 
     pub async fn presign_get(&self, key: &str, expires: Duration) -> BackendResult<String> {
@@ -79,7 +78,14 @@ impl S3Store {
     }
 
     pub async fn exists(&self, key: &str) -> BackendResult<bool> {
-        match self.client.head_object().bucket(&self.target.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.target.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
             Err(e) => Err(sdk_error(&format!("checking `{}`", self.url(key)), e)),
@@ -88,20 +94,31 @@ impl S3Store {
 
     /// The object's bytes, or `None` when there is no such object.
     pub async fn get(&self, key: &str) -> BackendResult<Option<Vec<u8>>> {
-        let out = match self.client.get_object().bucket(&self.target.bucket).key(key).send().await {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.target.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(e) if code_of(&e) == Some("NoSuchKey") => return Ok(None),
             Err(e) => return Err(sdk_error(&format!("reading `{}`", self.url(key)), e)),
         };
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| BackendError::with_source(format!("reading `{}`", self.url(key)), e))?;
+        let bytes =
+            out.body.collect().await.map_err(|e| {
+                BackendError::with_source(format!("reading `{}`", self.url(key)), e)
+            })?;
         Ok(Some(bytes.into_bytes().to_vec()))
     }
 
-    pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> BackendResult<()> {
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> BackendResult<()> {
         self.client
             .put_object()
             .bucket(&self.target.bucket)
@@ -139,7 +156,16 @@ impl BundleStore for S3Store {
             .body(body)
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("uploading the bundle of `{}` to `{}`", bundle.task, self.url(&key)), e))?;
+            .map_err(|e| {
+                sdk_error(
+                    &format!(
+                        "uploading the bundle of `{}` to `{}`",
+                        bundle.task,
+                        self.url(&key)
+                    ),
+                    e,
+                )
+            })?;
         Ok(true)
     }
 }

@@ -21,7 +21,9 @@ use lumo_runner::{BundleRun, RunnerError};
 pub use store::SqliteStore;
 
 use super::records::Timestamp;
-use super::{Backend, BackendError, BackendResult, BundleStore, RunReport, RunRequest, TaskExecutor};
+use super::{
+    Backend, BackendError, BackendResult, BundleStore, Prepare, RunReport, RunRequest, TaskExecutor,
+};
 use crate::bundle::BuiltBundle;
 use crate::config::Provider;
 use crate::project::Project;
@@ -34,7 +36,9 @@ pub struct LocalLayout {
 
 impl LocalLayout {
     pub fn new(lumo_dir: &Path) -> Self {
-        LocalLayout { root: lumo_dir.to_path_buf() }
+        LocalLayout {
+            root: lumo_dir.to_path_buf(),
+        }
     }
     pub fn db(&self) -> PathBuf {
         self.root.join("lumo.db")
@@ -52,7 +56,12 @@ impl LocalLayout {
 
 pub fn open(project: &Project) -> BackendResult<Backend> {
     let layout = LocalLayout::new(&project.lumo_dir());
-    for dir in [layout.root.clone(), layout.bundles(), layout.logs(), layout.work()] {
+    for dir in [
+        layout.root.clone(),
+        layout.bundles(),
+        layout.logs(),
+        layout.work(),
+    ] {
         std::fs::create_dir_all(&dir).map_err(|e| {
             BackendError::with_source(format!("cannot create `{}`", dir.display()), e)
         })?;
@@ -60,7 +69,9 @@ pub fn open(project: &Project) -> BackendResult<Backend> {
     let store = SqliteStore::open(&layout.db(), &project.config.project_name, &layout.logs())?;
     Ok(Backend {
         provider: Provider::Local,
-        bundles: Arc::new(LocalBundles { dir: layout.bundles() }),
+        bundles: Arc::new(LocalBundles {
+            dir: layout.bundles(),
+        }),
         executor: Arc::new(LocalExecutor { layout }),
         audit: Arc::new(store),
         caller: None,
@@ -93,12 +104,19 @@ pub struct LocalExecutor {
 
 #[async_trait]
 impl TaskExecutor for LocalExecutor {
-    async fn prepare(&self, _env: &str) -> BackendResult<()> {
+    async fn prepare(&self, _env: &str, _mode: Prepare) -> BackendResult<()> {
         Ok(())
     }
 
-    async fn run(&self, request: RunRequest, output: &mut dyn OutputObserver) -> BackendResult<RunReport> {
-        let bundle_zip = self.layout.bundles().join(format!("{}.zip", request.bundle));
+    async fn run(
+        &self,
+        request: RunRequest,
+        output: &mut dyn OutputObserver,
+    ) -> BackendResult<RunReport> {
+        let bundle_zip = self
+            .layout
+            .bundles()
+            .join(format!("{}.zip", request.bundle));
         if !bundle_zip.is_file() {
             return Err(BackendError::new(format!(
                 "the bundle {} of task `{}` is missing from `{}`",
@@ -106,7 +124,10 @@ impl TaskExecutor for LocalExecutor {
                 request.task,
                 self.layout.bundles().display()
             ))
-            .hint(format!("deploy again (`lumo deploy --env {}`) to rebuild it", request.env)));
+            .hint(format!(
+                "deploy again (`lumo deploy --env {}`) to rebuild it",
+                request.env
+            )));
         }
         let log_name = format!("{}.log", request.context.run_id);
         let started_at = Timestamp::now();
@@ -148,7 +169,10 @@ impl TaskExecutor for LocalExecutor {
                 started_at,
                 ended_at: Timestamp::now(),
             }),
-            Err(e) => Err(BackendError::with_source(format!("cannot run task `{}`", request.task), e)),
+            Err(e) => Err(BackendError::with_source(
+                format!("cannot run task `{}`", request.task),
+                e,
+            )),
         }
     }
 }

@@ -91,13 +91,18 @@ pub struct SqliteStore {
 impl SqliteStore {
     pub fn open(path: &Path, project: &str, logs_dir: &Path) -> BackendResult<SqliteStore> {
         let fail = |e: rusqlite::Error| {
-            BackendError::with_source(format!("cannot open the local store `{}`", path.display()), e)
-                .hint("it may be corrupt or from a newer lumo; move it away to start a fresh history")
+            BackendError::with_source(
+                format!("cannot open the local store `{}`", path.display()),
+                e,
+            )
+            .hint("it may be corrupt or from a newer lumo; move it away to start a fresh history")
         };
         let conn = Connection::open(path).map_err(fail)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(fail)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(fail)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(fail)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(fail)?;
         conn.execute_batch(SCHEMA).map_err(fail)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
@@ -107,15 +112,27 @@ impl SqliteStore {
         })
     }
 
-    fn with<T>(&self, what: &str, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> BackendResult<T> {
+    fn with<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> BackendResult<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(|e| {
-            BackendError::with_source(format!("local store `{}`: cannot {what}", self.path.display()), e)
+            BackendError::with_source(
+                format!("local store `{}`: cannot {what}", self.path.display()),
+                e,
+            )
         })
     }
 
     /// Inserts `count` synthetic finished runs in one transaction (benchmarks and tests).
-    pub fn insert_runs_bulk(&self, env: &str, task_names: &[&str], count: usize) -> BackendResult<()> {
+    pub fn insert_runs_bulk(
+        &self,
+        env: &str,
+        task_names: &[&str],
+        count: usize,
+    ) -> BackendResult<()> {
         let project = self.project.clone();
         self.with("insert runs", |conn| {
             let tx = conn.transaction()?;
@@ -368,8 +385,12 @@ impl AuditStore for SqliteStore {
 
     async fn run(&self, id: &str) -> BackendResult<Option<TaskRun>> {
         self.with("read the run", |conn| {
-            conn.query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), params![id], run_from_row)
-                .optional()
+            conn.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                params![id],
+                run_from_row,
+            )
+            .optional()
         })
     }
 
@@ -386,14 +407,21 @@ impl AuditStore for SqliteStore {
     }
 
     async fn read_log(&self, run: &TaskRun) -> BackendResult<Option<Vec<u8>>> {
-        let Some(log_ref) = &run.log_ref else { return Ok(None) };
+        let Some(log_ref) = &run.log_ref else {
+            return Ok(None);
+        };
         // Local log refs are paths relative to `.lumo/`; only file names under logs/ are read.
-        let Some(name) = Path::new(log_ref).file_name() else { return Ok(None) };
+        let Some(name) = Path::new(log_ref).file_name() else {
+            return Ok(None);
+        };
         let path = self.logs_dir.join(name);
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(BackendError::with_source(format!("cannot read the log `{}`", path.display()), e)),
+            Err(e) => Err(BackendError::with_source(
+                format!("cannot read the log `{}`", path.display()),
+                e,
+            )),
         }
     }
 }

@@ -1,0 +1,16 @@
+//! lumo's CLI as a library: the `lumo` binary (`main.rs`) only parses and dispatches, and the
+//! test suites (the backend conformance suite above all) reach the same modules.
+
+pub mod actor;
+pub mod args;
+pub mod backend;
+pub mod bundle;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod execute;
+pub mod output;
+pub mod plan;
+pub mod project;
+pub mod suggest;
+pub mod version;

@@ -1,0 +1,320 @@
+//! The backend conformance suite: the same contract checks against every provider — `local`
+//! on a temp project, and `aws` on the emulators (moto + the real runner; skipped, loudly, when
+//! they are not installed, and failing in CI). What `deploy`, `run`, `history` and `logs` rely
+//! on is pinned here, once, rather than per backend.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use lumo_cli::backend::records::{Deployment, DeploymentStatus, TaskRun, Timestamp, new_id};
+use lumo_cli::backend::{Backend, ConnectOptions, Prepare, RunRequest};
+use lumo_cli::bundle::{self, BuildTarget, BuiltBundle};
+use lumo_cli::project::{Project, Task};
+use lumo_runner::contract::{DeploymentInfo, RunStatus, TaskContext, Trigger};
+use serde_json::json;
+use tempfile::TempDir;
+
+const SECRET: &str = "s3cr3t-conformance-7d1e";
+
+struct Fixture {
+    _dir: TempDir,
+    project: Project,
+    backend: Backend,
+    env: String,
+}
+
+fn write_project(root: &Path, provider: &str) {
+    fs::write(
+        root.join("lumo.config.js"),
+        format!(
+            "export default {{ projectName: 'conf-{}', {provider},
+               secrets: {{ token: {{ value: '{SECRET}' }} }},
+               tasks: {{ ok: {{}}, fails: {{}} }} }};",
+            std::process::id() % 100_000
+        ),
+    )
+    .unwrap();
+    let tasks = root.join("functions/tasks");
+    fs::create_dir_all(&tasks).unwrap();
+    let script = |name: &str, body: &str| {
+        let path = tasks.join(name);
+        fs::write(&path, body).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    script(
+        "ok.sh",
+        "#!/bin/sh\necho \"hello from $LUMO_TASK in $LUMO_ENVIRONMENT\"\necho \"token=$TOKEN\"\n\
+         printf '{\"success\":true,\"message\":\"done with %s\",\"data\":{\"n\":1}}' \"$TOKEN\" > \"$LUMO_RESULT_FILE\"\n",
+    );
+    script("fails.sh", "#!/bin/sh\necho about to fail\nexit 3\n");
+}
+
+async fn local_fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    write_project(dir.path(), "provider: 'local'");
+    let project = Project::load(Some(&dir.path().join("lumo.config.js")), None).unwrap();
+    let backend = lumo_cli::backend::connect(&project, &ConnectOptions::default()).await.unwrap();
+    Fixture { _dir: dir, project, backend, env: "dev".into() }
+}
+
+async fn aws_fixture(emulators: &lumo_testkit::Emulators) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = lumo_testkit::unique("conf-bucket");
+    let table = lumo_testkit::unique("conf-table");
+    emulators.create_bucket_and_table(&bucket, &table).await;
+    write_project(
+        dir.path(),
+        &format!(
+            "provider: 'aws', region: 'us-east-1', aws: {{ bucket: '{bucket}', table: '{table}', roleArn: '{}' }}",
+            emulators.runner_role_arn
+        ),
+    );
+    let project = Project::load(Some(&dir.path().join("lumo.config.js")), None).unwrap();
+    let options = ConnectOptions { runner: Some(emulators.runner_bin.clone()), ..ConnectOptions::default() };
+    let sdk = emulators.sdk_config().await;
+    let backend = lumo_cli::backend::aws::with_sdk_config(&project, &options, &sdk).await.unwrap();
+    // Each fixture has its own environment, so suites sharing one emulator never meet.
+    Fixture { _dir: dir, project, backend, env: lumo_testkit::unique("env").replace('-', "") }
+}
+
+fn task<'a>(f: &'a Fixture, name: &str) -> &'a Task {
+    f.project.task(name).unwrap()
+}
+
+fn build(f: &Fixture, names: &[&str]) -> Vec<BuiltBundle> {
+    let tasks: Vec<&Task> = names.iter().map(|n| task(f, n)).collect();
+    bundle::build_all(f.project.root(), &f.project.lumo_dir().join("bundles"), &tasks, BuildTarget::Host).unwrap()
+}
+
+fn run_record(f: &Fixture, task: &str, status: RunStatus) -> TaskRun {
+    TaskRun {
+        id: new_id(),
+        deployment_id: None,
+        project: f.project.config.project_name.clone(),
+        env: f.env.clone(),
+        task: task.into(),
+        trigger: Trigger::Manual,
+        version: "v1".into(),
+        previous_version: None,
+        bundle_hash: "a".repeat(64),
+        actor: "conformance".into(),
+        status,
+        attempt: 1,
+        started_at: Timestamp::now(),
+        ended_at: None,
+        duration_ms: None,
+        exit_code: None,
+        message: None,
+        data: None,
+        data_ref: None,
+        log_ref: None,
+        output_tail: None,
+        output_bytes: 0,
+    }
+}
+
+fn deployment(f: &Fixture, version: &str, status: DeploymentStatus, previous: Option<&str>) -> Deployment {
+    Deployment {
+        id: new_id(),
+        project: f.project.config.project_name.clone(),
+        env: f.env.clone(),
+        version: version.into(),
+        previous_version: previous.map(str::to_string),
+        is_first_deploy: previous.is_none(),
+        actor: "conformance".into(),
+        status,
+        started_at: Timestamp::now(),
+        ended_at: Some(Timestamp::now()),
+        message: None,
+        bundles: BTreeMap::from([("ok".to_string(), format!("{version}-hash"))]),
+    }
+}
+
+fn request(f: &Fixture, bundle: &BuiltBundle, run_id: &str) -> RunRequest {
+    RunRequest {
+        env: f.env.clone(),
+        task: bundle.task.clone(),
+        bundle: bundle.sha256.clone(),
+        context: TaskContext {
+            deployment: DeploymentInfo {
+                is_first_deploy: true,
+                previous_version: None,
+                environment: f.env.clone(),
+                version: "v1".into(),
+            },
+            config: json!({}),
+            args: BTreeMap::new(),
+            working_directory: String::new(),
+            task: bundle.task.clone(),
+            run_id: run_id.into(),
+            trigger: Trigger::Deploy,
+        },
+        timeout: Duration::from_secs(30),
+        env_vars: BTreeMap::new(),
+        secrets: f.project.secret_values().unwrap(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The contract.
+
+/// `BundleStore::put` is idempotent: a stored bundle is never uploaded again.
+async fn bundles_are_stored_once(f: Fixture) {
+    let built = build(&f, &["ok", "fails"]);
+    for b in &built {
+        f.backend.bundles.put(b).await.unwrap();
+        assert!(!f.backend.bundles.put(b).await.unwrap(), "second put of {} uploaded again", b.task);
+    }
+}
+
+/// The environment's version moves with a successful deployment only, atomically with it.
+async fn state_moves_only_with_a_successful_deployment(f: Fixture) {
+    let audit = &f.backend.audit;
+    let state = audit.env_state(&f.env).await.unwrap();
+    assert!(state.is_first_deploy() && state.bundles.is_empty());
+
+    let first = deployment(&f, "v1", DeploymentStatus::Succeeded, None);
+    audit.start_deployment(&Deployment { status: DeploymentStatus::Running, ended_at: None, ..first.clone() }).await.unwrap();
+    assert!(audit.env_state(&f.env).await.unwrap().is_first_deploy(), "a running deployment moved the version");
+    audit.finish_deployment(&first).await.unwrap();
+    let state = audit.env_state(&f.env).await.unwrap();
+    assert_eq!(state.version.as_deref(), Some("v1"));
+    assert_eq!(state.bundles["ok"], "v1-hash");
+
+    let failed = deployment(&f, "v2", DeploymentStatus::Failed, Some("v1"));
+    audit.start_deployment(&failed).await.unwrap();
+    audit.finish_deployment(&failed).await.unwrap();
+    let state = audit.env_state(&f.env).await.unwrap();
+    assert_eq!(state.version.as_deref(), Some("v1"), "a failed deployment moved the version");
+
+    let second = deployment(&f, "v3", DeploymentStatus::Succeeded, Some("v1"));
+    audit.start_deployment(&second).await.unwrap();
+    audit.finish_deployment(&second).await.unwrap();
+    let state = audit.env_state(&f.env).await.unwrap();
+    assert_eq!(state.version.as_deref(), Some("v3"));
+    assert_eq!(state.previous_version.as_deref(), Some("v1"));
+    assert_eq!(state.deployment_id.as_deref(), Some(second.id.as_str()));
+
+    let listed: Vec<String> = audit.deployments(&f.env, 10).await.unwrap().into_iter().map(|d| d.version).collect();
+    assert_eq!(listed, ["v3", "v2", "v1"], "deployments newest first");
+    assert_eq!(audit.deployments(&f.env, 1).await.unwrap().len(), 1);
+}
+
+/// Runs are recorded before they start, updated when they end, and queried newest first per
+/// environment and per task; a success records the task's bundle as its last success.
+async fn runs_are_recorded_and_queried_newest_first(f: Fixture) {
+    let audit = &f.backend.audit;
+    let mut ids = Vec::new();
+    for (i, task) in ["ok", "fails", "ok", "ok"].iter().enumerate() {
+        let mut run = run_record(&f, task, RunStatus::Running);
+        audit.start_run(&run).await.unwrap();
+        assert_eq!(audit.run(&run.id).await.unwrap().unwrap().status, RunStatus::Running);
+        run.status = if *task == "ok" { RunStatus::Succeeded } else { RunStatus::Failed };
+        run.bundle_hash = format!("hash-{i}");
+        run.message = Some(format!("message {i}"));
+        run.ended_at = Some(Timestamp::now());
+        run.duration_ms = Some(1);
+        run.data = Some(json!({ "i": i, "nested": { "list": [1, "two", null] } }));
+        audit.finish_run(&run).await.unwrap();
+        ids.push(run.id);
+    }
+    let all = audit.runs(&f.env, None, 10).await.unwrap();
+    let listed: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
+    let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    assert_eq!(listed, newest_first);
+    assert_eq!(all[0].data, Some(json!({ "i": 3, "nested": { "list": [1, "two", null] } })));
+    assert_eq!(all[0].message.as_deref(), Some("message 3"));
+
+    let ok_runs = audit.runs(&f.env, Some("ok"), 2).await.unwrap();
+    assert_eq!(ok_runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [ids[3].as_str(), ids[2].as_str()]);
+    assert!(audit.runs(&f.env, Some("nope"), 10).await.unwrap().is_empty());
+    assert!(audit.runs("other", None, 10).await.unwrap().is_empty(), "runs leak across environments");
+
+    let state = audit.env_state(&f.env).await.unwrap();
+    assert_eq!(state.last_success.get("ok").map(String::as_str), Some("hash-3"));
+    assert!(!state.last_success.contains_key("fails"), "a failed run counted as a success");
+    assert!(audit.run("01ARZ3NDEKTSV4RRFFQ69G5FAV").await.unwrap().is_none());
+}
+
+/// The executor runs a bundle under the task contract: result, data, exit code, the full
+/// output kept and readable, secrets masked everywhere.
+async fn tasks_run_and_their_output_is_kept(f: Fixture) {
+    let built = build(&f, &["ok", "fails"]);
+    for b in &built {
+        f.backend.bundles.put(b).await.unwrap();
+    }
+    f.backend.executor.prepare(&f.env, Prepare::Deploy).await.unwrap();
+
+    let id = new_id();
+    let mut output = Vec::new();
+    let report = f.backend.executor.run(request(&f, &built[0], &id), &mut output).await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    assert_eq!(report.message, "done with ***");
+    assert_eq!(report.data, Some(json!({ "n": 1 })));
+    let shown = String::from_utf8_lossy(&output);
+    assert!(shown.contains(&format!("hello from ok in {}", f.env)), "{shown}");
+    assert!(!shown.contains(SECRET) && shown.contains("token=***"), "{shown}");
+
+    let mut run = run_record(&f, "ok", RunStatus::Succeeded);
+    run.id = id;
+    run.log_ref = report.log_ref.clone();
+    let log = f.backend.audit.read_log(&run).await.unwrap().expect("the full output is stored");
+    let log = String::from_utf8(log).unwrap();
+    assert!(log.contains("token=***") && !log.contains(SECRET), "{log}");
+
+    let report = f.backend.executor.run(request(&f, &built[1], &new_id()), &mut Vec::new()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    assert_eq!(report.exit_code, Some(3));
+    assert!(report.message.contains("about to fail"), "{}", report.message);
+}
+
+/// Data too large for a record is kept by pointer, never lost and never inline past the limit.
+async fn large_data_is_kept(f: Fixture) {
+    let mut run = run_record(&f, "ok", RunStatus::Running);
+    f.backend.audit.start_run(&run).await.unwrap();
+    let big = "x".repeat(200_000);
+    run.status = RunStatus::Succeeded;
+    run.data = Some(json!({ "blob": big }));
+    f.backend.audit.finish_run(&run).await.unwrap();
+    let stored = f.backend.audit.run(&run.id).await.unwrap().unwrap();
+    match (&stored.data, &stored.data_ref) {
+        (Some(data), _) => assert_eq!(data["blob"].as_str().map(str::len), Some(200_000)),
+        (None, Some(reference)) => assert!(reference.contains(&run.id), "{reference}"),
+        (None, None) => panic!("200 KB of data was lost"),
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::local_fixture().await).await;
+                }
+            )*
+        }
+        mod aws {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(emulators) = lumo_testkit::emulators() else { return };
+                    super::$name(super::aws_fixture(emulators).await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    bundles_are_stored_once,
+    state_moves_only_with_a_successful_deployment,
+    runs_are_recorded_and_queried_newest_first,
+    tasks_run_and_their_output_is_kept,
+    large_data_is_kept,
+);
