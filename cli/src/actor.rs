@@ -16,7 +16,10 @@ const CI_ACTOR_VARS: &[&str] = &[
 ];
 
 fn non_empty_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// The actor from the flag or a CI variable, before asking any backend.

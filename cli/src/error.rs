@@ -44,7 +44,11 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(kind: ExitKind, error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        CliError { kind, error: error.into(), hint: None }
+        CliError {
+            kind,
+            error: error.into(),
+            hint: None,
+        }
     }
 
     /// An invalid argument or config: exit code 2.
@@ -86,7 +90,11 @@ impl From<ProjectError> for CliError {
             }
             _ => None,
         };
-        CliError { kind: ExitKind::Invalid, error: Box::new(e), hint }
+        CliError {
+            kind: ExitKind::Invalid,
+            error: Box::new(e),
+            hint,
+        }
     }
 }
 
@@ -108,7 +116,11 @@ impl CliError {
 impl From<BackendError> for CliError {
     fn from(mut e: BackendError) -> Self {
         let hint = e.hint.take();
-        CliError { kind: ExitKind::Backend, error: Box::new(e), hint }
+        CliError {
+            kind: ExitKind::Backend,
+            error: Box::new(e),
+            hint,
+        }
     }
 }
 

@@ -47,7 +47,8 @@ pub async fn run_task(session: &Session, job: &TaskJob) -> Result<TaskRun, Backe
     let mut attempt = 1;
     loop {
         let run = run_once(session, job, attempt).await?;
-        let retry = matches!(run.status, RunStatus::Failed | RunStatus::TimedOut) && attempt < attempts;
+        let retry =
+            matches!(run.status, RunStatus::Failed | RunStatus::TimedOut) && attempt < attempts;
         if !retry {
             return Ok(run);
         }
@@ -100,7 +101,9 @@ async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<Task
         "{} {} {}",
         session.printer.paint_err(Style::Cyan, "▶"),
         session.printer.paint_err(Style::Bold, &task.name),
-        session.printer.paint_err(Style::Dim, format!("({}, run {})", job.trigger, run.id)),
+        session
+            .printer
+            .paint_err(Style::Dim, format!("({}, run {})", job.trigger, run.id)),
     ));
     let request = RunRequest {
         env: session.env.clone(),
@@ -169,7 +172,9 @@ fn cap_message(message: String) -> String {
 }
 
 fn duration_ms(run: &TaskRun) -> u64 {
-    run.ended_at.map_or(0, |end| (end.millis() - run.started_at.millis()).max(0) as u64)
+    run.ended_at.map_or(0, |end| {
+        (end.millis() - run.started_at.millis()).max(0) as u64
+    })
 }
 
 fn print_outcome(printer: &Printer, run: &TaskRun) {
@@ -178,7 +183,12 @@ fn print_outcome(printer: &Printer, run: &TaskRun) {
         RunStatus::TimedOut => ("⏱", Style::Red),
         _ => ("✘", Style::Red),
     };
-    let message = run.message.as_deref().filter(|m| !m.is_empty()).map(|m| format!(": {m}")).unwrap_or_default();
+    let message = run
+        .message
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
     printer.status(format!(
         "{} {} {} in {}{message}",
         printer.paint_err(style, mark),
@@ -208,7 +218,12 @@ pub struct Execution {
 
 /// Runs the plan's tasks: each after the tasks in its `after`, up to `concurrency` at once, in
 /// plan order. After a failure nothing new starts; tasks not started are recorded `skipped`.
-pub async fn run_plan(session: &Session, plan: &[PlannedTask], jobs: &BTreeMap<String, TaskJob>, concurrency: usize) -> Execution {
+pub async fn run_plan(
+    session: &Session,
+    plan: &[PlannedTask],
+    jobs: &BTreeMap<String, TaskJob>,
+    concurrency: usize,
+) -> Execution {
     let mut waiting: Vec<&PlannedTask> = plan.iter().filter(|p| p.runs()).collect();
     let mut succeeded: BTreeSet<String> = BTreeSet::new();
     let mut runs = BTreeMap::new();
@@ -222,7 +237,9 @@ pub async fn run_plan(session: &Session, plan: &[PlannedTask], jobs: &BTreeMap<S
             while i < waiting.len() && running.len() < concurrency {
                 if waiting[i].after.iter().all(|d| succeeded.contains(d)) {
                     let planned = waiting.remove(i);
-                    let Some(job) = jobs.get(&planned.task).cloned() else { continue };
+                    let Some(job) = jobs.get(&planned.task).cloned() else {
+                        continue;
+                    };
                     let session = session.clone();
                     running.spawn(async move {
                         let result = run_task(&session, &job).await;
@@ -233,7 +250,9 @@ pub async fn run_plan(session: &Session, plan: &[PlannedTask], jobs: &BTreeMap<S
                 }
             }
         }
-        let Some(joined) = running.join_next().await else { break };
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
         match joined {
             Ok((task, Ok(run))) => {
                 if run.status == RunStatus::Succeeded {
@@ -248,7 +267,9 @@ pub async fn run_plan(session: &Session, plan: &[PlannedTask], jobs: &BTreeMap<S
                 backend_error.get_or_insert(e);
             }
             Err(join_error) => {
-                backend_error.get_or_insert(BackendError::new(format!("a task runner crashed: {join_error}")));
+                backend_error.get_or_insert(BackendError::new(format!(
+                    "a task runner crashed: {join_error}"
+                )));
             }
         }
     }
@@ -259,7 +280,9 @@ pub async fn run_plan(session: &Session, plan: &[PlannedTask], jobs: &BTreeMap<S
         (None, None) => "not started".to_string(),
     };
     for planned in waiting {
-        let Some(job) = jobs.get(&planned.task) else { continue };
+        let Some(job) = jobs.get(&planned.task) else {
+            continue;
+        };
         let now = Timestamp::now();
         let run = TaskRun {
             id: new_id(),
@@ -290,5 +313,8 @@ pub async fn run_plan(session: &Session, plan: &[PlannedTask], jobs: &BTreeMap<S
         }
         runs.insert(planned.task.clone(), run);
     }
-    Execution { runs, backend_error }
+    Execution {
+        runs,
+        backend_error,
+    }
 }

@@ -117,7 +117,10 @@ impl Printer {
             text.push_str(&format!("\n  Caused by: {cause}"));
         }
         if let Some(hint) = hint {
-            text.push_str(&format!("\n{} {hint}", self.paint_err(Style::Cyan, "hint:")));
+            text.push_str(&format!(
+                "\n{} {hint}",
+                self.paint_err(Style::Cyan, "hint:")
+            ));
         }
         self.stderr_line(&text);
     }
@@ -169,7 +172,11 @@ impl Printer {
 
     /// An observer that prints a task's output line by line as it arrives.
     pub fn task_output(self: &Arc<Self>, task: &str) -> TaskOutput {
-        TaskOutput { printer: Arc::clone(self), task: task.to_string(), partial: Vec::new() }
+        TaskOutput {
+            printer: Arc::clone(self),
+            task: task.to_string(),
+            partial: Vec::new(),
+        }
     }
 }
 
@@ -203,7 +210,8 @@ impl TaskOutput {
     pub fn flush(&mut self) {
         if !self.partial.is_empty() {
             let line = String::from_utf8_lossy(&self.partial).into_owned();
-            self.printer.task_line(&self.task, line.trim_end_matches('\r'));
+            self.printer
+                .task_line(&self.task, line.trim_end_matches('\r'));
             self.partial.clear();
         }
     }
@@ -215,7 +223,8 @@ impl OutputObserver for TaskOutput {
         while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=pos).collect();
             let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            self.printer.task_line(&self.task, line.trim_end_matches('\r'));
+            self.printer
+                .task_line(&self.task, line.trim_end_matches('\r'));
         }
         // A task printing one enormous line must not make us hold it all.
         if self.partial.len() > 64 * 1024 {

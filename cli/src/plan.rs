@@ -53,31 +53,55 @@ pub struct Plan {
 
 /// Decides each task's fate. `tasks` are the environment's tasks in project order; `bundles`
 /// maps each to its bundle hash; `only` (when non-empty) limits the deploy to those tasks.
-pub fn plan(tasks: &[&Task], bundles: &BTreeMap<String, String>, history: &History<'_>, only: &[String]) -> Plan {
+pub fn plan(
+    tasks: &[&Task],
+    bundles: &BTreeMap<String, String>,
+    history: &History<'_>,
+    only: &[String],
+) -> Plan {
     let is_first_deploy = history.previous_version.is_none();
-    let trigger = if is_first_deploy { Trigger::Deploy } else { Trigger::Update };
+    let trigger = if is_first_deploy {
+        Trigger::Deploy
+    } else {
+        Trigger::Update
+    };
     let ordered: Vec<&Task> = order(tasks).into_iter().map(|i| tasks[i]).collect();
     let mut planned: Vec<PlannedTask> = ordered
         .iter()
         .map(|task| {
             let bundle = bundles.get(&task.name).cloned().unwrap_or_default();
             let decision = if !only.is_empty() && !only.contains(&task.name) {
-                Decision::Skip { reason: "not in `--only`".into() }
+                Decision::Skip {
+                    reason: "not in `--only`".into(),
+                }
             } else {
                 decide(task, &bundle, history, trigger)
             };
-            PlannedTask { task: task.name.clone(), bundle, decision, after: Vec::new() }
+            PlannedTask {
+                task: task.name.clone(),
+                bundle,
+                decision,
+                after: Vec::new(),
+            }
         })
         .collect();
 
     // A running task waits for its running dependencies, looking through the ones that do not
     // run this time (C → B → A with B skipped still waits for A).
     let by_name: BTreeMap<&str, &Task> = ordered.iter().map(|t| (t.name.as_str(), *t)).collect();
-    let running: BTreeSet<String> =
-        planned.iter().filter(|p| p.runs()).map(|p| p.task.clone()).collect();
+    let running: BTreeSet<String> = planned
+        .iter()
+        .filter(|p| p.runs())
+        .map(|p| p.task.clone())
+        .collect();
     for p in planned.iter_mut().filter(|p| p.runs()) {
         let mut after = BTreeSet::new();
-        let mut stack: Vec<&str> = by_name[p.task.as_str()].config.depends_on.iter().map(String::as_str).collect();
+        let mut stack: Vec<&str> = by_name[p.task.as_str()]
+            .config
+            .depends_on
+            .iter()
+            .map(String::as_str)
+            .collect();
         let mut seen = BTreeSet::new();
         while let Some(dep) = stack.pop() {
             if !seen.insert(dep) {
@@ -91,15 +115,24 @@ pub fn plan(tasks: &[&Task], bundles: &BTreeMap<String, String>, history: &Histo
         }
         p.after = after.into_iter().collect();
     }
-    Plan { is_first_deploy, tasks: planned }
+    Plan {
+        is_first_deploy,
+        tasks: planned,
+    }
 }
 
 fn decide(task: &Task, bundle: &str, history: &History<'_>, trigger: Trigger) -> Decision {
     let run_on = &task.config.run_on;
     if run_on.is_empty() {
-        return Decision::Skip { reason: "manual only (`runOn: []`); run it with `lumo run`".into() };
+        return Decision::Skip {
+            reason: "manual only (`runOn: []`); run it with `lumo run`".into(),
+        };
     }
-    let phase = if trigger == Trigger::Deploy { RunOn::Deploy } else { RunOn::Update };
+    let phase = if trigger == Trigger::Deploy {
+        RunOn::Deploy
+    } else {
+        RunOn::Update
+    };
     if run_on.contains(&phase) {
         let reason = match history.previous_version {
             None => "first deploy, and `runOn` includes `deploy`".to_string(),
@@ -109,15 +142,28 @@ fn decide(task: &Task, bundle: &str, history: &History<'_>, trigger: Trigger) ->
     }
     if run_on.contains(&RunOn::Change) {
         return match history.last_success.get(&task.name) {
-            None => Decision::Run { trigger, reason: "never succeeded here yet (`runOn: 'change'`)".into() },
+            None => Decision::Run {
+                trigger,
+                reason: "never succeeded here yet (`runOn: 'change'`)".into(),
+            },
             Some(last) if last != bundle => Decision::Run {
                 trigger,
-                reason: format!("bundle changed since its last successful run ({} → {})", short(last), short(bundle)),
+                reason: format!(
+                    "bundle changed since its last successful run ({} → {})",
+                    short(last),
+                    short(bundle)
+                ),
             },
-            Some(_) => Decision::Skip { reason: "bundle unchanged since its last successful run (`runOn: 'change'`)".into() },
+            Some(_) => Decision::Skip {
+                reason: "bundle unchanged since its last successful run (`runOn: 'change'`)".into(),
+            },
         };
     }
-    let listed = run_on.iter().map(|r| format!("'{}'", run_on_name(*r))).collect::<Vec<_>>().join(", ");
+    let listed = run_on
+        .iter()
+        .map(|r| format!("'{}'", run_on_name(*r)))
+        .collect::<Vec<_>>()
+        .join(", ");
     let reason = if trigger == Trigger::Deploy {
         format!("first deploy, but `runOn` is [{listed}]")
     } else {
@@ -142,10 +188,20 @@ fn short(hash: &str) -> &str {
 /// (declaration) order. Dependencies outside `tasks` are ignored; tasks caught in a cycle keep
 /// their declaration order (cycles are rejected when the project loads).
 pub fn order(tasks: &[&Task]) -> Vec<usize> {
-    let index: BTreeMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
     let mut pending: Vec<usize> = tasks
         .iter()
-        .map(|t| t.config.depends_on.iter().filter(|d| index.contains_key(d.as_str())).count())
+        .map(|t| {
+            t.config
+                .depends_on
+                .iter()
+                .filter(|d| index.contains_key(d.as_str()))
+                .count()
+        })
         .collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
     for (i, t) in tasks.iter().enumerate() {
@@ -174,8 +230,10 @@ pub fn order(tasks: &[&Task]) -> Vec<usize> {
 
 /// A dependency cycle among `tasks`, as the names along it (first repeated at the end).
 pub fn find_cycle(tasks: &[Task]) -> Option<Vec<String>> {
-    let deps: BTreeMap<&str, &[String]> =
-        tasks.iter().map(|t| (t.name.as_str(), t.config.depends_on.as_slice())).collect();
+    let deps: BTreeMap<&str, &[String]> = tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.config.depends_on.as_slice()))
+        .collect();
     // Depth-first search with colours: 1 = on the current path, 2 = done.
     let mut colour: BTreeMap<&str, u8> = BTreeMap::new();
     for start in tasks.iter().map(|t| t.name.as_str()) {
@@ -200,7 +258,8 @@ pub fn find_cycle(tasks: &[Task]) -> Option<Vec<String>> {
                     }
                     1 => {
                         let from = path.iter().position(|(n, _)| *n == dep).unwrap_or(0);
-                        let mut cycle: Vec<String> = path[from..].iter().map(|(n, _)| n.to_string()).collect();
+                        let mut cycle: Vec<String> =
+                            path[from..].iter().map(|(n, _)| n.to_string()).collect();
                         cycle.push(dep.to_string());
                         return Some(cycle);
                     }
@@ -224,7 +283,9 @@ mod tests {
     fn task(name: &str, run_on: &[RunOn], deps: &[&str]) -> Task {
         Task {
             name: name.into(),
-            source: TaskSource::Command { command: "true".into() },
+            source: TaskSource::Command {
+                command: "true".into(),
+            },
             config: TaskConfig {
                 run_on: run_on.to_vec(),
                 depends_on: deps.iter().map(|d| d.to_string()).collect(),
@@ -236,7 +297,10 @@ mod tests {
     }
 
     fn hashes(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     const BOTH: &[RunOn] = &[RunOn::Deploy, RunOn::Update];
@@ -254,21 +318,65 @@ mod tests {
         let bundles = hashes(&[("changed", "bbb")]);
         let none = BTreeMap::new();
 
-        let first = plan(&refs, &bundles, &History { previous_version: None, last_success: &none }, &[]);
-        let runs: Vec<_> = first.tasks.iter().filter(|p| p.runs()).map(|p| p.task.as_str()).collect();
+        let first = plan(
+            &refs,
+            &bundles,
+            &History {
+                previous_version: None,
+                last_success: &none,
+            },
+            &[],
+        );
+        let runs: Vec<_> = first
+            .tasks
+            .iter()
+            .filter(|p| p.runs())
+            .map(|p| p.task.as_str())
+            .collect();
         assert!(first.is_first_deploy);
         assert_eq!(runs, ["first-only", "both", "changed"]);
-        assert!(matches!(first.tasks[0].decision, Decision::Run { trigger: Trigger::Deploy, .. }));
+        assert!(matches!(
+            first.tasks[0].decision,
+            Decision::Run {
+                trigger: Trigger::Deploy,
+                ..
+            }
+        ));
 
         let unchanged = hashes(&[("changed", "bbb")]);
-        let update = plan(&refs, &bundles, &History { previous_version: Some("v1"), last_success: &unchanged }, &[]);
-        let runs: Vec<_> = update.tasks.iter().filter(|p| p.runs()).map(|p| p.task.as_str()).collect();
+        let update = plan(
+            &refs,
+            &bundles,
+            &History {
+                previous_version: Some("v1"),
+                last_success: &unchanged,
+            },
+            &[],
+        );
+        let runs: Vec<_> = update
+            .tasks
+            .iter()
+            .filter(|p| p.runs())
+            .map(|p| p.task.as_str())
+            .collect();
         assert_eq!(runs, ["updates-only", "both"]);
-        assert!(matches!(&update.tasks[1].decision, Decision::Run { trigger: Trigger::Update, reason } if reason.contains("`v1`")));
-        assert!(matches!(&update.tasks[4].decision, Decision::Skip { reason } if reason.contains("manual only")));
+        assert!(
+            matches!(&update.tasks[1].decision, Decision::Run { trigger: Trigger::Update, reason } if reason.contains("`v1`"))
+        );
+        assert!(
+            matches!(&update.tasks[4].decision, Decision::Skip { reason } if reason.contains("manual only"))
+        );
 
         let changed = hashes(&[("changed", "aaa")]);
-        let update = plan(&refs, &bundles, &History { previous_version: Some("v1"), last_success: &changed }, &[]);
+        let update = plan(
+            &refs,
+            &bundles,
+            &History {
+                previous_version: Some("v1"),
+                last_success: &changed,
+            },
+            &[],
+        );
         assert!(update.tasks[3].runs(), "{:?}", update.tasks[3]);
     }
 
@@ -277,8 +385,21 @@ mod tests {
         let tasks = [task("a", BOTH, &[]), task("b", BOTH, &[])];
         let refs: Vec<&Task> = tasks.iter().collect();
         let none = BTreeMap::new();
-        let p = plan(&refs, &none, &History { previous_version: None, last_success: &none }, &["b".into()]);
-        assert_eq!(p.tasks[0].decision, Decision::Skip { reason: "not in `--only`".into() });
+        let p = plan(
+            &refs,
+            &none,
+            &History {
+                previous_version: None,
+                last_success: &none,
+            },
+            &["b".into()],
+        );
+        assert_eq!(
+            p.tasks[0].decision,
+            Decision::Skip {
+                reason: "not in `--only`".into()
+            }
+        );
         assert!(p.tasks[1].runs());
     }
 
@@ -291,28 +412,52 @@ mod tests {
             task("d", BOTH, &[]),
         ];
         let refs: Vec<&Task> = tasks.iter().collect();
-        let names: Vec<_> = order(&refs).into_iter().map(|i| refs[i].name.as_str()).collect();
+        let names: Vec<_> = order(&refs)
+            .into_iter()
+            .map(|i| refs[i].name.as_str())
+            .collect();
         assert_eq!(names, ["a", "b", "c", "d"]);
     }
 
     #[test]
     fn waits_on_running_dependencies_through_skipped_ones() {
-        let tasks = [task("a", BOTH, &[]), task("b", &[], &["a"]), task("c", BOTH, &["b"])];
+        let tasks = [
+            task("a", BOTH, &[]),
+            task("b", &[], &["a"]),
+            task("c", BOTH, &["b"]),
+        ];
         let refs: Vec<&Task> = tasks.iter().collect();
         let none = BTreeMap::new();
-        let p = plan(&refs, &none, &History { previous_version: None, last_success: &none }, &[]);
+        let p = plan(
+            &refs,
+            &none,
+            &History {
+                previous_version: None,
+                last_success: &none,
+            },
+            &[],
+        );
         assert_eq!(p.tasks[2].after, ["a"]);
         assert!(p.tasks[0].after.is_empty());
     }
 
     #[test]
     fn cycles_are_found_and_named() {
-        let tasks = [task("a", BOTH, &["c"]), task("b", BOTH, &["a"]), task("c", BOTH, &["b"]), task("d", BOTH, &[])];
+        let tasks = [
+            task("a", BOTH, &["c"]),
+            task("b", BOTH, &["a"]),
+            task("c", BOTH, &["b"]),
+            task("d", BOTH, &[]),
+        ];
         let cycle = find_cycle(&tasks).unwrap();
         assert_eq!(cycle.first(), cycle.last());
         assert_eq!(cycle.len(), 4);
         assert!(find_cycle(&tasks[3..]).is_none());
-        let no_cycle = [task("a", BOTH, &[]), task("b", BOTH, &["a"]), task("c", BOTH, &["a", "b"])];
+        let no_cycle = [
+            task("a", BOTH, &[]),
+            task("b", BOTH, &["a"]),
+            task("c", BOTH, &["a", "b"]),
+        ];
         assert!(find_cycle(&no_cycle).is_none());
     }
 }

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::bundle::discover::{self, Discovery};
 use crate::bundle::TaskSource;
-use crate::config::{self, ConfigError, ConfigProblem, Provider, ProjectConfig, TaskConfig};
+use crate::bundle::discover::{self, Discovery};
+use crate::config::{self, ConfigError, ConfigProblem, ProjectConfig, Provider, TaskConfig};
 use crate::suggest;
 
 /// A task of the project: where it comes from and how it is configured.
@@ -25,7 +25,10 @@ pub struct Task {
 impl Task {
     /// Whether the task exists in `env` (its `environments`, when set, name it).
     pub fn exists_in(&self, env: &str) -> bool {
-        self.config.environments.as_ref().is_none_or(|envs| envs.iter().any(|e| e == env))
+        self.config
+            .environments
+            .as_ref()
+            .is_none_or(|envs| envs.iter().any(|e| e == env))
     }
 }
 
@@ -41,17 +44,34 @@ pub enum ProjectError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("invalid project `{}`:\n{}", path.display(), list(problems))]
-    Invalid { path: PathBuf, problems: Vec<ConfigProblem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<ConfigProblem>,
+    },
     #[error("no environment given and `{}` sets no `environment`", path.display())]
     NoEnvironment { path: PathBuf },
     #[error("unknown environment `{env}`: `{}` declares {}{hint}", path.display(), names(known))]
-    UnknownEnvironment { path: PathBuf, env: String, known: Vec<String>, hint: String },
-    #[error("invalid environment name `{env}`: use 1 to 40 of `a-z`, `0-9` and `-`, starting with a letter or digit")]
+    UnknownEnvironment {
+        path: PathBuf,
+        env: String,
+        known: Vec<String>,
+        hint: String,
+    },
+    #[error(
+        "invalid environment name `{env}`: use 1 to 40 of `a-z`, `0-9` and `-`, starting with a letter or digit"
+    )]
     BadEnvironmentName { env: String },
     #[error("unknown task `{task}`{hint}")]
     UnknownTask { task: String, hint: String },
-    #[error("task `{task}` does not exist in environment `{env}` (its `environments` are {})", names(allowed))]
-    TaskNotInEnvironment { task: String, env: String, allowed: Vec<String> },
+    #[error(
+        "task `{task}` does not exist in environment `{env}` (its `environments` are {})",
+        names(allowed)
+    )]
+    TaskNotInEnvironment {
+        task: String,
+        env: String,
+        allowed: Vec<String>,
+    },
 }
 
 pub fn list(problems: &[ConfigProblem]) -> String {
@@ -63,12 +83,19 @@ pub fn list(problems: &[ConfigProblem]) -> String {
 }
 
 fn names(items: &[String]) -> String {
-    items.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Project {
     /// Loads the config (`--config`, else `lumo.config.js` here or above) and discovers tasks.
-    pub fn load(config_path: Option<&Path>, provider: Option<Provider>) -> Result<Project, ProjectError> {
+    pub fn load(
+        config_path: Option<&Path>,
+        provider: Option<Provider>,
+    ) -> Result<Project, ProjectError> {
         let path = match config_path {
             Some(p) => p.to_path_buf(),
             None => {
@@ -80,24 +107,38 @@ impl Project {
         // `--provider` replaces the config's provider before validation, so any config (a Lumo
         // one with a provider lumo does not know, say) runs locally with `--provider local`.
         let config = config::load_with_provider(&path, provider)?;
-        tracing::debug!("config loaded in {:.3}ms", started.elapsed().as_secs_f64() * 1000.0);
-        let discovery = discover::discover(&config.root)
-            .map_err(|problems| ProjectError::Invalid { path: config.path.clone(), problems })?;
+        tracing::debug!(
+            "config loaded in {:.3}ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        let discovery =
+            discover::discover(&config.root).map_err(|problems| ProjectError::Invalid {
+                path: config.path.clone(),
+                problems,
+            })?;
         Project::resolve(config, discovery)
     }
 
     /// Joins config and discovery, reporting every mismatch at once.
     pub fn resolve(config: ProjectConfig, discovery: Discovery) -> Result<Project, ProjectError> {
         let mut problems = Vec::new();
-        let mut on_disk: BTreeMap<String, _> =
-            discovery.tasks.into_iter().map(|t| (t.name.clone(), t)).collect();
+        let mut on_disk: BTreeMap<String, _> = discovery
+            .tasks
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
         let disk_names: Vec<String> = on_disk.keys().cloned().collect();
         let mut tasks = Vec::new();
         for (name, task_config) in &config.tasks {
             let key = format!("tasks.{name}");
             let found = on_disk.remove(name);
             let source = match (&task_config.command, found) {
-                (Some(command), None) => Some((TaskSource::Command { command: command.clone() }, format!("{key}.command"))),
+                (Some(command), None) => Some((
+                    TaskSource::Command {
+                        command: command.clone(),
+                    },
+                    format!("{key}.command"),
+                )),
                 (Some(_), Some(file)) => {
                     problems.push(ConfigProblem {
                         key: format!("{key}.command"),
@@ -123,7 +164,13 @@ impl Project {
                 }
             };
             if let Some((source, display_path)) = source {
-                tasks.push(Task { name: name.clone(), source, config: task_config.clone(), declared: true, display_path });
+                tasks.push(Task {
+                    name: name.clone(),
+                    source,
+                    config: task_config.clone(),
+                    declared: true,
+                    display_path,
+                });
             }
         }
         // Tasks on disk the config does not mention run with the defaults, after declared ones.
@@ -140,7 +187,10 @@ impl Project {
         if problems.is_empty() {
             Ok(Project { config, tasks })
         } else {
-            Err(ProjectError::Invalid { path: config.path.clone(), problems })
+            Err(ProjectError::Invalid {
+                path: config.path.clone(),
+                problems,
+            })
         }
     }
 
@@ -154,10 +204,13 @@ impl Project {
     }
 
     pub fn task(&self, name: &str) -> Result<&Task, ProjectError> {
-        self.tasks.iter().find(|t| t.name == name).ok_or_else(|| ProjectError::UnknownTask {
-            task: name.to_string(),
-            hint: suggest::hint_suffix(name, self.tasks.iter().map(|t| t.name.as_str())),
-        })
+        self.tasks
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| ProjectError::UnknownTask {
+                task: name.to_string(),
+                hint: suggest::hint_suffix(name, self.tasks.iter().map(|t| t.name.as_str())),
+            })
     }
 
     /// A task that must exist in `env`.
@@ -183,7 +236,11 @@ impl Project {
     pub fn resolve_env(&self, flag: Option<&str>) -> Result<String, ProjectError> {
         let env = match flag.or(self.config.environment.as_deref()) {
             Some(e) => e.to_string(),
-            None => return Err(ProjectError::NoEnvironment { path: self.config.path.clone() }),
+            None => {
+                return Err(ProjectError::NoEnvironment {
+                    path: self.config.path.clone(),
+                });
+            }
         };
         if !valid_env_name(&env) {
             return Err(ProjectError::BadEnvironmentName { env });
@@ -207,14 +264,20 @@ pub fn valid_env_name(env: &str) -> bool {
     !env.is_empty()
         && env.len() <= 40
         && !env.starts_with('-')
-        && env.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && env
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Every `dependsOn` names a task of the project, and the dependencies form no cycle.
 fn check_dependencies(config: &ProjectConfig, tasks: &[Task], problems: &mut Vec<ConfigProblem>) {
     let known: BTreeSet<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-    let all_names: Vec<&str> =
-        config.tasks.keys().map(String::as_str).chain(known.iter().copied()).collect();
+    let all_names: Vec<&str> = config
+        .tasks
+        .keys()
+        .map(String::as_str)
+        .chain(known.iter().copied())
+        .collect();
     for (name, task) in &config.tasks {
         for (i, dep) in task.depends_on.iter().enumerate() {
             if !all_names.contains(&dep.as_str()) {
@@ -256,7 +319,10 @@ impl Project {
         if problems.is_empty() {
             Ok(values)
         } else {
-            Err(ProjectError::Invalid { path: self.config.path.clone(), problems })
+            Err(ProjectError::Invalid {
+                path: self.config.path.clone(),
+                problems,
+            })
         }
     }
 }

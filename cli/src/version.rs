@@ -13,7 +13,9 @@ use crate::error::CliError;
 pub fn check(version: &str) -> Result<(), CliError> {
     let ok = !version.is_empty()
         && version.len() <= 64
-        && version.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+/".contains(&b));
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+/".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -38,7 +40,9 @@ fn git(root: &Path, args: &[&str]) -> Option<String> {
         .stderr(Stdio::null())
         .output()
         .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn git_version(root: &Path) -> Option<String> {
@@ -48,14 +52,24 @@ fn git_version(root: &Path) -> Option<String> {
         return None;
     }
     // lumo's own `.lumo/` never makes a tree dirty, whether or not it is ignored.
-    let status = git(root, &["status", "--porcelain", "--", ".", ":(exclude).lumo"])?;
+    let status = git(
+        root,
+        &["status", "--porcelain", "--", ".", ":(exclude).lumo"],
+    )?;
     let dirty = status.lines().any(|l| !l.trim().is_empty());
-    Some(if dirty { format!("{sha}-dirty") } else { sha.to_string() })
+    Some(if dirty {
+        format!("{sha}-dirty")
+    } else {
+        sha.to_string()
+    })
 }
 
 /// The first 12 hex digits of the sha256 of every task's name and bundle hash.
 pub fn bundles_hash(bundles: &[BuiltBundle]) -> String {
-    let mut pairs: Vec<(&str, &str)> = bundles.iter().map(|b| (b.task.as_str(), b.sha256.as_str())).collect();
+    let mut pairs: Vec<(&str, &str)> = bundles
+        .iter()
+        .map(|b| (b.task.as_str(), b.sha256.as_str()))
+        .collect();
     pairs.sort();
     let mut hasher = Sha256::new();
     for (task, sha) in pairs {

@@ -62,15 +62,26 @@ impl<'a> EntrySet<'a> {
             },
         };
         if path == MANIFEST_PATH && key != MANIFEST_KEY {
-            self.problem(key, format!("`{MANIFEST_PATH}` is reserved for lumo's bundle manifest"));
+            self.problem(
+                key,
+                format!("`{MANIFEST_PATH}` is reserved for lumo's bundle manifest"),
+            );
             return;
         }
         if let Some((_, first_key)) = self.entries.get(&path) {
             let first_key = first_key.clone();
-            self.problem(key, format!("writes `{path}` in the bundle, which `{first_key}` also writes"));
+            self.problem(
+                key,
+                format!("writes `{path}` in the bundle, which `{first_key}` also writes"),
+            );
             return;
         }
-        let entry = BundleEntry { path: path.clone(), source, executable, size };
+        let entry = BundleEntry {
+            path: path.clone(),
+            source,
+            executable,
+            size,
+        };
         self.entries.insert(path, (entry, key.to_string()));
     }
 
@@ -79,34 +90,53 @@ impl<'a> EntrySet<'a> {
         let from_key = format!("{key}.from");
         let to_key = format!("{key}.to");
         let Some(from_rel) = safe_relative(&asset.from) else {
-            self.problem(&from_key, format!(
-                "`{}` must be a path inside the project (relative, without `..`)", asset.from
-            ));
+            self.problem(
+                &from_key,
+                format!(
+                    "`{}` must be a path inside the project (relative, without `..`)",
+                    asset.from
+                ),
+            );
             return;
         };
         let Some(to_rel) = safe_relative(&asset.to) else {
-            self.problem(&to_key, format!(
-                "`{}` must be a path inside the bundle (relative, without `..`)", asset.to
-            ));
+            self.problem(
+                &to_key,
+                format!(
+                    "`{}` must be a path inside the bundle (relative, without `..`)",
+                    asset.to
+                ),
+            );
             return;
         };
         let from = self.root.join(&from_rel);
         if fs::symlink_metadata(&from).is_err() {
-            self.problem(&from_key, format!(
-                "`{}` does not exist (paths are relative to the project root `{}`)",
-                asset.from, self.root.display()
-            ));
+            self.problem(
+                &from_key,
+                format!(
+                    "`{}` does not exist (paths are relative to the project root `{}`)",
+                    asset.from,
+                    self.root.display()
+                ),
+            );
             return;
         }
         if !self.inside_root(&from) {
-            self.problem(&from_key, format!(
-                "`{}` resolves outside the project root through a symlink", asset.from
-            ));
+            self.problem(
+                &from_key,
+                format!(
+                    "`{}` resolves outside the project root through a symlink",
+                    asset.from
+                ),
+            );
             return;
         }
         if from.is_file() {
             if to_rel.is_empty() {
-                self.problem(&to_key, "a file needs a file name to land on, not the bundle root".into());
+                self.problem(
+                    &to_key,
+                    "a file needs a file name to land on, not the bundle root".into(),
+                );
                 return;
             }
             self.add(to_rel, EntrySource::File(from), &from_key);
@@ -124,15 +154,23 @@ impl<'a> EntrySet<'a> {
                 continue;
             }
             if item.path_is_symlink() && !self.inside_root(item.path()) {
-                self.problem(&from_key, format!(
-                    "`{}` resolves outside the project root through a symlink",
-                    self.show(item.path())
-                ));
+                self.problem(
+                    &from_key,
+                    format!(
+                        "`{}` resolves outside the project root through a symlink",
+                        self.show(item.path())
+                    ),
+                );
                 continue;
             }
-            let Ok(rel) = item.path().strip_prefix(&from) else { continue };
+            let Ok(rel) = item.path().strip_prefix(&from) else {
+                continue;
+            };
             let Some(rel) = rel.to_str() else {
-                self.problem(&from_key, format!("`{}` is not valid UTF-8", self.show(item.path())));
+                self.problem(
+                    &from_key,
+                    format!("`{}` is not valid UTF-8", self.show(item.path())),
+                );
                 continue;
             };
             let path = join_bundle_path(&to_rel, rel);
@@ -154,10 +192,13 @@ impl<'a> EntrySet<'a> {
                 continue;
             }
             if item.path_is_symlink() && !self.inside_root(item.path()) {
-                self.problem(key, format!(
-                    "`{}` resolves outside the project root through a symlink",
-                    self.show(item.path())
-                ));
+                self.problem(
+                    key,
+                    format!(
+                        "`{}` resolves outside the project root through a symlink",
+                        self.show(item.path())
+                    ),
+                );
                 continue;
             }
             let Some(rel) = item.path().strip_prefix(dir).ok().and_then(Path::to_str) else {
@@ -187,17 +228,25 @@ impl<'a> EntrySet<'a> {
             }
         }
         for (path, file, key) in clashes {
-            let writer = self.entries.get(&path).map(|(_, k)| k.clone()).unwrap_or_default();
-            self.problem(&writer, format!(
-                "writes `{path}` below `{file}`, which `{key}` writes as a file"
-            ));
+            let writer = self
+                .entries
+                .get(&path)
+                .map(|(_, k)| k.clone())
+                .unwrap_or_default();
+            self.problem(
+                &writer,
+                format!("writes `{path}` below `{file}`, which `{key}` writes as a file"),
+            );
         }
         let total: u64 = self.entries.values().map(|(e, _)| e.size).sum();
         if total > MAX_UNZIPPED_BYTES {
-            self.problem(task_key, format!(
-                "the bundle is {} unzipped, over Lambda's limit of 250 MB; trim `copyAssets`",
-                human_bytes(total)
-            ));
+            self.problem(
+                task_key,
+                format!(
+                    "the bundle is {} unzipped, over Lambda's limit of 250 MB; trim `copyAssets`",
+                    human_bytes(total)
+                ),
+            );
         }
         if self.problems.is_empty() {
             Ok(self.entries.into_values().map(|(e, _)| e).collect())
@@ -211,11 +260,17 @@ impl<'a> EntrySet<'a> {
     }
 
     fn show(&self, path: &Path) -> String {
-        path.strip_prefix(self.root).unwrap_or(path).display().to_string()
+        path.strip_prefix(self.root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
     }
 
     fn problem(&mut self, key: &str, message: String) {
-        self.problems.push(ConfigProblem { key: key.to_string(), message });
+        self.problems.push(ConfigProblem {
+            key: key.to_string(),
+            message,
+        });
     }
 }
 
@@ -236,7 +291,11 @@ pub fn safe_relative(path: &str) -> Option<String> {
 }
 
 fn join_bundle_path(base: &str, rel: &str) -> String {
-    if base.is_empty() { rel.to_string() } else { format!("{base}/{rel}") }
+    if base.is_empty() {
+        rel.to_string()
+    } else {
+        format!("{base}/{rel}")
+    }
 }
 
 pub fn human_bytes(n: u64) -> String {
@@ -247,7 +306,11 @@ pub fn human_bytes(n: u64) -> String {
         value /= 1000.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 #[cfg(test)]
@@ -256,7 +319,10 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn asset(from: &str, to: &str) -> CopyAsset {
-        CopyAsset { from: from.into(), to: to.into() }
+        CopyAsset {
+            from: from.into(),
+            to: to.into(),
+        }
     }
 
     #[test]
@@ -294,10 +360,18 @@ mod tests {
         set.add_asset(&asset("a.txt", "../up"), "k6");
         let problems = set.finish("t").unwrap_err();
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["k0.from", "k1.from", "k2.from", "k3.from", "k5.from", "k6.to"]);
+        assert_eq!(
+            keys,
+            [
+                "k0.from", "k1.from", "k2.from", "k3.from", "k5.from", "k6.to"
+            ]
+        );
         assert!(problems[0].message.contains("does not exist"));
         assert!(problems[3].message.contains("outside the project root"));
-        assert!(problems[4].message.contains("`k4.from` also writes"), "{problems:?}");
+        assert!(
+            problems[4].message.contains("`k4.from` also writes"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -325,7 +399,12 @@ mod tests {
         set.add_asset(&asset("f", "data"), "k0");
         set.add_asset(&asset("d", "data"), "k1");
         let problems = set.finish("t").unwrap_err();
-        assert!(problems[0].message.contains("which `k0.from` writes as a file"), "{problems:?}");
+        assert!(
+            problems[0]
+                .message
+                .contains("which `k0.from` writes as a file"),
+            "{problems:?}"
+        );
     }
 
     #[test]

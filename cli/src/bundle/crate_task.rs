@@ -50,11 +50,15 @@ pub fn build(dir: &Path, target: BuildTarget) -> Result<PathBuf, String> {
             c
         }
     };
-    cmd.args(["--release", "--message-format=json-render-diagnostics", "--manifest-path"])
-        .arg(&manifest)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "--release",
+        "--message-format=json-render-diagnostics",
+        "--manifest-path",
+    ])
+    .arg(&manifest)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     let output = cmd.output().map_err(|e| match target {
         BuildTarget::Host => format!("cannot run `cargo` to build this Rust task: {e}"),
         BuildTarget::Lambda(_) => format!(
@@ -63,11 +67,16 @@ pub fn build(dir: &Path, target: BuildTarget) -> Result<PathBuf, String> {
         ),
     })?;
     if !output.status.success() {
-        return Err(format!("`cargo build` of this Rust task failed ({})", output.status));
+        return Err(format!(
+            "`cargo build` of this Rust task failed ({})",
+            output.status
+        ));
     }
     let mut binaries = Vec::new();
     for line in output.stdout.split(|b| *b == b'\n') {
-        let Ok(message) = serde_json::from_slice::<CargoMessage>(line) else { continue };
+        let Ok(message) = serde_json::from_slice::<CargoMessage>(line) else {
+            continue;
+        };
         if message.reason != "compiler-artifact" {
             continue;
         }

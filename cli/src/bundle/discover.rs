@@ -68,7 +68,11 @@ pub fn discover(root: &Path) -> Result<Discovery, Vec<ConfigProblem>> {
     }
     check_collisions(&found.tasks, &mut problems);
     found.tasks.sort_by(|a, b| a.name.cmp(&b.name));
-    if problems.is_empty() { Ok(found) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(found)
+    } else {
+        Err(problems)
+    }
 }
 
 fn scan_dir(
@@ -89,7 +93,11 @@ fn scan_dir(
     for entry in entries {
         let file_name = entry.file_name();
         let Some(file_name) = file_name.to_str() else {
-            problems.push(problem_at(root, &entry.path(), "file name is not valid UTF-8".into()));
+            problems.push(problem_at(
+                root,
+                &entry.path(),
+                "file name is not valid UTF-8".into(),
+            ));
             continue;
         };
         if file_name.starts_with('.') {
@@ -118,7 +126,10 @@ fn scan_dir(
             match find_entry_point(&path) {
                 Ok(Some(entry)) => found.tasks.push(DiscoveredTask {
                     name,
-                    source: TaskSource::Directory { dir: path.clone(), entry },
+                    source: TaskSource::Directory {
+                        dir: path.clone(),
+                        entry,
+                    },
                     display_path: display(root, &path),
                 }),
                 Ok(None) => scan_dir(root, &path, &format!("{name}/"), found, problems),
@@ -150,7 +161,9 @@ fn find_entry_point(dir: &Path) -> Result<Option<String>, String> {
         if name != "run" && !name.starts_with("run.") {
             continue;
         }
-        let Ok(meta) = fs::metadata(entry.path()) else { continue };
+        let Ok(meta) = fs::metadata(entry.path()) else {
+            continue;
+        };
         if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
             candidates.push(name.to_string());
         }
@@ -161,7 +174,11 @@ fn find_entry_point(dir: &Path) -> Result<Option<String>, String> {
         1 => Ok(candidates.pop()),
         _ => Err(format!(
             "a task directory needs exactly one executable entry point, found {}",
-            candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+            candidates
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }
@@ -200,11 +217,17 @@ pub fn normalise(name: &str) -> String {
 }
 
 fn display(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root).unwrap_or(path).to_string_lossy().into_owned()
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn problem_at(root: &Path, path: &Path, message: String) -> ConfigProblem {
-    ConfigProblem { key: display(root, path), message }
+    ConfigProblem {
+        key: display(root, path),
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -223,17 +246,35 @@ mod tests {
     fn finds_files_directories_crates_and_namespaces() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        write(root, "functions/tasks/run-migrations.sh", "#!/bin/sh\n", true);
+        write(
+            root,
+            "functions/tasks/run-migrations.sh",
+            "#!/bin/sh\n",
+            true,
+        );
         write(root, "functions/tasks/db/migrate.sh", "#!/bin/sh\n", true);
-        write(root, "functions/tasks/warm-cache/run.py", "#!/usr/bin/env python3\n", true);
+        write(
+            root,
+            "functions/tasks/warm-cache/run.py",
+            "#!/usr/bin/env python3\n",
+            true,
+        );
         write(root, "functions/tasks/warm-cache/lib.py", "", false);
-        write(root, "functions/tasks/seed/Cargo.toml", "[package]\n", false);
+        write(
+            root,
+            "functions/tasks/seed/Cargo.toml",
+            "[package]\n",
+            false,
+        );
         write(root, "functions/tasks/notes.md", "", false);
         write(root, "functions/tasks/.hidden.sh", "", true);
 
         let found = discover(root).unwrap();
         let names: Vec<_> = found.tasks.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["db/migrate", "run-migrations", "seed", "warm-cache"]);
+        assert_eq!(
+            names,
+            ["db/migrate", "run-migrations", "seed", "warm-cache"]
+        );
         assert_eq!(found.tasks[3].source.kind(), "directory");
         assert_eq!(found.tasks[2].source.kind(), "rust");
         assert!(found.not_executable.contains_key("notes"));
@@ -247,7 +288,10 @@ mod tests {
         write(root, "functions/tasks/migrate.py", "", true);
         let problems = discover(root).unwrap_err();
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].message.contains("functions/tasks/migrate.py"), "{problems:?}");
+        assert!(
+            problems[0].message.contains("functions/tasks/migrate.py"),
+            "{problems:?}"
+        );
         assert_eq!(problems[0].key, "functions/tasks/migrate.sh");
     }
 
@@ -258,7 +302,11 @@ mod tests {
         write(root, "functions/tasks/t/run.sh", "", true);
         write(root, "functions/tasks/t/run.py", "", true);
         let problems = discover(root).unwrap_err();
-        assert!(problems[0].message.contains("exactly one executable entry point"));
+        assert!(
+            problems[0]
+                .message
+                .contains("exactly one executable entry point")
+        );
     }
 
     #[test]

@@ -69,8 +69,10 @@ pub fn build_all(
     if !problems.is_empty() {
         return Err(BundleError::Invalid(problems));
     }
-    fs::create_dir_all(store_dir)
-        .map_err(|source| BundleError::Store { path: store_dir.to_path_buf(), source })?;
+    fs::create_dir_all(store_dir).map_err(|source| BundleError::Store {
+        path: store_dir.to_path_buf(),
+        source,
+    })?;
     collected
         .into_iter()
         .map(|(task, entries)| write_bundle(store_dir, &task.name, &entries))
@@ -85,12 +87,23 @@ fn collect(
 ) -> Result<Vec<BundleEntry>, Vec<ConfigProblem>> {
     let task_key = format!("tasks.{}", task.name);
     let mut set = EntrySet::new(root).map_err(|e| {
-        vec![ConfigProblem { key: root.display().to_string(), message: e.to_string() }]
+        vec![ConfigProblem {
+            key: root.display().to_string(),
+            message: e.to_string(),
+        }]
     })?;
     let entry = match &task.source {
         TaskSource::File { path } => {
-            let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("task").to_string();
-            set.add(file_name.clone(), EntrySource::File(path.clone()), &task.display_path);
+            let file_name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("task")
+                .to_string();
+            set.add(
+                file_name.clone(),
+                EntrySource::File(path.clone()),
+                &task.display_path,
+            );
             Entry::Program(file_name)
         }
         TaskSource::Directory { dir, entry } => {
@@ -98,9 +111,17 @@ fn collect(
             Entry::Program(entry.clone())
         }
         TaskSource::Crate { dir } => {
-            let binary = crate_task::build(dir, target)
-                .map_err(|message| vec![ConfigProblem { key: task.display_path.clone(), message }])?;
-            set.add(crate_task::ENTRY.to_string(), EntrySource::File(binary), &task.display_path);
+            let binary = crate_task::build(dir, target).map_err(|message| {
+                vec![ConfigProblem {
+                    key: task.display_path.clone(),
+                    message,
+                }]
+            })?;
+            set.add(
+                crate_task::ENTRY.to_string(),
+                EntrySource::File(binary),
+                &task.display_path,
+            );
             Entry::Program(crate_task::ENTRY.to_string())
         }
         TaskSource::Command { command } => Entry::Command(command.clone()),
@@ -108,17 +129,31 @@ fn collect(
     for (i, asset) in task.config.copy_assets.iter().enumerate() {
         set.add_asset(asset, &format!("{task_key}.copyAssets[{i}]"));
     }
-    let manifest = BundleManifest { task: task.name.clone(), entry };
+    let manifest = BundleManifest {
+        task: task.name.clone(),
+        entry,
+    };
     let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| {
-        vec![ConfigProblem { key: task_key.clone(), message: e.to_string() }]
+        vec![ConfigProblem {
+            key: task_key.clone(),
+            message: e.to_string(),
+        }]
     })?;
-    set.add(MANIFEST_PATH.to_string(), EntrySource::Bytes(manifest), MANIFEST_KEY);
+    set.add(
+        MANIFEST_PATH.to_string(),
+        EntrySource::Bytes(manifest),
+        MANIFEST_KEY,
+    );
     set.finish(&task_key)
 }
 
 /// Writes the zip to a temporary file, hashes it, and moves it to `<sha256>.zip` unless a
 /// bundle with that hash is already stored (then the stored one is left untouched).
-fn write_bundle(store_dir: &Path, task: &str, entries: &[BundleEntry]) -> Result<BuiltBundle, BundleError> {
+fn write_bundle(
+    store_dir: &Path,
+    task: &str,
+    entries: &[BundleEntry],
+) -> Result<BuiltBundle, BundleError> {
     let store_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source: io::Error| BundleError::Store { path, source }
@@ -130,10 +165,17 @@ fn write_bundle(store_dir: &Path, task: &str, entries: &[BundleEntry]) -> Result
         .map_err(store_err(store_dir))?;
     write_zip(tmp.as_file(), entries).map_err(store_err(tmp.path()))?;
     let sha256 = lumo_runner::bundle::sha256_file(tmp.path()).map_err(store_err(tmp.path()))?;
-    let size = tmp.as_file().metadata().map_err(store_err(tmp.path()))?.len();
+    let size = tmp
+        .as_file()
+        .metadata()
+        .map_err(store_err(tmp.path()))?
+        .len();
     let path = store_dir.join(format!("{sha256}.zip"));
     if !path.exists() {
-        tmp.persist(&path).map_err(|e| BundleError::Store { path: path.clone(), source: e.error })?;
+        tmp.persist(&path).map_err(|e| BundleError::Store {
+            path: path.clone(),
+            source: e.error,
+        })?;
     }
     Ok(BuiltBundle {
         task: task.to_string(),
@@ -156,7 +198,8 @@ pub fn write_zip(file: &File, entries: &[BundleEntry]) -> io::Result<()> {
             .last_modified_time(DateTime::default())
             .unix_permissions(mode)
             .large_file(entry.size >= u32::MAX as u64);
-        zip.start_file(entry.path.as_str(), options).map_err(io::Error::other)?;
+        zip.start_file(entry.path.as_str(), options)
+            .map_err(io::Error::other)?;
         match &entry.source {
             EntrySource::Bytes(bytes) => io::Write::write_all(&mut zip, bytes)?,
             EntrySource::File(path) => {
@@ -187,7 +230,10 @@ mod tests {
         fs::write(root.join("migrations/0002.sql"), "two").unwrap();
         fs::write(root.join("migrations/0001.sql"), "one").unwrap();
         let config = TaskConfig {
-            copy_assets: vec![CopyAsset { from: "migrations".into(), to: "migrations".into() }],
+            copy_assets: vec![CopyAsset {
+                from: "migrations".into(),
+                to: "migrations".into(),
+            }],
             ..TaskConfig::default()
         };
         let task = Task {
@@ -211,7 +257,10 @@ mod tests {
         let second = build_all(dir.path(), &store, &[&task], BuildTarget::Host).unwrap();
         assert_eq!(first[0].sha256, second[0].sha256);
         assert_eq!(first[0].files, 4);
-        let stored: Vec<_> = fs::read_dir(&store).unwrap().filter_map(Result::ok).collect();
+        let stored: Vec<_> = fs::read_dir(&store)
+            .unwrap()
+            .filter_map(Result::ok)
+            .collect();
         assert_eq!(stored.len(), 1, "one bundle, no leftovers: {stored:?}");
 
         fs::write(dir.path().join("migrations/0001.sql"), "changed").unwrap();
@@ -227,29 +276,53 @@ mod tests {
         let out = dir.path().join("out");
         let manifest = lumo_runner::bundle::unpack(&built[0].path, &out).unwrap();
         assert_eq!(manifest.entry, Entry::Program("migrate.sh".into()));
-        assert_eq!(fs::read_to_string(out.join("migrations/0001.sql")).unwrap(), "one");
-        let mode = fs::metadata(out.join("migrate.sh")).unwrap().permissions().mode();
+        assert_eq!(
+            fs::read_to_string(out.join("migrations/0001.sql")).unwrap(),
+            "one"
+        );
+        let mode = fs::metadata(out.join("migrate.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o111, 0o111);
     }
 
     #[test]
     fn problems_of_every_task_are_reported_and_nothing_is_written() {
         let (dir, mut task) = project();
-        task.config.copy_assets.push(CopyAsset { from: "nope".into(), to: "nope".into() });
+        task.config.copy_assets.push(CopyAsset {
+            from: "nope".into(),
+            to: "nope".into(),
+        });
         let mut other = task.clone();
         other.name = "other".into();
-        other.config.copy_assets = vec![CopyAsset { from: "../x".into(), to: "x".into() }];
+        other.config.copy_assets = vec![CopyAsset {
+            from: "../x".into(),
+            to: "x".into(),
+        }];
         let mut good = task.clone();
         good.name = "good".into();
         good.config.copy_assets.pop();
         let store = dir.path().join(".lumo/bundles");
-        let Err(BundleError::Invalid(problems)) =
-            build_all(dir.path(), &store, &[&good, &task, &other], BuildTarget::Host)
-        else {
+        let Err(BundleError::Invalid(problems)) = build_all(
+            dir.path(),
+            &store,
+            &[&good, &task, &other],
+            BuildTarget::Host,
+        ) else {
             panic!("expected problems");
         };
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["tasks.migrate.copyAssets[1].from", "tasks.other.copyAssets[0].from"]);
-        assert!(!store.exists(), "nothing written, not even the good task's bundle");
+        assert_eq!(
+            keys,
+            [
+                "tasks.migrate.copyAssets[1].from",
+                "tasks.other.copyAssets[0].from"
+            ]
+        );
+        assert!(
+            !store.exists(),
+            "nothing written, not even the good task's bundle"
+        );
     }
 }
