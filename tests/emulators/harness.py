@@ -596,6 +596,10 @@ class Instance:
         for k in ("RUST_LOG", "RUST_BACKTRACE", "LD_LIBRARY_PATH"):
             if k in os.environ:
                 env[k] = os.environ[k]
+        # lumo's runner keeps its bundle cache, work and logs in $LUMO_RUNNER_CACHE (default the
+        # literal /tmp/lumo, which every instance and the host would share, and which a new
+        # runner process clears): give each instance its own, as each Lambda sandbox has its /tmp
+        env["LUMO_RUNNER_CACHE"] = os.path.join(self.tmp, "lumo")
         env.update(ex.extra_env)
         env.update((cfg.get("Environment") or {}).get("Variables") or {})
         # reserved variables, set as Lambda sets them (they win over the function's own)
