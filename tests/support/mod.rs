@@ -188,6 +188,13 @@ impl TestProject {
         run(self.command(args), args)
     }
 
+    /// Runs `lumo <args>` in the project root with extra environment variables for this run.
+    pub fn lumo_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
+        run(cmd, args)
+    }
+
     /// Runs `lumo <args>` in `dir`.
     pub fn lumo_in(&self, dir: &Path, args: &[&str]) -> Outcome {
         run(self.command_in(dir, args), args)
