@@ -580,8 +580,13 @@ class Instance:
         self.logf = open(self.log_path, "ab", buffering=0)
         self._log_line(f"INIT_START instance={seq} binary={pool.executor.runner_bin} "
                        f"runtime-api=127.0.0.1:{self.port} timeout={self.timeout_s:g}s")
-        self.proc = spawner.spawn([pool.executor.runner_bin], cwd=self.work, env=self._env(),
-                                  stdout=self.logf, stderr=subprocess.STDOUT)
+        try:
+            self.proc = spawner.spawn([pool.executor.runner_bin], cwd=self.work, env=self._env(),
+                                      stdout=self.logf, stderr=subprocess.STDOUT)
+        except OSError as e:
+            self._log_line(f"SPAWN FAILED: {e}")
+            self._close()
+            raise RuntimeError(f"cannot start {pool.executor.runner_bin}: {e}") from e
         self.pid = self.proc.pid
         threading.Thread(target=self._watch, daemon=True, name=f"inst-{seq}-watch").start()
 
@@ -838,7 +843,12 @@ class Executor:
         pool = self.pool_for(cfg)
         pool.configure(cfg)
         for attempt in range(2):
-            inst = pool.place(cfg, inv)
+            try:
+                inst = pool.place(cfg, inv)
+            except RuntimeError as e:  # the binary cannot be started
+                inv.finish(error_body("Runtime.InvalidEntrypoint",
+                                      f"RequestId: {inv.request_id} Error: {e}"), "Unhandled")
+                return inv
             state = inv.wait_while("queued", time.monotonic() + self.init_timeout)
             if state == "queued":
                 inv.finish(error_body("Runtime.InitTimeout",
