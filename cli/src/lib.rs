@@ -1,6 +1,7 @@
 //! lumo's CLI as a library: the `lumo` binary (`main.rs`) only parses and dispatches, and the
 //! test suites (the backend conformance suite above all) reach the same modules.
 
+pub mod access;
 pub mod actor;
 pub mod args;
 pub mod backend;
@@ -9,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod execute;
+pub mod lock;
 pub mod output;
 pub mod plan;
 pub mod project;

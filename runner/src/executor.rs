@@ -52,6 +52,9 @@ pub const CONTEXT_FILE_NAME: &str = "context.json";
 /// Name of the result file inside the scratch directory (`LUMO_RESULT_FILE`).
 pub const RESULT_FILE_NAME: &str = "result.json";
 
+/// In the scratch directory while a task runs: the task's process group id.
+pub const PGID_FILE_NAME: &str = "pgid";
+
 /// How long the output pipe is still read once no process of the task's group is left. Only a
 /// process that left the group (`setsid`) can still hold it open, and it may do so forever.
 const DRAIN_AFTER_GROUP_ENDS: Duration = Duration::from_millis(500);
@@ -306,6 +309,9 @@ pub async fn execute(
     let pgid = Pid::from_raw(pid);
     let mut guard = GroupGuard { pgid, armed: true };
     tracing::debug!(pid, task = %process.context.task, "task started");
+    // Should the process running us die (kill -9), whoever finds the run orphaned can stop
+    // its process group from this file. Best effort: a run without it still runs.
+    let _ = tokio::fs::write(process.scratch_dir.join(PGID_FILE_NAME), pid.to_string()).await;
 
     // A task that never reads stdin must not block us: the write happens on its own task, and
     // EPIPE (the task exited without reading) is expected, not an error.

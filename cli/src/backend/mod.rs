@@ -17,13 +17,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lumo_runner::contract::{RunStatus, TaskContext};
 use lumo_runner::executor::OutputObserver;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::bundle::BuiltBundle;
 use crate::config::Provider;
 use crate::error::CliError;
 use crate::project::Project;
-use records::{Deployment, EnvState, TaskRun, Timestamp};
+use records::{AuditEvent, Deployment, EnvState, LockHolder, TaskRun, Timestamp};
 
 /// Anything that went wrong in the backend itself (unreachable, denied, missing table, a
 /// corrupt store): exit code 4. A task that fails is not a `BackendError`.
@@ -159,6 +160,69 @@ pub trait AuditStore: Send + Sync {
     async fn deployments(&self, env: &str, limit: u32) -> BackendResult<Vec<Deployment>>;
     /// The full output of a run, if it was stored.
     async fn read_log(&self, run: &TaskRun) -> BackendResult<Option<Vec<u8>>>;
+    /// Marks every run and deployment of `env` still `running` as `abandoned` (ended now, with
+    /// `message`), returning their ids. Only called by the lock's holder, for whom any such
+    /// record is an orphan of a writer that died.
+    async fn abandon_unfinished(&self, env: &str, message: &str) -> BackendResult<Vec<String>>;
+    async fn record_event(&self, event: &AuditEvent) -> BackendResult<()>;
+    /// The latest `limit` events of `env`, newest first.
+    async fn events(&self, env: &str, limit: u32) -> BackendResult<Vec<AuditEvent>>;
+}
+
+/// The two locks of an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockSlot {
+    /// Held by every deploy and manual run while it works, with a lease kept alive by a
+    /// heartbeat: one writer per environment.
+    Writer,
+    /// Taken by hand (`lumo lock`): keeps everyone but its holder out until `lumo unlock`.
+    Manual,
+}
+
+/// The outcome of [`EnvLocks::acquire`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Acquired {
+    /// Taken; `displaced` is a previous holder whose lease had run out (or whose process is
+    /// gone), whose unfinished work is now orphaned.
+    Taken { displaced: Option<LockHolder> },
+    /// Someone else holds it.
+    Held(LockHolder),
+}
+
+/// Both locks of an environment as they stand.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LockState {
+    pub writer: Option<LockHolder>,
+    pub manual: Option<LockHolder>,
+}
+
+/// One writer per environment (PRODUCT.md §6).
+///
+/// # Contract
+/// - `acquire(Writer)` succeeds only when no live writer holds the environment and no manual
+///   lock of another actor does; `acquire(Manual)` only when no live writer holds it and no
+///   manual lock of another actor does (the same actor re-locking updates the reason). Each
+///   check-and-take is one atomic, conditional write: two racing writers never both win.
+/// - A writer whose lease passed is not live; on `local` neither is one whose process is gone.
+/// - `renew` extends a writer lease only for the token that holds it (`false` = lost).
+/// - `release` with a token releases only that holder's lock; with `None` (forced) releases
+///   whoever holds the slot and returns them.
+#[async_trait]
+pub trait EnvLocks: Send + Sync {
+    async fn acquire(
+        &self,
+        env: &str,
+        slot: LockSlot,
+        holder: &LockHolder,
+    ) -> BackendResult<Acquired>;
+    async fn renew(&self, env: &str, token: &str, expires_at: Timestamp) -> BackendResult<bool>;
+    async fn release(
+        &self,
+        env: &str,
+        slot: LockSlot,
+        token: Option<&str>,
+    ) -> BackendResult<Option<LockHolder>>;
+    async fn current(&self, env: &str) -> BackendResult<LockState>;
 }
 
 /// One provider's implementations of every trait.
@@ -168,6 +232,7 @@ pub struct Backend {
     pub bundles: Arc<dyn BundleStore>,
     pub executor: Arc<dyn TaskExecutor>,
     pub audit: Arc<dyn AuditStore>,
+    pub locks: Arc<dyn EnvLocks>,
     /// Who the backend says we are (the AWS caller's ARN), when asked for.
     pub caller: Option<String>,
 }

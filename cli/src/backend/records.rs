@@ -202,3 +202,103 @@ mod tests {
         assert_eq!(Timestamp::parse(&s), Some(t));
     }
 }
+
+/// Something the audit trail keeps besides runs and deployments: lock takes and releases,
+/// forced unlocks, refused runs, abandoned work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    pub id: String,
+    pub project: String,
+    pub env: String,
+    pub kind: EventKind,
+    pub actor: String,
+    pub at: Timestamp,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// `lumo lock` took the environment.
+    Locked,
+    /// `lumo unlock` released it.
+    Unlocked,
+    /// `lumo unlock --force` released someone else's lock.
+    ForceUnlocked,
+    /// A writer whose lease ran out (or whose process died) was displaced.
+    LeaseExpired,
+    /// Runs or a deployment left `running` by a dead writer were marked `abandoned`.
+    Abandoned,
+    /// A manual run was refused (permission).
+    Refused,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Locked => "locked",
+            EventKind::Unlocked => "unlocked",
+            EventKind::ForceUnlocked => "force_unlocked",
+            EventKind::LeaseExpired => "lease_expired",
+            EventKind::Abandoned => "abandoned",
+            EventKind::Refused => "refused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        Some(match s {
+            "locked" => EventKind::Locked,
+            "unlocked" => EventKind::Unlocked,
+            "force_unlocked" => EventKind::ForceUnlocked,
+            "lease_expired" => EventKind::LeaseExpired,
+            "abandoned" => EventKind::Abandoned,
+            "refused" => EventKind::Refused,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who holds an environment's lock, and since when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockHolder {
+    /// Unique per acquisition: renewing or releasing needs it, so a displaced holder cannot
+    /// release its successor's lock.
+    pub token: String,
+    pub actor: String,
+    /// What the holder does: `deploy v42`, `run purge-cache`, `lock`.
+    pub operation: String,
+    pub reason: Option<String>,
+    pub host: String,
+    /// The holding process (`None` for a lock taken by hand).
+    pub pid: Option<u32>,
+    pub since: Timestamp,
+    /// When the lease runs out unless renewed; `None` = held until released (`lumo lock`).
+    pub expires_at: Option<Timestamp>,
+}
+
+impl LockHolder {
+    /// "alice since 2026-…: deploy v42 (pid 12 on ci-7), reason: …"
+    pub fn describe(&self) -> String {
+        let mut text = format!("`{}` since {}: {}", self.actor, self.since, self.operation);
+        match self.pid {
+            Some(pid) => text.push_str(&format!(" (pid {pid} on {})", self.host)),
+            None => text.push_str(&format!(" (from {})", self.host)),
+        }
+        if let Some(reason) = &self.reason {
+            text.push_str(&format!(", reason: {reason}"));
+        }
+        text
+    }
+
+    pub fn expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+}

@@ -10,14 +10,15 @@ use serde::Serialize;
 
 use super::{CommandResult, Context, build_target};
 use crate::args::DeployArgs;
-use crate::backend::records::{Deployment, DeploymentStatus, Timestamp, new_id};
-use crate::backend::{self};
+use crate::backend::records::{Deployment, DeploymentStatus, EnvState, Timestamp, new_id};
+use crate::backend::{Backend, Prepare};
 use crate::bundle;
 use crate::error::CliError;
 use crate::execute::{self, Session, TaskJob, format_duration};
+use crate::lock::WriterLock;
 use crate::output::Style;
 use crate::plan::{self, Decision, History, Plan};
-use crate::project::Task;
+use crate::project::{Project, Task};
 use crate::suggest;
 use crate::version;
 
@@ -41,38 +42,22 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     );
     spinner.finish();
     let built = built.map_err(|e| CliError::bundle(e, &project.config.path))?;
-    let bundles: BTreeMap<String, String> = built
-        .iter()
-        .map(|b| (b.task.clone(), b.sha256.clone()))
-        .collect();
     let version = version::resolve(args.deploy_version.as_deref(), project.root(), &built);
 
     let backend = ctx.connect(&project).await?;
-    let state = backend.audit.env_state(&env).await?;
-    let plan = plan::plan(
-        &tasks,
-        &bundles,
-        &History {
-            previous_version: state.version.as_deref(),
-            last_success: &state.last_success,
-        },
-        &args.only,
-    );
-
-    let mut report = DeployReport {
-        project: project.config.project_name.clone(),
-        env: env.clone(),
-        provider: project.config.provider.as_str(),
-        deployment_id: None,
-        version: version.clone(),
-        previous_version: state.version.clone(),
-        is_first_deploy: plan.is_first_deploy,
-        dry_run: args.dry_run,
-        status: None,
-        duration_ms: None,
-        tasks: Vec::new(),
+    let inputs = Inputs {
+        project: &project,
+        env: &env,
+        tasks: &tasks,
+        built: &built,
+        version,
+        secrets,
     };
     if args.dry_run {
+        // Read-only: no lock, nothing uploaded, nothing recorded.
+        let state = backend.audit.env_state(&env).await?;
+        let plan = inputs.plan(&state, &args.only);
+        let mut report = inputs.report(&state, &plan, true);
         report.tasks = plan
             .tasks
             .iter()
@@ -82,38 +67,108 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
         return Ok(0);
     }
 
-    let uploaded = upload(&backend, &built, ctx).await?;
+    let actor = ctx.actor(&project, &backend);
+    let lock = WriterLock::take(
+        &backend,
+        &project.config.project_name,
+        &env,
+        &actor,
+        format!("deploy {}", inputs.version),
+        args.wait,
+        printer,
+    )
+    .await?;
+    let result = deploy(&inputs, &backend, &actor, &args, ctx).await;
+    lock.release().await;
+    result
+}
+
+/// Everything a deployment is made of, settled before the environment is touched.
+struct Inputs<'a> {
+    project: &'a Project,
+    env: &'a str,
+    tasks: &'a [&'a Task],
+    built: &'a [bundle::BuiltBundle],
+    version: String,
+    secrets: BTreeMap<String, String>,
+}
+
+impl Inputs<'_> {
+    fn bundles(&self) -> BTreeMap<String, String> {
+        self.built
+            .iter()
+            .map(|b| (b.task.clone(), b.sha256.clone()))
+            .collect()
+    }
+
+    fn plan(&self, state: &EnvState, only: &[String]) -> Plan {
+        let history = History {
+            previous_version: state.version.as_deref(),
+            last_success: &state.last_success,
+        };
+        plan::plan(self.tasks, &self.bundles(), &history, only)
+    }
+
+    fn report(&self, state: &EnvState, plan: &Plan, dry_run: bool) -> DeployReport {
+        DeployReport {
+            project: self.project.config.project_name.clone(),
+            env: self.env.to_string(),
+            provider: self.project.config.provider.as_str(),
+            deployment_id: None,
+            version: self.version.clone(),
+            previous_version: state.version.clone(),
+            is_first_deploy: plan.is_first_deploy,
+            dry_run,
+            status: None,
+            duration_ms: None,
+            tasks: Vec::new(),
+        }
+    }
+}
+
+/// The deployment proper, with the environment's writer lock held.
+async fn deploy(
+    inputs: &Inputs<'_>,
+    backend: &Backend,
+    actor: &str,
+    args: &DeployArgs,
+    ctx: &Context,
+) -> CommandResult {
+    let printer = &ctx.printer;
+    let env = inputs.env;
+    // Read under the lock: the state cannot move between planning and recording.
+    let state = backend.audit.env_state(env).await?;
+    let plan = inputs.plan(&state, &args.only);
+    let mut report = inputs.report(&state, &plan, false);
+
+    let uploaded = upload(backend, inputs.built, ctx).await?;
     printer.note(format!(
         "{uploaded} bundle(s) uploaded, {} already stored",
-        built.len() - uploaded
+        inputs.built.len() - uploaded
     ));
-    backend
-        .executor
-        .prepare(&env, backend::Prepare::Deploy)
-        .await?;
+    backend.executor.prepare(env, Prepare::Deploy).await?;
 
-    let actor = ctx.actor(&project, &backend);
     let mut deployment = Deployment {
         id: new_id(),
-        project: project.config.project_name.clone(),
-        env: env.clone(),
-        version: version.clone(),
+        project: inputs.project.config.project_name.clone(),
+        env: env.to_string(),
+        version: inputs.version.clone(),
         previous_version: state.version.clone(),
         is_first_deploy: plan.is_first_deploy,
-        actor: actor.clone(),
+        actor: actor.to_string(),
         status: DeploymentStatus::Running,
         started_at: Timestamp::now(),
         ended_at: None,
         message: None,
-        bundles: bundles.clone(),
+        bundles: inputs.bundles(),
     };
     backend.audit.start_deployment(&deployment).await?;
     report.deployment_id = Some(deployment.id.clone());
     printer.status(format!(
         "Deploying {} to {} as {} ({})",
         printer.paint_err(Style::Bold, &deployment.project),
-        printer.paint_err(Style::Bold, &env),
-        printer.paint_err(Style::Bold, &version),
+        printer.paint_err(Style::Bold, env),
+        printer.paint_err(Style::Bold, &inputs.version),
         match &state.version {
             None => "first deploy".to_string(),
             Some(v) => format!("update from {v}"),
@@ -124,15 +179,15 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
         backend: backend.clone(),
         printer: Arc::clone(printer),
         project: deployment.project.clone(),
-        env: env.clone(),
-        actor,
-        version: version.clone(),
+        env: env.to_string(),
+        actor: actor.to_string(),
+        version: inputs.version.clone(),
         previous_version: state.version.clone(),
         is_first_deploy: plan.is_first_deploy,
         deployment_id: Some(deployment.id.clone()),
-        secrets: Arc::new(secrets),
+        secrets: Arc::new(inputs.secrets.clone()),
     };
-    let jobs = jobs(&plan, &tasks);
+    let jobs = jobs(&plan, inputs.tasks);
     let execution =
         execute::run_plan(&session, &plan.tasks, &jobs, usize::from(args.concurrency)).await;
 
@@ -213,7 +268,7 @@ fn check_only(
 }
 
 async fn upload(
-    backend: &backend::Backend,
+    backend: &Backend,
     built: &[bundle::BuiltBundle],
     ctx: &Context,
 ) -> Result<usize, CliError> {

@@ -1,17 +1,160 @@
-//! `lumo lock` / `lumo unlock`: take or release an environment's lock by hand.
+//! `lumo lock --env E --reason R` / `lumo unlock --env E [--force]`: take an environment by
+//! hand (Spacelift's stack lock) so nobody else deploys or runs tasks there until it is
+//! released. The holder's own deploys and runs go ahead. Both are recorded in the audit trail.
+
+use std::fmt;
+use std::time::Instant;
+
+use serde::Serialize;
 
 use super::{CommandResult, Context};
 use crate::args::{LockArgs, UnlockArgs};
-use crate::error::CliError;
+use crate::backend::records::{EventKind, LockHolder};
+use crate::backend::{Acquired, LockSlot};
+use crate::error::{CliError, ExitKind};
+use crate::lock::{self, holder, locked_error};
 
-pub async fn lock(_args: LockArgs, _ctx: &Context) -> CommandResult {
-    Err(CliError::invalid(
-        "environment locks are not implemented yet",
-    ))
+pub async fn lock(args: LockArgs, ctx: &Context) -> CommandResult {
+    let project = ctx.project()?;
+    let env = project.resolve_env(args.env.env.as_deref())?;
+    if args.reason.trim().is_empty() {
+        return Err(CliError::invalid(
+            "`--reason` must say why the environment is locked",
+        ));
+    }
+    let backend = ctx.connect(&project).await?;
+    let actor = ctx.actor(&project, &backend);
+    let me = holder(
+        &actor,
+        "lock".to_string(),
+        Some(args.reason.trim().to_string()),
+        false,
+    );
+    let started = Instant::now();
+    loop {
+        match backend.locks.acquire(&env, LockSlot::Manual, &me).await? {
+            Acquired::Taken { .. } => break,
+            Acquired::Held(other) => {
+                let waited = started.elapsed();
+                if waited >= args.wait {
+                    return Err(locked_error(&env, &other, waited));
+                }
+                tokio::time::sleep((args.wait - waited).min(std::time::Duration::from_millis(500)))
+                    .await;
+            }
+        }
+    }
+    let message = format!("locked by hand: {}", args.reason.trim());
+    lock::record(
+        &backend,
+        &project.config.project_name,
+        &env,
+        &actor,
+        EventKind::Locked,
+        message,
+    )
+    .await;
+    print(
+        ctx,
+        LockReport {
+            env,
+            action: "locked",
+            holder: Some(me),
+            previous: None,
+        },
+    )
 }
 
-pub async fn unlock(_args: UnlockArgs, _ctx: &Context) -> CommandResult {
-    Err(CliError::invalid(
-        "environment locks are not implemented yet",
-    ))
+pub async fn unlock(args: UnlockArgs, ctx: &Context) -> CommandResult {
+    let project = ctx.project()?;
+    let env = project.resolve_env(args.env.env.as_deref())?;
+    let backend = ctx.connect(&project).await?;
+    let actor = ctx.actor(&project, &backend);
+    let Some(current) = backend.locks.current(&env).await?.manual else {
+        return print(
+            ctx,
+            LockReport {
+                env,
+                action: "not_locked",
+                holder: None,
+                previous: None,
+            },
+        );
+    };
+    let forced = current.actor != actor;
+    if forced && !args.force {
+        return Err(CliError::new(
+            ExitKind::Locked,
+            format!("environment `{env}` is locked by {}, not by `{actor}`", current.describe()),
+        )
+        .hint(format!("`lumo unlock --env {env} --force` releases someone else's lock (and records that you did)")));
+    }
+    let released = backend.locks.release(&env, LockSlot::Manual, None).await?;
+    let (kind, message) = if forced {
+        (
+            EventKind::ForceUnlocked,
+            format!("forced the release of the lock of {}", current.describe()),
+        )
+    } else {
+        (EventKind::Unlocked, "released by hand".to_string())
+    };
+    lock::record(
+        &backend,
+        &project.config.project_name,
+        &env,
+        &actor,
+        kind,
+        message,
+    )
+    .await;
+    let action = if forced { "force_unlocked" } else { "unlocked" };
+    print(
+        ctx,
+        LockReport {
+            env,
+            action,
+            holder: None,
+            previous: released.or(Some(current)),
+        },
+    )
+}
+
+fn print(ctx: &Context, report: LockReport) -> CommandResult {
+    ctx.printer
+        .result(&report)
+        .map_err(|e| CliError::new(ExitKind::Backend, e))?;
+    Ok(0)
+}
+
+/// What `lumo lock` / `lumo unlock` print.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockReport {
+    pub env: String,
+    /// `locked`, `unlocked`, `force_unlocked` or `not_locked`.
+    pub action: &'static str,
+    pub holder: Option<LockHolder>,
+    /// The lock that was released.
+    pub previous: Option<LockHolder>,
+}
+
+impl fmt::Display for LockReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.action, &self.holder, &self.previous) {
+            ("locked", Some(h), _) => writeln!(f, "Locked `{}`: {}", self.env, h.describe()),
+            ("not_locked", _, _) => writeln!(f, "`{}` is not locked.", self.env),
+            (action, _, Some(p)) => writeln!(
+                f,
+                "{} `{}` (was {})",
+                if action == "force_unlocked" {
+                    "Force-unlocked"
+                } else {
+                    "Unlocked"
+                },
+                self.env,
+                p.describe()
+            ),
+            _ => writeln!(f, "Unlocked `{}`.", self.env),
+        }
+    }
 }

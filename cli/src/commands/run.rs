@@ -10,11 +10,14 @@ use lumo_runner::contract::{RunStatus, Trigger};
 use serde::Serialize;
 
 use super::{CommandResult, Context};
+use crate::access;
 use crate::args::RunArgs;
-use crate::backend::records::TaskRun;
+use crate::backend::records::{EventKind, TaskRun};
+use crate::backend::{Backend, Prepare};
 use crate::config::TaskConfig;
 use crate::error::CliError;
 use crate::execute::{self, Session, TaskJob, format_duration};
+use crate::lock::{self, WriterLock};
 use crate::project::Task;
 use crate::suggest;
 
@@ -23,11 +26,75 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
     let env = project.resolve_env(args.env.env.as_deref())?;
     let task = project.task_in(&args.task, &env)?;
     let task_args = parse_args(task, &args.args)?;
-    confirm(task, &env, args.yes)?;
     let secrets = project.secret_values()?;
 
     let backend = ctx.connect(&project).await?;
-    let state = backend.audit.env_state(&env).await?;
+    let actor = ctx.actor(&project, &backend);
+    let project_name = &project.config.project_name;
+    let role = access::role_of(&project.config, &env, &actor);
+    if !access::allows(role, task.config.permission) {
+        let held = role.map_or("no role".to_string(), |r| {
+            format!("the role `{}`", r.as_str())
+        });
+        let message = format!(
+            "`{actor}` has {held} in `{env}`; task `{}` needs `{}`",
+            task.name,
+            task.config.permission.as_str()
+        );
+        lock::record(
+            &backend,
+            project_name,
+            &env,
+            &actor,
+            EventKind::Refused,
+            message.clone(),
+        )
+        .await;
+        return Err(
+            CliError::invalid(format!("refused: {message}")).hint(format!(
+                "the config's `access.{env}` says who holds which role"
+            )),
+        );
+    }
+    confirm(task, &env, args.yes)?;
+
+    let lock = WriterLock::take(
+        &backend,
+        project_name,
+        &env,
+        &actor,
+        format!("run {}", task.name),
+        args.wait,
+        &ctx.printer,
+    )
+    .await?;
+    let result = run_locked(
+        project_name,
+        task,
+        task_args,
+        secrets,
+        &backend,
+        &actor,
+        &env,
+        ctx,
+    )
+    .await;
+    lock.release().await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_locked(
+    project_name: &str,
+    task: &Task,
+    args: BTreeMap<String, String>,
+    secrets: BTreeMap<String, String>,
+    backend: &Backend,
+    actor: &str,
+    env: &str,
+    ctx: &Context,
+) -> CommandResult {
+    let state = backend.audit.env_state(env).await?;
     let (Some(version), Some(bundle)) = (
         state.version.clone(),
         state.bundles.get(&task.name).cloned(),
@@ -38,16 +105,13 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
         ))
         .hint(format!("deploy it first: `lumo deploy --env {env}`")));
     };
-    backend
-        .executor
-        .prepare(&env, crate::backend::Prepare::Run)
-        .await?;
+    backend.executor.prepare(env, Prepare::Run).await?;
     let session = Session {
         backend: backend.clone(),
         printer: Arc::clone(&ctx.printer),
-        project: project.config.project_name.clone(),
-        env: env.clone(),
-        actor: ctx.actor(&project, &backend),
+        project: project_name.to_string(),
+        env: env.to_string(),
+        actor: actor.to_string(),
         version,
         previous_version: state.previous_version.clone(),
         is_first_deploy: false,
@@ -58,7 +122,7 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
         task: task.clone(),
         bundle,
         trigger: Trigger::Manual,
-        args: task_args,
+        args,
     };
     let run = execute::run_task(&session, &job).await?;
     let code = if run.status == RunStatus::Succeeded {

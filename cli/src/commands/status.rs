@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use super::{CommandResult, Context};
 use crate::args::EnvArgs;
-use crate::backend::records::{Deployment, EnvState, TaskRun};
+use crate::backend::LockState;
+use crate::backend::records::{AuditEvent, Deployment, EnvState, TaskRun};
 use crate::error::{CliError, ExitKind};
 use crate::execute::format_duration;
 
@@ -17,6 +18,8 @@ pub async fn run(args: EnvArgs, ctx: &Context) -> CommandResult {
     let state = backend.audit.env_state(&env).await?;
     let last_deployment = backend.audit.deployments(&env, 1).await?.into_iter().next();
     let runs = backend.audit.runs(&env, None, 10).await?;
+    let lock = backend.locks.current(&env).await?;
+    let events = backend.audit.events(&env, 5).await?;
     let status = Status {
         project: project.config.project_name.clone(),
         env,
@@ -24,6 +27,8 @@ pub async fn run(args: EnvArgs, ctx: &Context) -> CommandResult {
         state,
         last_deployment,
         last_runs: runs,
+        lock,
+        recent_events: events,
     };
     ctx.printer
         .result(&status)
@@ -40,6 +45,8 @@ pub struct Status {
     pub state: EnvState,
     pub last_deployment: Option<Deployment>,
     pub last_runs: Vec<TaskRun>,
+    pub lock: LockState,
+    pub recent_events: Vec<AuditEvent>,
 }
 
 impl fmt::Display for Status {
@@ -48,6 +55,17 @@ impl fmt::Display for Status {
         match (&self.state.version, self.state.deployed_at) {
             (Some(v), Some(at)) => writeln!(f, "  version:   {v} (deployed {at})")?,
             _ => writeln!(f, "  version:   none (never deployed successfully)")?,
+        }
+        match (&self.lock.manual, &self.lock.writer) {
+            (None, None) => writeln!(f, "  lock:      free")?,
+            (manual, writer) => {
+                if let Some(m) = manual {
+                    writeln!(f, "  lock:      locked by hand by {}", m.describe())?;
+                }
+                if let Some(w) = writer {
+                    writeln!(f, "  writer:    {}", w.describe())?;
+                }
+            }
         }
         if let Some(d) = &self.last_deployment {
             writeln!(
@@ -73,6 +91,19 @@ impl fmt::Display for Status {
                     r.status.as_str(),
                     r.duration_ms.map(format_duration).unwrap_or_default(),
                     r.id
+                )?;
+            }
+        }
+        if !self.recent_events.is_empty() {
+            writeln!(f, "  recent events:")?;
+            for e in &self.recent_events {
+                writeln!(
+                    f,
+                    "    {}  {:<14} {:<20} {}",
+                    e.at,
+                    e.kind.as_str(),
+                    e.actor,
+                    e.message
                 )?;
             }
         }

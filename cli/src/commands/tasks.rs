@@ -15,6 +15,11 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
         Some(e) => Some(project.resolve_env(Some(e))?),
         None => None,
     };
+    let actor = crate::actor::from_flag_or_ci(ctx.global.actor.as_deref())
+        .unwrap_or_else(|| crate::actor::from_machine(project.root()));
+    let role = env
+        .as_deref()
+        .map(|e| crate::access::role_of(&project.config, e, &actor));
     let tasks = project
         .tasks
         .iter()
@@ -31,10 +36,13 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
             depends_on: t.config.depends_on.clone(),
             args: t.config.args.keys().cloned().collect(),
             declared: t.declared,
+            may_run: role.map(|r| crate::access::allows(r, t.config.permission)),
         })
         .collect();
     let list = TaskList {
         project: project.config.project_name.clone(),
+        actor: env.as_ref().map(|_| actor.clone()),
+        role: role.flatten(),
         env,
         tasks,
     };
@@ -49,6 +57,9 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
 pub struct TaskList {
     pub project: String,
     pub env: Option<String>,
+    /// With `--env`: who is asking, and their role there.
+    pub actor: Option<String>,
+    pub role: Option<Permission>,
     pub tasks: Vec<TaskInfo>,
 }
 
@@ -67,6 +78,8 @@ pub struct TaskInfo {
     pub args: Vec<String>,
     /// Declared in the config, rather than only found in `functions/tasks/`.
     pub declared: bool,
+    /// With `--env`: whether the actor's role lets them run it by hand.
+    pub may_run: Option<bool>,
 }
 
 fn run_on_text(run_on: &[RunOn]) -> String {
@@ -99,6 +112,10 @@ impl fmt::Display for TaskList {
             .max()
             .unwrap_or(4)
             .max(4);
+        if let (Some(env), Some(actor)) = (&self.env, &self.actor) {
+            let role = self.role.map_or("no role", |r| r.as_str());
+            writeln!(f, "In `{env}`, `{actor}` has {role}:")?;
+        }
         writeln!(
             f,
             "{:<width$}  {:<9}  {:<20} {:>7}  {:<10}  DESCRIPTION",
@@ -111,6 +128,9 @@ impl fmt::Display for TaskList {
             }
             if let Some(envs) = &t.environments {
                 description.push_str(&format!(" [envs: {}]", envs.join(", ")));
+            }
+            if t.may_run == Some(false) {
+                description.push_str(" [not for you]");
             }
             writeln!(
                 f,

@@ -29,10 +29,12 @@ use serde_json::Value;
 use super::AwsTarget;
 use super::errors::sdk_error;
 use super::s3::S3Store;
-use crate::backend::records::{Deployment, DeploymentStatus, EnvState, TaskRun, Timestamp};
+use crate::backend::records::{
+    AuditEvent, Deployment, DeploymentStatus, EnvState, TaskRun, Timestamp,
+};
 use crate::backend::{AuditStore, BackendError, BackendResult};
 
-type Item = HashMap<String, AttributeValue>;
+pub(super) type Item = HashMap<String, AttributeValue>;
 
 /// `data` larger than this (as JSON) goes to S3 and the item keeps a pointer.
 const MAX_INLINE_DATA: usize = 64 * 1024;
@@ -40,7 +42,7 @@ const BY_TASK: &str = "by-task";
 const BY_ID: &str = "by-id";
 
 pub struct DynamoStore {
-    client: Client,
+    pub(super) client: Client,
     s3: S3Store,
     target: Arc<AwsTarget>,
 }
@@ -65,7 +67,7 @@ struct TaskStateItem {
     last_success_run: String,
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(super) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
@@ -74,15 +76,15 @@ impl DynamoStore {
         DynamoStore { client, s3, target }
     }
 
-    fn pk(&self, env: &str) -> String {
+    pub(super) fn pk(&self, env: &str) -> String {
         format!("ENV#{}#{env}", self.target.project)
     }
 
-    fn table(&self) -> &str {
+    pub(super) fn table(&self) -> &str {
         &self.target.table
     }
 
-    fn error<E, R>(&self, what: &str, e: SdkError<E, R>) -> BackendError
+    pub(super) fn error<E, R>(&self, what: &str, e: SdkError<E, R>) -> BackendError
     where
         E: aws_sdk_dynamodb::error::ProvideErrorMetadata
             + std::error::Error
@@ -101,7 +103,7 @@ impl DynamoStore {
         }
     }
 
-    fn to_item<T: Serialize>(&self, value: &T, what: &str) -> BackendResult<Item> {
+    pub(super) fn to_item<T: Serialize>(&self, value: &T, what: &str) -> BackendResult<Item> {
         serde_dynamo::to_item(value)
             .map_err(|e| BackendError::with_source(format!("cannot encode {what} for DynamoDB"), e))
     }
@@ -153,7 +155,7 @@ impl DynamoStore {
         Ok(run)
     }
 
-    fn put(&self, item: Item) -> BackendResult<TransactWriteItem> {
+    pub(super) fn put(&self, item: Item) -> BackendResult<TransactWriteItem> {
         let put = Put::builder()
             .table_name(self.table())
             .set_item(Some(item))
@@ -181,7 +183,11 @@ impl DynamoStore {
         ])
     }
 
-    async fn transact(&self, items: Vec<TransactWriteItem>, what: &str) -> BackendResult<()> {
+    pub(super) async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+        what: &str,
+    ) -> BackendResult<()> {
         self.client
             .transact_write_items()
             .set_transact_items(Some(items))
@@ -192,7 +198,7 @@ impl DynamoStore {
     }
 
     /// Every item of a Query, following pages, up to `limit` items when given.
-    async fn query_all(
+    pub(super) async fn query_all(
         &self,
         query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
         limit: Option<usize>,
@@ -424,5 +430,108 @@ impl AuditStore for DynamoStore {
             return Ok(None);
         };
         self.s3.get(key).await
+    }
+
+    async fn abandon_unfinished(&self, env: &str, message: &str) -> BackendResult<Vec<String>> {
+        let query = self
+            .client
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("pk = :pk AND begins_with(sk, :active)")
+            .expression_attribute_values(":pk", s(self.pk(env)))
+            .expression_attribute_values(":active", s("ACTIVE#"))
+            .consistent_read(true);
+        let markers = self
+            .query_all(
+                query,
+                None,
+                &format!("looking for unfinished work in `{env}`"),
+            )
+            .await?;
+        let now = Timestamp::now();
+        let mut abandoned = Vec::new();
+        for marker in markers {
+            let (Some(AttributeValue::S(id)), Some(AttributeValue::S(kind))) =
+                (marker.get("id"), marker.get("kind"))
+            else {
+                continue;
+            };
+            let sk = if kind == "deployment" {
+                format!("DEPLOY#{id}")
+            } else {
+                format!("RUN#{id}")
+            };
+            let update = aws_sdk_dynamodb::types::Update::builder()
+                .table_name(self.table())
+                .key("pk", s(self.pk(env)))
+                .key("sk", s(sk))
+                .update_expression("SET #status = :abandoned, endedAt = :now, message = :message")
+                .condition_expression("#status = :running")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":abandoned", s("abandoned"))
+                .expression_attribute_values(":running", s("running"))
+                .expression_attribute_values(":now", s(now.to_string()))
+                .expression_attribute_values(":message", s(message))
+                .build()
+                .map_err(|e| BackendError::with_source("cannot build a DynamoDB update", e))?;
+            let writes = vec![
+                TransactWriteItem::builder().update(update).build(),
+                self.delete(self.pk(env), format!("ACTIVE#{id}"))?,
+            ];
+            match self
+                .transact(writes, &format!("marking `{id}` abandoned"))
+                .await
+            {
+                Ok(()) => abandoned.push(id.clone()),
+                // Already finished (its writer got that far): only the marker is stale.
+                Err(_) => {
+                    let marker_only = vec![self.delete(self.pk(env), format!("ACTIVE#{id}"))?];
+                    self.transact(marker_only, &format!("clearing the marker of `{id}`"))
+                        .await?;
+                }
+            }
+        }
+        Ok(abandoned)
+    }
+
+    async fn record_event(&self, event: &AuditEvent) -> BackendResult<()> {
+        let mut item = self.to_item(event, "an event")?;
+        item.insert("pk".into(), s(self.pk(&event.env)));
+        item.insert("sk".into(), s(format!("EVENT#{}", event.id)));
+        self.client
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| self.error("recording an event", e))?;
+        Ok(())
+    }
+
+    async fn events(&self, env: &str, limit: u32) -> BackendResult<Vec<AuditEvent>> {
+        let query = self
+            .client
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("pk = :pk AND begins_with(sk, :event)")
+            .expression_attribute_values(":pk", s(self.pk(env)))
+            .expression_attribute_values(":event", s("EVENT#"))
+            .scan_index_forward(false)
+            .limit(limit as i32);
+        let items = self
+            .query_all(
+                query,
+                Some(limit as usize),
+                &format!("reading the events of `{env}`"),
+            )
+            .await?;
+        items
+            .into_iter()
+            .map(|i| {
+                serde_dynamo::from_item(i).map_err(|e| {
+                    BackendError::with_source("an event in the table has an unexpected shape", e)
+                })
+            })
+            .collect()
     }
 }

@@ -8,6 +8,7 @@
 mod dynamo;
 mod errors;
 mod lambda;
+mod locks;
 mod s3;
 
 use std::path::PathBuf;
@@ -121,13 +122,19 @@ pub async fn open(project: &Project, opts: &ConnectOptions) -> Result<Backend, C
     // One explicit HTTP client (rustls with ring) for every service, instead of the SDK's
     // default stack: fewer crates, faster builds, the same TLS the runner uses.
     let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
         .build_https();
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client);
     if let Some(profile) = &opts.profile {
         loader = loader.profile_name(profile);
     }
-    if let Some(region) = opts.region.clone().or_else(|| project.config.region.clone()) {
+    if let Some(region) = opts
+        .region
+        .clone()
+        .or_else(|| project.config.region.clone())
+    {
         loader = loader.region(Region::new(region));
     }
     let sdk = loader.load().await;
@@ -147,20 +154,30 @@ pub async fn with_sdk_config(
         ));
     }
     let path_style = endpoint_override().is_some() || sdk.endpoint_url().is_some();
-    let s3_config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(path_style).build();
-    let s3 = s3::S3Store::new(aws_sdk_s3::Client::from_conf(s3_config), Arc::clone(&target));
-    let dynamo = dynamo::DynamoStore::new(
+    let s3_config = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(path_style)
+        .build();
+    let s3 = s3::S3Store::new(
+        aws_sdk_s3::Client::from_conf(s3_config),
+        Arc::clone(&target),
+    );
+    let dynamo = Arc::new(dynamo::DynamoStore::new(
         aws_sdk_dynamodb::Client::new(sdk),
         s3.clone(),
         Arc::clone(&target),
-    );
+    ));
     let executor = lambda::LambdaExecutor::new(sdk, s3.clone(), Arc::clone(&target));
-    let caller = if opts.needs_identity { caller_identity(sdk).await } else { None };
+    let caller = if opts.needs_identity {
+        caller_identity(sdk).await
+    } else {
+        None
+    };
     Ok(Backend {
         provider: Provider::Aws,
         bundles: Arc::new(s3),
         executor: Arc::new(executor),
-        audit: Arc::new(dynamo),
+        audit: dynamo.clone(),
+        locks: dynamo,
         caller,
     })
 }

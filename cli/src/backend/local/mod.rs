@@ -8,6 +8,7 @@
 //! .lumo/work/<run-id>/          a run's unpacked bundle, removed when it ends
 //! ```
 
+mod locks;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use lumo_runner::contract::RunStatus;
 use lumo_runner::executor::{DEFAULT_KILL_GRACE, OutputObserver};
 use lumo_runner::{BundleRun, RunnerError};
 
+pub use locks::host_name;
 pub use store::SqliteStore;
 
 use super::records::Timestamp;
@@ -66,14 +68,20 @@ pub fn open(project: &Project) -> BackendResult<Backend> {
             BackendError::with_source(format!("cannot create `{}`", dir.display()), e)
         })?;
     }
-    let store = SqliteStore::open(&layout.db(), &project.config.project_name, &layout.logs())?;
+    let store = Arc::new(SqliteStore::open(
+        &layout.db(),
+        &project.config.project_name,
+        &layout.logs(),
+        &layout.work(),
+    )?);
     Ok(Backend {
         provider: Provider::Local,
         bundles: Arc::new(LocalBundles {
             dir: layout.bundles(),
         }),
         executor: Arc::new(LocalExecutor { layout }),
-        audit: Arc::new(store),
+        audit: store.clone(),
+        locks: store,
         caller: None,
     })
 }
@@ -175,4 +183,50 @@ impl TaskExecutor for LocalExecutor {
             )),
         }
     }
+}
+
+/// Stops what is left of a run whose `lumo` died: the task's process group (from the pgid file
+/// the executor writes; only processes that carry this run's `LUMO_RUN_ID` in their
+/// environment, so a recycled pgid never hits a stranger) and its unpacked bundle.
+fn stop_orphan(work_dir: &Path, run_id: &str) {
+    let run_dir = work_dir.join(run_id);
+    let pgid_file = run_dir
+        .join("scratch")
+        .join(lumo_runner::executor::PGID_FILE_NAME);
+    if let Some(pgid) = std::fs::read_to_string(&pgid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        && group_runs(pgid, run_id)
+    {
+        tracing::info!("stopping process group {pgid} left by abandoned run {run_id}");
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if run_dir.is_dir() {
+        let _ = std::fs::remove_dir_all(&run_dir);
+    }
+}
+
+/// Whether some process of group `pgid` was started for run `run_id`.
+fn group_runs(pgid: i32, run_id: &str) -> bool {
+    let marker = format!("LUMO_RUN_ID={run_id}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        let dir = entry.path();
+        let in_group = std::fs::read_to_string(dir.join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // `pid (comm) state ppid pgrp ...`: comm may hold spaces, so split after its `)`.
+                let rest = &stat[stat.rfind(')')? + 1..];
+                rest.split_whitespace().nth(2)?.parse::<i32>().ok()
+            })
+            == Some(pgid);
+        in_group
+            && std::fs::read(dir.join("environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
+    })
 }

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use lumo_runner::contract::{RunStatus, Trigger};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::backend::records::{Deployment, DeploymentStatus, EnvState, TaskRun, Timestamp};
+use crate::backend::records::{
+    AuditEvent, Deployment, DeploymentStatus, EnvState, EventKind, TaskRun, Timestamp,
+};
 use crate::backend::{AuditStore, BackendError, BackendResult};
 
 const SCHEMA: &str = "
@@ -69,6 +71,35 @@ CREATE TABLE IF NOT EXISTS env_state (
     PRIMARY KEY (project, env)
 );
 
+CREATE INDEX IF NOT EXISTS runs_running ON runs (project, env, status) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS deployments_running ON deployments (project, env, status) WHERE status = 'running';
+
+CREATE TABLE IF NOT EXISTS locks (
+    project TEXT NOT NULL,
+    env TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    token TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    reason TEXT,
+    host TEXT NOT NULL,
+    pid INTEGER,
+    since INTEGER NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (project, env, slot)
+);
+
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    env TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_env ON events (project, env, id);
+
 CREATE TABLE IF NOT EXISTS task_state (
     project TEXT NOT NULL,
     env TEXT NOT NULL,
@@ -83,13 +114,20 @@ CREATE TABLE IF NOT EXISTS task_state (
 /// SQLite serialises writers anyway.
 pub struct SqliteStore {
     path: PathBuf,
-    project: String,
+    pub(super) project: String,
     conn: Mutex<Connection>,
     logs_dir: PathBuf,
+    /// Where runs unpack (`.lumo/work/<run-id>/`): an abandoned run's leftovers are here.
+    work_dir: PathBuf,
 }
 
 impl SqliteStore {
-    pub fn open(path: &Path, project: &str, logs_dir: &Path) -> BackendResult<SqliteStore> {
+    pub fn open(
+        path: &Path,
+        project: &str,
+        logs_dir: &Path,
+        work_dir: &Path,
+    ) -> BackendResult<SqliteStore> {
         let fail = |e: rusqlite::Error| {
             BackendError::with_source(
                 format!("cannot open the local store `{}`", path.display()),
@@ -109,10 +147,11 @@ impl SqliteStore {
             project: project.to_string(),
             conn: Mutex::new(conn),
             logs_dir: logs_dir.to_path_buf(),
+            work_dir: work_dir.to_path_buf(),
         })
     }
 
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         what: &str,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
@@ -123,27 +162,6 @@ impl SqliteStore {
                 format!("local store `{}`: cannot {what}", self.path.display()),
                 e,
             )
-        })
-    }
-
-    /// Inserts `count` synthetic finished runs in one transaction (benchmarks and tests).
-    pub fn insert_runs_bulk(
-        &self,
-        env: &str,
-        task_names: &[&str],
-        count: usize,
-    ) -> BackendResult<()> {
-        let project = self.project.clone();
-        self.with("insert runs", |conn| {
-            let tx = conn.transaction()?;
-            {
-                let mut stmt = tx.prepare(INSERT_RUN)?;
-                for i in 0..count {
-                    let run = synthetic_run(&project, env, task_names[i % task_names.len()], i);
-                    stmt.execute(rusqlite::params_from_iter(run_params(&run)))?;
-                }
-            }
-            tx.commit()
         })
     }
 }
@@ -244,34 +262,6 @@ fn deployment_from_row(row: &Row<'_>) -> rusqlite::Result<Deployment> {
         message: row.get(10)?,
         bundles: serde_json::from_str(&bundles).unwrap_or_default(),
     })
-}
-
-fn synthetic_run(project: &str, env: &str, task: &str, i: usize) -> TaskRun {
-    let started = Timestamp(1_700_000_000_000 + i as i64 * 1000);
-    TaskRun {
-        id: crate::backend::records::new_id(),
-        deployment_id: None,
-        project: project.to_string(),
-        env: env.to_string(),
-        task: task.to_string(),
-        trigger: Trigger::Manual,
-        version: format!("v{i}"),
-        previous_version: None,
-        bundle_hash: "0".repeat(64),
-        actor: "bench".into(),
-        status: RunStatus::Succeeded,
-        attempt: 1,
-        started_at: started,
-        ended_at: Some(Timestamp(started.0 + 5)),
-        duration_ms: Some(5),
-        exit_code: Some(0),
-        message: Some("ok".into()),
-        data: None,
-        data_ref: None,
-        log_ref: None,
-        output_tail: Some("ok\n".into()),
-        output_bytes: 3,
-    }
 }
 
 #[async_trait]
@@ -423,5 +413,86 @@ impl AuditStore for SqliteStore {
                 e,
             )),
         }
+    }
+
+    async fn abandon_unfinished(&self, env: &str, message: &str) -> BackendResult<Vec<String>> {
+        let project = self.project.clone();
+        let now = Timestamp::now().millis();
+        self.with("abandon unfinished runs", |conn| {
+            let tx = conn.transaction()?;
+            let mut ids: Vec<String> = {
+                let mut stmt = tx.prepare(
+                    "SELECT id FROM runs WHERE project = ?1 AND env = ?2 AND status = 'running'",
+                )?;
+                stmt.query_map(params![project, env], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            tx.execute(
+                "UPDATE runs SET status = 'abandoned', ended_at = ?3, message = ?4,
+                    duration_ms = MAX(0, ?3 - started_at)
+                 WHERE project = ?1 AND env = ?2 AND status = 'running'",
+                params![project, env, now, message],
+            )?;
+            let deployments: Vec<String> = {
+                let mut stmt = tx.prepare(
+                    "SELECT id FROM deployments WHERE project = ?1 AND env = ?2 AND status = 'running'",
+                )?;
+                stmt.query_map(params![project, env], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            tx.execute(
+                "UPDATE deployments SET status = 'abandoned', ended_at = ?3, message = ?4
+                 WHERE project = ?1 AND env = ?2 AND status = 'running'",
+                params![project, env, now, message],
+            )?;
+            tx.commit()?;
+            ids.extend(deployments);
+            Ok(ids)
+        })
+        .inspect(|ids| {
+            for id in ids {
+                super::stop_orphan(&self.work_dir, id);
+            }
+        })
+    }
+
+    async fn record_event(&self, event: &AuditEvent) -> BackendResult<()> {
+        self.with("record an event", |conn| {
+            conn.execute(
+                "INSERT INTO events (id, project, env, kind, actor, at, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    event.id,
+                    event.project,
+                    event.env,
+                    event.kind.as_str(),
+                    event.actor,
+                    event.at.millis(),
+                    event.message
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn events(&self, env: &str, limit: u32) -> BackendResult<Vec<AuditEvent>> {
+        let project = self.project.clone();
+        self.with("read the events", |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, project, env, kind, actor, at, message FROM events
+                 WHERE project = ?1 AND env = ?2 ORDER BY id DESC LIMIT ?3",
+            )?;
+            stmt.query_map(params![project, env, limit], |row| {
+                let kind: String = row.get(3)?;
+                Ok(AuditEvent {
+                    id: row.get(0)?,
+                    project: row.get(1)?,
+                    env: row.get(2)?,
+                    kind: EventKind::parse(&kind)
+                        .ok_or_else(|| bad_value(3, "event kind", &kind))?,
+                    actor: row.get(4)?,
+                    at: Timestamp(row.get(5)?),
+                    message: row.get(6)?,
+                })
+            })?
+            .collect()
+        })
     }
 }

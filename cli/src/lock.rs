@@ -1,0 +1,219 @@
+//! One writer per environment (PRODUCT.md §6), from the commands' side: take the writer lock
+//! (waiting up to `--wait`), keep its lease alive with a heartbeat while working, clean up
+//! after a writer that died, and release it at the end.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::backend::records::{AuditEvent, EventKind, LockHolder, Timestamp, new_id};
+use crate::backend::{Acquired, Backend, LockSlot};
+use crate::error::{CliError, ExitKind};
+use crate::output::Printer;
+
+/// How long a writer's lease lasts without a heartbeat: `LUMO_LOCK_LEASE` (e.g. `30s`),
+/// default 60 s. A writer that dies keeps the environment this long at most.
+pub fn lease() -> Duration {
+    std::env::var("LUMO_LOCK_LEASE")
+        .ok()
+        .and_then(|v| humantime::parse_duration(v.trim()).ok())
+        .map(|d| d.max(Duration::from_secs(1)))
+        .unwrap_or(Duration::from_secs(60))
+}
+
+/// A new holder record for this process.
+pub fn holder(actor: &str, operation: String, reason: Option<String>, leased: bool) -> LockHolder {
+    let now = Timestamp::now();
+    LockHolder {
+        token: new_id(),
+        actor: actor.to_string(),
+        operation,
+        reason,
+        host: crate::backend::local::host_name(),
+        pid: leased.then(std::process::id),
+        since: now,
+        expires_at: leased.then(|| Timestamp(now.millis() + lease().as_millis() as i64)),
+    }
+}
+
+/// The exit-code-3 error for an environment someone else holds.
+pub fn locked_error(env: &str, holder: &LockHolder, waited: Duration) -> CliError {
+    let waited = if waited.is_zero() {
+        String::new()
+    } else {
+        format!(
+            " (waited {})",
+            humantime::format_duration(Duration::from_secs(waited.as_secs()))
+        )
+    };
+    let hint = if holder.expires_at.is_none() {
+        format!(
+            "it was locked by hand; `lumo unlock --env {env}` (by `{}`, or with `--force`) releases it",
+            holder.actor
+        )
+    } else {
+        "wait for it with `--wait 10m`".to_string()
+    };
+    CliError::new(
+        ExitKind::Locked,
+        format!(
+            "environment `{env}` is locked by {}{waited}",
+            holder.describe()
+        ),
+    )
+    .hint(hint)
+}
+
+/// The writer lock of one environment, held until [`WriterLock::release`].
+pub struct WriterLock {
+    backend: Backend,
+    env: String,
+    token: String,
+    lost: Arc<AtomicBool>,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl WriterLock {
+    /// Takes `env`'s writer lock for `operation`, waiting up to `wait` for whoever holds it.
+    /// Work a dead writer left `running` is marked `abandoned` (and, locally, its processes
+    /// stopped) before this returns.
+    pub async fn take(
+        backend: &Backend,
+        project: &str,
+        env: &str,
+        actor: &str,
+        operation: String,
+        wait: Duration,
+        printer: &Printer,
+    ) -> Result<WriterLock, CliError> {
+        let me = holder(actor, operation, None, true);
+        let started = Instant::now();
+        let mut announced = false;
+        let displaced = loop {
+            match backend.locks.acquire(env, LockSlot::Writer, &me).await? {
+                Acquired::Taken { displaced } => break displaced,
+                Acquired::Held(other) => {
+                    let waited = started.elapsed();
+                    if waited >= wait {
+                        return Err(locked_error(env, &other, waited));
+                    }
+                    if !announced {
+                        printer.status(format!(
+                            "Waiting for `{env}`, locked by {}",
+                            other.describe()
+                        ));
+                        announced = true;
+                    }
+                    tokio::time::sleep((wait - waited).min(Duration::from_millis(500))).await;
+                }
+            }
+        };
+        let lock = WriterLock::hold(backend, env, me.token.clone());
+        if let Some(dead) = displaced {
+            let message = format!("took over from {}, whose lease ran out", dead.describe());
+            printer.warn(format!("`{env}`: {message}"));
+            record(
+                backend,
+                project,
+                env,
+                actor,
+                EventKind::LeaseExpired,
+                message,
+            )
+            .await;
+        }
+        let abandoned = backend
+            .audit
+            .abandon_unfinished(
+                env,
+                "abandoned: the lumo process running it stopped before it ended",
+            )
+            .await?;
+        if !abandoned.is_empty() {
+            let message = format!("marked abandoned: {}", abandoned.join(", "));
+            printer.warn(format!("`{env}`: {message}"));
+            record(backend, project, env, actor, EventKind::Abandoned, message).await;
+        }
+        Ok(lock)
+    }
+
+    fn hold(backend: &Backend, env: &str, token: String) -> WriterLock {
+        let lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = {
+            let backend = backend.clone();
+            let env = env.to_string();
+            let token = token.clone();
+            let lost = Arc::clone(&lost);
+            tokio::spawn(async move {
+                let lease = lease();
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    let until = Timestamp(Timestamp::now().millis() + lease.as_millis() as i64);
+                    match backend.locks.renew(&env, &token, until).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(
+                                "the lock of `{env}` was taken over; another writer may be running"
+                            );
+                            lost.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        // A blip: the next beat tries again, well within the lease.
+                        Err(e) => tracing::warn!("cannot renew the lock of `{env}`: {e}"),
+                    }
+                }
+            })
+        };
+        WriterLock {
+            backend: backend.clone(),
+            env: env.to_string(),
+            token,
+            lost,
+            heartbeat,
+        }
+    }
+
+    /// Whether another writer took the environment over (our lease ran out unrenewed).
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Stops the heartbeat and releases the lock (a failure only means the lease runs out).
+    pub async fn release(self) {
+        self.heartbeat.abort();
+        if let Err(e) = self
+            .backend
+            .locks
+            .release(&self.env, LockSlot::Writer, Some(&self.token))
+            .await
+        {
+            tracing::warn!(
+                "cannot release the lock of `{}` (it expires with its lease): {e}",
+                self.env
+            );
+        }
+    }
+}
+
+/// Records an audit event; a failure to record is reported, never fatal.
+pub async fn record(
+    backend: &Backend,
+    project: &str,
+    env: &str,
+    actor: &str,
+    kind: EventKind,
+    message: String,
+) {
+    let event = AuditEvent {
+        id: new_id(),
+        project: project.to_string(),
+        env: env.to_string(),
+        kind,
+        actor: actor.to_string(),
+        at: Timestamp::now(),
+        message,
+    };
+    if let Err(e) = backend.audit.record_event(&event).await {
+        tracing::warn!("cannot record the `{kind}` event of `{env}`: {e}");
+    }
+}
