@@ -11,8 +11,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use lumo_cli::backend::records::{Deployment, DeploymentStatus, TaskRun, Timestamp, new_id};
-use lumo_cli::backend::{Backend, ConnectOptions, Prepare, RunRequest};
+use lumo_cli::backend::records::{
+    AuditEvent, Deployment, DeploymentStatus, EventKind, LockHolder, TaskRun, Timestamp, new_id,
+};
+use lumo_cli::backend::{Acquired, Backend, ConnectOptions, LockSlot, Prepare, RunRequest};
 use lumo_cli::bundle::{self, BuildTarget, BuiltBundle};
 use lumo_cli::project::{Project, Task};
 use lumo_runner::contract::{DeploymentInfo, RunStatus, TaskContext, Trigger};
@@ -58,8 +60,15 @@ async fn local_fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     write_project(dir.path(), "provider: 'local'");
     let project = Project::load(Some(&dir.path().join("lumo.config.js")), None).unwrap();
-    let backend = lumo_cli::backend::connect(&project, &ConnectOptions::default()).await.unwrap();
-    Fixture { _dir: dir, project, backend, env: "dev".into() }
+    let backend = lumo_cli::backend::connect(&project, &ConnectOptions::default())
+        .await
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        project,
+        backend,
+        env: "dev".into(),
+    }
 }
 
 async fn aws_fixture(emulators: &lumo_testkit::Emulators) -> Fixture {
@@ -75,11 +84,21 @@ async fn aws_fixture(emulators: &lumo_testkit::Emulators) -> Fixture {
         ),
     );
     let project = Project::load(Some(&dir.path().join("lumo.config.js")), None).unwrap();
-    let options = ConnectOptions { runner: Some(emulators.runner_bin.clone()), ..ConnectOptions::default() };
+    let options = ConnectOptions {
+        runner: Some(emulators.runner_bin.clone()),
+        ..ConnectOptions::default()
+    };
     let sdk = emulators.sdk_config().await;
-    let backend = lumo_cli::backend::aws::with_sdk_config(&project, &options, &sdk).await.unwrap();
+    let backend = lumo_cli::backend::aws::with_sdk_config(&project, &options, &sdk)
+        .await
+        .unwrap();
     // Each fixture has its own environment, so suites sharing one emulator never meet.
-    Fixture { _dir: dir, project, backend, env: lumo_testkit::unique("env").replace('-', "") }
+    Fixture {
+        _dir: dir,
+        project,
+        backend,
+        env: lumo_testkit::unique("env").replace('-', ""),
+    }
 }
 
 fn task<'a>(f: &'a Fixture, name: &str) -> &'a Task {
@@ -88,7 +107,13 @@ fn task<'a>(f: &'a Fixture, name: &str) -> &'a Task {
 
 fn build(f: &Fixture, names: &[&str]) -> Vec<BuiltBundle> {
     let tasks: Vec<&Task> = names.iter().map(|n| task(f, n)).collect();
-    bundle::build_all(f.project.root(), &f.project.lumo_dir().join("bundles"), &tasks, BuildTarget::Host).unwrap()
+    bundle::build_all(
+        f.project.root(),
+        &f.project.lumo_dir().join("bundles"),
+        &tasks,
+        BuildTarget::Host,
+    )
+    .unwrap()
 }
 
 fn run_record(f: &Fixture, task: &str, status: RunStatus) -> TaskRun {
@@ -118,7 +143,12 @@ fn run_record(f: &Fixture, task: &str, status: RunStatus) -> TaskRun {
     }
 }
 
-fn deployment(f: &Fixture, version: &str, status: DeploymentStatus, previous: Option<&str>) -> Deployment {
+fn deployment(
+    f: &Fixture,
+    version: &str,
+    status: DeploymentStatus,
+    previous: Option<&str>,
+) -> Deployment {
     Deployment {
         id: new_id(),
         project: f.project.config.project_name.clone(),
@@ -168,7 +198,11 @@ async fn bundles_are_stored_once(f: Fixture) {
     let built = build(&f, &["ok", "fails"]);
     for b in &built {
         f.backend.bundles.put(b).await.unwrap();
-        assert!(!f.backend.bundles.put(b).await.unwrap(), "second put of {} uploaded again", b.task);
+        assert!(
+            !f.backend.bundles.put(b).await.unwrap(),
+            "second put of {} uploaded again",
+            b.task
+        );
     }
 }
 
@@ -179,8 +213,18 @@ async fn state_moves_only_with_a_successful_deployment(f: Fixture) {
     assert!(state.is_first_deploy() && state.bundles.is_empty());
 
     let first = deployment(&f, "v1", DeploymentStatus::Succeeded, None);
-    audit.start_deployment(&Deployment { status: DeploymentStatus::Running, ended_at: None, ..first.clone() }).await.unwrap();
-    assert!(audit.env_state(&f.env).await.unwrap().is_first_deploy(), "a running deployment moved the version");
+    audit
+        .start_deployment(&Deployment {
+            status: DeploymentStatus::Running,
+            ended_at: None,
+            ..first.clone()
+        })
+        .await
+        .unwrap();
+    assert!(
+        audit.env_state(&f.env).await.unwrap().is_first_deploy(),
+        "a running deployment moved the version"
+    );
     audit.finish_deployment(&first).await.unwrap();
     let state = audit.env_state(&f.env).await.unwrap();
     assert_eq!(state.version.as_deref(), Some("v1"));
@@ -190,7 +234,11 @@ async fn state_moves_only_with_a_successful_deployment(f: Fixture) {
     audit.start_deployment(&failed).await.unwrap();
     audit.finish_deployment(&failed).await.unwrap();
     let state = audit.env_state(&f.env).await.unwrap();
-    assert_eq!(state.version.as_deref(), Some("v1"), "a failed deployment moved the version");
+    assert_eq!(
+        state.version.as_deref(),
+        Some("v1"),
+        "a failed deployment moved the version"
+    );
 
     let second = deployment(&f, "v3", DeploymentStatus::Succeeded, Some("v1"));
     audit.start_deployment(&second).await.unwrap();
@@ -200,7 +248,13 @@ async fn state_moves_only_with_a_successful_deployment(f: Fixture) {
     assert_eq!(state.previous_version.as_deref(), Some("v1"));
     assert_eq!(state.deployment_id.as_deref(), Some(second.id.as_str()));
 
-    let listed: Vec<String> = audit.deployments(&f.env, 10).await.unwrap().into_iter().map(|d| d.version).collect();
+    let listed: Vec<String> = audit
+        .deployments(&f.env, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.version)
+        .collect();
     assert_eq!(listed, ["v3", "v2", "v1"], "deployments newest first");
     assert_eq!(audit.deployments(&f.env, 1).await.unwrap().len(), 1);
 }
@@ -213,8 +267,15 @@ async fn runs_are_recorded_and_queried_newest_first(f: Fixture) {
     for (i, task) in ["ok", "fails", "ok", "ok"].iter().enumerate() {
         let mut run = run_record(&f, task, RunStatus::Running);
         audit.start_run(&run).await.unwrap();
-        assert_eq!(audit.run(&run.id).await.unwrap().unwrap().status, RunStatus::Running);
-        run.status = if *task == "ok" { RunStatus::Succeeded } else { RunStatus::Failed };
+        assert_eq!(
+            audit.run(&run.id).await.unwrap().unwrap().status,
+            RunStatus::Running
+        );
+        run.status = if *task == "ok" {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        };
         run.bundle_hash = format!("hash-{i}");
         run.message = Some(format!("message {i}"));
         run.ended_at = Some(Timestamp::now());
@@ -227,18 +288,45 @@ async fn runs_are_recorded_and_queried_newest_first(f: Fixture) {
     let listed: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
     let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
     assert_eq!(listed, newest_first);
-    assert_eq!(all[0].data, Some(json!({ "i": 3, "nested": { "list": [1, "two", null] } })));
+    assert_eq!(
+        all[0].data,
+        Some(json!({ "i": 3, "nested": { "list": [1, "two", null] } }))
+    );
     assert_eq!(all[0].message.as_deref(), Some("message 3"));
 
     let ok_runs = audit.runs(&f.env, Some("ok"), 2).await.unwrap();
-    assert_eq!(ok_runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [ids[3].as_str(), ids[2].as_str()]);
-    assert!(audit.runs(&f.env, Some("nope"), 10).await.unwrap().is_empty());
-    assert!(audit.runs("other", None, 10).await.unwrap().is_empty(), "runs leak across environments");
+    assert_eq!(
+        ok_runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [ids[3].as_str(), ids[2].as_str()]
+    );
+    assert!(
+        audit
+            .runs(&f.env, Some("nope"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        audit.runs("other", None, 10).await.unwrap().is_empty(),
+        "runs leak across environments"
+    );
 
     let state = audit.env_state(&f.env).await.unwrap();
-    assert_eq!(state.last_success.get("ok").map(String::as_str), Some("hash-3"));
-    assert!(!state.last_success.contains_key("fails"), "a failed run counted as a success");
-    assert!(audit.run("01ARZ3NDEKTSV4RRFFQ69G5FAV").await.unwrap().is_none());
+    assert_eq!(
+        state.last_success.get("ok").map(String::as_str),
+        Some("hash-3")
+    );
+    assert!(
+        !state.last_success.contains_key("fails"),
+        "a failed run counted as a success"
+    );
+    assert!(
+        audit
+            .run("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// The executor runs a bundle under the task contract: result, data, exit code, the full
@@ -248,29 +336,59 @@ async fn tasks_run_and_their_output_is_kept(f: Fixture) {
     for b in &built {
         f.backend.bundles.put(b).await.unwrap();
     }
-    f.backend.executor.prepare(&f.env, Prepare::Deploy).await.unwrap();
+    f.backend
+        .executor
+        .prepare(&f.env, Prepare::Deploy)
+        .await
+        .unwrap();
 
     let id = new_id();
     let mut output = Vec::new();
-    let report = f.backend.executor.run(request(&f, &built[0], &id), &mut output).await.unwrap();
+    let report = f
+        .backend
+        .executor
+        .run(request(&f, &built[0], &id), &mut output)
+        .await
+        .unwrap();
     assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
     assert_eq!(report.message, "done with ***");
     assert_eq!(report.data, Some(json!({ "n": 1 })));
     let shown = String::from_utf8_lossy(&output);
-    assert!(shown.contains(&format!("hello from ok in {}", f.env)), "{shown}");
-    assert!(!shown.contains(SECRET) && shown.contains("token=***"), "{shown}");
+    assert!(
+        shown.contains(&format!("hello from ok in {}", f.env)),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains(SECRET) && shown.contains("token=***"),
+        "{shown}"
+    );
 
     let mut run = run_record(&f, "ok", RunStatus::Succeeded);
     run.id = id;
     run.log_ref = report.log_ref.clone();
-    let log = f.backend.audit.read_log(&run).await.unwrap().expect("the full output is stored");
+    let log = f
+        .backend
+        .audit
+        .read_log(&run)
+        .await
+        .unwrap()
+        .expect("the full output is stored");
     let log = String::from_utf8(log).unwrap();
     assert!(log.contains("token=***") && !log.contains(SECRET), "{log}");
 
-    let report = f.backend.executor.run(request(&f, &built[1], &new_id()), &mut Vec::new()).await.unwrap();
+    let report = f
+        .backend
+        .executor
+        .run(request(&f, &built[1], &new_id()), &mut Vec::new())
+        .await
+        .unwrap();
     assert_eq!(report.status, RunStatus::Failed);
     assert_eq!(report.exit_code, Some(3));
-    assert!(report.message.contains("about to fail"), "{}", report.message);
+    assert!(
+        report.message.contains("about to fail"),
+        "{}",
+        report.message
+    );
 }
 
 /// Data too large for a record is kept by pointer, never lost and never inline past the limit.
@@ -287,6 +405,122 @@ async fn large_data_is_kept(f: Fixture) {
         (None, Some(reference)) => assert!(reference.contains(&run.id), "{reference}"),
         (None, None) => panic!("200 KB of data was lost"),
     }
+}
+
+fn lock_holder(actor: &str, lease_ms: i64) -> LockHolder {
+    let now = Timestamp::now();
+    LockHolder {
+        token: new_id(),
+        actor: actor.into(),
+        operation: format!("deploy by {actor}"),
+        reason: None,
+        host: "conformance-host".into(),
+        pid: None,
+        since: now,
+        expires_at: Some(Timestamp(now.millis() + lease_ms)),
+    }
+}
+
+/// One writer at a time; only the holder's token renews or releases it.
+async fn the_writer_lock_is_exclusive(f: Fixture) {
+    let locks = &f.backend.locks;
+    let alice = lock_holder("alice", 60_000);
+    let bob = lock_holder("bob", 60_000);
+    assert_eq!(locks.acquire(&f.env, LockSlot::Writer, &alice).await.unwrap(), Acquired::Taken { displaced: None });
+    assert_eq!(locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(), Acquired::Held(alice.clone()));
+    assert_eq!(locks.current(&f.env).await.unwrap().writer.as_ref().map(|h| h.token.as_str()), Some(alice.token.as_str()));
+
+    assert!(locks.renew(&f.env, &alice.token, Timestamp(Timestamp::now().millis() + 90_000)).await.unwrap());
+    assert!(!locks.renew(&f.env, &bob.token, Timestamp(Timestamp::now().millis() + 90_000)).await.unwrap());
+    assert!(locks.release(&f.env, LockSlot::Writer, Some(&bob.token)).await.unwrap().is_none(), "a stranger's token released the lock");
+    assert!(matches!(locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(), Acquired::Held(_)));
+
+    assert_eq!(locks.release(&f.env, LockSlot::Writer, Some(&alice.token)).await.unwrap().map(|h| h.token), Some(alice.token.clone()));
+    assert_eq!(locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(), Acquired::Taken { displaced: None });
+    assert!(!locks.renew(&f.env, &alice.token, Timestamp::now()).await.unwrap(), "a released holder renewed");
+}
+
+/// A writer whose lease ran out is displaced by the next one, who learns who it was.
+async fn an_expired_writer_is_displaced(f: Fixture) {
+    let locks = &f.backend.locks;
+    let dead = lock_holder("dead", -1);
+    assert!(matches!(locks.acquire(&f.env, LockSlot::Writer, &dead).await.unwrap(), Acquired::Taken { .. }));
+    assert!(locks.current(&f.env).await.unwrap().writer.is_none(), "an expired writer shows as holding");
+    let next = lock_holder("next", 60_000);
+    match locks.acquire(&f.env, LockSlot::Writer, &next).await.unwrap() {
+        Acquired::Taken { displaced: Some(d) } => assert_eq!(d.token, dead.token),
+        other => panic!("expected to displace the expired writer, got {other:?}"),
+    }
+}
+
+/// A manual lock keeps everyone but its holder out, and only a forced release frees it for others.
+async fn a_manual_lock_keeps_others_out(f: Fixture) {
+    let locks = &f.backend.locks;
+    let manual = LockHolder { expires_at: None, operation: "lock".into(), reason: Some("migrating".into()), ..lock_holder("alice", 0) };
+    assert!(matches!(locks.acquire(&f.env, LockSlot::Manual, &manual).await.unwrap(), Acquired::Taken { .. }));
+    let bob = lock_holder("bob", 60_000);
+    assert_eq!(locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(), Acquired::Held(manual.clone()));
+    assert!(matches!(locks.acquire(&f.env, LockSlot::Manual, &bob).await.unwrap(), Acquired::Held(_)));
+    let alice_deploys = lock_holder("alice", 60_000);
+    assert!(matches!(locks.acquire(&f.env, LockSlot::Writer, &alice_deploys).await.unwrap(), Acquired::Taken { .. }), "the lock's holder may deploy");
+    let state = locks.current(&f.env).await.unwrap();
+    assert_eq!(state.manual.as_ref().and_then(|m| m.reason.as_deref()), Some("migrating"));
+    assert!(state.writer.is_some());
+    locks.release(&f.env, LockSlot::Writer, Some(&alice_deploys.token)).await.unwrap();
+
+    let released = locks.release(&f.env, LockSlot::Manual, None).await.unwrap();
+    assert_eq!(released.map(|h| h.actor), Some("alice".to_string()));
+    assert!(matches!(locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(), Acquired::Taken { .. }));
+    // A live writer keeps a manual lock out too.
+    let carol = LockHolder { expires_at: None, ..lock_holder("carol", 0) };
+    assert!(matches!(locks.acquire(&f.env, LockSlot::Manual, &carol).await.unwrap(), Acquired::Held(_)));
+}
+
+/// Work left `running` by a dead writer becomes `abandoned`; finished work is untouched.
+async fn unfinished_work_is_abandoned(f: Fixture) {
+    let audit = &f.backend.audit;
+    let orphan = run_record(&f, "ok", RunStatus::Running);
+    audit.start_run(&orphan).await.unwrap();
+    let mut done = run_record(&f, "ok", RunStatus::Running);
+    audit.start_run(&done).await.unwrap();
+    done.status = RunStatus::Succeeded;
+    audit.finish_run(&done).await.unwrap();
+    let deploy = Deployment { status: DeploymentStatus::Running, ended_at: None, ..deployment(&f, "v9", DeploymentStatus::Running, None) };
+    audit.start_deployment(&deploy).await.unwrap();
+
+    let mut abandoned = audit.abandon_unfinished(&f.env, "abandoned: writer died").await.unwrap();
+    abandoned.sort();
+    let mut expected = vec![orphan.id.clone(), deploy.id.clone()];
+    expected.sort();
+    assert_eq!(abandoned, expected);
+    let orphan = audit.run(&orphan.id).await.unwrap().unwrap();
+    assert_eq!(orphan.status, RunStatus::Abandoned);
+    assert_eq!(orphan.message.as_deref(), Some("abandoned: writer died"));
+    assert!(orphan.ended_at.is_some());
+    assert_eq!(audit.run(&done.id).await.unwrap().unwrap().status, RunStatus::Succeeded);
+    assert_eq!(audit.deployments(&f.env, 1).await.unwrap()[0].status, DeploymentStatus::Abandoned);
+    assert!(audit.env_state(&f.env).await.unwrap().is_first_deploy(), "an abandoned deployment moved the version");
+    assert!(audit.abandon_unfinished(&f.env, "again").await.unwrap().is_empty());
+}
+
+/// Events are kept and listed newest first.
+async fn events_are_recorded(f: Fixture) {
+    for (i, kind) in [EventKind::Locked, EventKind::ForceUnlocked, EventKind::Refused].into_iter().enumerate() {
+        let event = AuditEvent {
+            id: new_id(),
+            project: f.project.config.project_name.clone(),
+            env: f.env.clone(),
+            kind,
+            actor: format!("actor-{i}"),
+            at: Timestamp::now(),
+            message: format!("event {i}"),
+        };
+        f.backend.audit.record_event(&event).await.unwrap();
+    }
+    let events = f.backend.audit.events(&f.env, 2).await.unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Refused, EventKind::ForceUnlocked]);
+    assert_eq!(events[0].actor, "actor-2");
 }
 
 macro_rules! conformance {
@@ -317,4 +551,9 @@ conformance!(
     runs_are_recorded_and_queried_newest_first,
     tasks_run_and_their_output_is_kept,
     large_data_is_kept,
+    the_writer_lock_is_exclusive,
+    an_expired_writer_is_displaced,
+    a_manual_lock_keeps_others_out,
+    unfinished_work_is_abandoned,
+    events_are_recorded,
 );
