@@ -1,0 +1,383 @@
+//! End-to-end tests of the `lumo` binary on the `aws` provider, against the emulators on
+//! 127.0.0.1: moto for S3, DynamoDB and the Lambda control plane, and the harness's router
+//! executing the real `lumo-runner` for every Invoke (`tests/emulators/`). The spine's scenarios
+//! again — same config, same CLI, same records, same exit codes — plus what only AWS has: no
+//! re-upload when nothing changed, a tampered bundle refused by the runner, large output kept
+//! out of DynamoDB items.
+//!
+//! Without the emulator venv every test here says SKIPPED and passes; with `CI=true` a
+//! missing emulator fails them (see `lumo_testkit::emulators`).
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use lumo_testkit::{Emulators, unique};
+use serde_json::json;
+use support::{DeploymentStatus, RunStatus, TaskContext, TestProject, Trigger};
+
+/// The router's counters are global: the test that counts requests runs alone (write), every
+/// other test shares (read).
+static COUNTING: RwLock<()> = RwLock::new(());
+
+struct AwsProject {
+    p: TestProject,
+    emulators: &'static Emulators,
+    name: String,
+    bucket: String,
+    table: String,
+}
+
+impl AwsProject {
+    /// A project of its own (its own name, bucket and table) on the emulators, or `None` when
+    /// they are not installed here.
+    fn new() -> Option<AwsProject> {
+        let emulators = lumo_testkit::emulators()?;
+        let name = unique("e2e");
+        let bucket = unique("e2e-bundles");
+        let table = unique("e2e-audit");
+        block_on(emulators.create_bucket_and_table(&bucket, &table));
+        let mut p = TestProject::new();
+        for (key, value) in emulators.aws_env() {
+            p.set_env(key, &value);
+        }
+        p.set_env("LUMO_RUNNER", &emulators.runner_bin.to_string_lossy());
+        Some(AwsProject { p, emulators, name, bucket, table })
+    }
+
+    /// `lumo.config.js` with this project's name and `aws` block, then `tasks`.
+    fn config(&self, tasks: &str) -> &TestProject {
+        self.p.config(&format!(
+            "export default {{
+               projectName: '{}', provider: 'aws', region: 'us-east-1',
+               aws: {{ bucket: '{}', table: '{}', roleArn: '{}' }},
+               secrets: {{ token: {{ value: () => process.env.E2E_TOKEN ?? 'tok-9f8e7d6c5b' }} }},
+               tasks: {tasks},
+             }};",
+            self.name, self.bucket, self.table, self.emulators.runner_role_arn
+        ))
+    }
+
+    async fn sdk(&self) -> aws_config::SdkConfig {
+        self.emulators.sdk_config().await
+    }
+
+    /// Every item of the table (small test tables only).
+    fn items(&self) -> Vec<HashMap<String, AttributeValue>> {
+        block_on(async {
+            let dynamo = aws_sdk_dynamodb::Client::new(&self.sdk().await);
+            dynamo.scan().table_name(&self.table).send().await.unwrap().items.unwrap_or_default()
+        })
+    }
+
+    /// Every object of the bucket: key → bytes.
+    fn objects(&self) -> Vec<(String, Vec<u8>)> {
+        block_on(async {
+            let s3 = s3(&self.sdk().await);
+            let listed = s3.list_objects_v2().bucket(&self.bucket).send().await.unwrap();
+            let mut objects = Vec::new();
+            for object in listed.contents() {
+                let key = object.key().unwrap().to_string();
+                let body = s3.get_object().bucket(&self.bucket).key(&key).send().await.unwrap().body;
+                objects.push((key, body.collect().await.unwrap().into_bytes().to_vec()));
+            }
+            objects
+        })
+    }
+}
+
+fn s3(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build())
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+macro_rules! aws_project {
+    () => {
+        match AwsProject::new() {
+            Some(project) => project,
+            None => return,
+        }
+    };
+}
+
+const OBSERVER: &str = r#"
+cat > "@OUT@/$LUMO_TRIGGER.stdin.json"
+echo "observed $LUMO_TRIGGER in $LUMO_ENVIRONMENT"
+"#;
+
+fn context(p: &TestProject, trigger: &str) -> TaskContext {
+    serde_json::from_str(&p.read_out(&format!("{trigger}.stdin.json"))).unwrap()
+}
+
+#[test]
+fn first_deploy_then_update_as_seen_by_the_task_and_the_records() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    a.config("{ observe: { copyAssets: [{ from: 'migrations' }], config: { db: 'app' } } }")
+        .write("migrations/0001.sql", "select 1;")
+        .task("observe", &format!("{OBSERVER}\nls migrations > \"@OUT@/files\""));
+
+    let first = a.p.deploy(&["--deploy-version", "v1"], 0);
+    assert!(first.is_first_deploy);
+    assert_eq!(first.provider, "aws");
+    assert_eq!(first.status, Some(DeploymentStatus::Succeeded));
+    let ctx = context(&a.p, "deploy");
+    assert!(ctx.deployment.is_first_deploy);
+    assert_eq!(ctx.deployment.previous_version, None);
+    assert_eq!(ctx.deployment.version, "v1");
+    assert_eq!(ctx.trigger, Trigger::Deploy);
+    assert_eq!(ctx.config, json!({ "db": "app" }));
+    assert_eq!(a.p.read_out("files").trim(), "0001.sql", "copyAssets reached the runner");
+
+    let second = a.p.deploy(&["--deploy-version", "v2"], 0);
+    assert!(!second.is_first_deploy);
+    assert_eq!(second.previous_version.as_deref(), Some("v1"));
+    let ctx = context(&a.p, "update");
+    assert!(!ctx.deployment.is_first_deploy);
+    assert_eq!(ctx.deployment.previous_version.as_deref(), Some("v1"));
+    assert_eq!(ctx.deployment.version, "v2");
+
+    // History, status and logs come back from DynamoDB and S3.
+    let runs = a.p.history();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1].id, ctx.run_id, "runId is the recorded run id");
+    assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded && r.actor == support::ACTOR));
+    let status = a.p.status();
+    assert_eq!(status.provider, "aws");
+    assert_eq!(status.state.version.as_deref(), Some("v2"));
+    assert_eq!(status.state.previous_version.as_deref(), Some("v1"));
+    let logs = a.p.logs(&runs[1].id);
+    assert!(logs.complete, "the full log is in S3");
+    assert!(logs.output.unwrap().contains("observed update in dev"));
+    assert!(runs[1].log_ref.as_deref().unwrap().starts_with(&format!("s3://{}/{}/logs/", a.bucket, a.name)));
+}
+
+#[test]
+fn run_on_each_value_and_manual_runs_with_args() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    let record = r#"echo "$LUMO_TRIGGER" >> "@OUT@/$LUMO_TASK.log""#;
+    a.config(
+        "{ first: { runOn: ['deploy'] }, later: { runOn: ['update'] }, both: {},
+           changed: { runOn: ['change'], copyAssets: [{ from: 'data.txt' }] },
+           manual: { runOn: [], args: { target: { required: true }, mode: { default: 'soft' } } } }",
+    )
+    .write("data.txt", "one")
+    .task("first", record)
+    .task("later", record)
+    .task("both", record)
+    .task("changed", record)
+    .task(
+        "manual",
+        r#"echo "$LUMO_ARG_TARGET/$LUMO_ARG_MODE" > "@OUT@/manual"
+printf '{"success":true,"message":"purged %s","data":{"target":"%s"}}' "$LUMO_ARG_TARGET" "$LUMO_ARG_TARGET" > "$LUMO_RESULT_FILE""#,
+    );
+
+    let first = a.p.deploy(&[], 0);
+    assert_eq!(first.with_status(RunStatus::Succeeded), ["first", "both", "changed"]);
+    let second = a.p.deploy(&[], 0);
+    assert_eq!(second.with_status(RunStatus::Succeeded), ["later", "both"], "unchanged `change` task skipped");
+    a.p.write("data.txt", "two");
+    let third = a.p.deploy(&[], 0);
+    assert_eq!(third.with_status(RunStatus::Succeeded), ["later", "both", "changed"]);
+    assert_eq!(a.p.out_lines("changed.log"), ["deploy", "update"]);
+    assert!(!a.p.has_out("manual"));
+
+    a.p.lumo(&["run", "manual", "--env", "dev"]).code(2).stderr_has(&["`target`"]);
+    let run: support::TaskRun = a.p.lumo(&["run", "manual", "--env", "dev", "--arg", "target=sessions", "--json"]).code(0).json();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.trigger, Trigger::Manual);
+    assert_eq!(run.data, Some(json!({ "target": "sessions" })));
+    assert_eq!(a.p.read_out("manual").trim(), "sessions/soft");
+}
+
+#[test]
+fn a_failure_stops_the_deploy_skips_the_rest_and_keeps_the_version() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    a.config("{ one: {}, two: {}, three: {} }")
+        .task("one", "echo one ok")
+        .task("two", "echo two breaks >&2; exit 7")
+        .task("three", "echo three > \"@OUT@/three\"");
+    a.p.deploy(&["--deploy-version", "v1"], 1);
+    let history = a.p.history();
+    let by_task = |t: &str| history.iter().find(|r| r.task == t).unwrap().clone();
+    assert_eq!(by_task("one").status, RunStatus::Succeeded);
+    assert_eq!(by_task("two").status, RunStatus::Failed);
+    assert_eq!(by_task("two").exit_code, Some(7));
+    assert!(by_task("two").message.unwrap().contains("two breaks"));
+    assert_eq!(by_task("three").status, RunStatus::Skipped);
+    assert!(!a.p.has_out("three"));
+    let status = a.p.status();
+    assert_eq!(status.state.version, None, "a failed first deploy leaves the environment undeployed");
+    assert_eq!(status.last_deployment.unwrap().status, DeploymentStatus::Failed);
+
+    a.p.task("two", "echo fixed");
+    let next = a.p.deploy(&["--deploy-version", "v2"], 0);
+    assert!(next.is_first_deploy, "still the first successful deploy");
+    assert_eq!(a.p.status().state.version.as_deref(), Some("v2"));
+}
+
+#[test]
+fn a_timeout_is_recorded_timed_out_with_the_output_so_far() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    a.config("{ slow: { timeout: 1 } }").task("slow", "echo before the timeout\nsleep 30\necho never");
+    let report = a.p.deploy(&[], 1);
+    assert_eq!(report.task("slow").status, RunStatus::TimedOut);
+    let run = a.p.history().pop().unwrap();
+    assert_eq!(run.status, RunStatus::TimedOut);
+    assert!(run.duration_ms.unwrap() < 15_000, "stopped near its timeout, not the function's");
+    let logs = a.p.logs(&run.id);
+    let output = logs.output.unwrap();
+    assert!(output.contains("before the timeout") && !output.contains("never"), "{output}");
+}
+
+#[test]
+fn an_unchanged_redeploy_uploads_nothing_and_updates_no_function() {
+    let _alone = COUNTING.write().unwrap();
+    let a = aws_project!();
+    // `change` tasks do not run again when nothing changed: no Invoke, so no log upload either.
+    a.config("{ a: { runOn: ['change'] }, b: { runOn: ['change'], copyAssets: [{ from: 'assets' }] } }")
+        .write("assets/one.txt", "1")
+        .task("a", "echo a")
+        .task("b", "echo b");
+    a.p.deploy(&["--deploy-version", "v1"], 0);
+    let before = a.emulators.counters();
+    let again = a.p.deploy(&["--deploy-version", "v1"], 0);
+    let after = a.emulators.counters();
+    assert_eq!(again.with_status(RunStatus::Succeeded), Vec::<&str>::new());
+    assert_eq!(after.s3_put_object - before.s3_put_object, 0, "a bundle was uploaded again");
+    assert_eq!(after.lambda_update_function_code - before.lambda_update_function_code, 0);
+    assert_eq!(after.lambda_update_function_configuration - before.lambda_update_function_configuration, 0);
+    assert_eq!(after.lambda_create_function - before.lambda_create_function, 0);
+
+    // A changed asset is one upload, and still no function update.
+    a.p.write("assets/one.txt", "2");
+    a.p.deploy(&["--deploy-version", "v2"], 0);
+    let changed = a.emulators.counters();
+    let bundle_and_log = changed.s3_put_object - after.s3_put_object;
+    assert_eq!(bundle_and_log, 2, "one bundle upload plus the run's log");
+    assert_eq!(changed.lambda_update_function_code - after.lambda_update_function_code, 0);
+}
+
+#[test]
+fn a_tampered_bundle_is_refused_by_the_runner() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    a.config("{ job: { runOn: [] } }").task("job", "echo ran > \"@OUT@/ran\"");
+    a.p.deploy(&[], 0);
+    let bundle = a.p.status().state.bundles["job"].clone();
+    block_on(async {
+        s3(&a.sdk().await)
+            .put_object()
+            .bucket(&a.bucket)
+            .key(format!("{}/bundles/{bundle}.zip", a.name))
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"not the bundle that was deployed"))
+            .send()
+            .await
+            .unwrap();
+    });
+    // A cold runner has no cached copy: it must download, and check.
+    a.emulators.reset_lambda();
+    let run: support::TaskRun = a.p.lumo(&["run", "job", "--env", "dev", "--json"]).code(1).json();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.message.as_deref().unwrap().contains("sha256"), "{:?}", run.message);
+    assert!(!a.p.has_out("ran"), "the tampered bundle ran");
+}
+
+#[test]
+fn five_megabytes_of_output_stay_out_of_the_dynamodb_item() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    a.config("{ loud: {} }").task("loud", "head -c 5000000 /dev/zero | tr '\\0' 'x'\necho\necho the end");
+    a.p.deploy(&[], 0);
+    let run = a.p.history().pop().unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.output_bytes, 5_000_000 + 1 + 8);
+    assert!(run.output_tail.as_deref().unwrap().len() <= 4096);
+    let logs = a.p.logs(&run.id);
+    assert_eq!(logs.output.unwrap().len(), 5_000_009, "the whole output is in S3");
+
+    let items = a.items();
+    let item = items
+        .iter()
+        .find(|i| i.get("sk") == Some(&AttributeValue::S(format!("RUN#{}", run.id))))
+        .expect("the run's item");
+    let size: usize = item
+        .iter()
+        .map(|(k, v)| k.len() + match v {
+            AttributeValue::S(s) => s.len(),
+            AttributeValue::N(n) => n.len(),
+            _ => 16,
+        })
+        .sum();
+    assert!(size < 16 * 1024, "the run's item is {size} bytes");
+}
+
+#[test]
+fn secrets_never_reach_s3_dynamodb_or_the_terminal() {
+    let _shared = COUNTING.read().unwrap();
+    let mut a = aws_project!();
+    let secret = "sup3r-s3cret-value-4411";
+    a.p.set_env("E2E_TOKEN", secret);
+    a.config("{ leak: {} }").task(
+        "leak",
+        r#"echo "plain $TOKEN"
+printf 'split %s' "$(echo "$TOKEN" | cut -c1-8)"; sleep 0.2; printf '%s\n' "$(echo "$TOKEN" | cut -c9-)"
+printf '{"success":true,"message":"msg %s","data":{"token":"%s"}}' "$TOKEN" "$TOKEN" > "$LUMO_RESULT_FILE""#,
+    );
+    let out = a.p.lumo(&["deploy", "--env", "dev", "--json"]).code(0).clone();
+    let run = a.p.history().pop().unwrap();
+    let logs = a.p.lumo(&["logs", &run.id]).code(0).clone();
+    for (what, text) in [("stdout", &out.stdout), ("stderr", &out.stderr), ("logs", &logs.stdout)] {
+        assert!(!text.contains(secret), "the secret is in {what}:\n{text}");
+    }
+    assert!(out.stderr.contains("plain ***"), "{}", out.stderr);
+    assert_eq!(run.message.as_deref(), Some("msg ***"));
+    assert_eq!(run.data, Some(json!({ "token": "***" })));
+    for (key, bytes) in a.objects() {
+        assert!(!String::from_utf8_lossy(&bytes).contains(secret), "the secret is in s3://{}/{key}", a.bucket);
+    }
+    let items = format!("{:?}", a.items());
+    assert!(!items.contains(secret), "the secret is in a DynamoDB item");
+    assert!(support::TestProject::files_containing(&a.p.lumo_dir(), secret).is_empty());
+}
+
+#[test]
+fn a_missing_table_is_a_backend_error_with_a_hint() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    a.p.config(&format!(
+        "export default {{ projectName: '{}', provider: 'aws', region: 'us-east-1',
+           aws: {{ bucket: '{}', table: 'no-such-table', roleArn: '{}' }}, tasks: {{ t: {{}} }} }};",
+        a.name, a.bucket, a.emulators.runner_role_arn
+    ));
+    a.p.task("t", "echo t");
+    let out = a.p.lumo(&["deploy", "--env", "dev"]).code(4).clone();
+    out.stderr_has(&["no-such-table", "infra/"]);
+}
+
+#[test]
+fn the_aws_provider_needs_a_bucket_and_a_table() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    a.p.config(&format!("export default {{ projectName: '{}', provider: 'aws', region: 'us-east-1' }};", a.name));
+    a.p.lumo(&["deploy", "--env", "dev"]).code(2).stderr_has(&["`aws.bucket`", "`aws.table`"]);
+}
+
+#[test]
+fn a_missing_runner_binary_says_how_to_build_it() {
+    let _shared = COUNTING.read().unwrap();
+    let mut a = aws_project!();
+    a.p.set_env("LUMO_RUNNER", "/nonexistent/bootstrap");
+    a.config("{ t: {} }").task("t", "echo t");
+    a.p.lumo(&["deploy", "--env", "dev"]).code(4).stderr_has(&["cargo lambda build --release -p lumo-runner"]);
+}
