@@ -24,6 +24,12 @@ export default defineConfig({
       copyAssets: [{ from: 'migrations', to: 'migrations' }],
       config: { database: 'app' },
     },
+    seed: {
+      description: 'Seeds reference data on the first deploy (a Rust task using the lumo-task SDK)',
+      runOn: ['deploy'],
+      timeout: 120,
+      copyAssets: [{ from: 'migrations', to: 'migrations' }],
+    },
     'warm-cache': {
       description: 'Requests the most popular pages so the first visitors are fast',
       timeout: 60,
