@@ -426,28 +426,103 @@ async fn the_writer_lock_is_exclusive(f: Fixture) {
     let locks = &f.backend.locks;
     let alice = lock_holder("alice", 60_000);
     let bob = lock_holder("bob", 60_000);
-    assert_eq!(locks.acquire(&f.env, LockSlot::Writer, &alice).await.unwrap(), Acquired::Taken { displaced: None });
-    assert_eq!(locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(), Acquired::Held(alice.clone()));
-    assert_eq!(locks.current(&f.env).await.unwrap().writer.as_ref().map(|h| h.token.as_str()), Some(alice.token.as_str()));
+    assert_eq!(
+        locks
+            .acquire(&f.env, LockSlot::Writer, &alice)
+            .await
+            .unwrap(),
+        Acquired::Taken { displaced: None }
+    );
+    assert_eq!(
+        locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(),
+        Acquired::Held(alice.clone())
+    );
+    assert_eq!(
+        locks
+            .current(&f.env)
+            .await
+            .unwrap()
+            .writer
+            .as_ref()
+            .map(|h| h.token.as_str()),
+        Some(alice.token.as_str())
+    );
 
-    assert!(locks.renew(&f.env, &alice.token, Timestamp(Timestamp::now().millis() + 90_000)).await.unwrap());
-    assert!(!locks.renew(&f.env, &bob.token, Timestamp(Timestamp::now().millis() + 90_000)).await.unwrap());
-    assert!(locks.release(&f.env, LockSlot::Writer, Some(&bob.token)).await.unwrap().is_none(), "a stranger's token released the lock");
-    assert!(matches!(locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(), Acquired::Held(_)));
+    assert!(
+        locks
+            .renew(
+                &f.env,
+                &alice.token,
+                Timestamp(Timestamp::now().millis() + 90_000)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !locks
+            .renew(
+                &f.env,
+                &bob.token,
+                Timestamp(Timestamp::now().millis() + 90_000)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        locks
+            .release(&f.env, LockSlot::Writer, Some(&bob.token))
+            .await
+            .unwrap()
+            .is_none(),
+        "a stranger's token released the lock"
+    );
+    assert!(matches!(
+        locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(),
+        Acquired::Held(_)
+    ));
 
-    assert_eq!(locks.release(&f.env, LockSlot::Writer, Some(&alice.token)).await.unwrap().map(|h| h.token), Some(alice.token.clone()));
-    assert_eq!(locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(), Acquired::Taken { displaced: None });
-    assert!(!locks.renew(&f.env, &alice.token, Timestamp::now()).await.unwrap(), "a released holder renewed");
+    assert_eq!(
+        locks
+            .release(&f.env, LockSlot::Writer, Some(&alice.token))
+            .await
+            .unwrap()
+            .map(|h| h.token),
+        Some(alice.token.clone())
+    );
+    assert_eq!(
+        locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(),
+        Acquired::Taken { displaced: None }
+    );
+    assert!(
+        !locks
+            .renew(&f.env, &alice.token, Timestamp::now())
+            .await
+            .unwrap(),
+        "a released holder renewed"
+    );
 }
 
 /// A writer whose lease ran out is displaced by the next one, who learns who it was.
 async fn an_expired_writer_is_displaced(f: Fixture) {
     let locks = &f.backend.locks;
     let dead = lock_holder("dead", -1);
-    assert!(matches!(locks.acquire(&f.env, LockSlot::Writer, &dead).await.unwrap(), Acquired::Taken { .. }));
-    assert!(locks.current(&f.env).await.unwrap().writer.is_none(), "an expired writer shows as holding");
+    assert!(matches!(
+        locks
+            .acquire(&f.env, LockSlot::Writer, &dead)
+            .await
+            .unwrap(),
+        Acquired::Taken { .. }
+    ));
+    assert!(
+        locks.current(&f.env).await.unwrap().writer.is_none(),
+        "an expired writer shows as holding"
+    );
     let next = lock_holder("next", 60_000);
-    match locks.acquire(&f.env, LockSlot::Writer, &next).await.unwrap() {
+    match locks
+        .acquire(&f.env, LockSlot::Writer, &next)
+        .await
+        .unwrap()
+    {
         Acquired::Taken { displaced: Some(d) } => assert_eq!(d.token, dead.token),
         other => panic!("expected to displace the expired writer, got {other:?}"),
     }
@@ -456,24 +531,68 @@ async fn an_expired_writer_is_displaced(f: Fixture) {
 /// A manual lock keeps everyone but its holder out, and only a forced release frees it for others.
 async fn a_manual_lock_keeps_others_out(f: Fixture) {
     let locks = &f.backend.locks;
-    let manual = LockHolder { expires_at: None, operation: "lock".into(), reason: Some("migrating".into()), ..lock_holder("alice", 0) };
-    assert!(matches!(locks.acquire(&f.env, LockSlot::Manual, &manual).await.unwrap(), Acquired::Taken { .. }));
+    let manual = LockHolder {
+        expires_at: None,
+        operation: "lock".into(),
+        reason: Some("migrating".into()),
+        ..lock_holder("alice", 0)
+    };
+    assert!(matches!(
+        locks
+            .acquire(&f.env, LockSlot::Manual, &manual)
+            .await
+            .unwrap(),
+        Acquired::Taken { .. }
+    ));
     let bob = lock_holder("bob", 60_000);
-    assert_eq!(locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(), Acquired::Held(manual.clone()));
-    assert!(matches!(locks.acquire(&f.env, LockSlot::Manual, &bob).await.unwrap(), Acquired::Held(_)));
+    assert_eq!(
+        locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(),
+        Acquired::Held(manual.clone())
+    );
+    assert!(matches!(
+        locks.acquire(&f.env, LockSlot::Manual, &bob).await.unwrap(),
+        Acquired::Held(_)
+    ));
     let alice_deploys = lock_holder("alice", 60_000);
-    assert!(matches!(locks.acquire(&f.env, LockSlot::Writer, &alice_deploys).await.unwrap(), Acquired::Taken { .. }), "the lock's holder may deploy");
+    assert!(
+        matches!(
+            locks
+                .acquire(&f.env, LockSlot::Writer, &alice_deploys)
+                .await
+                .unwrap(),
+            Acquired::Taken { .. }
+        ),
+        "the lock's holder may deploy"
+    );
     let state = locks.current(&f.env).await.unwrap();
-    assert_eq!(state.manual.as_ref().and_then(|m| m.reason.as_deref()), Some("migrating"));
+    assert_eq!(
+        state.manual.as_ref().and_then(|m| m.reason.as_deref()),
+        Some("migrating")
+    );
     assert!(state.writer.is_some());
-    locks.release(&f.env, LockSlot::Writer, Some(&alice_deploys.token)).await.unwrap();
+    locks
+        .release(&f.env, LockSlot::Writer, Some(&alice_deploys.token))
+        .await
+        .unwrap();
 
     let released = locks.release(&f.env, LockSlot::Manual, None).await.unwrap();
     assert_eq!(released.map(|h| h.actor), Some("alice".to_string()));
-    assert!(matches!(locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(), Acquired::Taken { .. }));
+    assert!(matches!(
+        locks.acquire(&f.env, LockSlot::Writer, &bob).await.unwrap(),
+        Acquired::Taken { .. }
+    ));
     // A live writer keeps a manual lock out too.
-    let carol = LockHolder { expires_at: None, ..lock_holder("carol", 0) };
-    assert!(matches!(locks.acquire(&f.env, LockSlot::Manual, &carol).await.unwrap(), Acquired::Held(_)));
+    let carol = LockHolder {
+        expires_at: None,
+        ..lock_holder("carol", 0)
+    };
+    assert!(matches!(
+        locks
+            .acquire(&f.env, LockSlot::Manual, &carol)
+            .await
+            .unwrap(),
+        Acquired::Held(_)
+    ));
 }
 
 /// Work left `running` by a dead writer becomes `abandoned`; finished work is untouched.
@@ -485,10 +604,17 @@ async fn unfinished_work_is_abandoned(f: Fixture) {
     audit.start_run(&done).await.unwrap();
     done.status = RunStatus::Succeeded;
     audit.finish_run(&done).await.unwrap();
-    let deploy = Deployment { status: DeploymentStatus::Running, ended_at: None, ..deployment(&f, "v9", DeploymentStatus::Running, None) };
+    let deploy = Deployment {
+        status: DeploymentStatus::Running,
+        ended_at: None,
+        ..deployment(&f, "v9", DeploymentStatus::Running, None)
+    };
     audit.start_deployment(&deploy).await.unwrap();
 
-    let mut abandoned = audit.abandon_unfinished(&f.env, "abandoned: writer died").await.unwrap();
+    let mut abandoned = audit
+        .abandon_unfinished(&f.env, "abandoned: writer died")
+        .await
+        .unwrap();
     abandoned.sort();
     let mut expected = vec![orphan.id.clone(), deploy.id.clone()];
     expected.sort();
@@ -497,15 +623,37 @@ async fn unfinished_work_is_abandoned(f: Fixture) {
     assert_eq!(orphan.status, RunStatus::Abandoned);
     assert_eq!(orphan.message.as_deref(), Some("abandoned: writer died"));
     assert!(orphan.ended_at.is_some());
-    assert_eq!(audit.run(&done.id).await.unwrap().unwrap().status, RunStatus::Succeeded);
-    assert_eq!(audit.deployments(&f.env, 1).await.unwrap()[0].status, DeploymentStatus::Abandoned);
-    assert!(audit.env_state(&f.env).await.unwrap().is_first_deploy(), "an abandoned deployment moved the version");
-    assert!(audit.abandon_unfinished(&f.env, "again").await.unwrap().is_empty());
+    assert_eq!(
+        audit.run(&done.id).await.unwrap().unwrap().status,
+        RunStatus::Succeeded
+    );
+    assert_eq!(
+        audit.deployments(&f.env, 1).await.unwrap()[0].status,
+        DeploymentStatus::Abandoned
+    );
+    assert!(
+        audit.env_state(&f.env).await.unwrap().is_first_deploy(),
+        "an abandoned deployment moved the version"
+    );
+    assert!(
+        audit
+            .abandon_unfinished(&f.env, "again")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Events are kept and listed newest first.
 async fn events_are_recorded(f: Fixture) {
-    for (i, kind) in [EventKind::Locked, EventKind::ForceUnlocked, EventKind::Refused].into_iter().enumerate() {
+    for (i, kind) in [
+        EventKind::Locked,
+        EventKind::ForceUnlocked,
+        EventKind::Refused,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let event = AuditEvent {
             id: new_id(),
             project: f.project.config.project_name.clone(),

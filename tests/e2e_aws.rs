@@ -46,7 +46,13 @@ impl AwsProject {
             p.set_env(key, &value);
         }
         p.set_env("LUMO_RUNNER", &emulators.runner_bin.to_string_lossy());
-        Some(AwsProject { p, emulators, name, bucket, table })
+        Some(AwsProject {
+            p,
+            emulators,
+            name,
+            bucket,
+            table,
+        })
     }
 
     /// `lumo.config.js` with this project's name and `aws` block, then `tasks`.
@@ -70,7 +76,14 @@ impl AwsProject {
     fn items(&self) -> Vec<HashMap<String, AttributeValue>> {
         block_on(async {
             let dynamo = aws_sdk_dynamodb::Client::new(&self.sdk().await);
-            dynamo.scan().table_name(&self.table).send().await.unwrap().items.unwrap_or_default()
+            dynamo
+                .scan()
+                .table_name(&self.table)
+                .send()
+                .await
+                .unwrap()
+                .items
+                .unwrap_or_default()
         })
     }
 
@@ -78,11 +91,23 @@ impl AwsProject {
     fn objects(&self) -> Vec<(String, Vec<u8>)> {
         block_on(async {
             let s3 = s3(&self.sdk().await);
-            let listed = s3.list_objects_v2().bucket(&self.bucket).send().await.unwrap();
+            let listed = s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .send()
+                .await
+                .unwrap();
             let mut objects = Vec::new();
             for object in listed.contents() {
                 let key = object.key().unwrap().to_string();
-                let body = s3.get_object().bucket(&self.bucket).key(&key).send().await.unwrap().body;
+                let body = s3
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .unwrap()
+                    .body;
                 objects.push((key, body.collect().await.unwrap().into_bytes().to_vec()));
             }
             objects
@@ -91,11 +116,19 @@ impl AwsProject {
 }
 
 fn s3(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build())
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build(),
+    )
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 macro_rules! aws_project {
@@ -122,7 +155,10 @@ fn first_deploy_then_update_as_seen_by_the_task_and_the_records() {
     let a = aws_project!();
     a.config("{ observe: { copyAssets: [{ from: 'migrations' }], config: { db: 'app' } } }")
         .write("migrations/0001.sql", "select 1;")
-        .task("observe", &format!("{OBSERVER}\nls migrations > \"@OUT@/files\""));
+        .task(
+            "observe",
+            &format!("{OBSERVER}\nls migrations > \"@OUT@/files\""),
+        );
 
     let first = a.p.deploy(&["--deploy-version", "v1"], 0);
     assert!(first.is_first_deploy);
@@ -134,7 +170,11 @@ fn first_deploy_then_update_as_seen_by_the_task_and_the_records() {
     assert_eq!(ctx.deployment.version, "v1");
     assert_eq!(ctx.trigger, Trigger::Deploy);
     assert_eq!(ctx.config, json!({ "db": "app" }));
-    assert_eq!(a.p.read_out("files").trim(), "0001.sql", "copyAssets reached the runner");
+    assert_eq!(
+        a.p.read_out("files").trim(),
+        "0001.sql",
+        "copyAssets reached the runner"
+    );
 
     let second = a.p.deploy(&["--deploy-version", "v2"], 0);
     assert!(!second.is_first_deploy);
@@ -148,7 +188,10 @@ fn first_deploy_then_update_as_seen_by_the_task_and_the_records() {
     let runs = a.p.history();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[1].id, ctx.run_id, "runId is the recorded run id");
-    assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded && r.actor == support::ACTOR));
+    assert!(
+        runs.iter()
+            .all(|r| r.status == RunStatus::Succeeded && r.actor == support::ACTOR)
+    );
     let status = a.p.status();
     assert_eq!(status.provider, "aws");
     assert_eq!(status.state.version.as_deref(), Some("v2"));
@@ -156,7 +199,13 @@ fn first_deploy_then_update_as_seen_by_the_task_and_the_records() {
     let logs = a.p.logs(&runs[1].id);
     assert!(logs.complete, "the full log is in S3");
     assert!(logs.output.unwrap().contains("observed update in dev"));
-    assert!(runs[1].log_ref.as_deref().unwrap().starts_with(&format!("s3://{}/{}/logs/", a.bucket, a.name)));
+    assert!(
+        runs[1]
+            .log_ref
+            .as_deref()
+            .unwrap()
+            .starts_with(&format!("s3://{}/{}/logs/", a.bucket, a.name))
+    );
 }
 
 #[test]
@@ -181,17 +230,40 @@ printf '{"success":true,"message":"purged %s","data":{"target":"%s"}}' "$LUMO_AR
     );
 
     let first = a.p.deploy(&[], 0);
-    assert_eq!(first.with_status(RunStatus::Succeeded), ["first", "both", "changed"]);
+    assert_eq!(
+        first.with_status(RunStatus::Succeeded),
+        ["first", "both", "changed"]
+    );
     let second = a.p.deploy(&[], 0);
-    assert_eq!(second.with_status(RunStatus::Succeeded), ["later", "both"], "unchanged `change` task skipped");
+    assert_eq!(
+        second.with_status(RunStatus::Succeeded),
+        ["later", "both"],
+        "unchanged `change` task skipped"
+    );
     a.p.write("data.txt", "two");
     let third = a.p.deploy(&[], 0);
-    assert_eq!(third.with_status(RunStatus::Succeeded), ["later", "both", "changed"]);
+    assert_eq!(
+        third.with_status(RunStatus::Succeeded),
+        ["later", "both", "changed"]
+    );
     assert_eq!(a.p.out_lines("changed.log"), ["deploy", "update"]);
     assert!(!a.p.has_out("manual"));
 
-    a.p.lumo(&["run", "manual", "--env", "dev"]).code(2).stderr_has(&["`target`"]);
-    let run: support::TaskRun = a.p.lumo(&["run", "manual", "--env", "dev", "--arg", "target=sessions", "--json"]).code(0).json();
+    a.p.lumo(&["run", "manual", "--env", "dev"])
+        .code(2)
+        .stderr_has(&["`target`"]);
+    let run: support::TaskRun =
+        a.p.lumo(&[
+            "run",
+            "manual",
+            "--env",
+            "dev",
+            "--arg",
+            "target=sessions",
+            "--json",
+        ])
+        .code(0)
+        .json();
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.trigger, Trigger::Manual);
     assert_eq!(run.data, Some(json!({ "target": "sessions" })));
@@ -216,8 +288,14 @@ fn a_failure_stops_the_deploy_skips_the_rest_and_keeps_the_version() {
     assert_eq!(by_task("three").status, RunStatus::Skipped);
     assert!(!a.p.has_out("three"));
     let status = a.p.status();
-    assert_eq!(status.state.version, None, "a failed first deploy leaves the environment undeployed");
-    assert_eq!(status.last_deployment.unwrap().status, DeploymentStatus::Failed);
+    assert_eq!(
+        status.state.version, None,
+        "a failed first deploy leaves the environment undeployed"
+    );
+    assert_eq!(
+        status.last_deployment.unwrap().status,
+        DeploymentStatus::Failed
+    );
 
     a.p.task("two", "echo fixed");
     let next = a.p.deploy(&["--deploy-version", "v2"], 0);
@@ -229,15 +307,22 @@ fn a_failure_stops_the_deploy_skips_the_rest_and_keeps_the_version() {
 fn a_timeout_is_recorded_timed_out_with_the_output_so_far() {
     let _shared = COUNTING.read().unwrap();
     let a = aws_project!();
-    a.config("{ slow: { timeout: 1 } }").task("slow", "echo before the timeout\nsleep 30\necho never");
+    a.config("{ slow: { timeout: 1 } }")
+        .task("slow", "echo before the timeout\nsleep 30\necho never");
     let report = a.p.deploy(&[], 1);
     assert_eq!(report.task("slow").status, RunStatus::TimedOut);
     let run = a.p.history().pop().unwrap();
     assert_eq!(run.status, RunStatus::TimedOut);
-    assert!(run.duration_ms.unwrap() < 15_000, "stopped near its timeout, not the function's");
+    assert!(
+        run.duration_ms.unwrap() < 15_000,
+        "stopped near its timeout, not the function's"
+    );
     let logs = a.p.logs(&run.id);
     let output = logs.output.unwrap();
-    assert!(output.contains("before the timeout") && !output.contains("never"), "{output}");
+    assert!(
+        output.contains("before the timeout") && !output.contains("never"),
+        "{output}"
+    );
 }
 
 #[test]
@@ -245,19 +330,34 @@ fn an_unchanged_redeploy_uploads_nothing_and_updates_no_function() {
     let _alone = COUNTING.write().unwrap();
     let a = aws_project!();
     // `change` tasks do not run again when nothing changed: no Invoke, so no log upload either.
-    a.config("{ a: { runOn: ['change'] }, b: { runOn: ['change'], copyAssets: [{ from: 'assets' }] } }")
-        .write("assets/one.txt", "1")
-        .task("a", "echo a")
-        .task("b", "echo b");
+    a.config(
+        "{ a: { runOn: ['change'] }, b: { runOn: ['change'], copyAssets: [{ from: 'assets' }] } }",
+    )
+    .write("assets/one.txt", "1")
+    .task("a", "echo a")
+    .task("b", "echo b");
     a.p.deploy(&["--deploy-version", "v1"], 0);
     let before = a.emulators.counters();
     let again = a.p.deploy(&["--deploy-version", "v1"], 0);
     let after = a.emulators.counters();
     assert_eq!(again.with_status(RunStatus::Succeeded), Vec::<&str>::new());
-    assert_eq!(after.s3_put_object - before.s3_put_object, 0, "a bundle was uploaded again");
-    assert_eq!(after.lambda_update_function_code - before.lambda_update_function_code, 0);
-    assert_eq!(after.lambda_update_function_configuration - before.lambda_update_function_configuration, 0);
-    assert_eq!(after.lambda_create_function - before.lambda_create_function, 0);
+    assert_eq!(
+        after.s3_put_object - before.s3_put_object,
+        0,
+        "a bundle was uploaded again"
+    );
+    assert_eq!(
+        after.lambda_update_function_code - before.lambda_update_function_code,
+        0
+    );
+    assert_eq!(
+        after.lambda_update_function_configuration - before.lambda_update_function_configuration,
+        0
+    );
+    assert_eq!(
+        after.lambda_create_function - before.lambda_create_function,
+        0
+    );
 
     // A changed asset is one upload, and still no function update.
     a.p.write("assets/one.txt", "2");
@@ -265,14 +365,18 @@ fn an_unchanged_redeploy_uploads_nothing_and_updates_no_function() {
     let changed = a.emulators.counters();
     let bundle_and_log = changed.s3_put_object - after.s3_put_object;
     assert_eq!(bundle_and_log, 2, "one bundle upload plus the run's log");
-    assert_eq!(changed.lambda_update_function_code - after.lambda_update_function_code, 0);
+    assert_eq!(
+        changed.lambda_update_function_code - after.lambda_update_function_code,
+        0
+    );
 }
 
 #[test]
 fn a_tampered_bundle_is_refused_by_the_runner() {
     let _shared = COUNTING.read().unwrap();
     let a = aws_project!();
-    a.config("{ job: { runOn: [] } }").task("job", "echo ran > \"@OUT@/ran\"");
+    a.config("{ job: { runOn: [] } }")
+        .task("job", "echo ran > \"@OUT@/ran\"");
     a.p.deploy(&[], 0);
     let bundle = a.p.status().state.bundles["job"].clone();
     block_on(async {
@@ -280,16 +384,25 @@ fn a_tampered_bundle_is_refused_by_the_runner() {
             .put_object()
             .bucket(&a.bucket)
             .key(format!("{}/bundles/{bundle}.zip", a.name))
-            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"not the bundle that was deployed"))
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(
+                b"not the bundle that was deployed",
+            ))
             .send()
             .await
             .unwrap();
     });
     // A cold runner has no cached copy: it must download, and check.
     a.emulators.reset_lambda();
-    let run: support::TaskRun = a.p.lumo(&["run", "job", "--env", "dev", "--json"]).code(1).json();
+    let run: support::TaskRun =
+        a.p.lumo(&["run", "job", "--env", "dev", "--json"])
+            .code(1)
+            .json();
     assert_eq!(run.status, RunStatus::Failed);
-    assert!(run.message.as_deref().unwrap().contains("sha256"), "{:?}", run.message);
+    assert!(
+        run.message.as_deref().unwrap().contains("sha256"),
+        "{:?}",
+        run.message
+    );
     assert!(!a.p.has_out("ran"), "the tampered bundle ran");
 }
 
@@ -297,14 +410,21 @@ fn a_tampered_bundle_is_refused_by_the_runner() {
 fn five_megabytes_of_output_stay_out_of_the_dynamodb_item() {
     let _shared = COUNTING.read().unwrap();
     let a = aws_project!();
-    a.config("{ loud: {} }").task("loud", "head -c 5000000 /dev/zero | tr '\\0' 'x'\necho\necho the end");
+    a.config("{ loud: {} }").task(
+        "loud",
+        "head -c 5000000 /dev/zero | tr '\\0' 'x'\necho\necho the end",
+    );
     a.p.deploy(&[], 0);
     let run = a.p.history().pop().unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.output_bytes, 5_000_000 + 1 + 8);
     assert!(run.output_tail.as_deref().unwrap().len() <= 4096);
     let logs = a.p.logs(&run.id);
-    assert_eq!(logs.output.unwrap().len(), 5_000_009, "the whole output is in S3");
+    assert_eq!(
+        logs.output.unwrap().len(),
+        5_000_009,
+        "the whole output is in S3"
+    );
 
     let items = a.items();
     let item = items
@@ -313,10 +433,13 @@ fn five_megabytes_of_output_stay_out_of_the_dynamodb_item() {
         .expect("the run's item");
     let size: usize = item
         .iter()
-        .map(|(k, v)| k.len() + match v {
-            AttributeValue::S(s) => s.len(),
-            AttributeValue::N(n) => n.len(),
-            _ => 16,
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    AttributeValue::S(s) => s.len(),
+                    AttributeValue::N(n) => n.len(),
+                    _ => 16,
+                }
         })
         .sum();
     assert!(size < 16 * 1024, "the run's item is {size} bytes");
@@ -334,17 +457,28 @@ fn secrets_never_reach_s3_dynamodb_or_the_terminal() {
 printf 'split %s' "$(echo "$TOKEN" | cut -c1-8)"; sleep 0.2; printf '%s\n' "$(echo "$TOKEN" | cut -c9-)"
 printf '{"success":true,"message":"msg %s","data":{"token":"%s"}}' "$TOKEN" "$TOKEN" > "$LUMO_RESULT_FILE""#,
     );
-    let out = a.p.lumo(&["deploy", "--env", "dev", "--json"]).code(0).clone();
+    let out =
+        a.p.lumo(&["deploy", "--env", "dev", "--json"])
+            .code(0)
+            .clone();
     let run = a.p.history().pop().unwrap();
     let logs = a.p.lumo(&["logs", &run.id]).code(0).clone();
-    for (what, text) in [("stdout", &out.stdout), ("stderr", &out.stderr), ("logs", &logs.stdout)] {
+    for (what, text) in [
+        ("stdout", &out.stdout),
+        ("stderr", &out.stderr),
+        ("logs", &logs.stdout),
+    ] {
         assert!(!text.contains(secret), "the secret is in {what}:\n{text}");
     }
     assert!(out.stderr.contains("plain ***"), "{}", out.stderr);
     assert_eq!(run.message.as_deref(), Some("msg ***"));
     assert_eq!(run.data, Some(json!({ "token": "***" })));
     for (key, bytes) in a.objects() {
-        assert!(!String::from_utf8_lossy(&bytes).contains(secret), "the secret is in s3://{}/{key}", a.bucket);
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(secret),
+            "the secret is in s3://{}/{key}",
+            a.bucket
+        );
     }
     let items = format!("{:?}", a.items());
     assert!(!items.contains(secret), "the secret is in a DynamoDB item");
@@ -369,8 +503,13 @@ fn a_missing_table_is_a_backend_error_with_a_hint() {
 fn the_aws_provider_needs_a_bucket_and_a_table() {
     let _shared = COUNTING.read().unwrap();
     let a = aws_project!();
-    a.p.config(&format!("export default {{ projectName: '{}', provider: 'aws', region: 'us-east-1' }};", a.name));
-    a.p.lumo(&["deploy", "--env", "dev"]).code(2).stderr_has(&["`aws.bucket`", "`aws.table`"]);
+    a.p.config(&format!(
+        "export default {{ projectName: '{}', provider: 'aws', region: 'us-east-1' }};",
+        a.name
+    ));
+    a.p.lumo(&["deploy", "--env", "dev"])
+        .code(2)
+        .stderr_has(&["`aws.bucket`", "`aws.table`"]);
 }
 
 #[test]
@@ -379,5 +518,7 @@ fn a_missing_runner_binary_says_how_to_build_it() {
     let mut a = aws_project!();
     a.p.set_env("LUMO_RUNNER", "/nonexistent/bootstrap");
     a.config("{ t: {} }").task("t", "echo t");
-    a.p.lumo(&["deploy", "--env", "dev"]).code(4).stderr_has(&["cargo lambda build --release -p lumo-runner"]);
+    a.p.lumo(&["deploy", "--env", "dev"])
+        .code(4)
+        .stderr_has(&["cargo lambda build --release -p lumo-runner"]);
 }

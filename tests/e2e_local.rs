@@ -48,10 +48,6 @@ fn context(p: &TestProject, tag: &str) -> TaskContext {
     from_stdin
 }
 
-fn canonical(path: &Path) -> PathBuf {
-    fs::canonicalize(path).unwrap()
-}
-
 /// Whether process `pid` is gone or only a zombie (an exited process nobody has reaped yet).
 /// A live process that is not `comm` is a recycled pid, not our child.
 fn process_is_gone(pid: i32, comm: &str) -> bool {

@@ -39,7 +39,9 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn config(access: &[(&str, &[(Permission, &[&str])])]) -> ProjectConfig {
+    type Roles<'a> = &'a [(Permission, &'a [&'a str])];
+
+    fn config(access: &[(&str, Roles<'_>)]) -> ProjectConfig {
         let mut c = ProjectConfig {
             path: "lumo.config.js".into(),
             root: ".".into(),

@@ -91,7 +91,7 @@ pub async fn run(args: InitArgs, ctx: &Context) -> CommandResult {
         } else {
             "\n"
         };
-        write!(file, "{sep}.lumo/\n").map_err(io(&gitignore))?;
+        writeln!(file, "{sep}.lumo/").map_err(io(&gitignore))?;
         created.push(gitignore);
     }
     let report = InitReport {

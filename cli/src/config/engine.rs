@@ -330,15 +330,15 @@ fn resolve_secrets<'js>(
                 .map_err(Failure::from)
                 .and_then(resolve_value)
             {
-                Ok(returned) => secret_string(&name, &returned, "returned"),
+                Ok(returned) => secret_string(&returned, "returned"),
                 Err(Failure::Js(rquickjs::Error::Exception)) => {
                     let cause = describe_thrown(&ctx.catch());
-                    Err(format!("secrets.{name}.value threw: {cause}"))
+                    Err(format!("the function threw: {cause}"))
                 }
                 Err(other) => return Err(other),
             }
         } else if value.is_undefined() || value.is_null() {
-            secret_string(&name, &value, "is")
+            secret_string(&value, "is")
         } else {
             continue;
         };
@@ -347,7 +347,7 @@ fn resolve_secrets<'js>(
     Ok(resolved)
 }
 
-fn secret_string(name: &str, value: &Value<'_>, verb: &str) -> Result<String, String> {
+fn secret_string(value: &Value<'_>, verb: &str) -> Result<String, String> {
     if let Some(string) = value.as_string() {
         return string.to_string().map_err(|error| error.to_string());
     }
@@ -364,7 +364,12 @@ fn secret_string(name: &str, value: &Value<'_>, verb: &str) -> Result<String, St
     } else {
         format!("{} (a secret must be a string)", value.type_name())
     };
-    Err(format!("secrets.{name}.value {verb} {what}"))
+    let subject = if verb == "returned" {
+        "the function"
+    } else {
+        "the value"
+    };
+    Err(format!("{subject} {verb} {what}"))
 }
 
 /// JavaScript's `String(number)` for the common cases: `8080`, not `8080.0`.

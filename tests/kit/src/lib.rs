@@ -53,7 +53,10 @@ pub struct Counters {
 
 /// The repository root (this crate lives in `tests/kit`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn in_ci() -> bool {
@@ -64,7 +67,9 @@ fn in_ci() -> bool {
 fn venv() -> Option<PathBuf> {
     let path = std::env::var_os("LUMO_EMULATOR_VENV")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/lumo/emulators-venv")))?;
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/lumo/emulators-venv"))
+        })?;
     path.join("bin/python").is_file().then_some(path)
 }
 
@@ -93,8 +98,12 @@ pub fn emulators() -> Option<&'static Emulators> {
 
 fn start(venv: &Path) -> Emulators {
     let root = repo_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let log_dir = target.join("emulators").join(format!("harness-{}", std::process::id()));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let log_dir = target
+        .join("emulators")
+        .join(format!("harness-{}", std::process::id()));
     std::fs::create_dir_all(&log_dir).unwrap();
     let stderr = std::fs::File::create(log_dir.join("harness-stderr.log")).unwrap();
     let mut child = Command::new(venv.join("bin/python"))
@@ -143,7 +152,12 @@ impl Emulators {
     }
 
     fn get(&self, path: &str) -> String {
-        ureq::get(format!("{}{path}", self.endpoint)).call().unwrap().into_body().read_to_string().unwrap()
+        ureq::get(format!("{}{path}", self.endpoint))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap()
     }
 
     fn post(&self, path: &str, body: &str) -> String {
@@ -181,7 +195,13 @@ impl Emulators {
             .http_client(http)
             .region(Region::new("us-east-1"))
             .endpoint_url(&self.endpoint)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "lumo-testkit"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing",
+                "testing",
+                None,
+                None,
+                "lumo-testkit",
+            ))
             .load()
             .await
     }
@@ -189,14 +209,30 @@ impl Emulators {
     /// Creates a bucket and a table shaped as `infra/lumo.yaml` makes them.
     pub async fn create_bucket_and_table(&self, bucket: &str, table: &str) {
         let sdk = self.sdk_config().await;
-        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
         s3.create_bucket().bucket(bucket).send().await.unwrap();
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let attr = |name: &str| {
-            AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().unwrap()
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap()
         };
-        let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().unwrap();
-        let all = Projection::builder().projection_type(ProjectionType::All).build();
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .unwrap()
+        };
+        let all = Projection::builder()
+            .projection_type(ProjectionType::All)
+            .build();
         dynamo
             .create_table()
             .table_name(table)
@@ -235,5 +271,9 @@ impl Emulators {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -425,11 +425,12 @@ impl LambdaExecutor {
         log_key: &str,
         output: &mut dyn OutputObserver,
     ) {
-        if outcome.log_uploaded && outcome.output_bytes <= SHOW_FULL_OUTPUT_BYTES {
-            if let Ok(Some(bytes)) = self.s3.get(log_key).await {
-                output.output(&bytes);
-                return;
-            }
+        if outcome.log_uploaded
+            && outcome.output_bytes <= SHOW_FULL_OUTPUT_BYTES
+            && let Ok(Some(bytes)) = self.s3.get(log_key).await
+        {
+            output.output(&bytes);
+            return;
         }
         if outcome.output_bytes > outcome.output_tail.len() as u64 {
             let note = format!(
