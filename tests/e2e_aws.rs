@@ -12,133 +12,16 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::RwLock;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use lumo_testkit::{Emulators, unique};
 use serde_json::json;
+use support::aws::{block_on, s3};
 use support::{DeploymentStatus, RunStatus, TaskContext, TestProject, Trigger};
 
 /// The router's counters are global: the test that counts requests runs alone (write), every
 /// other test shares (read).
 static COUNTING: RwLock<()> = RwLock::new(());
-
-struct AwsProject {
-    p: TestProject,
-    emulators: &'static Emulators,
-    name: String,
-    bucket: String,
-    table: String,
-}
-
-impl AwsProject {
-    /// A project of its own (its own name, bucket and table) on the emulators, or `None` when
-    /// they are not installed here.
-    fn new() -> Option<AwsProject> {
-        let emulators = lumo_testkit::emulators()?;
-        let name = unique("e2e");
-        let bucket = unique("e2e-bundles");
-        let table = unique("e2e-audit");
-        block_on(emulators.create_bucket_and_table(&bucket, &table));
-        let mut p = TestProject::new();
-        for (key, value) in emulators.aws_env() {
-            p.set_env(key, &value);
-        }
-        p.set_env("LUMO_RUNNER", &emulators.runner_bin.to_string_lossy());
-        Some(AwsProject {
-            p,
-            emulators,
-            name,
-            bucket,
-            table,
-        })
-    }
-
-    /// `lumo.config.js` with this project's name and `aws` block, then `tasks`.
-    fn config(&self, tasks: &str) -> &TestProject {
-        self.p.config(&format!(
-            "export default {{
-               projectName: '{}', provider: 'aws', region: 'us-east-1',
-               aws: {{ bucket: '{}', table: '{}', roleArn: '{}' }},
-               secrets: {{ token: {{ value: () => process.env.E2E_TOKEN ?? 'tok-9f8e7d6c5b' }} }},
-               tasks: {tasks},
-             }};",
-            self.name, self.bucket, self.table, self.emulators.runner_role_arn
-        ))
-    }
-
-    async fn sdk(&self) -> aws_config::SdkConfig {
-        self.emulators.sdk_config().await
-    }
-
-    /// Every item of the table (small test tables only).
-    fn items(&self) -> Vec<HashMap<String, AttributeValue>> {
-        block_on(async {
-            let dynamo = aws_sdk_dynamodb::Client::new(&self.sdk().await);
-            dynamo
-                .scan()
-                .table_name(&self.table)
-                .send()
-                .await
-                .unwrap()
-                .items
-                .unwrap_or_default()
-        })
-    }
-
-    /// Every object of the bucket: key → bytes.
-    fn objects(&self) -> Vec<(String, Vec<u8>)> {
-        block_on(async {
-            let s3 = s3(&self.sdk().await);
-            let listed = s3
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .send()
-                .await
-                .unwrap();
-            let mut objects = Vec::new();
-            for object in listed.contents() {
-                let key = object.key().unwrap().to_string();
-                let body = s3
-                    .get_object()
-                    .bucket(&self.bucket)
-                    .key(&key)
-                    .send()
-                    .await
-                    .unwrap()
-                    .body;
-                objects.push((key, body.collect().await.unwrap().into_bytes().to_vec()));
-            }
-            objects
-        })
-    }
-}
-
-fn s3(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(true)
-            .build(),
-    )
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-macro_rules! aws_project {
-    () => {
-        match AwsProject::new() {
-            Some(project) => project,
-            None => return,
-        }
-    };
-}
 
 const OBSERVER: &str = r#"
 cat > "@OUT@/$LUMO_TRIGGER.stdin.json"

@@ -10,7 +10,9 @@
 //! parsing into the documented shape fails loudly instead (and `serde_json::from_str` also
 //! proves stdout held exactly one JSON document).
 
-#![allow(dead_code)] // Each suite uses a different part of this module.
+#![allow(dead_code, unused_macros)] // Each suite uses a different part of this module.
+
+pub mod aws;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -163,7 +165,19 @@ impl TestProject {
 
     /// Like [`TestProject::command`], in another directory.
     pub fn command_in(&self, dir: &Path, args: &[&str]) -> assert_cmd::Command {
-        let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_lumo"));
+        let mut cmd = assert_cmd::Command::from_std(self.std_command_as(dir, ACTOR, args));
+        cmd.timeout(COMMAND_TIMEOUT);
+        cmd
+    }
+
+    /// `lumo <args> --actor <actor>` in the project root as a plain `std` command, for tests
+    /// that start several at once or kill one.
+    pub fn std_command(&self, actor: &str, args: &[&str]) -> std::process::Command {
+        self.std_command_as(&self.root, actor, args)
+    }
+
+    fn std_command_as(&self, dir: &Path, actor: &str, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lumo"));
         cmd.env_clear()
             .env(
                 "PATH",
@@ -178,9 +192,15 @@ impl TestProject {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(dir)
             .args(args)
-            .args(["--actor", ACTOR])
-            .timeout(COMMAND_TIMEOUT);
+            .args(["--actor", actor]);
         cmd
+    }
+
+    /// Runs `lumo <args>` in the project root as `actor`.
+    pub fn lumo_as(&self, actor: &str, args: &[&str]) -> Outcome {
+        let mut cmd = assert_cmd::Command::from_std(self.std_command(actor, args));
+        cmd.timeout(COMMAND_TIMEOUT);
+        run(cmd, args)
     }
 
     /// Runs `lumo <args>` in the project root.
@@ -481,6 +501,39 @@ pub struct Status {
     pub state: EnvState,
     pub last_deployment: Option<Deployment>,
     pub last_runs: Vec<TaskRun>,
+    #[serde(default)]
+    pub lock: LockState,
+    #[serde(default)]
+    pub recent_events: Vec<AuditEvent>,
+}
+
+/// The environment's locks in `lumo status --json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockState {
+    pub writer: Option<LockHolder>,
+    pub manual: Option<LockHolder>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockHolder {
+    pub actor: String,
+    pub operation: String,
+    pub reason: Option<String>,
+    pub pid: Option<u32>,
+    pub since: String,
+    pub expires_at: Option<String>,
+}
+
+/// An audit event (`lumo status --json` → `recentEvents`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    pub kind: String,
+    pub actor: String,
+    pub at: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
