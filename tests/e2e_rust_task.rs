@@ -40,6 +40,12 @@ async fn run(ctx: TaskContext) -> TaskResult {
     let out = ctx.config["out"].as_str().unwrap_or(".").to_owned();
     let seen = serde_json::to_string_pretty(&ctx).expect("a TaskContext serializes");
     std::fs::write(format!("{out}/{}.context.json", ctx.trigger), seen).expect("write out/");
+    let mut files: Vec<String> = std::fs::read_dir(&ctx.working_directory)
+        .expect("the working directory exists")
+        .map(|e| e.expect("a directory entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    std::fs::write(format!("{out}/{}.files", ctx.trigger), files.join("\n")).expect("write out/");
     let what = describe(&ctx).await;
     println!("probe saw the {what}");
     match ctx.config["mode"].as_str().unwrap_or("ok") {
@@ -218,10 +224,10 @@ fn rust_task_is_built_and_sees_its_context_and_its_data_is_recorded() {
     assert_eq!(ctx.deployment.environment, "dev");
     assert_eq!((ctx.task.as_str(), ctx.trigger), ("probe", Trigger::Deploy));
     assert_eq!(Some(&ctx.run_id), line.run_id.as_ref());
-    assert!(
-        Path::new(&ctx.working_directory).is_dir(),
-        "the working directory is the unpacked bundle: {}",
-        ctx.working_directory
+    assert_eq!(
+        p.out_lines("deploy.files"),
+        ["lumo-bundle.json", "task"],
+        "the working directory is the unpacked bundle: the binary as `task`, and the manifest"
     );
 
     let history = p.history();
@@ -229,9 +235,9 @@ fn rust_task_is_built_and_sees_its_context_and_its_data_is_recorded() {
     assert_eq!(
         history[0].data,
         Some(json!({
-            "environment": "dev", "version": "v1", "isFirstDeploy": true, "target": "everything"
+            "environment": "dev", "version": "v1", "isFirstDeploy": true, "target": null
         })),
-        "the handler's data is recorded"
+        "the handler's data is recorded (args belong to manual runs)"
     );
     let logs = p.logs(&history[0].id);
     assert!(
@@ -269,6 +275,16 @@ fn rust_task_is_built_and_sees_its_context_and_its_data_is_recorded() {
         manual.data.as_ref().and_then(|d| d.get("target")),
         Some(&json!("sessions"))
     );
+
+    let defaulted: TaskRun = p
+        .lumo(&["run", "probe", "--env", "dev", "--json"])
+        .code(0)
+        .json();
+    assert_eq!(
+        defaulted.data.as_ref().and_then(|d| d.get("target")),
+        Some(&json!("everything")),
+        "a manual run gets the arg's default"
+    );
 }
 
 #[test]
@@ -296,7 +312,10 @@ fn a_handler_returning_fail_fails_the_deploy() {
     assert!(!p.has_out("after.log"), "a skipped task does not run");
 
     let run = &p.history()[0];
-    assert_eq!((run.task.as_str(), run.status), ("probe", RunStatus::Failed));
+    assert_eq!(
+        (run.task.as_str(), run.status),
+        ("probe", RunStatus::Failed)
+    );
     assert_eq!(run.exit_code, Some(1), "the SDK exits 1 on a failed result");
     assert_eq!(p.status().state.version, None);
 }
@@ -363,8 +382,5 @@ fn a_crate_that_does_not_compile_stops_the_deploy_before_anything_runs() {
         .lumo(&["deploy", "--env", "dev", "--json"])
         .code(2)
         .json_error();
-    assert!(
-        json.message.contains("functions/tasks/broken"),
-        "{json:?}"
-    );
+    assert!(json.message.contains("functions/tasks/broken"), "{json:?}");
 }

@@ -9,7 +9,8 @@ use lumo_task::{TaskContext, TaskResult, json};
 
 async fn run(ctx: TaskContext) -> Result<TaskResult, String> {
     let dir = Path::new(&ctx.working_directory).join("migrations");
-    let entries = fs::read_dir(&dir).map_err(|e| format!("cannot read `{}`: {e}", dir.display()))?;
+    let entries =
+        fs::read_dir(&dir).map_err(|e| format!("cannot read `{}`: {e}", dir.display()))?;
     let mut files = Vec::new();
     for entry in entries {
         let path = entry
