@@ -42,11 +42,17 @@ impl AwsProject {
 
     /// `lumo.config.js` with this project's name and `aws` block, then `tasks`.
     pub fn config(&self, tasks: &str) -> &TestProject {
+        self.config_with("", tasks)
+    }
+
+    /// Like [`AwsProject::config`], with more top-level keys (`extra`, e.g. `access: {...},`).
+    pub fn config_with(&self, extra: &str, tasks: &str) -> &TestProject {
         self.p.config(&format!(
             "export default {{
                projectName: '{}', provider: 'aws', region: 'us-east-1',
                aws: {{ bucket: '{}', table: '{}', roleArn: '{}' }},
                secrets: {{ token: {{ value: () => process.env.E2E_TOKEN ?? 'tok-9f8e7d6c5b' }} }},
+               {extra}
                tasks: {tasks},
              }};",
             self.name, self.bucket, self.table, self.emulators.runner_role_arn
@@ -125,4 +131,3 @@ macro_rules! aws_project {
         }
     };
 }
-

@@ -596,6 +596,9 @@ pub struct TaskInfo {
     pub depends_on: Vec<String>,
     pub args: Vec<String>,
     pub declared: bool,
+    /// With `--env`: whether the actor may run it by hand.
+    #[serde(default)]
+    pub may_run: Option<bool>,
 }
 
 /// `lumo build --json`.

@@ -1,0 +1,419 @@
+//! Coordination under faults (PRODUCT.md §6), on both providers: one writer per environment
+//! with ten deploys racing, a deployer killed with `kill -9` and taken over, the emulator dying
+//! mid-deploy, manual locks and forced unlocks, and a guest refused a developer task — each
+//! checked through exit codes, what the tasks saw, and the audit trail.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Stdio};
+use std::sync::{RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use support::aws::AwsProject;
+use support::{History, RunStatus, Status, TaskList, TestProject};
+
+/// The emulator outage is global: the test that causes one runs alone (write); every other
+/// test on the emulators shares (read).
+static OUTAGE: RwLock<()> = RwLock::new(());
+
+/// A project on one provider: `local`, or `aws` on the emulators.
+struct Env {
+    local: Option<TestProject>,
+    aws: Option<AwsProject>,
+    _shared: Option<RwLockReadGuard<'static, ()>>,
+}
+
+impl Env {
+    fn local() -> Env {
+        Env {
+            local: Some(TestProject::new()),
+            aws: None,
+            _shared: None,
+        }
+    }
+
+    fn aws() -> Option<Env> {
+        let shared = OUTAGE.read().unwrap_or_else(|p| p.into_inner());
+        Some(Env {
+            local: None,
+            aws: Some(AwsProject::new()?),
+            _shared: Some(shared),
+        })
+    }
+
+    fn p(&self) -> &TestProject {
+        match (&self.local, &self.aws) {
+            (Some(p), _) => p,
+            (None, Some(a)) => &a.p,
+            (None, None) => unreachable!("an Env has a provider"),
+        }
+    }
+
+    fn p_mut(&mut self) -> &mut TestProject {
+        match (&mut self.local, &mut self.aws) {
+            (Some(p), _) => p,
+            (None, Some(a)) => &mut a.p,
+            (None, None) => unreachable!("an Env has a provider"),
+        }
+    }
+
+    fn is_aws(&self) -> bool {
+        self.aws.is_some()
+    }
+
+    /// The config: `extra` top-level keys, then `tasks`.
+    fn config(&self, extra: &str, tasks: &str) {
+        match &self.aws {
+            Some(a) => {
+                a.config_with(extra, tasks);
+            }
+            None => {
+                self.p().config(&format!(
+                    "export default {{ projectName: 'faults', {extra} tasks: {tasks} }};"
+                ));
+            }
+        }
+    }
+
+    fn spawn(&self, actor: &str, args: &[&str]) -> Child {
+        self.p()
+            .std_command(actor, args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn history(&self) -> Vec<support::TaskRun> {
+        let h: History = self
+            .p()
+            .lumo(&["history", "--env", "dev", "--json", "--limit", "1000"])
+            .code(0)
+            .json();
+        h.runs
+    }
+
+    fn status(&self) -> Status {
+        self.p()
+            .lumo(&["status", "--env", "dev", "--json"])
+            .code(0)
+            .json()
+    }
+}
+
+/// Waits until `out/<name>` exists (a task got that far).
+fn wait_for_out(p: &TestProject, name: &str, within: Duration) {
+    let started = Instant::now();
+    while !p.has_out(name) {
+        assert!(
+            started.elapsed() < within,
+            "the task never wrote out/{name}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `start <run> <ns>` / `end <run> <ns>` lines → each run's interval, sorted by start.
+fn intervals(timeline: &str) -> Vec<(String, u128, u128)> {
+    let mut starts = BTreeMap::new();
+    let mut spans = Vec::new();
+    for line in timeline.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [what, run, ns] = parts[..] else {
+            panic!("bad timeline line {line:?}")
+        };
+        let ns: u128 = ns.parse().unwrap();
+        match what {
+            "start" => {
+                starts.insert(run.to_string(), ns);
+            }
+            "end" => spans.push((run.to_string(), starts[run], ns)),
+            _ => panic!("bad timeline line {line:?}"),
+        }
+    }
+    assert_eq!(
+        starts.len(),
+        spans.len(),
+        "a run started and never ended:\n{timeline}"
+    );
+    spans.sort_by_key(|s| s.1);
+    spans
+}
+
+fn assert_never_overlap(timeline: &str) {
+    let spans = intervals(timeline);
+    for pair in spans.windows(2) {
+        assert!(
+            pair[1].1 >= pair[0].2,
+            "two tasks of one environment ran at once: {} [{}, {}] and {} [{}, {}]",
+            pair[0].0,
+            pair[0].1,
+            pair[0].2,
+            pair[1].0,
+            pair[1].1,
+            pair[1].2
+        );
+    }
+}
+
+const TIMED_WORK: &str = r#"echo "start $LUMO_RUN_ID $(date +%s%N)" >> "@OUT@/timeline"
+sleep 0.3
+echo "end $LUMO_RUN_ID $(date +%s%N)" >> "@OUT@/timeline""#;
+
+/// Ten deploys of one environment at once: never two tasks at the same time, every deploy
+/// either completes or exits 3 naming the holder, and no record is left `running`.
+fn ten_concurrent_deploys_never_overlap(env: Env) {
+    env.config("", "{ work: { timeout: 60 } }");
+    env.p().task("work", TIMED_WORK);
+    let children: Vec<Child> = (0..10)
+        .map(|_| env.spawn(support::ACTOR, &["deploy", "--env", "dev", "--json"]))
+        .collect();
+    let mut succeeded = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => succeeded += 1,
+            Some(3) => assert!(stderr.contains("is locked by `e2e-tester`"), "{stderr}"),
+            other => panic!("a deploy exited {other:?}:\n{stderr}"),
+        }
+    }
+    assert!(succeeded >= 1);
+    assert_never_overlap(&env.p().read_out("timeline"));
+    let runs = env.history();
+    assert_eq!(runs.len(), succeeded, "one run per completed deploy");
+    assert!(
+        runs.iter().all(|r| r.status == RunStatus::Succeeded),
+        "{runs:#?}"
+    );
+    assert!(env.status().lock.writer.is_none(), "the lock was left held");
+
+    // With `--wait`, every deploy gets its turn.
+    let children: Vec<Child> = (0..4)
+        .map(|_| env.spawn(support::ACTOR, &["deploy", "--env", "dev", "--wait", "3m"]))
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_never_overlap(&env.p().read_out("timeline"));
+    assert_eq!(env.history().len(), succeeded + 4);
+}
+
+/// A deployer killed with `kill -9` mid-task: the next deploy takes over once the lease has
+/// passed, with no manual clean-up, and the orphan run is recorded `abandoned`.
+fn a_killed_deployer_is_taken_over_and_its_run_abandoned(mut env: Env) {
+    env.p_mut().set_env("LUMO_LOCK_LEASE", "2s");
+    env.config("", "{ slow: { timeout: 120 } }");
+    env.p().task(
+        "slow",
+        r#"if [ -e "@OUT@/second" ]; then echo quick; exit 0; fi
+sleep 60 &
+echo $! > "@OUT@/child"
+wait"#,
+    );
+    let mut deployer = env.spawn(support::ACTOR, &["deploy", "--env", "dev"]);
+    wait_for_out(env.p(), "child", Duration::from_secs(60));
+    deployer.kill().unwrap();
+    deployer.wait().unwrap();
+    env.p().write("../out/second", "");
+
+    let started = Instant::now();
+    let report = env.p().deploy(&["--wait", "1m"], 0);
+    assert_eq!(report.task("slow").status, RunStatus::Succeeded);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?} to take over",
+        started.elapsed()
+    );
+
+    let runs = env.history();
+    let abandoned: Vec<_> = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Abandoned)
+        .collect();
+    assert_eq!(abandoned.len(), 1, "{runs:#?}");
+    assert!(abandoned[0].ended_at.is_some());
+    assert!(
+        abandoned[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("abandoned")
+    );
+    let status = env.status();
+    assert!(
+        status.recent_events.iter().any(|e| e.kind == "abandoned"),
+        "{:#?}",
+        status.recent_events
+    );
+    assert!(!runs.iter().any(|r| r.status == RunStatus::Running));
+    if !env.is_aws() {
+        // Locally the orphan's process group is stopped too.
+        let pid: i32 = env.p().read_out("child").trim().parse().unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.trim_start().chars().next().unwrap_or('?'));
+        assert!(
+            matches!(state, None | Some('Z') | Some('X')),
+            "the orphan's child {pid} still runs: {stat}"
+        );
+    }
+}
+
+/// A manual lock keeps everyone but its holder out; only `--force` releases another's lock,
+/// and that is recorded.
+fn a_manual_lock_keeps_others_out_until_unlocked(env: Env) {
+    env.config("", "{ work: {} }");
+    env.p().task("work", "echo work");
+    let p = env.p();
+    p.lumo_as(
+        "boss",
+        &[
+            "lock",
+            "--env",
+            "dev",
+            "--reason",
+            "database migration in progress",
+        ],
+    )
+    .code(0);
+    p.lumo(&["deploy", "--env", "dev"]).code(3).stderr_has(&[
+        "`boss`",
+        "database migration in progress",
+        "lumo unlock",
+    ]);
+    p.lumo_as("boss", &["deploy", "--env", "dev"]).code(0);
+    let status = env.status();
+    assert_eq!(
+        status.lock.manual.as_ref().map(|m| m.actor.as_str()),
+        Some("boss")
+    );
+
+    p.lumo(&["unlock", "--env", "dev"])
+        .code(3)
+        .stderr_has(&["--force"]);
+    p.lumo(&["unlock", "--env", "dev", "--force"]).code(0);
+    let status = env.status();
+    assert!(status.lock.manual.is_none());
+    let kinds: Vec<&str> = status
+        .recent_events
+        .iter()
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"force_unlocked") && kinds.contains(&"locked"),
+        "{kinds:?}"
+    );
+    let forced = status
+        .recent_events
+        .iter()
+        .find(|e| e.kind == "force_unlocked")
+        .unwrap();
+    assert_eq!(forced.actor, support::ACTOR);
+    assert!(forced.message.contains("boss"));
+    p.lumo(&["deploy", "--env", "dev"]).code(0);
+}
+
+/// A guest asking for a developer task is refused with exit 2, and the refusal is recorded.
+fn a_guest_is_refused_a_developer_task(env: Env) {
+    env.config(
+        "access: { dev: { maintainer: ['boss'], guest: ['*'] } },",
+        "{ chore: { runOn: [], permission: 'developer' }, peek: { runOn: [], permission: 'guest' } }",
+    );
+    env.p()
+        .task("chore", "echo chore > \"@OUT@/chore\"")
+        .task("peek", "echo peek");
+    let p = env.p();
+    p.lumo(&["deploy", "--env", "dev"]).code(0);
+    p.lumo(&["run", "chore", "--env", "dev"])
+        .code(2)
+        .stderr_has(&["refused", "`guest`", "`developer`"]);
+    assert!(!p.has_out("chore"), "the refused task ran");
+    p.lumo(&["run", "peek", "--env", "dev"]).code(0);
+    p.lumo_as("boss", &["run", "chore", "--env", "dev"]).code(0);
+    assert!(p.has_out("chore"));
+
+    let refused: Vec<_> = env
+        .status()
+        .recent_events
+        .into_iter()
+        .filter(|e| e.kind == "refused")
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].actor, support::ACTOR);
+    let tasks: TaskList = p.lumo(&["tasks", "--env", "dev", "--json"]).code(0).json();
+    let may = |name: &str| tasks.tasks.iter().find(|t| t.name == name).unwrap().may_run;
+    assert_eq!((may("chore"), may("peek")), (Some(false), Some(true)));
+}
+
+macro_rules! on_both_providers {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $( #[test] fn $name() { super::$name(super::Env::local()); } )*
+        }
+        mod aws {
+            $( #[test] fn $name() { if let Some(env) = super::Env::aws() { super::$name(env); } } )*
+        }
+    };
+}
+
+on_both_providers!(
+    ten_concurrent_deploys_never_overlap,
+    a_killed_deployer_is_taken_over_and_its_run_abandoned,
+    a_manual_lock_keeps_others_out_until_unlocked,
+    a_guest_is_refused_a_developer_task,
+);
+
+/// The emulator dies mid-deploy: the deploy exits 4 with a clear message, and once it is back
+/// the next deploy reconciles (takes over the lock, abandons the orphans) with no clean-up.
+#[test]
+fn the_emulator_dying_mid_deploy_exits_4_and_the_next_deploy_reconciles() {
+    let _alone = OUTAGE.write().unwrap_or_else(|p| p.into_inner());
+    let Some(aws) = AwsProject::new() else { return };
+    let mut env = Env {
+        local: None,
+        aws: Some(aws),
+        _shared: None,
+    };
+    env.p_mut().set_env("LUMO_LOCK_LEASE", "2s");
+    env.config("", "{ step: { timeout: 60 } }");
+    env.p()
+        .task("step", "touch \"@OUT@/started\"\nsleep 2\necho done");
+    let deployer = env.spawn(support::ACTOR, &["deploy", "--env", "dev"]);
+    wait_for_out(env.p(), "started", Duration::from_secs(60));
+    let emulators = env.aws.as_ref().unwrap().emulators;
+    emulators.outage(6.0);
+    let out = deployer.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("cannot reach AWS"), "{stderr}");
+    std::thread::sleep(Duration::from_secs(6));
+    emulators.outage(0.0);
+
+    let report = env.p().deploy(&["--wait", "1m"], 0);
+    assert_eq!(report.task("step").status, RunStatus::Succeeded);
+    let runs = env.history();
+    assert!(
+        runs.iter().any(|r| r.status == RunStatus::Abandoned),
+        "{runs:#?}"
+    );
+    assert!(
+        !runs.iter().any(|r| r.status == RunStatus::Running),
+        "{runs:#?}"
+    );
+    assert_eq!(
+        env.status().last_deployment.unwrap().status,
+        support::DeploymentStatus::Succeeded
+    );
+}
