@@ -820,7 +820,8 @@ pub(crate) fn format_duration(d: Duration) -> String {
     } else if d.as_secs() == 0 {
         format!("{}ms", d.as_millis())
     } else {
-        format!("{}s", d.as_secs_f64())
+        // Tenths are plenty for a human, and `1.9889999999999999s` is not one.
+        format!("{:.1}s", d.as_secs_f64())
     }
 }
 

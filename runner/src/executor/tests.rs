@@ -711,4 +711,6 @@ fn durations_format_for_messages() {
     assert_eq!(format_duration(Duration::from_secs(120)), "120s");
     assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
     assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+    // Regression: a lowered deadline printed as `1.9889999999999999s`.
+    assert_eq!(format_duration(Duration::from_millis(1989)), "2.0s");
 }
