@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::bundle::TaskSource;
 use crate::bundle::discover::{self, Discovery};
+use crate::bundle::{self, TaskSource};
 use crate::config::{self, ConfigError, ConfigProblem, ProjectConfig, Provider, TaskConfig};
 use crate::suggest;
 
@@ -106,21 +106,59 @@ impl Project {
         let started = std::time::Instant::now();
         // `--provider` replaces the config's provider before validation, so any config (a Lumo
         // one with a provider lumo does not know, say) runs locally with `--provider local`.
-        let config = config::load_with_provider(&path, provider)?;
+        let (config, mut problems) = match config::load_with_provider(&path, provider) {
+            Ok(config) => (config, Vec::new()),
+            Err(ConfigError::Invalid {
+                problems,
+                partial: Some(partial),
+                ..
+            }) => (*partial, problems),
+            Err(e) => return Err(e.into()),
+        };
         tracing::debug!(
             "config loaded in {:.3}ms",
             started.elapsed().as_secs_f64() * 1000.0
         );
-        let discovery =
-            discover::discover(&config.root).map_err(|problems| ProjectError::Invalid {
-                path: config.path.clone(),
+        let config_invalid = !problems.is_empty();
+        let project = match discover::discover(&config.root) {
+            Ok(discovery) => {
+                let (project, mut mismatches) = Project::resolve(config, discovery);
+                problems.append(&mut mismatches);
+                project
+            }
+            Err(mut collisions) => {
+                problems.append(&mut collisions);
+                Project {
+                    config,
+                    tasks: Vec::new(),
+                }
+            }
+        };
+        if problems.is_empty() {
+            return Ok(project);
+        }
+        // Something is wrong already: say everything the bundler would say too, so one round
+        // of fixes is enough. (A valid project leaves these checks to the bundler, once.)
+        for problem in bundle::check_sources(project.root(), &project.tasks) {
+            if !problems.contains(&problem) {
+                problems.push(problem);
+            }
+        }
+        let path = project.config.path.clone();
+        Err(if config_invalid {
+            ConfigError::Invalid {
+                path,
                 problems,
-            })?;
-        Project::resolve(config, discovery)
+                partial: None,
+            }
+            .into()
+        } else {
+            ProjectError::Invalid { path, problems }
+        })
     }
 
-    /// Joins config and discovery, reporting every mismatch at once.
-    pub fn resolve(config: ProjectConfig, discovery: Discovery) -> Result<Project, ProjectError> {
+    /// Joins config and discovery: the project as far as it goes, and every mismatch.
+    pub fn resolve(config: ProjectConfig, discovery: Discovery) -> (Project, Vec<ConfigProblem>) {
         let mut problems = Vec::new();
         let mut on_disk: BTreeMap<String, _> = discovery
             .tasks
@@ -184,14 +222,7 @@ impl Project {
             });
         }
         check_dependencies(&config, &tasks, &mut problems);
-        if problems.is_empty() {
-            Ok(Project { config, tasks })
-        } else {
-            Err(ProjectError::Invalid {
-                path: config.path.clone(),
-                problems,
-            })
-        }
+        (Project { config, tasks }, problems)
     }
 
     pub fn root(&self) -> &Path {

@@ -61,7 +61,7 @@ pub fn build_all(
     let mut collected = Vec::with_capacity(tasks.len());
     let mut problems = Vec::new();
     for task in tasks {
-        match collect(root, task, target) {
+        match collect(root, task, Some(target)) {
             Ok(entries) => collected.push((task, entries)),
             Err(mut p) => problems.append(&mut p),
         }
@@ -79,11 +79,23 @@ pub fn build_all(
         .collect()
 }
 
-/// The files of one task's bundle, every check done.
+/// The problems `build_all` would find in `tasks`' files and `copyAssets`, without building
+/// Rust tasks or writing anything: a config that has problems elsewhere reports these in the
+/// same round.
+pub fn check_sources(root: &Path, tasks: &[Task]) -> Vec<ConfigProblem> {
+    tasks
+        .iter()
+        .filter_map(|task| collect(root, task, None).err())
+        .flatten()
+        .collect()
+}
+
+/// The files of one task's bundle, every check done. Without a `target`, Rust tasks are not
+/// built (their binary is left out): only the other checks run.
 fn collect(
     root: &Path,
     task: &Task,
-    target: BuildTarget,
+    target: Option<BuildTarget>,
 ) -> Result<Vec<BundleEntry>, Vec<ConfigProblem>> {
     let task_key = format!("tasks.{}", task.name);
     let mut set = EntrySet::new(root).map_err(|e| {
@@ -111,17 +123,19 @@ fn collect(
             Entry::Program(entry.clone())
         }
         TaskSource::Crate { dir } => {
-            let binary = crate_task::build(dir, target).map_err(|message| {
-                vec![ConfigProblem {
-                    key: task.display_path.clone(),
-                    message,
-                }]
-            })?;
-            set.add(
-                crate_task::ENTRY.to_string(),
-                EntrySource::File(binary),
-                &task.display_path,
-            );
+            if let Some(target) = target {
+                let binary = crate_task::build(dir, target).map_err(|message| {
+                    vec![ConfigProblem {
+                        key: task.display_path.clone(),
+                        message,
+                    }]
+                })?;
+                set.add(
+                    crate_task::ENTRY.to_string(),
+                    EntrySource::File(binary),
+                    &task.display_path,
+                );
+            }
             Entry::Program(crate_task::ENTRY.to_string())
         }
         TaskSource::Command { command } => Entry::Command(command.clone()),

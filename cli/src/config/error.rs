@@ -4,6 +4,7 @@
 //!
 //! [`ProjectConfig`]: super::ProjectConfig
 
+use super::ProjectConfig;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,10 @@ pub enum ConfigError {
     Invalid {
         path: PathBuf,
         problems: Vec<ConfigProblem>,
+        /// What could be made of the config despite its problems (invalid values replaced by
+        /// their defaults), so later checks — task files, `copyAssets` — can report theirs in
+        /// the same round.
+        partial: Option<Box<ProjectConfig>>,
     },
 }
 
@@ -118,6 +123,7 @@ mod tests {
     #[test]
     fn invalid_lists_every_problem_on_its_own_line() {
         let error = ConfigError::Invalid {
+            partial: None,
             path: PathBuf::from("lumo.config.js"),
             problems: vec![
                 ConfigProblem {

@@ -73,6 +73,11 @@ fn load_within(
     // touching the filesystem (no symlink resolution), matching what the user typed.
     let root = std::path::absolute(&root).unwrap_or(root);
     let evaluated = engine::evaluate(&path, &root, time_limit)?;
-    validate::validate(&path, &root, &evaluated, provider)
-        .map_err(|problems| ConfigError::Invalid { path, problems })
+    validate::validate(&path, &root, &evaluated, provider).map_err(|(problems, partial)| {
+        ConfigError::Invalid {
+            path,
+            problems,
+            partial: Some(partial),
+        }
+    })
 }

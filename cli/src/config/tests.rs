@@ -650,6 +650,7 @@ fn every_problem_is_reported_at_once() {
     assert_eq!(problems.len(), 8, "{problems:#?}");
 
     let shown = ConfigError::Invalid {
+        partial: None,
         path: "lumo.config.js".into(),
         problems: problems.clone(),
     }

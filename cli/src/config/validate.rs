@@ -57,7 +57,7 @@ pub(super) fn validate(
     root: &Path,
     evaluated: &Evaluated,
     provider_override: Option<Provider>,
-) -> Result<ProjectConfig, Vec<ConfigProblem>> {
+) -> Result<ProjectConfig, (Vec<ConfigProblem>, Box<ProjectConfig>)> {
     let mut p = Problems::default();
     let empty = Map::new();
     let map = match &evaluated.export {
@@ -139,22 +139,24 @@ pub(super) fn validate(
         .unwrap_or_default();
 
     let problems = p.into_vec();
-    match project_name {
-        Some(project_name) if problems.is_empty() => Ok(ProjectConfig {
-            path: path.to_path_buf(),
-            root: root.to_path_buf(),
-            project_name,
-            provider,
-            environment,
-            environments,
-            region,
-            aws,
-            secrets,
-            tasks,
-            access,
-            ignored_keys,
-        }),
-        _ => Err(problems),
+    let config = ProjectConfig {
+        path: path.to_path_buf(),
+        root: root.to_path_buf(),
+        project_name: project_name.unwrap_or_default(),
+        provider,
+        environment,
+        environments,
+        region,
+        aws,
+        secrets,
+        tasks,
+        access,
+        ignored_keys,
+    };
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err((problems, Box::new(config)))
     }
 }
 
