@@ -4,6 +4,9 @@
     bench/run.py                  # builds `lumo` in release mode, then measures
     bench/run.py --lumo PATH      # measure an existing binary
 
+(The AWS issue's figures: bench/runner.py for the Lambda runner, bench/aws_redeploy.py for an
+unchanged redeploy on the emulators.)
+
 Figures (medians of repeated runs, wall clock, on this machine):
   1. `lumo run noop --env dev` minus `sh -c true`         target <= 20 ms
   2. `lumo deploy --env dev` of 10 no-op tasks            target <= 150 ms
