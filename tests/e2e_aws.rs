@@ -252,6 +252,25 @@ fn an_unchanged_redeploy_uploads_nothing_and_updates_no_function() {
         changed.lambda_update_function_code - after.lambda_update_function_code,
         0
     );
+
+    // A new runner binary is one code update, once.
+    let mut a = a;
+    let runner = a.p.tmp().join("bootstrap");
+    let mut bytes = std::fs::read(&a.emulators.runner_bin).unwrap();
+    bytes.extend_from_slice(b"a different build");
+    std::fs::write(&runner, bytes).unwrap();
+    a.p.set_env("LUMO_RUNNER", &runner.to_string_lossy());
+    a.p.deploy(&["--deploy-version", "v2"], 0);
+    let updated = a.emulators.counters();
+    assert_eq!(
+        updated.lambda_update_function_code - changed.lambda_update_function_code,
+        1
+    );
+    a.p.deploy(&["--deploy-version", "v2"], 0);
+    assert_eq!(
+        a.emulators.counters().lambda_update_function_code,
+        updated.lambda_update_function_code
+    );
 }
 
 #[test]

@@ -27,11 +27,19 @@ struct CargoMessage {
     manifest_path: Option<PathBuf>,
     #[serde(default)]
     executable: Option<PathBuf>,
+    #[serde(default)]
+    target: Option<CargoTarget>,
+}
+
+#[derive(Deserialize)]
+struct CargoTarget {
+    name: String,
 }
 
 /// Builds the crate in `dir` in release mode and returns the path of its one binary. Cargo's
-/// own progress and diagnostics go to our stderr, where the user sees them.
-pub fn build(dir: &Path, target: BuildTarget) -> Result<PathBuf, String> {
+/// own progress and diagnostics go to our stderr, where the user sees them. For Lambda,
+/// `cargo lambda` moves the binary to `<lambda_dir>/<name>/bootstrap`.
+pub fn build(dir: &Path, target: BuildTarget, lambda_dir: &Path) -> Result<PathBuf, String> {
     let manifest = dir.join("Cargo.toml");
     let manifest = manifest.canonicalize().unwrap_or(manifest);
     let mut cmd = match target {
@@ -47,6 +55,7 @@ pub fn build(dir: &Path, target: BuildTarget) -> Result<PathBuf, String> {
                 Architecture::Arm64 => "--arm64",
                 Architecture::X86_64 => "--x86-64",
             });
+            c.arg("--lambda-dir").arg(lambda_dir);
             c
         }
     };
@@ -85,7 +94,10 @@ pub fn build(dir: &Path, target: BuildTarget) -> Result<PathBuf, String> {
             .as_deref()
             .is_some_and(|m| m.canonicalize().is_ok_and(|m| m == manifest));
         if let (true, Some(exe)) = (same_crate, message.executable) {
-            binaries.push(exe);
+            binaries.push(match (target, message.target) {
+                (BuildTarget::Lambda(_), Some(t)) => lambda_dir.join(t.name).join("bootstrap"),
+                _ => exe,
+            });
         }
     }
     match binaries.len() {

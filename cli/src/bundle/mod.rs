@@ -124,7 +124,8 @@ fn collect(
         }
         TaskSource::Crate { dir } => {
             if let Some(target) = target {
-                let binary = crate_task::build(dir, target).map_err(|message| {
+                let lambda_dir = root.join(".lumo").join("lambda");
+                let binary = crate_task::build(dir, target, &lambda_dir).map_err(|message| {
                     vec![ConfigProblem {
                         key: task.display_path.clone(),
                         message,

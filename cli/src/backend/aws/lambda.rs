@@ -16,7 +16,9 @@ use lumo_runner::contract::{
     BundleLocation, InvokeRequest, InvokeResponse, RunStatus, UploadTarget,
 };
 use lumo_runner::executor::OutputObserver;
-use sha2::{Digest, Sha256};
+use std::io::{Read, Seek};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use tokio::sync::Mutex;
 
 use super::errors::sdk_error;
@@ -103,12 +105,21 @@ impl LambdaExecutor {
                 ));
             }
         };
-        let code = match &self.target.runner {
-            Some(path) => Some(runner_zip(path)?),
+        // The runner's identity is the sha256 of its binary, kept in the function's description:
+        // comparing it costs a hash (cached by file metadata), where comparing `CodeSha256`
+        // would mean zipping the binary on every deploy.
+        let runner = match &self.target.runner {
+            Some(path) => Some((path, binary_sha256(path, &self.target.cache_dir)?)),
             None => None,
         };
+        let description = |sha: &str| {
+            format!(
+                "lumo runner for {} / {env} (runner sha256 {sha})",
+                self.target.project
+            )
+        };
         let Some(config) = existing else {
-            let Some(code) = code else {
+            let Some((path, sha)) = runner else {
                 return Err(runner_missing(&self.target));
             };
             let Some(role) = &self.target.role_arn else {
@@ -127,12 +138,12 @@ impl LambdaExecutor {
                 .architectures(self.wanted_arch())
                 .memory_size(self.target.memory_size as i32)
                 .timeout(FUNCTION_TIMEOUT_SECS)
-                .description(format!("lumo runner for {} / {env}", self.target.project))
+                .description(description(&sha))
                 .tags("lumo:project", &self.target.project)
                 .tags("lumo:environment", env)
                 .code(
                     FunctionCode::builder()
-                        .zip_file(Blob::new(code.bytes))
+                        .zip_file(Blob::new(runner_zip(path)?))
                         .build(),
                 )
                 .send()
@@ -142,32 +153,39 @@ impl LambdaExecutor {
         };
 
         let mut changed = false;
-        if let Some(code) = code {
-            let same_code = config.code_sha256() == Some(code.sha256_base64.as_str());
-            let same_arch = config
-                .architectures()
-                .first()
-                .is_none_or(|a| *a == self.wanted_arch());
-            if !same_code || !same_arch {
-                tracing::info!("updating the code of {name}");
-                self.control
-                    .update_function_code()
-                    .function_name(&name)
-                    .zip_file(Blob::new(code.bytes))
-                    .architectures(self.wanted_arch())
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(&format!("updating the code of `{name}`"), e))?;
-                self.wait_updated(&name).await?;
-                changed = true;
+        let wanted_description = runner.as_ref().map(|(_, sha)| description(sha));
+        match &runner {
+            Some((path, sha)) => {
+                let same_code = config
+                    .description()
+                    .is_some_and(|d| d.ends_with(&format!("(runner sha256 {sha})")));
+                let same_arch = config
+                    .architectures()
+                    .first()
+                    .is_none_or(|a| *a == self.wanted_arch());
+                if !same_code || !same_arch {
+                    tracing::info!("updating the code of {name}");
+                    self.control
+                        .update_function_code()
+                        .function_name(&name)
+                        .zip_file(Blob::new(runner_zip(path)?))
+                        .architectures(self.wanted_arch())
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(&format!("updating the code of `{name}`"), e))?;
+                    self.wait_updated(&name).await?;
+                    changed = true;
+                }
             }
-        } else {
-            tracing::warn!("runner binary not found; using the deployed `{name}` as it is");
+            None => tracing::warn!("runner binary not found; using the deployed `{name}` as it is"),
         }
         let settings_differ = config.memory_size() != Some(self.target.memory_size as i32)
             || config.timeout() != Some(FUNCTION_TIMEOUT_SECS)
             || config.handler() != Some("bootstrap")
             || config.runtime() != Some(&Runtime::Providedal2023)
+            || wanted_description
+                .as_deref()
+                .is_some_and(|d| config.description() != Some(d))
             || self
                 .target
                 .role_arn
@@ -182,7 +200,8 @@ impl LambdaExecutor {
                 .memory_size(self.target.memory_size as i32)
                 .timeout(FUNCTION_TIMEOUT_SECS)
                 .handler("bootstrap")
-                .runtime(Runtime::Providedal2023);
+                .runtime(Runtime::Providedal2023)
+                .set_description(wanted_description);
             if let Some(role) = &self.target.role_arn {
                 update = update.role(role);
             }
@@ -257,14 +276,8 @@ impl LambdaExecutor {
     }
 }
 
-/// The runner binary zipped as `bootstrap` the deterministic way, and the base64 sha256
-/// Lambda reports as `CodeSha256`, so an unchanged binary is never uploaded again.
-struct RunnerZip {
-    bytes: Vec<u8>,
-    sha256_base64: String,
-}
-
-fn runner_zip(binary: &std::path::Path) -> BackendResult<RunnerZip> {
+/// The runner binary zipped as `bootstrap` (deterministic, like every lumo zip).
+fn runner_zip(binary: &Path) -> BackendResult<Vec<u8>> {
     let fail = |e: std::io::Error| {
         BackendError::with_source(
             format!("cannot zip the runner binary `{}`", binary.display()),
@@ -278,21 +291,48 @@ fn runner_zip(binary: &std::path::Path) -> BackendResult<RunnerZip> {
         executable: true,
         size,
     };
-    let file = tempfile::tempfile().map_err(fail)?;
+    let mut file = tempfile::tempfile().map_err(fail)?;
     crate::bundle::write_zip(&file, &[entry]).map_err(fail)?;
-    let bytes = {
-        use std::io::{Read, Seek};
-        let mut file = file;
-        file.rewind().map_err(fail)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(fail)?;
-        bytes
-    };
-    let digest = Sha256::digest(&bytes);
-    Ok(RunnerZip {
-        sha256_base64: aws_smithy_types::base64::encode(digest.as_slice()),
-        bytes,
-    })
+    file.rewind().map_err(fail)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(fail)?;
+    Ok(bytes)
+}
+
+/// The sha256 of the runner binary, cached in `<cache_dir>/runner.sha256` under the file's
+/// path, size, modification time and inode, so an unchanged binary costs one `stat`.
+fn binary_sha256(binary: &Path, cache_dir: &Path) -> BackendResult<String> {
+    let meta = std::fs::metadata(binary).map_err(|e| {
+        BackendError::with_source(
+            format!("cannot read the runner binary `{}`", binary.display()),
+            e,
+        )
+    })?;
+    let key = format!(
+        "{}\t{}\t{}.{}\t{}",
+        binary.display(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ino()
+    );
+    let cache = cache_dir.join("runner.sha256");
+    if let Ok(text) = std::fs::read_to_string(&cache)
+        && let Some((cached_key, sha)) = text.trim_end().rsplit_once('\t')
+        && cached_key == key
+    {
+        return Ok(sha.to_string());
+    }
+    let sha = lumo_runner::bundle::sha256_file(binary).map_err(|e| {
+        BackendError::with_source(
+            format!("cannot hash the runner binary `{}`", binary.display()),
+            e,
+        )
+    })?;
+    // Only a cache: failing to write it costs the next deploy a hash, nothing else.
+    let _ = std::fs::create_dir_all(cache_dir)
+        .and_then(|()| std::fs::write(&cache, format!("{key}\t{sha}\n")));
+    Ok(sha)
 }
 
 #[async_trait]

@@ -37,6 +37,8 @@ pub struct AwsTarget {
     pub runner: Option<PathBuf>,
     /// Where the runner binary was looked for, for the error when it is needed and missing.
     pub runner_searched: Vec<PathBuf>,
+    /// The project's `.lumo/`, where the runner binary's hash is cached.
+    pub cache_dir: PathBuf,
 }
 
 /// Memory of the runner function when neither `aws.memorySize` nor any task sets it.
@@ -80,6 +82,7 @@ impl AwsTarget {
             memory_size,
             runner,
             runner_searched,
+            cache_dir: project.lumo_dir(),
         })
     }
 }
