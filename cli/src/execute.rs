@@ -31,6 +31,36 @@ pub struct Session {
     pub secrets: Arc<BTreeMap<String, String>>,
 }
 
+impl Session {
+    /// A new record of `job` in this session, started now.
+    fn record(&self, job: &TaskJob, attempt: u32, status: RunStatus) -> TaskRun {
+        TaskRun {
+            id: new_id(),
+            deployment_id: self.deployment_id.clone(),
+            project: self.project.clone(),
+            env: self.env.clone(),
+            task: job.task.name.clone(),
+            trigger: job.trigger,
+            version: self.version.clone(),
+            previous_version: self.previous_version.clone(),
+            bundle_hash: job.bundle.clone(),
+            actor: self.actor.clone(),
+            status,
+            attempt,
+            started_at: Timestamp::now(),
+            ended_at: None,
+            duration_ms: None,
+            exit_code: None,
+            message: None,
+            data: None,
+            data_ref: None,
+            log_ref: None,
+            output_tail: None,
+            output_bytes: 0,
+        }
+    }
+}
+
 /// One task to run, with everything needed to run it without the project at hand.
 #[derive(Clone)]
 pub struct TaskJob {
@@ -72,30 +102,7 @@ fn backoff(attempt: u32) -> Duration {
 
 async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<TaskRun, BackendError> {
     let task = &job.task;
-    let mut run = TaskRun {
-        id: new_id(),
-        deployment_id: session.deployment_id.clone(),
-        project: session.project.clone(),
-        env: session.env.clone(),
-        task: task.name.clone(),
-        trigger: job.trigger,
-        version: session.version.clone(),
-        previous_version: session.previous_version.clone(),
-        bundle_hash: job.bundle.clone(),
-        actor: session.actor.clone(),
-        status: RunStatus::Running,
-        attempt,
-        started_at: Timestamp::now(),
-        ended_at: None,
-        duration_ms: None,
-        exit_code: None,
-        message: None,
-        data: None,
-        data_ref: None,
-        log_ref: None,
-        output_tail: None,
-        output_bytes: 0,
-    };
+    let mut run = session.record(job, attempt, RunStatus::Running);
     session.backend.audit.start_run(&run).await?;
     session.printer.status(format!(
         "{} {} {}",
@@ -283,31 +290,10 @@ pub async fn run_plan(
         let Some(job) = jobs.get(&planned.task) else {
             continue;
         };
-        let now = Timestamp::now();
-        let run = TaskRun {
-            id: new_id(),
-            deployment_id: session.deployment_id.clone(),
-            project: session.project.clone(),
-            env: session.env.clone(),
-            task: planned.task.clone(),
-            trigger: job.trigger,
-            version: session.version.clone(),
-            previous_version: session.previous_version.clone(),
-            bundle_hash: job.bundle.clone(),
-            actor: session.actor.clone(),
-            status: RunStatus::Skipped,
-            attempt: 0,
-            started_at: now,
-            ended_at: Some(now),
-            duration_ms: Some(0),
-            exit_code: None,
-            message: Some(reason.clone()),
-            data: None,
-            data_ref: None,
-            log_ref: None,
-            output_tail: None,
-            output_bytes: 0,
-        };
+        let mut run = session.record(job, 0, RunStatus::Skipped);
+        run.ended_at = Some(run.started_at);
+        run.duration_ms = Some(0);
+        run.message = Some(reason.clone());
         if let Err(e) = session.backend.audit.start_run(&run).await {
             backend_error.get_or_insert(e);
         }

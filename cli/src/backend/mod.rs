@@ -108,6 +108,25 @@ pub struct RunReport {
     pub ended_at: Timestamp,
 }
 
+impl RunReport {
+    /// A run that failed before its task could start (a refused bundle, a runner that could
+    /// not fetch it): no exit code, no output.
+    pub fn not_started(message: String, started_at: Timestamp) -> RunReport {
+        RunReport {
+            status: RunStatus::Failed,
+            exit_code: None,
+            message,
+            data: None,
+            data_ref: None,
+            output_tail: String::new(),
+            output_bytes: 0,
+            log_ref: None,
+            started_at,
+            ended_at: Timestamp::now(),
+        }
+    }
+}
+
 /// What [`TaskExecutor::prepare`] may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prepare {

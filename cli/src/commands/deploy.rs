@@ -79,6 +79,11 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     )
     .await?;
     let result = deploy(&inputs, &backend, &actor, &args, ctx).await;
+    if lock.lost() {
+        printer.warn(format!(
+            "the lock of `{env}` lapsed during this deploy (its lease was not renewed in time); another writer may have run"
+        ));
+    }
     lock.release().await;
     result
 }

@@ -148,9 +148,7 @@ impl DynamoStore {
             Some(AttributeValue::S(text)) => serde_json::from_str::<Value>(&text).ok(),
             _ => None,
         };
-        let mut run: TaskRun = serde_dynamo::from_item(item).map_err(|e| {
-            BackendError::with_source("a run in the table has an unexpected shape", e)
-        })?;
+        let mut run: TaskRun = decode(item, "a run")?;
         run.data = data;
         Ok(run)
     }
@@ -224,6 +222,34 @@ impl DynamoStore {
             }
         }
     }
+
+    /// The latest `limit` items of `env`'s partition whose sort key starts with `prefix`
+    /// (`RUN#`, `DEPLOY#`, `EVENT#`): ULIDs sort by time, so this is one Query, newest first.
+    async fn latest(
+        &self,
+        env: &str,
+        prefix: &str,
+        limit: u32,
+        what: &str,
+    ) -> BackendResult<Vec<Item>> {
+        let query = self
+            .client
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(self.pk(env)))
+            .expression_attribute_values(":prefix", s(prefix))
+            .scan_index_forward(false)
+            .limit(limit as i32);
+        self.query_all(query, Some(limit as usize), what).await
+    }
+}
+
+/// An item as a record, or an error naming what it should have been.
+pub(super) fn decode<T: serde::de::DeserializeOwned>(item: Item, what: &str) -> BackendResult<T> {
+    serde_dynamo::from_item(item).map_err(|e| {
+        BackendError::with_source(format!("{what} in the table has an unexpected shape"), e)
+    })
 }
 
 #[async_trait]
@@ -249,21 +275,14 @@ impl AuditStore for DynamoStore {
                 _ => continue,
             };
             if sk == "STATE" {
-                let st: StateItem = serde_dynamo::from_item(item).map_err(|e| {
-                    BackendError::with_source(
-                        "the environment's state item has an unexpected shape",
-                        e,
-                    )
-                })?;
+                let st: StateItem = decode(item, "the environment's state")?;
                 state.version = Some(st.version);
                 state.previous_version = st.previous_version;
                 state.deployment_id = Some(st.deployment_id);
                 state.deployed_at = Some(st.deployed_at);
                 state.bundles = st.bundles;
             } else if sk.starts_with("TASK#") {
-                let t: TaskStateItem = serde_dynamo::from_item(item).map_err(|e| {
-                    BackendError::with_source("a task state item has an unexpected shape", e)
-                })?;
+                let t: TaskStateItem = decode(item, "a task's state")?;
                 state.last_success.insert(t.task, t.last_success_hash);
             }
         }
@@ -345,33 +364,25 @@ impl AuditStore for DynamoStore {
     }
 
     async fn runs(&self, env: &str, task: Option<&str>, limit: u32) -> BackendResult<Vec<TaskRun>> {
-        let query = match task {
-            None => self
-                .client
-                .query()
-                .table_name(self.table())
-                .key_condition_expression("pk = :pk AND begins_with(sk, :run)")
-                .expression_attribute_values(":pk", s(self.pk(env)))
-                .expression_attribute_values(":run", s("RUN#")),
-            Some(task) => self
-                .client
-                .query()
-                .table_name(self.table())
-                .index_name(BY_TASK)
-                .key_condition_expression("gsi1pk = :task")
-                .expression_attribute_values(
-                    ":task",
-                    s(format!("TASK#{}#{env}#{task}", self.target.project)),
-                ),
+        let what = format!("reading the history of `{env}`");
+        let items = match task {
+            None => self.latest(env, "RUN#", limit, &what).await?,
+            Some(task) => {
+                let query = self
+                    .client
+                    .query()
+                    .table_name(self.table())
+                    .index_name(BY_TASK)
+                    .key_condition_expression("gsi1pk = :task")
+                    .expression_attribute_values(
+                        ":task",
+                        s(format!("TASK#{}#{env}#{task}", self.target.project)),
+                    )
+                    .scan_index_forward(false)
+                    .limit(limit as i32);
+                self.query_all(query, Some(limit as usize), &what).await?
+            }
         };
-        let query = query.scan_index_forward(false).limit(limit as i32);
-        let items = self
-            .query_all(
-                query,
-                Some(limit as usize),
-                &format!("reading the history of `{env}`"),
-            )
-            .await?;
         items.into_iter().map(|i| self.run_from_item(i)).collect()
     }
 
@@ -396,32 +407,11 @@ impl AuditStore for DynamoStore {
     }
 
     async fn deployments(&self, env: &str, limit: u32) -> BackendResult<Vec<Deployment>> {
-        let query = self
-            .client
-            .query()
-            .table_name(self.table())
-            .key_condition_expression("pk = :pk AND begins_with(sk, :d)")
-            .expression_attribute_values(":pk", s(self.pk(env)))
-            .expression_attribute_values(":d", s("DEPLOY#"))
-            .scan_index_forward(false)
-            .limit(limit as i32);
-        let items = self
-            .query_all(
-                query,
-                Some(limit as usize),
-                &format!("reading the deployments of `{env}`"),
-            )
-            .await?;
+        let what = format!("reading the deployments of `{env}`");
+        let items = self.latest(env, "DEPLOY#", limit, &what).await?;
         items
             .into_iter()
-            .map(|i| {
-                serde_dynamo::from_item(i).map_err(|e| {
-                    BackendError::with_source(
-                        "a deployment in the table has an unexpected shape",
-                        e,
-                    )
-                })
-            })
+            .map(|i| decode(i, "a deployment"))
             .collect()
     }
 
@@ -509,29 +499,8 @@ impl AuditStore for DynamoStore {
     }
 
     async fn events(&self, env: &str, limit: u32) -> BackendResult<Vec<AuditEvent>> {
-        let query = self
-            .client
-            .query()
-            .table_name(self.table())
-            .key_condition_expression("pk = :pk AND begins_with(sk, :event)")
-            .expression_attribute_values(":pk", s(self.pk(env)))
-            .expression_attribute_values(":event", s("EVENT#"))
-            .scan_index_forward(false)
-            .limit(limit as i32);
-        let items = self
-            .query_all(
-                query,
-                Some(limit as usize),
-                &format!("reading the events of `{env}`"),
-            )
-            .await?;
-        items
-            .into_iter()
-            .map(|i| {
-                serde_dynamo::from_item(i).map_err(|e| {
-                    BackendError::with_source("an event in the table has an unexpected shape", e)
-                })
-            })
-            .collect()
+        let what = format!("reading the events of `{env}`");
+        let items = self.latest(env, "EVENT#", limit, &what).await?;
+        items.into_iter().map(|i| decode(i, "an event")).collect()
     }
 }

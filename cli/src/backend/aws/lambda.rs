@@ -12,9 +12,7 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Architecture as LambdaArch, FunctionCode, InvocationType, Runtime};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
-use lumo_runner::contract::{
-    BundleLocation, InvokeRequest, InvokeResponse, RunStatus, UploadTarget,
-};
+use lumo_runner::contract::{BundleLocation, InvokeRequest, InvokeResponse, UploadTarget};
 use lumo_runner::executor::OutputObserver;
 use std::io::{Read, Seek};
 use std::os::unix::fs::MetadataExt;
@@ -402,7 +400,6 @@ impl TaskExecutor for LambdaExecutor {
             .send()
             .await
             .map_err(|e| sdk_error(&format!("invoking `{name}` for task `{}`", request.task), e))?;
-        let ended_at = Timestamp::now();
         let payload = response.payload().map(|b| b.as_ref()).unwrap_or_default();
 
         if let Some(kind) = response.function_error() {
@@ -417,18 +414,7 @@ impl TaskExecutor for LambdaExecutor {
                     .unwrap_or("no message")
             );
             output.output(format!("{message}\n").as_bytes());
-            return Ok(RunReport {
-                status: RunStatus::Failed,
-                exit_code: None,
-                message,
-                data: None,
-                data_ref: None,
-                output_tail: String::new(),
-                output_bytes: 0,
-                log_ref: None,
-                started_at,
-                ended_at,
-            });
+            return Ok(RunReport::not_started(message, started_at));
         }
         let outcome: InvokeResponse = serde_json::from_slice(payload).map_err(|e| {
             BackendError::with_source(

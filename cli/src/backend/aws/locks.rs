@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Put, ReturnValue, TransactWriteItem,
 };
 
-use super::dynamo::{DynamoStore, Item, s};
+use super::dynamo::{DynamoStore, Item, decode, s};
 use crate::backend::records::{LockHolder, Timestamp};
 use crate::backend::{Acquired, BackendError, BackendResult, EnvLocks, LockSlot, LockState};
 
@@ -62,8 +62,7 @@ impl DynamoStore {
                 Some(AttributeValue::S(k)) if k == "HOLD" => LockSlot::Manual,
                 _ => continue,
             };
-            let holder: LockHolder = serde_dynamo::from_item(item)
-                .map_err(|e| BackendError::with_source("a lock item has an unexpected shape", e))?;
+            let holder: LockHolder = decode(item, "a lock")?;
             match slot {
                 LockSlot::Writer => writer = Some(holder),
                 LockSlot::Manual => manual = Some(holder),

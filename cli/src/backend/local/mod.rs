@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lumo_runner::contract::RunStatus;
 use lumo_runner::executor::{DEFAULT_KILL_GRACE, OutputObserver};
 use lumo_runner::{BundleRun, RunnerError};
 
@@ -165,18 +164,9 @@ impl TaskExecutor for LocalExecutor {
             }),
             // A bundle that does not match its hash never runs; that is the run's failure,
             // recorded like any other, not a broken backend.
-            Err(e @ RunnerError::HashMismatch { .. }) => Ok(RunReport {
-                status: RunStatus::Failed,
-                exit_code: None,
-                message: e.to_string(),
-                data: None,
-                data_ref: None,
-                output_tail: String::new(),
-                output_bytes: 0,
-                log_ref: None,
-                started_at,
-                ended_at: Timestamp::now(),
-            }),
+            Err(e @ RunnerError::HashMismatch { .. }) => {
+                Ok(RunReport::not_started(e.to_string(), started_at))
+            }
             Err(e) => Err(BackendError::with_source(
                 format!("cannot run task `{}`", request.task),
                 e,
