@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lumo_runner::contract::{RunStatus, Trigger};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::backend::records::{
     AuditEvent, Deployment, DeploymentStatus, EnvState, EventKind, TaskRun, Timestamp,
@@ -151,6 +151,9 @@ impl SqliteStore {
         })
     }
 
+    /// Runs `f` on the connection. Transactions that write start `IMMEDIATE`: a deferred one
+    /// that reads first and then writes cannot wait for another writer (SQLite answers BUSY at
+    /// once rather than deadlock), which racing `lumo` processes would hit.
     pub(super) fn with<T>(
         &self,
         what: &str,
@@ -307,7 +310,7 @@ impl AuditStore for SqliteStore {
     async fn finish_deployment(&self, d: &Deployment) -> BackendResult<()> {
         let bundles = serde_json::to_string(&d.bundles).unwrap_or_else(|_| "{}".into());
         self.with("record the deployment", |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT OR REPLACE INTO deployments (id, project, env, version, previous_version, is_first_deploy,
                     actor, status, started_at, ended_at, message, bundles)
@@ -339,7 +342,7 @@ impl AuditStore for SqliteStore {
 
     async fn finish_run(&self, run: &TaskRun) -> BackendResult<()> {
         self.with("record the run", |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(INSERT_RUN, rusqlite::params_from_iter(run_params(run)))?;
             if run.status == RunStatus::Succeeded {
                 tx.execute(
@@ -419,7 +422,7 @@ impl AuditStore for SqliteStore {
         let project = self.project.clone();
         let now = Timestamp::now().millis();
         self.with("abandon unfinished runs", |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut ids: Vec<String> = {
                 let mut stmt = tx.prepare(
                     "SELECT id FROM runs WHERE project = ?1 AND env = ?2 AND status = 'running'",
