@@ -424,3 +424,22 @@ fn a_missing_runner_binary_says_how_to_build_it() {
         .code(4)
         .stderr_has(&["cargo lambda build --release -p lumo-runner"]);
 }
+
+#[test]
+fn without_an_actor_the_aws_caller_is_recorded() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    a.config("{ who: {} }").task("who", "echo hi");
+    a.p.lumo_without_actor(&["deploy", "--env", "dev"], &[])
+        .code(0);
+    let run = a.p.history().pop().unwrap();
+    assert!(
+        run.actor.starts_with("arn:aws:"),
+        "the actor is the STS caller: {}",
+        run.actor
+    );
+    // A CI's user comes before the AWS identity.
+    a.p.lumo_without_actor(&["deploy", "--env", "dev"], &[("GITHUB_ACTOR", "octocat")])
+        .code(0);
+    assert_eq!(a.p.history().pop().unwrap().actor, "octocat");
+}

@@ -2063,3 +2063,44 @@ fn config_errors_of_every_phase_are_reported_together() {
         ],
     );
 }
+
+/// The actor chain of PRODUCT.md §6 on `local`: `LUMO_ACTOR`, else a CI's user, else the git
+/// user, else the OS user (here no git config exists and `USER` is not set).
+#[test]
+fn the_actor_comes_from_lumo_actor_then_ci_then_git_then_the_os() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'actors', tasks: { t: {} } };")
+        .task("t", "echo t");
+    let last_actor = |env: &[(&str, &str)]| {
+        p.lumo_without_actor(&["deploy", "--env", "dev"], env)
+            .code(0);
+        p.history().pop().unwrap().actor
+    };
+    let os_user = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    assert_eq!(last_actor(&[]), os_user);
+    assert_eq!(last_actor(&[("GITHUB_ACTOR", "octocat")]), "octocat");
+    assert_eq!(
+        last_actor(&[("GITHUB_ACTOR", "octocat"), ("LUMO_ACTOR", "release-bot")]),
+        "release-bot"
+    );
+    std::process::Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(p.root())
+        .status()
+        .unwrap();
+    std::process::Command::new("git")
+        .args(["config", "user.email", "dev@example.com"])
+        .current_dir(p.root())
+        .status()
+        .unwrap();
+    assert_eq!(last_actor(&[]), "dev@example.com");
+}

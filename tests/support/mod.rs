@@ -165,7 +165,7 @@ impl TestProject {
 
     /// Like [`TestProject::command`], in another directory.
     pub fn command_in(&self, dir: &Path, args: &[&str]) -> assert_cmd::Command {
-        let mut cmd = assert_cmd::Command::from_std(self.std_command_as(dir, ACTOR, args));
+        let mut cmd = assert_cmd::Command::from_std(self.std_command_as(dir, Some(ACTOR), args));
         cmd.timeout(COMMAND_TIMEOUT);
         cmd
     }
@@ -173,10 +173,15 @@ impl TestProject {
     /// `lumo <args> --actor <actor>` in the project root as a plain `std` command, for tests
     /// that start several at once or kill one.
     pub fn std_command(&self, actor: &str, args: &[&str]) -> std::process::Command {
-        self.std_command_as(&self.root, actor, args)
+        self.std_command_as(&self.root, Some(actor), args)
     }
 
-    fn std_command_as(&self, dir: &Path, actor: &str, args: &[&str]) -> std::process::Command {
+    fn std_command_as(
+        &self,
+        dir: &Path,
+        actor: Option<&str>,
+        args: &[&str],
+    ) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lumo"));
         cmd.env_clear()
             .env(
@@ -191,9 +196,21 @@ impl TestProject {
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(dir)
-            .args(args)
-            .args(["--actor", actor]);
+            .args(args);
+        if let Some(actor) = actor {
+            cmd.args(["--actor", actor]);
+        }
         cmd
+    }
+
+    /// Runs `lumo <args>` without `--actor`, with extra environment variables: the actor is
+    /// then lumo's to find (CI variables, the AWS caller, the git or OS user).
+    pub fn lumo_without_actor(&self, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+        let mut std = self.std_command_as(&self.root, None, args);
+        std.envs(env.iter().copied());
+        let mut cmd = assert_cmd::Command::from_std(std);
+        cmd.timeout(COMMAND_TIMEOUT);
+        run(cmd, args)
     }
 
     /// Runs `lumo <args>` in the project root as `actor`.
