@@ -10,12 +10,11 @@ use crate::backend::BackendError;
 use crate::bundle::BundleError;
 use crate::project::ProjectError;
 
-/// Exit codes other than 0.
+/// The exit codes of errors. (Exit code 1, a task that failed or timed out, is not an error:
+/// the command prints its report and returns 1.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitKind {
-    /// 1: a task failed or timed out.
-    TaskFailed,
     /// 2: invalid config or arguments.
     Invalid,
     /// 3: the environment is locked.
@@ -27,7 +26,6 @@ pub enum ExitKind {
 impl ExitKind {
     pub fn code(self) -> i32 {
         match self {
-            ExitKind::TaskFailed => 1,
             ExitKind::Invalid => 2,
             ExitKind::Locked => 3,
             ExitKind::Backend => 4,

@@ -40,7 +40,6 @@ pub struct Printer {
     pub json: bool,
     pub quiet: bool,
     pub verbose: bool,
-    stdout_color: bool,
     stderr_color: bool,
     stderr_tty: bool,
     /// Serialises whole lines from concurrently running tasks.
@@ -55,7 +54,6 @@ impl Printer {
             json: global.json,
             quiet: global.quiet,
             verbose: global.verbose,
-            stdout_color: !no_color && !global.json && io::stdout().is_terminal(),
             stderr_color: !no_color && stderr_tty,
             stderr_tty,
             stderr_lock: Mutex::new(()),
@@ -68,16 +66,10 @@ impl Printer {
             json: true,
             quiet: false,
             verbose: false,
-            stdout_color: false,
             stderr_color: false,
             stderr_tty: false,
             stderr_lock: Mutex::new(()),
         }
-    }
-
-    /// Text styled for stdout.
-    pub fn paint(&self, style: Style, text: impl Display) -> String {
-        paint(self.stdout_color, style, text)
     }
 
     /// Text styled for stderr.

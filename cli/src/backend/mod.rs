@@ -247,7 +247,6 @@ pub trait EnvLocks: Send + Sync {
 /// One provider's implementations of every trait.
 #[derive(Clone)]
 pub struct Backend {
-    pub provider: Provider,
     pub bundles: Arc<dyn BundleStore>,
     pub executor: Arc<dyn TaskExecutor>,
     pub audit: Arc<dyn AuditStore>,

@@ -18,7 +18,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_smithy_http_client::tls;
 
 use super::{Backend, BackendError, ConnectOptions};
-use crate::config::{Architecture, Provider};
+use crate::config::Architecture;
 use crate::error::CliError;
 use crate::project::Project;
 
@@ -176,7 +176,6 @@ pub async fn with_sdk_config(
         None
     };
     Ok(Backend {
-        provider: Provider::Aws,
         bundles: Arc::new(s3),
         executor: Arc::new(executor),
         audit: dynamo.clone(),

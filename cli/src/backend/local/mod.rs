@@ -26,7 +26,6 @@ use super::{
     Backend, BackendError, BackendResult, BundleStore, Prepare, RunReport, RunRequest, TaskExecutor,
 };
 use crate::bundle::BuiltBundle;
-use crate::config::Provider;
 use crate::project::Project;
 
 /// The directories of a project's `.lumo/`.
@@ -74,7 +73,6 @@ pub fn open(project: &Project) -> BackendResult<Backend> {
         &layout.work(),
     )?);
     Ok(Backend {
-        provider: Provider::Local,
         bundles: Arc::new(LocalBundles {
             dir: layout.bundles(),
         }),
