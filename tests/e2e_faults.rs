@@ -19,59 +19,55 @@ use support::{History, RunStatus, Status, TaskList, TestProject};
 /// test on the emulators shares (read).
 static OUTAGE: RwLock<()> = RwLock::new(());
 
-/// A project on one provider: `local`, or `aws` on the emulators.
-struct Env {
-    local: Option<TestProject>,
-    aws: Option<AwsProject>,
-    _shared: Option<RwLockReadGuard<'static, ()>>,
+/// A project on one provider: `local`, or `aws` on the emulators (sharing them with every
+/// test but the outage test while it lives).
+enum Env {
+    Local(TestProject),
+    Aws {
+        project: AwsProject,
+        _shared: Option<RwLockReadGuard<'static, ()>>,
+    },
 }
 
 impl Env {
     fn local() -> Env {
-        Env {
-            local: Some(TestProject::new()),
-            aws: None,
-            _shared: None,
-        }
+        Env::Local(TestProject::new())
     }
 
     fn aws() -> Option<Env> {
         let shared = OUTAGE.read().unwrap_or_else(|p| p.into_inner());
-        Some(Env {
-            local: None,
-            aws: Some(AwsProject::new()?),
+        Some(Env::Aws {
+            project: AwsProject::new()?,
             _shared: Some(shared),
         })
     }
 
     fn p(&self) -> &TestProject {
-        match (&self.local, &self.aws) {
-            (Some(p), _) => p,
-            (None, Some(a)) => &a.p,
-            (None, None) => unreachable!("an Env has a provider"),
+        match self {
+            Env::Local(p) => p,
+            Env::Aws { project: a, .. } => &a.p,
         }
     }
 
     fn p_mut(&mut self) -> &mut TestProject {
-        match (&mut self.local, &mut self.aws) {
-            (Some(p), _) => p,
-            (None, Some(a)) => &mut a.p,
-            (None, None) => unreachable!("an Env has a provider"),
+        match self {
+            Env::Local(p) => p,
+            Env::Aws { project: a, .. } => &mut a.p,
         }
     }
 
     fn is_aws(&self) -> bool {
-        self.aws.is_some()
+        matches!(self, Env::Aws { .. })
     }
 
     /// The config: `extra` top-level keys, then `tasks`.
     fn config(&self, extra: &str, tasks: &str) {
-        match &self.aws {
-            Some(a) => {
+        match self {
+            Env::Aws { project: a, .. } => {
                 a.config_with(extra, tasks);
             }
-            None => {
-                self.p().config(&format!(
+            Env::Local(p) => {
+                p.config(&format!(
                     "export default {{ projectName: 'faults', {extra} tasks: {tasks} }};"
                 ));
             }
@@ -381,9 +377,8 @@ on_both_providers!(
 fn the_emulator_dying_mid_deploy_exits_4_and_the_next_deploy_reconciles() {
     let _alone = OUTAGE.write().unwrap_or_else(|p| p.into_inner());
     let Some(aws) = AwsProject::new() else { return };
-    let mut env = Env {
-        local: None,
-        aws: Some(aws),
+    let mut env = Env::Aws {
+        project: aws,
         _shared: None,
     };
     env.p_mut().set_env("LUMO_LOCK_LEASE", "2s");
@@ -392,7 +387,10 @@ fn the_emulator_dying_mid_deploy_exits_4_and_the_next_deploy_reconciles() {
         .task("step", "touch \"@OUT@/started\"\nsleep 2\necho done");
     let deployer = env.spawn(support::ACTOR, &["deploy", "--env", "dev"]);
     wait_for_out(env.p(), "started", Duration::from_secs(60));
-    let emulators = env.aws.as_ref().unwrap().emulators;
+    let Env::Aws { project: aws, .. } = &env else {
+        unreachable!()
+    };
+    let emulators = aws.emulators;
     emulators.outage(6.0);
     let out = deployer.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -29,7 +29,7 @@ pub fn holder(actor: &str, operation: String, reason: Option<String>, leased: bo
         actor: actor.to_string(),
         operation,
         reason,
-        host: crate::backend::local::host_name(),
+        host: LockHolder::this_host(),
         pid: leased.then(std::process::id),
         since: now,
         expires_at: leased.then(|| Timestamp(now.millis() + lease().as_millis() as i64)),

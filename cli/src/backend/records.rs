@@ -298,6 +298,14 @@ impl LockHolder {
         text
     }
 
+    /// This machine's name, as holders record it.
+    pub fn this_host() -> String {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".to_string())
+    }
+
     pub fn expired(&self, now: Timestamp) -> bool {
         self.expires_at.is_some_and(|e| e <= now)
     }

@@ -12,8 +12,8 @@ use serde::Serialize;
 use super::{CommandResult, Context};
 use crate::access;
 use crate::args::RunArgs;
+use crate::backend::Prepare;
 use crate::backend::records::{EventKind, TaskRun};
-use crate::backend::{Backend, Prepare};
 use crate::config::TaskConfig;
 use crate::error::CliError;
 use crate::execute::{self, Session, TaskJob, format_duration};
@@ -68,56 +68,44 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
         &ctx.printer,
     )
     .await?;
-    let result = run_locked(
-        project_name,
-        task,
-        task_args,
-        secrets,
-        &backend,
-        &actor,
-        &env,
-        ctx,
-    )
-    .await;
+    // Everything but the environment's version, which is read under the lock.
+    let session = Session {
+        backend: backend.clone(),
+        printer: Arc::clone(&ctx.printer),
+        project: project_name.clone(),
+        env: env.clone(),
+        actor,
+        version: String::new(),
+        previous_version: None,
+        is_first_deploy: false,
+        deployment_id: None,
+        secrets: Arc::new(secrets),
+    };
+    let result = run_locked(session, task, task_args, ctx).await;
     lock.release().await;
     result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The manual run proper, with the environment's writer lock held.
 async fn run_locked(
-    project_name: &str,
+    mut session: Session,
     task: &Task,
     args: BTreeMap<String, String>,
-    secrets: BTreeMap<String, String>,
-    backend: &Backend,
-    actor: &str,
-    env: &str,
     ctx: &Context,
 ) -> CommandResult {
-    let state = backend.audit.env_state(env).await?;
-    let (Some(version), Some(bundle)) = (
-        state.version.clone(),
-        state.bundles.get(&task.name).cloned(),
-    ) else {
+    let env = session.env.clone();
+    let state = session.backend.audit.env_state(&env).await?;
+    let (Some(version), Some(bundle)) = (state.version, state.bundles.get(&task.name).cloned())
+    else {
         return Err(CliError::invalid(format!(
             "task `{}` has no deployed bundle in environment `{env}`",
             task.name
         ))
         .hint(format!("deploy it first: `lumo deploy --env {env}`")));
     };
-    backend.executor.prepare(env, Prepare::Run).await?;
-    let session = Session {
-        backend: backend.clone(),
-        printer: Arc::clone(&ctx.printer),
-        project: project_name.to_string(),
-        env: env.to_string(),
-        actor: actor.to_string(),
-        version,
-        previous_version: state.previous_version.clone(),
-        is_first_deploy: false,
-        deployment_id: None,
-        secrets: Arc::new(secrets),
-    };
+    session.backend.executor.prepare(&env, Prepare::Run).await?;
+    session.version = version;
+    session.previous_version = state.previous_version;
     let job = TaskJob {
         task: task.clone(),
         bundle,

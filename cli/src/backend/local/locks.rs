@@ -92,13 +92,6 @@ fn process_alive(pid: u32) -> bool {
     !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
 }
 
-pub fn host_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
 #[async_trait]
 impl EnvLocks for SqliteStore {
     async fn acquire(
@@ -108,7 +101,7 @@ impl EnvLocks for SqliteStore {
         holder: &LockHolder,
     ) -> BackendResult<Acquired> {
         let project = self.project.clone();
-        let this_host = host_name();
+        let this_host = LockHolder::this_host();
         self.with("take the environment's lock", |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = Timestamp::now();
@@ -173,7 +166,7 @@ impl EnvLocks for SqliteStore {
 
     async fn current(&self, env: &str) -> BackendResult<LockState> {
         let project = self.project.clone();
-        let this_host = host_name();
+        let this_host = LockHolder::this_host();
         self.with("read the environment's lock", |conn| {
             let tx = conn.transaction()?;
             let now = Timestamp::now();

@@ -18,7 +18,6 @@ use async_trait::async_trait;
 use lumo_runner::executor::{DEFAULT_KILL_GRACE, OutputObserver};
 use lumo_runner::{BundleRun, RunnerError};
 
-pub use locks::host_name;
 pub use store::SqliteStore;
 
 use super::records::Timestamp;
