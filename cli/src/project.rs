@@ -120,20 +120,10 @@ impl Project {
             started.elapsed().as_secs_f64() * 1000.0
         );
         let config_invalid = !problems.is_empty();
-        let project = match discover::discover(&config.root) {
-            Ok(discovery) => {
-                let (project, mut mismatches) = Project::resolve(config, discovery);
-                problems.append(&mut mismatches);
-                project
-            }
-            Err(mut collisions) => {
-                problems.append(&mut collisions);
-                Project {
-                    config,
-                    tasks: Vec::new(),
-                }
-            }
-        };
+        let (discovery, mut on_disk) = discover::discover(&config.root);
+        problems.append(&mut on_disk);
+        let (project, mut mismatches) = Project::resolve(config, discovery);
+        problems.append(&mut mismatches);
         if problems.is_empty() {
             return Ok(project);
         }
@@ -188,6 +178,8 @@ impl Project {
                     None
                 }
                 (None, Some(file)) => Some((file.source, file.display_path)),
+                // Discovery has said why this task's file was refused.
+                (None, None) if discovery.refused.contains(name) => None,
                 (None, None) => {
                     let message = match discovery.not_executable.get(name) {
                         Some(path) => format!("`{path}` is not executable; run `chmod +x {path}`"),
@@ -221,6 +213,7 @@ impl Project {
                 display_path: found.display_path,
             });
         }
+        check_command_collisions(&tasks, &mut problems);
         check_dependencies(&config, &tasks, &mut problems);
         (Project { config, tasks }, problems)
     }
@@ -298,6 +291,41 @@ pub fn valid_env_name(env: &str) -> bool {
         && env
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Task names are unique after normalisation (PRODUCT.md §2). Discovery checks the files
+/// against each other; a `command:` task has no file, so it is checked here against every other
+/// task (regression: a command task `A` beside `functions/tasks/a.sh`, or command tasks `b_c`
+/// and `B-c`, were two tasks).
+fn check_command_collisions(tasks: &[Task], problems: &mut Vec<ConfigProblem>) {
+    let is_command = |t: &Task| matches!(t.source, TaskSource::Command { .. });
+    let mut seen: BTreeMap<String, &Task> = BTreeMap::new();
+    for task in tasks {
+        let key = discover::normalise(&task.name);
+        let Some(first) = seen.get(&key) else {
+            seen.insert(key, task);
+            continue;
+        };
+        let (command, other) = match (is_command(first), is_command(task)) {
+            (_, true) => (task, *first),
+            (true, false) => (*first, task),
+            // Two files: discovery has reported them.
+            (false, false) => continue,
+        };
+        let other_source = if is_command(other) {
+            format!("the command task `tasks.{}`", other.name)
+        } else {
+            format!("`{}`", other.display_path)
+        };
+        problems.push(ConfigProblem {
+            key: format!("tasks.{}", command.name),
+            message: format!(
+                "task name `{}` collides with `{}` from {other_source}: names must differ \
+                 after folding case and `_`/`-`; rename one of them",
+                command.name, other.name
+            ),
+        });
+    }
 }
 
 /// Every `dependsOn` names a task of the project, and the dependencies form no cycle.

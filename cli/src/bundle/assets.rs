@@ -322,6 +322,7 @@ mod tests {
         CopyAsset {
             from: from.into(),
             to: to.into(),
+            index: 0,
         }
     }
 

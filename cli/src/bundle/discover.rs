@@ -4,7 +4,7 @@
 //! executable `run` / `run.<ext>` entry point, or a Rust crate (a directory with `Cargo.toml`).
 //! Any other directory is a namespace: `functions/tasks/db/migrate.sh` is the task `db/migrate`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -53,107 +53,181 @@ pub struct Discovery {
     /// Sorted by name.
     pub tasks: Vec<DiscoveredTask>,
     /// Regular files that are not executable, by the task name they would have had; kept so a
-    /// config naming one can say "not executable" instead of "not found".
+    /// config naming one can say "not executable" instead of "not found". A task directory
+    /// whose `run` entry point is not executable is here under the directory's name.
     pub not_executable: BTreeMap<String, String>,
+    /// Names whose file or directory was refused (a symlink resolving outside the project);
+    /// the refusal is already reported, so a config naming one gets no second error.
+    pub refused: BTreeSet<String>,
 }
 
-/// Scan `<root>/functions/tasks`. A missing directory is not an error: a project may have only
-/// `command:` tasks.
-pub fn discover(root: &Path) -> Result<Discovery, Vec<ConfigProblem>> {
+/// Scan `<root>/functions/tasks`: every task found, and every problem (collisions, symlinks
+/// out of the project, unreadable entries). A missing directory is not an error: a project may
+/// have only `command:` tasks. The tasks come back even when there are problems, so the
+/// config can still be checked against them in the same round.
+pub fn discover(root: &Path) -> (Discovery, Vec<ConfigProblem>) {
     let base = root.join(TASKS_DIR);
-    let mut found = Discovery::default();
-    let mut problems = Vec::new();
+    let mut scan = Scan {
+        root,
+        canonical_root: fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
+        found: Discovery::default(),
+        problems: Vec::new(),
+    };
     if base.is_dir() {
-        scan_dir(root, &base, "", &mut found, &mut problems);
+        if scan.outside_root(&base) {
+            scan.refuse_outside(&base, String::new());
+        } else {
+            scan.scan_dir(&base, "");
+        }
     }
+    let Scan {
+        mut found,
+        mut problems,
+        ..
+    } = scan;
     check_collisions(&found.tasks, &mut problems);
     found.tasks.sort_by(|a, b| a.name.cmp(&b.name));
-    if problems.is_empty() {
-        Ok(found)
-    } else {
-        Err(problems)
-    }
+    (found, problems)
 }
 
-fn scan_dir(
-    root: &Path,
-    dir: &Path,
-    prefix: &str,
-    found: &mut Discovery,
-    problems: &mut Vec<ConfigProblem>,
-) {
-    let mut entries = match fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(Result::ok).collect::<Vec<_>>(),
-        Err(e) => {
-            problems.push(problem_at(root, dir, format!("cannot read directory: {e}")));
-            return;
-        }
-    };
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let file_name = entry.file_name();
-        let Some(file_name) = file_name.to_str() else {
-            problems.push(problem_at(
-                root,
-                &entry.path(),
-                "file name is not valid UTF-8".into(),
-            ));
-            continue;
-        };
-        if file_name.starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        // Follow symlinks: a task may be linked in from elsewhere in the project. The bundler
-        // refuses anything that resolves outside the project root.
-        let meta = match fs::metadata(&path) {
-            Ok(m) => m,
+/// One walk of `functions/tasks/`.
+struct Scan<'a> {
+    root: &'a Path,
+    /// Symlinks are judged by where they resolve, so the root is compared resolved too.
+    canonical_root: PathBuf,
+    found: Discovery,
+    problems: Vec<ConfigProblem>,
+}
+
+impl Scan<'_> {
+    fn scan_dir(&mut self, dir: &Path, prefix: &str) {
+        let root = self.root;
+        let mut entries = match fs::read_dir(dir) {
+            Ok(rd) => rd.filter_map(Result::ok).collect::<Vec<_>>(),
             Err(e) => {
-                problems.push(problem_at(root, &path, format!("cannot read: {e}")));
-                continue;
+                self.problems
+                    .push(problem_at(root, dir, format!("cannot read directory: {e}")));
+                return;
             }
         };
-        if meta.is_dir() {
-            let name = format!("{prefix}{file_name}");
-            if path.join("Cargo.toml").is_file() {
-                found.tasks.push(DiscoveredTask {
-                    name,
-                    source: TaskSource::Crate { dir: path.clone() },
-                    display_path: display(root, &path),
-                });
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                self.problems.push(problem_at(
+                    root,
+                    &entry.path(),
+                    "file name is not valid UTF-8".into(),
+                ));
+                continue;
+            };
+            if file_name.starts_with('.') {
                 continue;
             }
-            match find_entry_point(&path) {
-                Ok(Some(entry)) => found.tasks.push(DiscoveredTask {
-                    name,
-                    source: TaskSource::Directory {
-                        dir: path.clone(),
-                        entry,
-                    },
-                    display_path: display(root, &path),
-                }),
-                Ok(None) => scan_dir(root, &path, &format!("{name}/"), found, problems),
-                Err(message) => problems.push(problem_at(root, &path, message)),
+            let path = entry.path();
+            // Follow symlinks: a task may be linked in from elsewhere in the project, but not
+            // from outside it (a bundle holds only what is inside the project, as with
+            // `copyAssets`), so a link that resolves outside is refused here.
+            let meta = match fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.problems
+                        .push(problem_at(root, &path, format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+            if meta.is_dir() {
+                let name = format!("{prefix}{file_name}");
+                if is_link && self.outside_root(&path) {
+                    self.refuse_outside(&path, name);
+                    continue;
+                }
+                if path.join("Cargo.toml").is_file() {
+                    self.found.tasks.push(DiscoveredTask {
+                        name,
+                        source: TaskSource::Crate { dir: path.clone() },
+                        display_path: display(root, &path),
+                    });
+                    continue;
+                }
+                match find_entry_point(&path) {
+                    Ok(EntryPoint::Executable(entry)) => self.found.tasks.push(DiscoveredTask {
+                        name,
+                        source: TaskSource::Directory {
+                            dir: path.clone(),
+                            entry,
+                        },
+                        display_path: display(root, &path),
+                    }),
+                    Ok(EntryPoint::NotExecutable(entry)) => {
+                        // Meant as a task directory, but `run` lacks its `x` bit: a config
+                        // naming the task says `chmod +x` on that file. The directory is still
+                        // scanned as a namespace, as any directory without an entry point is.
+                        self.found
+                            .not_executable
+                            .insert(name.clone(), display(root, &path.join(entry)));
+                        self.scan_dir(&path, &format!("{name}/"));
+                    }
+                    Ok(EntryPoint::Absent) => self.scan_dir(&path, &format!("{name}/")),
+                    Err(message) => self.problems.push(problem_at(root, &path, message)),
+                }
+            } else if meta.is_file() {
+                let stem = task_stem(file_name);
+                let name = format!("{prefix}{stem}");
+                if is_link && self.outside_root(&path) {
+                    self.refuse_outside(&path, name);
+                } else if meta.permissions().mode() & 0o111 != 0 {
+                    self.found.tasks.push(DiscoveredTask {
+                        name,
+                        source: TaskSource::File { path: path.clone() },
+                        display_path: display(root, &path),
+                    });
+                } else {
+                    self.found.not_executable.insert(name, display(root, &path));
+                }
             }
-        } else if meta.is_file() {
-            let stem = task_stem(file_name);
-            let name = format!("{prefix}{stem}");
-            if meta.permissions().mode() & 0o111 != 0 {
-                found.tasks.push(DiscoveredTask {
-                    name,
-                    source: TaskSource::File { path: path.clone() },
-                    display_path: display(root, &path),
-                });
-            } else {
-                found.not_executable.insert(name, display(root, &path));
-            }
+        }
+    }
+
+    /// Whether `path` resolves (through symlinks) to somewhere outside the project root.
+    fn outside_root(&self, path: &Path) -> bool {
+        fs::canonicalize(path).is_ok_and(|p| !p.starts_with(&self.canonical_root))
+    }
+
+    fn refuse_outside(&mut self, path: &Path, name: String) {
+        let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        self.problems.push(problem_at(
+            self.root,
+            path,
+            format!(
+                "resolves to `{}`, outside the project root `{}`, through a symlink; a bundle \
+                 holds only files inside the project: move the task into the project, or link \
+                 to a file inside it",
+                target.display(),
+                self.root.display()
+            ),
+        ));
+        if !name.is_empty() {
+            self.found.refused.insert(name);
         }
     }
 }
 
-/// The executable `run` or `run.<ext>` file of a task directory, if it has one.
-fn find_entry_point(dir: &Path) -> Result<Option<String>, String> {
+/// What a directory holds as its `run` / `run.<ext>` entry point.
+enum EntryPoint {
+    /// The one executable entry point.
+    Executable(String),
+    /// No executable one, but this `run` file is there without its `x` bit.
+    NotExecutable(String),
+    /// No `run` file: the directory is a namespace.
+    Absent,
+}
+
+/// The `run` or `run.<ext>` entry point of a task directory, if it has one.
+fn find_entry_point(dir: &Path) -> Result<EntryPoint, String> {
     let mut candidates = Vec::new();
+    let mut not_executable = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| format!("cannot read directory: {e}"))? {
         let entry = entry.map_err(|e| format!("cannot read directory: {e}"))?;
         let name = entry.file_name();
@@ -164,14 +238,25 @@ fn find_entry_point(dir: &Path) -> Result<Option<String>, String> {
         let Ok(meta) = fs::metadata(entry.path()) else {
             continue;
         };
-        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+        if !meta.is_file() {
+            continue;
+        }
+        if meta.permissions().mode() & 0o111 != 0 {
             candidates.push(name.to_string());
+        } else {
+            not_executable.push(name.to_string());
         }
     }
     candidates.sort();
+    not_executable.sort();
     match candidates.len() {
-        0 => Ok(None),
-        1 => Ok(candidates.pop()),
+        0 => Ok(match not_executable.into_iter().next() {
+            Some(entry) => EntryPoint::NotExecutable(entry),
+            None => EntryPoint::Absent,
+        }),
+        1 => Ok(candidates
+            .pop()
+            .map_or(EntryPoint::Absent, EntryPoint::Executable)),
         _ => Err(format!(
             "a task directory needs exactly one executable entry point, found {}",
             candidates
@@ -269,7 +354,8 @@ mod tests {
         write(root, "functions/tasks/notes.md", "", false);
         write(root, "functions/tasks/.hidden.sh", "", true);
 
-        let found = discover(root).unwrap();
+        let (found, problems) = discover(root);
+        assert!(problems.is_empty(), "{problems:?}");
         let names: Vec<_> = found.tasks.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
             names,
@@ -286,7 +372,7 @@ mod tests {
         let root = dir.path();
         write(root, "functions/tasks/migrate.sh", "", true);
         write(root, "functions/tasks/migrate.py", "", true);
-        let problems = discover(root).unwrap_err();
+        let (_, problems) = discover(root);
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].message.contains("functions/tasks/migrate.py"),
@@ -301,7 +387,7 @@ mod tests {
         let root = dir.path();
         write(root, "functions/tasks/t/run.sh", "", true);
         write(root, "functions/tasks/t/run.py", "", true);
-        let problems = discover(root).unwrap_err();
+        let (_, problems) = discover(root);
         assert!(
             problems[0]
                 .message
@@ -312,6 +398,73 @@ mod tests {
     #[test]
     fn missing_tasks_directory_is_empty() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(discover(dir.path()).unwrap().tasks.is_empty());
+        let (found, problems) = discover(dir.path());
+        assert!(found.tasks.is_empty() && problems.is_empty());
+    }
+
+    /// Regression: a task file linked to a file outside the project was bundled and run,
+    /// though `copyAssets` refuses the same link.
+    #[test]
+    fn a_task_symlinked_outside_the_project_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(outside.path(), "x.sh", "#!/bin/sh\n", true);
+        write(outside.path(), "d/run", "#!/bin/sh\n", true);
+        write(root, "functions/tasks/inside.sh", "#!/bin/sh\n", true);
+        fs::create_dir_all(root.join("shared")).unwrap();
+        write(root, "shared/real.sh", "#!/bin/sh\n", true);
+        std::os::unix::fs::symlink(
+            outside.path().join("x.sh"),
+            root.join("functions/tasks/linkout.sh"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("d"),
+            root.join("functions/tasks/dirout"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            root.join("shared/real.sh"),
+            root.join("functions/tasks/linkin.sh"),
+        )
+        .unwrap();
+
+        let (found, problems) = discover(root);
+        let names: Vec<_> = found.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["inside", "linkin"],
+            "a link inside the project is fine"
+        );
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["functions/tasks/dirout", "functions/tasks/linkout.sh"],
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].message.contains("outside the project root"),
+            "{problems:?}"
+        );
+        assert!(found.refused.contains("linkout") && found.refused.contains("dirout"));
+    }
+
+    /// Regression: a task directory whose `run` was not executable was silently a namespace,
+    /// so a config naming it read "no task file" instead of the `chmod +x` hint.
+    #[test]
+    fn a_directory_with_a_non_executable_run_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "functions/tasks/warm/run.sh", "#!/bin/sh\n", false);
+        let (found, problems) = discover(root);
+        assert!(
+            found.tasks.is_empty() && problems.is_empty(),
+            "{problems:?}"
+        );
+        assert_eq!(
+            found.not_executable.get("warm").map(String::as_str),
+            Some("functions/tasks/warm/run.sh")
+        );
     }
 }

@@ -141,8 +141,10 @@ fn collect(
         }
         TaskSource::Command { command } => Entry::Command(command.clone()),
     };
-    for (i, asset) in task.config.copy_assets.iter().enumerate() {
-        set.add_asset(asset, &format!("{task_key}.copyAssets[{i}]"));
+    for asset in &task.config.copy_assets {
+        // The index the user wrote: validation drops invalid entries, so the position in
+        // `copy_assets` can be lower (regression: `nope` at [2] was reported as [1]).
+        set.add_asset(asset, &format!("{task_key}.copyAssets[{}]", asset.index));
     }
     let manifest = BundleManifest {
         task: task.name.clone(),
@@ -248,6 +250,7 @@ mod tests {
             copy_assets: vec![CopyAsset {
                 from: "migrations".into(),
                 to: "migrations".into(),
+                index: 0,
             }],
             ..TaskConfig::default()
         };
@@ -308,12 +311,14 @@ mod tests {
         task.config.copy_assets.push(CopyAsset {
             from: "nope".into(),
             to: "nope".into(),
+            index: 1,
         });
         let mut other = task.clone();
         other.name = "other".into();
         other.config.copy_assets = vec![CopyAsset {
             from: "../x".into(),
             to: "x".into(),
+            index: 0,
         }];
         let mut good = task.clone();
         good.name = "good".into();

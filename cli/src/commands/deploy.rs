@@ -304,7 +304,7 @@ fn jobs(plan: &Plan, tasks: &[&Task]) -> BTreeMap<String, TaskJob> {
                     task: (*task).clone(),
                     bundle: p.bundle.clone(),
                     trigger: *trigger,
-                    args: BTreeMap::new(),
+                    args: task.config.deploy_args(),
                 },
             ))
         })

@@ -37,6 +37,17 @@ pub enum RunOn {
     Change,
 }
 
+impl RunOn {
+    /// As written in `runOn`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOn::Deploy => "deploy",
+            RunOn::Update => "update",
+            RunOn::Change => "change",
+        }
+    }
+}
+
 /// Lagoon's roles, least to most privileged; a role may run the tasks of the roles below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -163,11 +174,28 @@ impl Default for TaskConfig {
     }
 }
 
+impl TaskConfig {
+    /// The args a deployment run hands the task: every declared `default`. Nobody passes args
+    /// to a deploy, and validation refuses a `required` arg on a task that runs on deploy, so
+    /// the defaults are the whole of them (a manual run starts from the same defaults).
+    pub fn deploy_args(&self) -> BTreeMap<String, String> {
+        self.args
+            .iter()
+            .filter_map(|(name, def)| Some((name.clone(), def.default.clone()?)))
+            .collect()
+    }
+}
+
 /// One `copyAssets` entry: `from` relative to the project root, `to` relative to the bundle root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CopyAsset {
     pub from: String,
     pub to: String,
+    /// The entry's position in the config's `copyAssets` array. Invalid entries are dropped at
+    /// validation, so the position in `TaskConfig::copy_assets` can differ; errors found later
+    /// (a missing `from`, say) name the entry by this index, as the user wrote it.
+    #[serde(skip)]
+    pub index: usize,
 }
 
 /// A loaded, validated `lumo.config.js`.

@@ -90,10 +90,14 @@ pub(super) fn task(
     {
         task.timeout = timeout;
     }
-    if let Some(v) = map.get("runOn")
-        && let Some(run_on) = run_on(p, &key("runOn"), v)
-    {
-        task.run_on = run_on;
+    // Whether `task.run_on` is what the user meant (given and readable, or the default), so the
+    // args check below does not pile a second error onto an unreadable `runOn`.
+    let mut run_on_known = true;
+    if let Some(v) = map.get("runOn") {
+        match run_on(p, &key("runOn"), v) {
+            Some(run_on) => task.run_on = run_on,
+            None => run_on_known = false,
+        }
     }
     if let Some(v) = map.get("copyAssets") {
         task.copy_assets = copy_assets(p, &key("copyAssets"), v);
@@ -129,6 +133,9 @@ pub(super) fn task(
     }
     if let Some(v) = map.get("args") {
         task.args = args(p, &key("args"), v);
+        if run_on_known {
+            required_args_on_deploy(p, &key("args"), &task, map.contains_key("runOn"));
+        }
     }
     if let Some(v) = map.get("confirm") {
         task.confirm = checks::non_empty_string(p, &key("confirm"), v);
@@ -182,6 +189,8 @@ fn copy_assets(p: &mut Problems, key: &str, value: &Value) -> Vec<CopyAsset> {
         return Vec::new();
     };
     let mut assets = Vec::new();
+    // Whether each kept asset's `to` was written or defaulted from `from`, for the messages.
+    let mut to_given = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let item_key = format!("{key}[{i}]");
         let Some(map) = checks::object(p, &item_key, item, "an object `{ from, to? }`") else {
@@ -213,10 +222,84 @@ fn copy_assets(p: &mut Problems, key: &str, value: &Value) -> Vec<CopyAsset> {
             }),
         };
         if let (Some(from), Some(to)) = (from, to) {
-            assets.push(CopyAsset { from, to });
+            assets.push(CopyAsset { from, to, index: i });
+            to_given.push(map.contains_key("to"));
         }
     }
+    check_overlapping_targets(p, key, &assets, &to_given);
     assets
+}
+
+/// Two assets may not land in the same place: equal `to`s (`m`, `m/` and `./m` are one place)
+/// would merge two sources into one directory, and a `to` inside another's would copy one
+/// asset into the middle of the other. Either is refused naming both entries; the bundler only
+/// sees clashes file by file, which a merge of two directories with distinct files passes.
+/// The bundle root is the one place that is shared: the task's own files are there already,
+/// so an asset copied to it (`to: '.'`) does not own it, and others may have their own `to`s
+/// below it (two assets both copied to the root are still refused).
+fn check_overlapping_targets(p: &mut Problems, key: &str, assets: &[CopyAsset], to_given: &[bool]) {
+    let targets: Vec<String> = assets.iter().map(|a| normalised(&a.to)).collect();
+    for (j, later) in assets.iter().enumerate() {
+        let Some(i) = (0..j).find(|&i| overlaps(&targets[i], &targets[j])) else {
+            continue;
+        };
+        let earlier = &assets[i];
+        let shown = |asset: &CopyAsset, given: bool| {
+            if given {
+                format!("`{}`", asset.to)
+            } else {
+                format!("`{}` (the default: the name of `from`)", asset.to)
+            }
+        };
+        let message = if targets[i] == targets[j] {
+            format!(
+                "{} is the same place as {}, the `to` of `copyAssets[{}]`: two assets would be \
+                 merged into one; give each its own `to`",
+                shown(later, to_given[j]),
+                shown(earlier, to_given[i]),
+                earlier.index
+            )
+        } else {
+            let (inner, outer) = if targets[j].len() > targets[i].len() {
+                (&targets[j], &targets[i])
+            } else {
+                (&targets[i], &targets[j])
+            };
+            format!(
+                "{} overlaps {}, the `to` of `copyAssets[{}]`: `{inner}` is inside `{outer}`, \
+                 so one asset would be copied into the other; give each its own `to`, \
+                 outside the other's",
+                shown(later, to_given[j]),
+                shown(earlier, to_given[i]),
+                earlier.index
+            )
+        };
+        p.add(child(&format!("{key}[{}]", later.index), "to"), message);
+    }
+}
+
+/// A bundle path as a place: `./m/`, `m//` and `m` are all `m`; the bundle root is ``.
+fn normalised(path: &str) -> String {
+    Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(part) => Some(part.to_string_lossy()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Equal places, or one strictly inside the other; the root contains everything but owns
+/// nothing (see `check_overlapping_targets`).
+fn overlaps(a: &str, b: &str) -> bool {
+    let inside = |inner: &str, outer: &str| {
+        !outer.is_empty()
+            && inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    a == b || inside(a, b) || inside(b, a)
 }
 
 /// A non-empty, relative path that stays inside `root_name` (no `..`, not absolute).
@@ -430,6 +513,37 @@ fn arg(p: &mut Problems, key: &str, def: &Map<String, Value>) -> Option<ArgDef> 
         required,
         default,
     })
+}
+
+/// A deployment passes no args (only `lumo run --arg` does), so a task that runs during
+/// deployments cannot have an argument that must be given: it could never start there.
+/// Defaults do apply on deployment runs (`TaskConfig::deploy_args`).
+fn required_args_on_deploy(p: &mut Problems, key: &str, task: &TaskConfig, run_on_given: bool) {
+    if task.run_on.is_empty() {
+        return;
+    }
+    let listed: Vec<String> = task
+        .run_on
+        .iter()
+        .map(|r| format!("'{}'", r.as_str()))
+        .collect();
+    let run_on = format!(
+        "`runOn: [{}]`{}",
+        listed.join(", "),
+        if run_on_given { "" } else { ", the default" }
+    );
+    for (name, def) in &task.args {
+        if def.required && def.default.is_none() {
+            p.add(
+                child(key, name),
+                format!(
+                    "is required, but the task runs during deployments ({run_on}), where no \
+                     one passes args: replace `required: true` with a `default`, or make the \
+                     task manual-only with `runOn: []`"
+                ),
+            );
+        }
+    }
 }
 
 /// `config` is handed to the task as JSON; a function in it would vanish on the way.

@@ -45,6 +45,18 @@ fn invalid(source: &str) -> Vec<ConfigProblem> {
     }
 }
 
+/// The config as far as it validated, for a source that has problems.
+fn invalid_partial(source: &str) -> ProjectConfig {
+    match load_source(source) {
+        Err(ConfigError::Invalid {
+            partial: Some(partial),
+            ..
+        }) => *partial,
+        Err(other) => panic!("expected validation problems, got: {other}"),
+        Ok(config) => panic!("expected validation problems, config loaded: {config:?}"),
+    }
+}
+
 /// The message of the problem at `key`, failing with every problem shown if there is none.
 fn problem_at<'a>(problems: &'a [ConfigProblem], key: &str) -> &'a str {
     match problems.iter().find(|p| p.key == key) {
@@ -291,7 +303,8 @@ fn a_lumo_framework_config_loads_unchanged_with_its_keys_ignored() {
         migrate.copy_assets,
         [CopyAsset {
             from: "migrations".into(),
-            to: "migrations".into()
+            to: "migrations".into(),
+            index: 0,
         }]
     );
     let seed = &config.tasks["seed-database"];
@@ -548,12 +561,12 @@ fn every_task_setting_is_read() {
                command: 'yarn audit',
                env: { KEY: 'value', PORT: 8080, DEBUG: true },
                config: { nested: { any: ['json', 1] } },
-               args: { TARGET: { description: 'where', required: true }, LIMIT: { default: 10 } },
+               args: { LIMIT: { default: 10 } },
                confirm: 'This drops the cache',
                retries: 10,
                memorySize: 512,
              },
-             manual: { runOn: [] },
+             manual: { runOn: [], args: { TARGET: { description: 'where', required: true } } },
            },
          };",
     );
@@ -573,7 +586,7 @@ fn every_task_setting_is_read() {
     assert_eq!(task.env["DEBUG"], "true");
     assert_eq!(task.config, json!({ "nested": { "any": ["json", 1] } }));
     assert_eq!(
-        task.args["TARGET"],
+        config.tasks["manual"].args["TARGET"],
         ArgDef {
             description: Some("where".into()),
             required: true,
@@ -793,6 +806,116 @@ fn copy_assets_must_stay_inside_the_project_and_the_bundle() {
     let problems =
         invalid("export default { projectName: 'x', tasks: { a: { copyAssets: 'x' } } };");
     assert_problem(&problems, "tasks.a.copyAssets", "must be an array");
+}
+
+/// Regression: with an invalid entry before it, `{ from: 'nope' }` at [2] was numbered [1] by
+/// the bundler, which saw only the valid entries.
+#[test]
+fn copy_assets_keep_the_index_the_user_wrote() {
+    let config = invalid_partial(
+        "export default { projectName: 'x', tasks: { a: { copyAssets: [
+           { from: '../x' }, { from: 'migrations', to: 'm' }, { from: 'nope' },
+         ] } } };",
+    );
+    let indexes: Vec<_> = config.tasks["a"]
+        .copy_assets
+        .iter()
+        .map(|a| (a.from.as_str(), a.index))
+        .collect();
+    assert_eq!(indexes, [("migrations", 1), ("nope", 2)]);
+}
+
+/// Regression: two assets with the same `to` were merged into one directory of the bundle.
+#[test]
+fn copy_assets_may_not_share_or_nest_their_to() {
+    let problems = invalid(
+        "export default { projectName: 'x', tasks: { a: { copyAssets: [
+           { from: 'migrations', to: 'm' },
+           { from: 'data', to: './m/' },
+           { from: 'seeds', to: 'm/seeds' },
+           { from: 'static', to: '.' },
+           { from: 'more', to: '' },
+           { from: 'conf/m' },
+           { from: 'docs', to: 'mx' },
+           { from: 'root-ok', to: 'r' },
+         ] } } };",
+    );
+    assert_problem(
+        &problems,
+        "tasks.a.copyAssets[1].to",
+        "`./m/` is the same place as `m`, the `to` of `copyAssets[0]`",
+    );
+    assert_problem(
+        &problems,
+        "tasks.a.copyAssets[2].to",
+        "`m/seeds` is inside `m`",
+    );
+    // `to: ''` is refused as empty before it can be compared.
+    assert_problem(&problems, "tasks.a.copyAssets[4].to", "must not be empty");
+    assert_problem(
+        &problems,
+        "tasks.a.copyAssets[5].to",
+        "`m` (the default: the name of `from`) is the same place as `m`",
+    );
+    // The bundle root holds the task's own files: assets below it are fine; `mx` is not in `m`.
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+
+    let problems = invalid(
+        "export default { projectName: 'x', tasks: { a: { copyAssets: [
+           { from: 'a', to: '.' }, { from: 'b', to: './' },
+         ] } } };",
+    );
+    assert_problem(
+        &problems,
+        "tasks.a.copyAssets[1].to",
+        "the same place as `.`, the `to` of `copyAssets[0]`",
+    );
+}
+
+/// Regression: a task that runs during deployments declared a required arg, which nobody can
+/// pass there; and the defaults of its args were not handed to deployment runs.
+#[test]
+fn a_required_arg_needs_a_manual_only_task() {
+    let problems = invalid(
+        "export default { projectName: 'x', tasks: {
+           once: { runOn: ['deploy'], args: { target: { required: true }, mode: { default: 'soft' } } },
+           always: { args: { target: { required: true } } },
+           manual: { runOn: [], args: { target: { required: true } } },
+           broken: { runOn: 5, args: { target: { required: true } } },
+         } };",
+    );
+    assert_problem(
+        &problems,
+        "tasks.once.args.target",
+        "is required, but the task runs during deployments (`runOn: ['deploy']`), where no \
+         one passes args: replace `required: true` with a `default`, or make the task \
+         manual-only with `runOn: []`",
+    );
+    assert_problem(
+        &problems,
+        "tasks.always.args.target",
+        "(`runOn: ['deploy', 'update']`, the default)",
+    );
+    assert_problem(
+        &problems,
+        "tasks.broken.runOn",
+        "must be a string or an array",
+    );
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+
+    let config = loads(
+        "export default { projectName: 'x', tasks: {
+           once: { runOn: ['deploy'], args: { target: { default: 'eu' }, mode: { default: 3 }, note: {} } },
+         } };",
+    );
+    let args = config.tasks["once"].deploy_args();
+    assert_eq!(
+        args.into_iter().collect::<Vec<_>>(),
+        [
+            ("mode".to_string(), "3".to_string()),
+            ("target".to_string(), "eu".to_string())
+        ]
+    );
 }
 
 #[test]
