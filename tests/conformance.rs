@@ -187,6 +187,7 @@ fn request(f: &Fixture, bundle: &BuiltBundle, run_id: &str) -> RunRequest {
         timeout: Duration::from_secs(30),
         env_vars: BTreeMap::new(),
         secrets: f.project.secret_values().unwrap(),
+        stop: lumo_cli::stop::StopSignal::new(),
     }
 }
 
@@ -644,6 +645,60 @@ async fn unfinished_work_is_abandoned(f: Fixture) {
     );
 }
 
+/// A writer that lost its lock finishes late: the abandoned verdict of the writer that took
+/// over stands, and neither the task's last success nor the environment's version moves.
+async fn a_late_finish_cannot_overwrite_abandoned(f: Fixture) {
+    let audit = &f.backend.audit;
+    let mut run = run_record(&f, "ok", RunStatus::Running);
+    audit.start_run(&run).await.unwrap();
+    let mut deploy = Deployment {
+        status: DeploymentStatus::Running,
+        ended_at: None,
+        ..deployment(&f, "late", DeploymentStatus::Running, None)
+    };
+    audit.start_deployment(&deploy).await.unwrap();
+    audit
+        .abandon_unfinished(&f.env, "abandoned: taken over")
+        .await
+        .unwrap();
+
+    run.status = RunStatus::Succeeded;
+    run.ended_at = Some(Timestamp::now());
+    assert!(
+        !audit.finish_run(&run).await.unwrap(),
+        "the late finish was written"
+    );
+    let stored = audit.run(&run.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, RunStatus::Abandoned);
+    assert_eq!(stored.message.as_deref(), Some("abandoned: taken over"));
+    assert!(
+        !audit
+            .env_state(&f.env)
+            .await
+            .unwrap()
+            .last_success
+            .contains_key("ok")
+    );
+
+    deploy.status = DeploymentStatus::Succeeded;
+    deploy.ended_at = Some(Timestamp::now());
+    assert!(!audit.finish_deployment(&deploy).await.unwrap());
+    assert_eq!(
+        audit.deployments(&f.env, 1).await.unwrap()[0].status,
+        DeploymentStatus::Abandoned
+    );
+    assert!(
+        audit.env_state(&f.env).await.unwrap().is_first_deploy(),
+        "a late finish moved the version"
+    );
+
+    // A run nobody abandoned finishes as usual.
+    let mut fresh = run_record(&f, "ok", RunStatus::Running);
+    audit.start_run(&fresh).await.unwrap();
+    fresh.status = RunStatus::Succeeded;
+    assert!(audit.finish_run(&fresh).await.unwrap());
+}
+
 /// Events are kept and listed newest first.
 async fn events_are_recorded(f: Fixture) {
     for (i, kind) in [
@@ -703,5 +758,6 @@ conformance!(
     an_expired_writer_is_displaced,
     a_manual_lock_keeps_others_out,
     unfinished_work_is_abandoned,
+    a_late_finish_cannot_overwrite_abandoned,
     events_are_recorded,
 );

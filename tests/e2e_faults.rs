@@ -353,6 +353,120 @@ fn a_guest_is_refused_a_developer_task(env: Env) {
     assert_eq!((may("chore"), may("peek")), (Some(false), Some(true)));
 }
 
+/// Sends `signal` (`STOP`, `CONT`, `INT`, …) to `pid`.
+fn signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+/// Regression: a deployer paused past its lease and taken over used to carry on once resumed:
+/// it started its next task beside the new holder's, overwrote the `abandoned` records and
+/// moved the version back to its own. Now it stops, starts nothing, exits 3, and the new
+/// holder's verdict and version stand.
+fn a_writer_that_lost_its_lock_stops_and_cannot_roll_back(mut env: Env) {
+    env.p_mut().set_env("LUMO_LOCK_LEASE", "2s");
+    env.config(
+        "",
+        "{ first: { timeout: 60 }, second: { timeout: 60, dependsOn: ['first'] } }",
+    );
+    env.p().task(
+        "first",
+        r#"echo "$LUMO_VERSION" >> "@OUT@/first"
+if [ "$LUMO_VERSION" = old ]; then sleep 6; fi"#,
+    );
+    env.p()
+        .task("second", r#"echo "$LUMO_VERSION" >> "@OUT@/second""#);
+
+    let old = env.spawn(
+        support::ACTOR,
+        &["deploy", "--env", "dev", "--deploy-version", "old"],
+    );
+    wait_for_out(env.p(), "first", Duration::from_secs(60));
+    signal(old.id(), "STOP");
+    std::thread::sleep(Duration::from_secs(3));
+    let new = env
+        .p()
+        .deploy(&["--deploy-version", "new", "--wait", "30s"], 0);
+    assert_eq!(new.task("second").status, RunStatus::Succeeded);
+    signal(old.id(), "CONT");
+    let out = old.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("taken over"), "{stderr}");
+
+    assert_eq!(
+        env.p().out_lines("second"),
+        ["new"],
+        "the old deploy ran on"
+    );
+    let status = env.status();
+    assert_eq!(status.state.version.as_deref(), Some("new"));
+    let runs = env.history();
+    let old_run = |task: &str| {
+        runs.iter()
+            .find(|r| r.version == "old" && r.task == task)
+            .map(|r| r.status)
+    };
+    assert_eq!(old_run("first"), Some(RunStatus::Abandoned), "{runs:#?}");
+    assert_eq!(old_run("second"), Some(RunStatus::Skipped), "{runs:#?}");
+    assert!(!runs.iter().any(|r| r.status == RunStatus::Running));
+}
+
+/// Regression: Ctrl-C used to kill lumo at once and leave the task running unwatched, its run
+/// `running` forever. Now the task is stopped, the run recorded `failed` saying why, the lock
+/// released, and lumo exits 130.
+fn an_interrupted_run_stops_its_task_and_records_why(env: Env) {
+    env.config("", "{ slow: { runOn: [], timeout: 120 } }");
+    env.p().task(
+        "slow",
+        r#"sleep 60 &
+echo $! > "@OUT@/child"
+wait"#,
+    );
+    env.p().deploy(&[], 0);
+    let lumo = env.spawn(support::ACTOR, &["run", "slow", "--env", "dev"]);
+    wait_for_out(env.p(), "child", Duration::from_secs(60));
+    let interrupted = Instant::now();
+    signal(lumo.id(), "INT");
+    let out = lumo.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(20),
+        "took {:?} to stop",
+        interrupted.elapsed()
+    );
+    assert!(stderr.contains("interrupted by SIGINT"), "{stderr}");
+
+    let runs = env.history();
+    let run = runs.iter().find(|r| r.task == "slow").unwrap();
+    assert_eq!(run.status, RunStatus::Failed, "{runs:#?}");
+    assert!(
+        run.message
+            .as_deref()
+            .unwrap()
+            .contains("interrupted by SIGINT"),
+        "{run:#?}"
+    );
+    assert!(env.status().lock.writer.is_none(), "the lock was left held");
+    if !env.is_aws() {
+        let pid: i32 = env.p().read_out("child").trim().parse().unwrap();
+        let gone = (0..100).any(|_| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next());
+            std::thread::sleep(Duration::from_millis(50));
+            matches!(state, None | Some('Z') | Some('X'))
+        });
+        assert!(gone, "the task's child {pid} still runs");
+    }
+}
+
 macro_rules! on_both_providers {
     ($($name:ident),* $(,)?) => {
         mod local {
@@ -369,6 +483,8 @@ on_both_providers!(
     a_killed_deployer_is_taken_over_and_its_run_abandoned,
     a_manual_lock_keeps_others_out_until_unlocked,
     a_guest_is_refused_a_developer_task,
+    a_writer_that_lost_its_lock_stops_and_cannot_roll_back,
+    an_interrupted_run_stops_its_task_and_records_why,
 );
 
 /// The emulator dies mid-deploy: the deploy exits 4 with a clear message, and once it is back
@@ -414,4 +530,147 @@ fn the_emulator_dying_mid_deploy_exits_4_and_the_next_deploy_reconciles() {
         env.status().last_deployment.unwrap().status,
         support::DeploymentStatus::Succeeded
     );
+}
+
+/// Regression: with `access.dev = { maintainer: ['alice'], developer: ['bob'], guest: ['*'] }`
+/// a guest's deploy ran developer tasks and exited 0, and `lock`/`unlock` checked no role. Now
+/// a deploy whose plan runs a task above the actor's role is refused (exit 2, recorded) before
+/// the lock is taken or anything runs; locking and unlocking by hand need `developer`, and
+/// releasing someone else's lock needs `maintainer`.
+fn roles_gate_deploys_and_locks(env: Env) {
+    env.config(
+        "access: { dev: { maintainer: ['alice'], developer: ['bob'], guest: ['*'] } },",
+        "{ hello: { permission: 'guest' }, migrate: { permission: 'developer' } }",
+    );
+    env.p()
+        .task("hello", "echo hello > \"@OUT@/hello\"")
+        .task("migrate", "echo migrate > \"@OUT@/migrate\"");
+    let p = env.p();
+    let last_event = || env.status().recent_events.into_iter().next().unwrap();
+
+    p.lumo_as("mallory", &["deploy", "--env", "dev"])
+        .code(2)
+        .stderr_has(&[
+            "refused",
+            "`mallory` has the role `guest` in `dev`",
+            "`migrate` (needs `developer`)",
+        ]);
+    assert!(!p.has_out("hello") && !p.has_out("migrate"), "a task ran");
+    assert!(env.history().is_empty(), "a run was recorded");
+    let status = env.status();
+    assert!(status.last_deployment.is_none() && status.lock.writer.is_none());
+    let refused = last_event();
+    assert_eq!(
+        (refused.kind.as_str(), refused.actor.as_str()),
+        ("refused", "mallory")
+    );
+    assert!(refused.message.contains("`migrate`"), "{refused:?}");
+
+    // What the guest may run, the guest may deploy; a dry run is only a look.
+    p.lumo_as("mallory", &["deploy", "--env", "dev", "--dry-run"])
+        .code(0);
+    p.lumo_as("mallory", &["deploy", "--env", "dev", "--only", "hello"])
+        .code(0);
+    assert!(p.has_out("hello") && !p.has_out("migrate"));
+    p.lumo_as("bob", &["deploy", "--env", "dev"]).code(0);
+    assert!(p.has_out("migrate"));
+
+    let lock = |actor: &str| p.lumo_as(actor, &["lock", "--env", "dev", "--reason", "maintenance"]);
+    lock("mallory")
+        .code(2)
+        .stderr_has(&["refused", "locking `dev` by hand needs `developer`"]);
+    assert_eq!(last_event().kind, "refused");
+    assert!(env.status().lock.manual.is_none());
+    lock("bob").code(0);
+    p.lumo_as("mallory", &["unlock", "--env", "dev", "--force"])
+        .code(2)
+        .stderr_has(&["refused", "needs `developer`"]);
+    p.lumo_as("alice", &["unlock", "--env", "dev", "--force"])
+        .code(0);
+    assert_eq!(last_event().kind, "force_unlocked");
+
+    lock("alice").code(0);
+    p.lumo_as("bob", &["unlock", "--env", "dev"])
+        .code(3)
+        .stderr_has(&["--force"]);
+    p.lumo_as("bob", &["unlock", "--env", "dev", "--force"])
+        .code(2)
+        .stderr_has(&[
+            "refused",
+            "`bob` has the role `developer`",
+            "needs `maintainer`",
+        ]);
+    let refused = last_event();
+    assert_eq!(
+        (refused.kind.as_str(), refused.actor.as_str()),
+        ("refused", "bob")
+    );
+    let manual = env.status().lock.manual.unwrap();
+    assert_eq!(
+        manual.actor, "alice",
+        "the refused unlock released the lock"
+    );
+    p.lumo_as("alice", &["unlock", "--env", "dev"]).code(0);
+}
+
+mod roles_gate_deploys_and_locks {
+    #[test]
+    fn local() {
+        super::roles_gate_deploys_and_locks(super::Env::local());
+    }
+
+    #[test]
+    fn aws() {
+        if let Some(env) = super::Env::aws() {
+            super::roles_gate_deploys_and_locks(env);
+        }
+    }
+}
+
+/// `lumo tasks --env E --json` with who is asking.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TasksAsked {
+    actor: String,
+    role: Option<String>,
+    tasks: Vec<support::TaskInfo>,
+}
+
+/// Regression: on `aws`, `lumo tasks` judged "may run" for the git or OS user while `lumo run`
+/// checks the AWS caller identity, so it said "not for you" about tasks the caller may run.
+#[test]
+fn on_aws_tasks_asks_as_the_same_actor_as_run() {
+    let Some(env) = Env::aws() else { return };
+    env.config(
+        "access: { dev: { maintainer: ['arn:aws:*'], guest: ['*'] } },",
+        "{ chore: { runOn: [], permission: 'maintainer' } }",
+    );
+    env.p().task("chore", "echo chore > \"@OUT@/chore\"");
+    let p = env.p();
+    p.lumo(&["deploy", "--env", "dev"]).code(0);
+
+    let asked: TasksAsked = p
+        .lumo_without_actor(&["tasks", "--env", "dev", "--json"], &[])
+        .code(0)
+        .json();
+    assert!(asked.actor.starts_with("arn:aws:"), "{asked:?}");
+    assert_eq!(asked.role.as_deref(), Some("maintainer"));
+    assert_eq!(asked.tasks[0].may_run, Some(true));
+    p.lumo_without_actor(&["run", "chore", "--env", "dev"], &[])
+        .code(0);
+    assert!(p.has_out("chore"));
+
+    // A CI's user comes first, for both.
+    let ci = [("GITHUB_ACTOR", "octocat")];
+    let asked: TasksAsked = p
+        .lumo_without_actor(&["tasks", "--env", "dev", "--json"], &ci)
+        .code(0)
+        .json();
+    assert_eq!(
+        (asked.actor.as_str(), asked.role.as_deref()),
+        ("octocat", Some("guest"))
+    );
+    assert_eq!(asked.tasks[0].may_run, Some(false));
+    p.lumo_without_actor(&["run", "chore", "--env", "dev"], &ci)
+        .code(2);
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::backend::BackendError;
 use crate::bundle::BundleError;
+use crate::config::{ConfigError, ConfigProblem};
 use crate::project::ProjectError;
 
 /// The exit codes of errors. (Exit code 1, a task that failed or timed out, is not an error:
@@ -21,6 +22,10 @@ pub enum ExitKind {
     Locked,
     /// 4: backend or infrastructure error.
     Backend,
+    /// 130: stopped by SIGINT (Ctrl-C).
+    Interrupted,
+    /// 143: stopped by SIGTERM (a cancelled CI job).
+    Terminated,
 }
 
 impl ExitKind {
@@ -29,6 +34,8 @@ impl ExitKind {
             ExitKind::Invalid => 2,
             ExitKind::Locked => 3,
             ExitKind::Backend => 4,
+            ExitKind::Interrupted => 130,
+            ExitKind::Terminated => 143,
         }
     }
 }
@@ -38,6 +45,8 @@ pub struct CliError {
     pub kind: ExitKind,
     pub error: Box<dyn StdError + Send + Sync>,
     pub hint: Option<String>,
+    /// An invalid config's problems one by one (they are in the message too), for `--json`.
+    pub problems: Vec<ConfigProblem>,
 }
 
 impl CliError {
@@ -46,12 +55,31 @@ impl CliError {
             kind,
             error: error.into(),
             hint: None,
+            problems: Vec::new(),
         }
     }
 
     /// An invalid argument or config: exit code 2.
     pub fn invalid(message: impl Into<String>) -> Self {
         CliError::new(ExitKind::Invalid, message.into())
+    }
+
+    /// A command cut short by a [`StopReason`](crate::stop::StopReason).
+    pub fn stopped(reason: crate::stop::StopReason) -> Self {
+        use crate::stop::{Interrupt, StopReason};
+        match reason {
+            StopReason::Interrupted(signal) => CliError::new(
+                match signal {
+                    Interrupt::Sigint => ExitKind::Interrupted,
+                    Interrupt::Sigterm => ExitKind::Terminated,
+                },
+                format!("interrupted by {signal}"),
+            ),
+            StopReason::LockLost => CliError::new(
+                ExitKind::Locked,
+                "the environment's lock was taken over by another writer; stopped",
+            ),
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -80,7 +108,7 @@ impl fmt::Display for CliError {
 impl From<ProjectError> for CliError {
     fn from(e: ProjectError) -> Self {
         let hint = match &e {
-            ProjectError::Config(crate::config::ConfigError::NotFound { .. }) => {
+            ProjectError::Config(ConfigError::NotFound { .. }) => {
                 Some("run `lumo init` to create one, or pass `--config PATH`".to_string())
             }
             ProjectError::NoEnvironment { .. } => {
@@ -88,10 +116,16 @@ impl From<ProjectError> for CliError {
             }
             _ => None,
         };
+        let problems = match &e {
+            ProjectError::Invalid { problems, .. }
+            | ProjectError::Config(ConfigError::Invalid { problems, .. }) => problems.clone(),
+            _ => Vec::new(),
+        };
         CliError {
             kind: ExitKind::Invalid,
             error: Box::new(e),
             hint,
+            problems,
         }
     }
 }
@@ -101,11 +135,14 @@ impl CliError {
     /// file like every other config error (PRODUCT.md §3); a store failure is a backend error.
     pub fn bundle(e: BundleError, config: &std::path::Path) -> Self {
         match e {
-            BundleError::Invalid(problems) => CliError::invalid(format!(
-                "cannot bundle the tasks of `{}`:\n{}",
-                config.display(),
-                crate::project::list(&problems)
-            )),
+            BundleError::Invalid(problems) => CliError {
+                problems: problems.clone(),
+                ..CliError::invalid(format!(
+                    "cannot bundle the tasks of `{}`:\n{}",
+                    config.display(),
+                    crate::project::list(&problems)
+                ))
+            },
             store @ BundleError::Store { .. } => CliError::new(ExitKind::Backend, store),
         }
     }
@@ -118,6 +155,7 @@ impl From<BackendError> for CliError {
             kind: ExitKind::Backend,
             error: Box::new(e),
             hint,
+            problems: Vec::new(),
         }
     }
 }
@@ -137,6 +175,9 @@ pub struct ErrorBody {
     pub message: String,
     pub causes: Vec<String>,
     pub hint: Option<String>,
+    /// With an invalid config: each problem as `{ "key": "tasks.a.timeout", "message": … }`;
+    /// otherwise empty.
+    pub problems: Vec<ConfigProblem>,
 }
 
 impl fmt::Display for ErrorDocument {

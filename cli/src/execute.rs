@@ -14,6 +14,7 @@ use crate::backend::{Backend, BackendError, RunRequest};
 use crate::output::{Printer, Style};
 use crate::plan::PlannedTask;
 use crate::project::Task;
+use crate::stop::{StopReason, StopSignal};
 
 /// What every run of one deploy or manual run shares.
 #[derive(Clone)]
@@ -29,6 +30,9 @@ pub struct Session {
     pub deployment_id: Option<String>,
     /// Secret values by environment variable name.
     pub secrets: Arc<BTreeMap<String, String>>,
+    /// Pulled on an interrupt or when the environment's lock is lost: the running tasks stop,
+    /// nothing new starts.
+    pub stop: StopSignal,
 }
 
 impl Session {
@@ -77,8 +81,9 @@ pub async fn run_task(session: &Session, job: &TaskJob) -> Result<TaskRun, Backe
     let mut attempt = 1;
     loop {
         let run = run_once(session, job, attempt).await?;
-        let retry =
-            matches!(run.status, RunStatus::Failed | RunStatus::TimedOut) && attempt < attempts;
+        let retry = matches!(run.status, RunStatus::Failed | RunStatus::TimedOut)
+            && attempt < attempts
+            && session.stop.reason().is_none();
         if !retry {
             return Ok(run);
         }
@@ -90,7 +95,10 @@ pub async fn run_task(session: &Session, job: &TaskJob) -> Result<TaskRun, Backe
             run.status,
             backoff.as_secs()
         ));
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = session.stop.stopped() => return Ok(run),
+        }
         attempt += 1;
     }
 }
@@ -134,6 +142,7 @@ async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<Task
         timeout: Duration::from_secs(task.config.timeout.into()),
         env_vars: task.config.env.clone(),
         secrets: (*session.secrets).clone(),
+        stop: session.stop.clone(),
     };
     let mut output = session.printer.task_output(&task.name);
     let result = session.backend.executor.run(request, &mut output).await;
@@ -161,8 +170,19 @@ async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<Task
             return Err(e);
         }
     }
+    if session.stop.reason() == Some(StopReason::LockLost) {
+        // The writer that took the environment over marks this run abandoned; say the same.
+        run.status = RunStatus::Abandoned;
+    }
     run.duration_ms = Some(duration_ms(&run));
-    session.backend.audit.finish_run(&run).await?;
+    if !session.backend.audit.finish_run(&run).await? {
+        // Another writer took over and marked the run abandoned first: its record stands.
+        run.status = RunStatus::Abandoned;
+        run.message = Some(format!(
+            "abandoned: the lock of `{}` was taken over before the run ended",
+            session.env
+        ));
+    }
     print_outcome(&session.printer, &run);
     Ok(run)
 }
@@ -239,7 +259,7 @@ pub async fn run_plan(
     let mut running: JoinSet<(String, Result<TaskRun, BackendError>)> = JoinSet::new();
 
     loop {
-        if failed_task.is_none() && backend_error.is_none() {
+        if failed_task.is_none() && backend_error.is_none() && session.stop.reason().is_none() {
             let mut i = 0;
             while i < waiting.len() && running.len() < concurrency {
                 if waiting[i].after.iter().all(|d| succeeded.contains(d)) {
@@ -281,10 +301,11 @@ pub async fn run_plan(
         }
     }
 
-    let reason = match (&failed_task, &backend_error) {
-        (Some(t), None) => format!("not started: `{t}` did not succeed"),
-        (_, Some(_)) => "not started: backend error".to_string(),
-        (None, None) => "not started".to_string(),
+    let reason = match (&failed_task, &backend_error, session.stop.reason()) {
+        (_, Some(_), _) => "not started: backend error".to_string(),
+        (_, None, Some(stop)) => format!("not started: {stop}"),
+        (Some(t), None, None) => format!("not started: `{t}` did not succeed"),
+        (None, None, None) => "not started".to_string(),
     };
     for planned in waiting {
         let Some(job) = jobs.get(&planned.task) else {

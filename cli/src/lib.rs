@@ -14,5 +14,6 @@ pub mod lock;
 pub mod output;
 pub mod plan;
 pub mod project;
+pub mod stop;
 pub mod suggest;
 pub mod version;

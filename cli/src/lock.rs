@@ -10,6 +10,7 @@ use crate::backend::records::{AuditEvent, EventKind, LockHolder, Timestamp, new_
 use crate::backend::{Acquired, Backend, LockSlot};
 use crate::error::{CliError, ExitKind};
 use crate::output::Printer;
+use crate::stop::{StopGuard, StopReason, StopSignal};
 
 /// How long a writer's lease lasts without a heartbeat: `LUMO_LOCK_LEASE` (e.g. `30s`),
 /// default 60 s. A writer that dies keeps the environment this long at most.
@@ -38,7 +39,8 @@ pub fn holder(actor: &str, operation: String, reason: Option<String>, leased: bo
 
 /// The exit-code-3 error for an environment someone else holds.
 pub fn locked_error(env: &str, holder: &LockHolder, waited: Duration) -> CliError {
-    let waited = if waited.is_zero() {
+    // Under a second is no wait worth reporting (the default `--wait 0` takes a few ms).
+    let waited = if waited.as_secs() == 0 {
         String::new()
     } else {
         format!(
@@ -71,12 +73,16 @@ pub struct WriterLock {
     token: String,
     lost: Arc<AtomicBool>,
     heartbeat: tokio::task::JoinHandle<()>,
+    /// While the lock is held, a stop is this command's to handle (see [`StopSignal::guard`]).
+    _guard: StopGuard,
 }
 
 impl WriterLock {
     /// Takes `env`'s writer lock for `operation`, waiting up to `wait` for whoever holds it.
     /// Work a dead writer left `running` is marked `abandoned` (and, locally, its processes
-    /// stopped) before this returns.
+    /// stopped) before this returns. Should the lock be taken over later (this process stalled
+    /// past its lease), `stop` is pulled with [`StopReason::LockLost`].
+    #[allow(clippy::too_many_arguments)]
     pub async fn take(
         backend: &Backend,
         project: &str,
@@ -85,6 +91,7 @@ impl WriterLock {
         operation: String,
         wait: Duration,
         printer: &Printer,
+        stop: &StopSignal,
     ) -> Result<WriterLock, CliError> {
         let me = holder(actor, operation, None, true);
         let started = Instant::now();
@@ -104,13 +111,22 @@ impl WriterLock {
                         ));
                         announced = true;
                     }
-                    tokio::time::sleep((wait - waited).min(Duration::from_millis(500))).await;
+                    let pause = (wait - waited).min(Duration::from_millis(500));
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        reason = stop.stopped() => return Err(CliError::stopped(reason)),
+                    }
                 }
             }
         };
-        let lock = WriterLock::hold(backend, env, me.token.clone());
+        let lock = WriterLock::hold(backend, env, me.token.clone(), stop);
         if let Some(dead) = displaced {
-            let message = format!("took over from {}, whose lease ran out", dead.describe());
+            let why = if dead.expires_at.is_some_and(|at| at <= Timestamp::now()) {
+                "whose lease ran out"
+            } else {
+                "whose process is gone"
+            };
+            let message = format!("took over from {}, {why}", dead.describe());
             printer.warn(format!("`{env}`: {message}"));
             record(
                 backend,
@@ -137,13 +153,14 @@ impl WriterLock {
         Ok(lock)
     }
 
-    fn hold(backend: &Backend, env: &str, token: String) -> WriterLock {
+    fn hold(backend: &Backend, env: &str, token: String, stop: &StopSignal) -> WriterLock {
         let lost = Arc::new(AtomicBool::new(false));
         let heartbeat = {
             let backend = backend.clone();
             let env = env.to_string();
             let token = token.clone();
             let lost = Arc::clone(&lost);
+            let stop = stop.clone();
             tokio::spawn(async move {
                 let lease = lease();
                 loop {
@@ -152,10 +169,10 @@ impl WriterLock {
                     match backend.locks.renew(&env, &token, until).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            tracing::warn!(
-                                "the lock of `{env}` was taken over; another writer may be running"
-                            );
+                            // Another writer owns the environment now: stop the task and write
+                            // nothing more (our records are its to mark abandoned).
                             lost.store(true, Ordering::Relaxed);
+                            stop.stop(StopReason::LockLost);
                             return;
                         }
                         // A blip: the next beat tries again, well within the lease.
@@ -170,6 +187,7 @@ impl WriterLock {
             token,
             lost,
             heartbeat,
+            _guard: stop.guard(),
         }
     }
 

@@ -8,6 +8,7 @@ use clap::Parser;
 use commands::{CommandResult, Context};
 use error::{CliError, ErrorBody, ErrorDocument, ExitKind};
 use lumo_cli::args::{self, Cli, Command};
+use lumo_cli::stop::StopSignal;
 use lumo_cli::{commands, error, output};
 use output::Printer;
 
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
     let ctx = Context {
         global: cli.global,
         printer: Arc::clone(&printer),
+        stop: StopSignal::new(),
     };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -47,7 +49,15 @@ fn main() -> ExitCode {
             return ExitCode::from(4);
         }
     };
-    let result = runtime.block_on(dispatch(cli.command, &ctx));
+    let result = runtime.block_on(async {
+        ctx.stop.listen_for_signals();
+        // A command holding an environment's lock winds down by itself on a stop (it stops its
+        // task and records why); anything else ends here at once, as without a handler.
+        tokio::select! {
+            result = dispatch(cli.command, &ctx) => result,
+            reason = ctx.stop.unguarded() => Err(CliError::stopped(reason)),
+        }
+    });
     // Don't wait for stray blocking work (a stuck DNS lookup, a task's pipe) on the way out.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
@@ -85,6 +95,7 @@ fn report(printer: &Printer, e: &CliError) {
                 message,
                 causes,
                 hint: e.hint.clone(),
+                problems: e.problems.clone(),
             },
         };
         let _ = printer.result(&doc);
@@ -120,22 +131,28 @@ fn usage_error_document(e: &clap::Error) -> ErrorDocument {
             hint: Some(
                 "`lumo --help` lists the commands, `lumo COMMAND --help` their flags".to_string(),
             ),
+            problems: Vec::new(),
         },
     }
 }
 
 fn init_tracing(global: &args::GlobalArgs) {
+    // The SDK's own warnings (an unreachable instance metadata service while it looks for a
+    // region, say) are multi-line debug dumps; lumo reports what failed in its own words.
     let default = if global.verbose {
         "lumo=debug,warn"
     } else {
-        "warn"
+        "warn,aws_config=error,aws_smithy_runtime=error,aws_smithy_http_client=error"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LUMO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
         .with_target(false)
         .try_init();
 }

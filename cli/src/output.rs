@@ -127,27 +127,26 @@ impl Printer {
 
     /// The command's result: its `Display` on stdout, or its JSON with `--json`.
     pub fn result<T: Serialize + Display>(&self, value: &T) -> io::Result<()> {
-        let mut out = io::stdout().lock();
-        if self.json {
-            serde_json::to_writer_pretty(&mut out, value).map_err(io::Error::other)?;
-            writeln!(out)?;
+        let mut text = if self.json {
+            serde_json::to_vec_pretty(value).map_err(io::Error::other)?
         } else {
-            let text = value.to_string();
-            if !text.is_empty() {
-                write!(out, "{text}")?;
-                if !text.ends_with('\n') {
-                    writeln!(out)?;
-                }
-            }
+            value.to_string().into_bytes()
+        };
+        if !text.is_empty() && !text.ends_with(b"\n") {
+            text.push(b'\n');
         }
-        out.flush()
+        self.raw(&text)
     }
 
-    /// Raw bytes meant for stdout (`lumo logs` in text mode).
+    /// Raw bytes meant for stdout (`lumo logs` in text mode). A reader that went away
+    /// (`lumo logs ID | head`) is not an error: the command did its work, and its exit code
+    /// must say so to a `pipefail` script.
     pub fn raw(&self, bytes: &[u8]) -> io::Result<()> {
         let mut out = io::stdout().lock();
-        out.write_all(bytes)?;
-        out.flush()
+        match out.write_all(bytes).and_then(|()| out.flush()) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        }
     }
 
     /// A spinner on stderr while something slow happens; nothing when stderr is not a terminal.

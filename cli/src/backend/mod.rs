@@ -24,6 +24,7 @@ use crate::bundle::BuiltBundle;
 use crate::config::Provider;
 use crate::error::CliError;
 use crate::project::Project;
+use crate::stop::{StopReason, StopSignal};
 use records::{AuditEvent, Deployment, EnvState, LockHolder, TaskRun, Timestamp};
 
 /// Anything that went wrong in the backend itself (unreachable, denied, missing table, a
@@ -89,6 +90,8 @@ pub struct RunRequest {
     pub env_vars: BTreeMap<String, String>,
     /// Secret values by environment variable name; masked in everything the run produces.
     pub secrets: BTreeMap<String, String>,
+    /// Pulled when the run must end early (an interrupt, a lost lock).
+    pub stop: StopSignal,
 }
 
 /// How a run ended, as the executor saw it.
@@ -109,6 +112,15 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// A run ended early by a [`StopSignal`]: `failed`, saying why and what became of the
+    /// task (`fate`).
+    pub fn stopped(reason: StopReason, fate: &str, started_at: Timestamp) -> RunReport {
+        RunReport {
+            message: format!("stopped: {reason}; {fate}"),
+            ..RunReport::not_started(String::new(), started_at)
+        }
+    }
+
     /// A run that failed before its task could start (a refused bundle, a runner that could
     /// not fetch it): no exit code, no output.
     pub fn not_started(message: String, started_at: Timestamp) -> RunReport {
@@ -144,7 +156,8 @@ pub enum Prepare {
 ///   (the runner function on `aws`); with [`Prepare::Run`] it only checks it is there, so a
 ///   manual run needs no permission to change infrastructure.
 /// - `run` runs one task to its end under PRODUCT.md §4 and streams its (masked) output to
-///   `output`. A task that fails, times out or cannot start is an `Ok` report; `Err` means the
+///   `output`. When `request.stop` is pulled it stops the task and returns promptly with a
+///   `failed` report saying so ([`RunReport::stopped`]). A task that fails, times out or cannot start is an `Ok` report; `Err` means the
 ///   backend could not run it at all.
 #[async_trait]
 pub trait TaskExecutor: Send + Sync {
@@ -160,7 +173,10 @@ pub trait TaskExecutor: Send + Sync {
 ///
 /// # Contract
 /// - Records are written before the thing they record starts (`running`) and updated when it
-///   ends; an update replaces the whole record.
+///   ends; an update replaces the whole record, unless another writer has marked it
+///   `abandoned` meanwhile ([`abandon_unfinished`](Self::abandon_unfinished)): then the finish
+///   writes nothing at all (no state moves either) and returns `false`. A writer that lost its
+///   lock cannot overwrite the verdict of the one that took over.
 /// - `finish_deployment` of a `succeeded` deployment moves the environment's version and
 ///   bundles in the same atomic write; any other status leaves the environment as it was.
 /// - `finish_run` of a `succeeded` run records its bundle as the task's last success in the
@@ -170,9 +186,9 @@ pub trait TaskExecutor: Send + Sync {
 pub trait AuditStore: Send + Sync {
     async fn env_state(&self, env: &str) -> BackendResult<EnvState>;
     async fn start_deployment(&self, deployment: &Deployment) -> BackendResult<()>;
-    async fn finish_deployment(&self, deployment: &Deployment) -> BackendResult<()>;
+    async fn finish_deployment(&self, deployment: &Deployment) -> BackendResult<bool>;
     async fn start_run(&self, run: &TaskRun) -> BackendResult<()>;
-    async fn finish_run(&self, run: &TaskRun) -> BackendResult<()>;
+    async fn finish_run(&self, run: &TaskRun) -> BackendResult<bool>;
     /// The latest `limit` runs of `env` (of one task when `task` is given).
     async fn runs(&self, env: &str, task: Option<&str>, limit: u32) -> BackendResult<Vec<TaskRun>>;
     async fn run(&self, id: &str) -> BackendResult<Option<TaskRun>>;

@@ -19,6 +19,7 @@ use crate::lock::WriterLock;
 use crate::output::Style;
 use crate::plan::{self, Decision, History, Plan};
 use crate::project::{Project, Task};
+use crate::stop::StopReason;
 use crate::suggest;
 use crate::version;
 
@@ -68,6 +69,11 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     }
 
     let actor = ctx.actor(&project, &backend);
+    // Refused before the lock when the plan would run a task above the actor's role.
+    crate::access::check_deploy(&backend, &project, &env, &actor, |state| {
+        inputs.plan(state, &args.only)
+    })
+    .await?;
     let lock = WriterLock::take(
         &backend,
         &project.config.project_name,
@@ -76,14 +82,10 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
         format!("deploy {}", inputs.version),
         args.wait,
         printer,
+        &ctx.stop,
     )
     .await?;
     let result = deploy(&inputs, &backend, &actor, &args, ctx).await;
-    if lock.lost() {
-        printer.warn(format!(
-            "the lock of `{env}` lapsed during this deploy (its lease was not renewed in time); another writer may have run"
-        ));
-    }
     lock.release().await;
     result
 }
@@ -191,6 +193,7 @@ async fn deploy(
         is_first_deploy: plan.is_first_deploy,
         deployment_id: Some(deployment.id.clone()),
         secrets: Arc::new(inputs.secrets.clone()),
+        stop: ctx.stop.clone(),
     };
     let jobs = jobs(&plan, inputs.tasks);
     let execution =
@@ -202,22 +205,32 @@ async fn deploy(
         .filter(|r| matches!(r.status, RunStatus::Failed | RunStatus::TimedOut))
         .map(|r| r.task.as_str())
         .collect();
+    let mut stopped = ctx.stop.reason();
     deployment.ended_at = Some(Timestamp::now());
-    deployment.status = if failed.is_empty() && execution.backend_error.is_none() {
-        DeploymentStatus::Succeeded
-    } else {
-        DeploymentStatus::Failed
+    deployment.status = match stopped {
+        Some(StopReason::LockLost) => DeploymentStatus::Abandoned,
+        Some(StopReason::Interrupted(_)) => DeploymentStatus::Failed,
+        None if failed.is_empty() && execution.backend_error.is_none() => {
+            DeploymentStatus::Succeeded
+        }
+        None => DeploymentStatus::Failed,
     };
-    deployment.message = match (&execution.backend_error, failed.as_slice()) {
-        (Some(e), _) => Some(format!("backend error: {e}")),
-        (None, []) => None,
-        (None, failed) => Some(format!("failed: {}", failed.join(", "))),
+    deployment.message = match (&execution.backend_error, stopped, failed.as_slice()) {
+        (Some(e), _, _) => Some(format!("backend error: {e}")),
+        (None, Some(stop), _) => Some(format!("stopped: {stop}")),
+        (None, None, []) => None,
+        (None, None, failed) => Some(format!("failed: {}", failed.join(", "))),
     };
     let recorded = backend.audit.finish_deployment(&deployment).await;
     if let Some(e) = execution.backend_error {
         return Err(e.into());
     }
-    recorded?;
+    if !recorded? {
+        // The writer that took the environment over has recorded this deployment abandoned
+        // (before our heartbeat noticed): the version did not move, and this deploy lost.
+        deployment.status = DeploymentStatus::Abandoned;
+        stopped = Some(StopReason::LockLost);
+    }
 
     report.status = Some(deployment.status);
     report.duration_ms = deployment
@@ -240,6 +253,9 @@ async fn deploy(
         })
         .collect();
     printer.result(&report).map_err(output_error)?;
+    if let Some(stop) = stopped {
+        return Err(CliError::stopped(stop));
+    }
     Ok(if deployment.status == DeploymentStatus::Succeeded {
         0
     } else {

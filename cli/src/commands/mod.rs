@@ -21,12 +21,15 @@ use crate::config::Provider;
 use crate::error::CliError;
 use crate::output::Printer;
 use crate::project::Project;
+use crate::stop::StopSignal;
 
 pub type CommandResult = Result<i32, CliError>;
 
 pub struct Context {
     pub global: GlobalArgs,
     pub printer: Arc<Printer>,
+    /// Pulled on SIGINT/SIGTERM, or when a writer loses its lock.
+    pub stop: StopSignal,
 }
 
 impl Context {

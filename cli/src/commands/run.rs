@@ -66,6 +66,7 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
         format!("run {}", task.name),
         args.wait,
         &ctx.printer,
+        &ctx.stop,
     )
     .await?;
     // Everything but the environment's version, which is read under the lock.
@@ -80,6 +81,7 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
         is_first_deploy: false,
         deployment_id: None,
         secrets: Arc::new(secrets),
+        stop: ctx.stop.clone(),
     };
     let result = run_locked(session, task, task_args, ctx).await;
     lock.release().await;
@@ -113,6 +115,7 @@ async fn run_locked(
         args,
     };
     let run = execute::run_task(&session, &job).await?;
+    let run_status = run.status;
     let code = if run.status == RunStatus::Succeeded {
         0
     } else {
@@ -121,6 +124,13 @@ async fn run_locked(
     ctx.printer
         .result(&RunReport(run))
         .map_err(|e| CliError::new(crate::error::ExitKind::Backend, e))?;
+    // An abandoned run is one another writer took the environment from.
+    let stopped = ctx.stop.reason().or_else(|| {
+        (run_status == RunStatus::Abandoned).then_some(crate::stop::StopReason::LockLost)
+    });
+    if let Some(stop) = stopped {
+        return Err(CliError::stopped(stop));
+    }
     Ok(code)
 }
 
@@ -135,6 +145,15 @@ pub fn parse_args(task: &Task, raw: &[String]) -> Result<BTreeMap<String, String
                 "`--arg {item}`: expected `NAME=VALUE`"
             )));
         };
+        if key.trim().is_empty() {
+            return Err(CliError::invalid(format!(
+                "`--arg {item}`: the argument's name is missing; the form is `--arg NAME=VALUE`"
+            ))
+            .hint(format!(
+                "`lumo tasks` shows the args of task `{}`",
+                task.name
+            )));
+        }
         if !declared.contains_key(key) {
             let known = if declared.is_empty() {
                 format!("task `{}` declares no args", task.name)

@@ -186,13 +186,42 @@ impl DynamoStore {
         items: Vec<TransactWriteItem>,
         what: &str,
     ) -> BackendResult<()> {
-        self.client
+        match self.transact_if(items, what).await? {
+            true => Ok(()),
+            false => Err(BackendError::new(format!(
+                "DynamoDB refused a conditional write while {what}"
+            ))),
+        }
+    }
+
+    /// Like [`transact`](Self::transact), but a failed condition is `Ok(false)` (nothing was
+    /// written) rather than an error.
+    async fn transact_if(&self, items: Vec<TransactWriteItem>, what: &str) -> BackendResult<bool> {
+        match self
+            .client
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
             .await
-            .map_err(|e| self.error(what, e))?;
-        Ok(())
+        {
+            Ok(_) => Ok(true),
+            Err(e) if Self::cancelled(&e) => Ok(false),
+            Err(e) => Err(self.error(what, e)),
+        }
+    }
+
+    /// A put of a run or deployment that leaves the item alone if another writer marked it
+    /// `abandoned` (see [`AuditStore::finish_run`]).
+    fn put_unless_abandoned(&self, item: Item) -> BackendResult<TransactWriteItem> {
+        let put = Put::builder()
+            .table_name(self.table())
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(sk) OR #status <> :abandoned")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":abandoned", s("abandoned"))
+            .build()
+            .map_err(|e| BackendError::with_source("cannot build a DynamoDB write", e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
     }
 
     /// Every item of a Query, following pages, up to `limit` items when given.
@@ -301,12 +330,12 @@ impl AuditStore for DynamoStore {
         .await
     }
 
-    async fn finish_deployment(&self, d: &Deployment) -> BackendResult<()> {
+    async fn finish_deployment(&self, d: &Deployment) -> BackendResult<bool> {
         let mut item = self.to_item(d, "a deployment")?;
         item.insert("pk".into(), s(self.pk(&d.env)));
         item.insert("sk".into(), s(format!("DEPLOY#{}", d.id)));
         let mut writes = vec![
-            self.put(item)?,
+            self.put_unless_abandoned(item)?,
             self.delete(self.pk(&d.env), format!("ACTIVE#{}", d.id))?,
         ];
         if d.status == DeploymentStatus::Succeeded {
@@ -322,7 +351,7 @@ impl AuditStore for DynamoStore {
             state.insert("sk".into(), s("STATE"));
             writes.push(self.put(state)?);
         }
-        self.transact(writes, "recording the end of the deployment")
+        self.transact_if(writes, "recording the end of the deployment")
             .await
     }
 
@@ -339,10 +368,10 @@ impl AuditStore for DynamoStore {
         .await
     }
 
-    async fn finish_run(&self, run: &TaskRun) -> BackendResult<()> {
+    async fn finish_run(&self, run: &TaskRun) -> BackendResult<bool> {
         let item = self.run_item(run).await?;
         let mut writes = vec![
-            self.put(item)?,
+            self.put_unless_abandoned(item)?,
             self.delete(self.pk(&run.env), format!("ACTIVE#{}", run.id))?,
         ];
         if run.status == RunStatus::Succeeded {
@@ -356,7 +385,7 @@ impl AuditStore for DynamoStore {
             state.insert("sk".into(), s(format!("TASK#{}", run.task)));
             writes.push(self.put(state)?);
         }
-        self.transact(
+        self.transact_if(
             writes,
             &format!("recording the end of run `{}` of `{}`", run.id, run.task),
         )
@@ -469,12 +498,13 @@ impl AuditStore for DynamoStore {
                 self.delete(self.pk(env), format!("ACTIVE#{id}"))?,
             ];
             match self
-                .transact(writes, &format!("marking `{id}` abandoned"))
-                .await
+                .transact_if(writes, &format!("marking `{id}` abandoned"))
+                .await?
             {
-                Ok(()) => abandoned.push(id.clone()),
-                // Already finished (its writer got that far): only the marker is stale.
-                Err(_) => {
+                true => abandoned.push(id.clone()),
+                // Already finished (its writer got that far): only the marker is stale. Any
+                // other failure was returned above, leaving the marker for the next writer.
+                false => {
                     let marker_only = vec![self.delete(self.pk(env), format!("ACTIVE#{id}"))?];
                     self.transact(marker_only, &format!("clearing the marker of `{id}`"))
                         .await?;

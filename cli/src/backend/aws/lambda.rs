@@ -389,7 +389,7 @@ impl TaskExecutor for LambdaExecutor {
             .operation_attempt_timeout(wait)
             .build();
         let started_at = Timestamp::now();
-        let response = self
+        let invoke = self
             .invoke
             .invoke()
             .function_name(&name)
@@ -397,9 +397,23 @@ impl TaskExecutor for LambdaExecutor {
             .payload(Blob::new(body))
             .customize()
             .config_override(aws_sdk_lambda::config::Builder::default().timeout_config(timeouts))
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("invoking `{name}` for task `{}`", request.task), e))?;
+            .send();
+        let response = tokio::select! {
+            response = invoke => response
+                .map_err(|e| sdk_error(&format!("invoking `{name}` for task `{}`", request.task), e))?,
+            // A synchronous Invoke cannot be called back: the task runs on in Lambda until it
+            // ends or reaches its own deadline, and the record says so.
+            reason = request.stop.stopped() => {
+                return Ok(RunReport::stopped(
+                    reason,
+                    &format!(
+                        "its Lambda invocation was left to finish on its own (at most {})",
+                        humantime::format_duration(request.timeout)
+                    ),
+                    started_at,
+                ));
+            }
+        };
         let payload = response.payload().map(|b| b.as_ref()).unwrap_or_default();
 
         if let Some(kind) = response.function_error() {

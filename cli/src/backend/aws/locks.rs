@@ -71,7 +71,7 @@ impl DynamoStore {
         Ok((writer, manual))
     }
 
-    fn cancelled<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+    pub(super) fn cancelled<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
     where
         E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
     {
@@ -107,10 +107,15 @@ impl EnvLocks for DynamoStore {
                     // The writer slot is as we read it: empty, or the expired token we saw.
                     put = match &writer {
                         None => put.condition_expression("attribute_not_exists(pk)"),
+                        // Taking over: still the holder we saw, and its lease still over
+                        // by the table's own record (a late renew wins over us).
                         Some(w) => put
-                            .condition_expression("#token = :seen")
+                            .condition_expression(
+                                "#token = :seen AND (attribute_not_exists(leaseUntil) OR leaseUntil <= :now)",
+                            )
                             .expression_attribute_names("#token", "token")
-                            .expression_attribute_values(":seen", s(&w.token)),
+                            .expression_attribute_values(":seen", s(&w.token))
+                            .expression_attribute_values(":now", n(now.millis())),
                     };
                     let hold = ConditionCheck::builder()
                         .table_name(self.table())

@@ -146,7 +146,15 @@ impl TaskExecutor for LocalExecutor {
             kill_grace: DEFAULT_KILL_GRACE,
             log_file: Some(self.layout.logs().join(&log_name)),
         };
-        match lumo_runner::run_bundle(run, output).await {
+        let stop = request.stop;
+        let ran = tokio::select! {
+            ran = lumo_runner::run_bundle(run, output) => ran,
+            // Dropping the run stops the task's whole process group.
+            reason = stop.stopped() => {
+                return Ok(RunReport::stopped(reason, "the task was killed", started_at));
+            }
+        };
+        match ran {
             Ok(outcome) => Ok(RunReport {
                 status: outcome.status,
                 exit_code: outcome.exit_code,
@@ -172,48 +180,55 @@ impl TaskExecutor for LocalExecutor {
     }
 }
 
-/// Stops what is left of a run whose `lumo` died: the task's process group (from the pgid file
-/// the executor writes; only processes that carry this run's `LUMO_RUN_ID` in their
-/// environment, so a recycled pgid never hits a stranger) and its unpacked bundle.
+/// Stops what is left of a run whose `lumo` died: every process that carries this run's
+/// `LUMO_RUN_ID` in its environment (the task, its children, and any that left its process
+/// group), with their process groups; then removes its unpacked bundle. Found from `/proc`
+/// rather than from the pgid file the executor writes, since `lumo` may die before writing it.
 fn stop_orphan(work_dir: &Path, run_id: &str) {
-    let run_dir = work_dir.join(run_id);
-    let pgid_file = run_dir
-        .join("scratch")
-        .join(lumo_runner::executor::PGID_FILE_NAME);
-    if let Some(pgid) = std::fs::read_to_string(&pgid_file)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        && group_runs(pgid, run_id)
-    {
-        tracing::info!("stopping process group {pgid} left by abandoned run {run_id}");
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pgid),
-            nix::sys::signal::Signal::SIGKILL,
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::Pid;
+    // Twice: a process may fork between the scan and the kill.
+    for _ in 0..2 {
+        let members = processes_of_run(run_id);
+        if members.is_empty() {
+            break;
+        }
+        tracing::info!(
+            "stopping {} process(es) left by abandoned run {run_id}",
+            members.len()
         );
+        for (pid, pgid) in members {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
     }
+    let run_dir = work_dir.join(run_id);
     if run_dir.is_dir() {
         let _ = std::fs::remove_dir_all(&run_dir);
     }
 }
 
-/// Whether some process of group `pgid` was started for run `run_id`.
-fn group_runs(pgid: i32, run_id: &str) -> bool {
+/// `(pid, process group)` of every live process started for run `run_id` (inheriting its
+/// `LUMO_RUN_ID`), so a recycled pid or pgid never hits a stranger.
+fn processes_of_run(run_id: &str) -> Vec<(i32, i32)> {
     let marker = format!("LUMO_RUN_ID={run_id}");
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
+        return Vec::new();
     };
-    entries.filter_map(Result::ok).any(|entry| {
-        let dir = entry.path();
-        let in_group = std::fs::read_to_string(dir.join("stat"))
-            .ok()
-            .and_then(|stat| {
-                // `pid (comm) state ppid pgrp ...`: comm may hold spaces, so split after its `)`.
-                let rest = &stat[stat.rfind(')')? + 1..];
-                rest.split_whitespace().nth(2)?.parse::<i32>().ok()
-            })
-            == Some(pgid);
-        in_group
-            && std::fs::read(dir.join("environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
-    })
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let dir = entry.path();
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // `pid (comm) state ppid pgrp ...`: comm may hold spaces, so split after its `)`.
+            let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+            let state = rest.next()?;
+            let pgid: i32 = rest.nth(1)?.parse().ok()?;
+            let ours = state != "Z"
+                && std::fs::read(dir.join("environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()));
+            ours.then_some((pid, pgid))
+        })
+        .collect()
 }

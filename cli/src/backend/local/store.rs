@@ -169,6 +169,81 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Writes a deployment (and, when it succeeded, the environment's state) in one
+    /// transaction. With `unless_abandoned`, a record another writer marked `abandoned` is left
+    /// as it is and nothing is written: `Ok(false)`.
+    async fn write_deployment(
+        &self,
+        d: &Deployment,
+        unless_abandoned: bool,
+    ) -> BackendResult<bool> {
+        let bundles = serde_json::to_string(&d.bundles).unwrap_or_else(|_| "{}".into());
+        self.with("record the deployment", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if unless_abandoned && is_abandoned(&tx, "deployments", &d.id)? {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO deployments (id, project, env, version, previous_version, is_first_deploy,
+                    actor, status, started_at, ended_at, message, bundles)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    d.id, d.project, d.env, d.version, d.previous_version, d.is_first_deploy, d.actor,
+                    d.status.as_str(), d.started_at.millis(), d.ended_at.map(Timestamp::millis),
+                    d.message, bundles
+                ],
+            )?;
+            if d.status == DeploymentStatus::Succeeded {
+                tx.execute(
+                    "INSERT OR REPLACE INTO env_state (project, env, version, previous_version, deployment_id,
+                        deployed_at, bundles)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        d.project, d.env, d.version, d.previous_version, d.id,
+                        d.ended_at.unwrap_or(d.started_at).millis(), bundles
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    /// Writes a run (and, when it succeeded, its task's last success); `unless_abandoned` as
+    /// for [`write_deployment`](Self::write_deployment).
+    async fn write_run(&self, run: &TaskRun, unless_abandoned: bool) -> BackendResult<bool> {
+        self.with("record the run", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if unless_abandoned && is_abandoned(&tx, "runs", &run.id)? {
+                return Ok(false);
+            }
+            tx.execute(INSERT_RUN, rusqlite::params_from_iter(run_params(run)))?;
+            if run.status == RunStatus::Succeeded {
+                tx.execute(
+                    "INSERT OR REPLACE INTO task_state (project, env, task, last_success_hash, last_success_run)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![run.project, run.env, run.task, run.bundle_hash, run.id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+}
+
+/// Whether the record `id` of `table` (`runs` or `deployments`) is marked `abandoned`.
+fn is_abandoned(conn: &Connection, table: &str, id: &str) -> rusqlite::Result<bool> {
+    let status: Option<String> = conn
+        .query_row(
+            &format!("SELECT status FROM {table} WHERE id = ?1"),
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(status.as_deref() == Some("abandoned"))
+}
+
 const INSERT_RUN: &str = "INSERT OR REPLACE INTO runs (id, deployment_id, project, env, task, trigger, version,
     previous_version, bundle_hash, actor, status, attempt, started_at, ended_at, duration_ms, exit_code,
     message, data, data_ref, log_ref, output_tail, output_bytes)
@@ -304,55 +379,19 @@ impl AuditStore for SqliteStore {
     }
 
     async fn start_deployment(&self, d: &Deployment) -> BackendResult<()> {
-        self.finish_deployment(d).await
+        self.write_deployment(d, false).await.map(|_| ())
     }
 
-    async fn finish_deployment(&self, d: &Deployment) -> BackendResult<()> {
-        let bundles = serde_json::to_string(&d.bundles).unwrap_or_else(|_| "{}".into());
-        self.with("record the deployment", |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "INSERT OR REPLACE INTO deployments (id, project, env, version, previous_version, is_first_deploy,
-                    actor, status, started_at, ended_at, message, bundles)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
-                    d.id, d.project, d.env, d.version, d.previous_version, d.is_first_deploy, d.actor,
-                    d.status.as_str(), d.started_at.millis(), d.ended_at.map(Timestamp::millis),
-                    d.message, bundles
-                ],
-            )?;
-            if d.status == DeploymentStatus::Succeeded {
-                tx.execute(
-                    "INSERT OR REPLACE INTO env_state (project, env, version, previous_version, deployment_id,
-                        deployed_at, bundles)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        d.project, d.env, d.version, d.previous_version, d.id,
-                        d.ended_at.unwrap_or(d.started_at).millis(), bundles
-                    ],
-                )?;
-            }
-            tx.commit()
-        })
+    async fn finish_deployment(&self, d: &Deployment) -> BackendResult<bool> {
+        self.write_deployment(d, true).await
     }
 
     async fn start_run(&self, run: &TaskRun) -> BackendResult<()> {
-        self.finish_run(run).await
+        self.write_run(run, false).await.map(|_| ())
     }
 
-    async fn finish_run(&self, run: &TaskRun) -> BackendResult<()> {
-        self.with("record the run", |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(INSERT_RUN, rusqlite::params_from_iter(run_params(run)))?;
-            if run.status == RunStatus::Succeeded {
-                tx.execute(
-                    "INSERT OR REPLACE INTO task_state (project, env, task, last_success_hash, last_success_run)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![run.project, run.env, run.task, run.bundle_hash, run.id],
-                )?;
-            }
-            tx.commit()
-        })
+    async fn finish_run(&self, run: &TaskRun) -> BackendResult<bool> {
+        self.write_run(run, true).await
     }
 
     async fn runs(&self, env: &str, task: Option<&str>, limit: u32) -> BackendResult<Vec<TaskRun>> {
