@@ -2105,6 +2105,189 @@ fn the_actor_comes_from_lumo_actor_then_ci_then_git_then_the_os() {
     assert_eq!(last_actor(&[]), "dev@example.com");
 }
 
+/// One task of `lumo tasks --json`, with what a manual run of it takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskArgsShown {
+    name: String,
+    arg_defs: Vec<ArgShown>,
+    confirm: Option<String>,
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct ArgShown {
+    name: String,
+    required: bool,
+    default: Option<String>,
+    description: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TasksShown {
+    tasks: Vec<TaskArgsShown>,
+}
+
+/// Regression: `lumo tasks` showed only the names of a task's args, and nothing of its
+/// `confirm`; a manual run's caller had to read the config to know what to pass.
+#[test]
+fn tasks_shows_each_args_requirement_default_and_description_and_the_confirm_text() {
+    let p = TestProject::new();
+    p.config(
+        "export default { projectName: 'p', tasks: { purge: { runOn: [], command: 'true',
+           confirm: 'This drops the cache',
+           args: { target: { required: true, description: 'the table' }, mode: { default: 'fast' }, note: {} } } } };",
+    );
+    let shown: TasksShown = p.lumo(&["tasks", "--json"]).code(0).json();
+    let purge = &shown.tasks[0];
+    assert_eq!(purge.name, "purge");
+    assert_eq!(purge.confirm.as_deref(), Some("This drops the cache"));
+    let arg = |name: &str, required, default: Option<&str>, description: Option<&str>| ArgShown {
+        name: name.into(),
+        required,
+        default: default.map(Into::into),
+        description: description.map(Into::into),
+    };
+    assert_eq!(
+        purge.arg_defs,
+        [
+            arg("target", true, None, Some("the table")),
+            arg("mode", false, Some("fast"), None),
+            arg("note", false, None, None),
+        ]
+    );
+
+    let text = p.lumo(&["tasks", "--env", "dev"]).code(0).stdout.clone();
+    for line in [
+        "--arg target=… (required): the table",
+        "--arg mode=… (default `fast`)",
+        "--arg note=… (optional)",
+        "asks to confirm: \"This drops the cache\"",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+}
+
+/// Regression: `--arg =x` was answered with "did you mean `t`?" as if the name were a typo.
+#[test]
+fn an_arg_with_no_name_is_told_the_form() {
+    let p = TestProject::new();
+    p.config(
+        "export default { projectName: 'p', tasks: { t: { runOn: [], command: 'true', args: { t: {} } } } };",
+    );
+    let out = p
+        .lumo(&["run", "t", "--env", "dev", "--arg", "=x"])
+        .code(2)
+        .clone();
+    out.stderr_has(&["`--arg =x`", "name is missing", "`--arg NAME=VALUE`"]);
+    assert!(!out.stderr.contains("did you mean"), "{}", out.show());
+}
+
+/// Regression: `lumo logs` of a skipped run said its full output was "not stored" and showed
+/// an empty tail, as if output were lost; a skipped run never started and has none.
+#[test]
+fn logs_of_a_skipped_run_say_it_never_started() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'p', tasks: { boom: {}, after: {} } };")
+        .task("boom", "exit 1")
+        .task("after", "echo after");
+    p.deploy(&[], 1);
+    let skipped = p.history().into_iter().find(|r| r.task == "after").unwrap();
+    assert_eq!(skipped.status, RunStatus::Skipped);
+
+    let out = p.lumo(&["logs", &skipped.id]).code(0).clone();
+    assert!(out.stdout.is_empty(), "{}", out.show());
+    out.stderr_has(&["was skipped", "never started", "no output"]);
+    assert!(!out.stderr.contains("not stored"), "{}", out.show());
+    let logs: Logs = p.lumo(&["logs", &skipped.id, "--json"]).code(0).json();
+    assert_eq!(logs.run.status, RunStatus::Skipped);
+    assert_eq!((logs.output.as_deref(), logs.complete), (Some(""), true));
+}
+
+/// Regression: `lumo init` that failed to write `.gitignore` (a directory) exited 4 but left
+/// `lumo.config.js` and `functions/tasks/hello.sh` behind, so a second `lumo init` refused.
+/// A failure now leaves the directory as it was.
+#[test]
+fn a_failed_init_leaves_nothing_behind() {
+    let p = TestProject::new();
+    let dir = p.tmp().join("fresh");
+    fs::create_dir_all(dir.join(".gitignore")).unwrap();
+    p.lumo_in(&dir, &["init"])
+        .code(4)
+        .stderr_has(&["/.gitignore`", "Is a directory"]);
+    let left = || {
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(left(), [".gitignore"]);
+
+    // A failure after the first file is written (here `functions` is a file) removes it again.
+    fs::remove_dir(dir.join(".gitignore")).unwrap();
+    fs::write(dir.join("functions"), "not a directory").unwrap();
+    p.lumo_in(&dir, &["init"])
+        .code(4)
+        .stderr_has(&["functions"]);
+    assert_eq!(left(), ["functions"]);
+
+    fs::remove_file(dir.join("functions")).unwrap();
+    let init: InitReport = p.lumo_in(&dir, &["init", "--json"]).code(0).json();
+    assert_eq!(init.created.len(), 3, "{init:?}");
+    assert_eq!(left(), [".gitignore", "functions", "lumo.config.js"]);
+}
+
+/// `--json` config errors, with each problem on its own for scripts.
+#[derive(Debug, serde::Deserialize)]
+struct ConfigErrorShown {
+    error: ConfigErrorBody,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ConfigErrorBody {
+    message: String,
+    problems: Vec<ProblemShown>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ProblemShown {
+    key: String,
+    message: String,
+}
+
+/// Regression: a `--json` config error put every problem into one `message` string, so a
+/// script could not tell them apart; they are now also a `problems` array of key and text.
+#[test]
+fn json_config_errors_list_each_problem_with_its_key() {
+    let p = TestProject::new();
+    with_task(&p, "a");
+    p.config("export default { projectName: 'p', tasks: { a: { timeout: 0 }, b: {} } };");
+    let text = p.lumo(&["deploy", "--env", "dev"]).code(2).stderr.clone();
+    let shown: ConfigErrorShown = p.lumo(&["deploy", "--env", "dev", "--json"]).code(2).json();
+    let keys: Vec<&str> = shown
+        .error
+        .problems
+        .iter()
+        .map(|p| p.key.as_str())
+        .collect();
+    assert_eq!(keys, ["tasks.a.timeout", "tasks.b"], "{shown:?}");
+    for problem in &shown.error.problems {
+        assert!(!problem.message.is_empty());
+        // The human text is unchanged: every problem is still in it.
+        assert!(
+            text.contains(&format!("`{}`: {}", problem.key, problem.message)),
+            "{text}"
+        );
+        assert!(shown.error.message.contains(&problem.message));
+    }
+
+    // Errors that are not about the config's keys have none.
+    p.config("export default { projectName: 'p', tasks: { a: {} } };");
+    let other: ConfigErrorShown = p.lumo(&["logs", "not-a-run-id", "--json"]).code(2).json();
+    assert!(other.error.problems.is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Task definitions: copyAssets indexes and overlaps, name collisions with command tasks,
 // symlinks out of the project, non-executable entry points, args on deployment runs
@@ -2239,10 +2422,10 @@ fn a_task_directory_with_a_non_executable_run_says_chmod() {
 }
 
 /// Regression: a deployment handed tasks no args at all, so declared defaults never reached a
-/// task running on deploy (`ctx.args` was `{}`, no `LUMO_ARG_MODE`); and a required arg, which
-/// nobody can pass on a deploy, was accepted.
+/// task running on deploy (`ctx.args` was `{}`, no `LUMO_ARG_MODE`). A required arg binds
+/// manual runs only (PRODUCT.md §3: "for manual runs"): a deployment runs the task without it.
 #[test]
-fn deployment_runs_get_arg_defaults_and_refuse_required_args() {
+fn deployment_runs_get_arg_defaults() {
     let p = TestProject::new();
     p.config(
         "export default { projectName: 'p', tasks: {
@@ -2250,20 +2433,6 @@ fn deployment_runs_get_arg_defaults_and_refuse_required_args() {
          } };",
     )
     .task("once", OBSERVER);
-    assert_invalid(
-        &p,
-        &[
-            "`tasks.once.args.target`: is required, but the task runs during deployments \
-             (`runOn: ['deploy']`), where no one passes args",
-            "`runOn: []`",
-        ],
-    );
-
-    p.config(
-        "export default { projectName: 'p', tasks: {
-           once: { runOn: ['deploy'], args: { target: { description: 'where' }, mode: { default: 'soft' } } },
-         } };",
-    );
     p.deploy(&[], 0);
     let ctx = context(&p, "deploy");
     assert_eq!(
@@ -2273,4 +2442,255 @@ fn deployment_runs_get_arg_defaults_and_refuse_required_args() {
     let env = parse_env_dump(&p.read_out("deploy.env"));
     assert_eq!(env["LUMO_ARG_MODE"], "soft");
     assert!(!env.contains_key("LUMO_ARG_TARGET"), "{env:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets in escaped JSON, logs while a run goes on, processes that leave the task's group
+// ---------------------------------------------------------------------------------------------
+
+/// Regression: only serde_json's way of escaping a secret inside JSON was masked. A task
+/// printing JSON with Python's `json.dumps` (non-ASCII as `\u00e4`) or Go's `encoding/json`
+/// (`<>&` as `\u003c`) showed and stored the secret; and a secret returned as a number in the
+/// result's `data` was stored as it was.
+#[test]
+fn secrets_in_ascii_escaped_json_and_in_numbers_are_masked_and_never_stored() {
+    const UNICODE: &str = "pässwörd-ünï";
+    const UNICODE_PY: &str = r"p\u00e4ssw\u00f6rd-\u00fcn\u00ef";
+    const UNICODE_UPPER: &str = r"p\u00E4ssw\u00F6rd-\u00FCn\u00EF";
+    const HTML: &str = "a<b>&c=d";
+    const HTML_GO: &str = r"a\u003cb\u003e\u0026c=d";
+    const PIN: &str = "987654321";
+    let mut p = TestProject::new();
+    p.set_env("E2E_UNICODE_PW", UNICODE)
+        .set_env("E2E_HTML_TOKEN", HTML)
+        .set_env("E2E_PIN", PIN);
+    p.config(
+        r#"export default {
+          projectName: 'escaped-secrets',
+          secrets: {
+            unicodePw: { value: () => process.env.E2E_UNICODE_PW },
+            htmlToken: { value: () => process.env.E2E_HTML_TOKEN },
+            pin: { value: () => process.env.E2E_PIN },
+          },
+          tasks: { leak: {} },
+        };"#,
+    );
+    // The task escapes the secrets from its environment as those encoders do (the script
+    // holds no secret: it is bundled into `.lumo/`), prints them whole and split across two
+    // writes, and returns them in its result, the pin as a number.
+    p.task(
+        "leak",
+        r#"py=$(printf '%s' "$UNICODE_PW" | sed 's/ä/\\u00e4/g; s/ö/\\u00f6/g; s/ü/\\u00fc/g; s/ï/\\u00ef/g')
+upper=$(printf '%s' "$py" | sed 's/u00e4/u00E4/g; s/u00f6/u00F6/g; s/u00fc/u00FC/g; s/u00ef/u00EF/g')
+go=$(printf '%s' "$HTML_TOKEN" | sed 's/</\\u003c/g; s/>/\\u003e/g; s/&/\\u0026/g')
+echo "python: {\"p\": \"$py\"}"
+echo "java: {\"p\": \"$upper\"}"
+echo "go: {\"t\":\"$go\"}"
+printf 'split: %s' "$(printf '%s' "$py" | cut -c1-9)"
+sleep 0.3
+printf '%s | %s' "$(printf '%s' "$py" | cut -c10-)" "$(printf '%s' "$go" | cut -c1-8)"
+sleep 0.3
+printf '%s end\n' "$(printf '%s' "$go" | cut -c9-)"
+printf '{"success": true, "message": "used %s and %s", "data": {"p": "%s", "t": "%s", "n": %s}}' "$py" "$go" "$py" "$go" "$PIN" > "$LUMO_RESULT_FILE""#,
+    );
+    let needles = [UNICODE, UNICODE_PY, UNICODE_UPPER, HTML, HTML_GO, PIN];
+    let assert_masked = |what: &str, shown: &str| {
+        for needle in needles {
+            assert!(!shown.contains(needle), "{needle} in {what}:\n{shown}");
+        }
+    };
+
+    let text = p.lumo(&["deploy", "--env", "dev"]).code(0).clone();
+    assert_masked("deploy", &format!("{}{}", text.stdout, text.stderr));
+    text.stderr_has(&[
+        r#"python: {"p": "***"}"#,
+        r#"java: {"p": "***"}"#,
+        r#"go: {"t":"***"}"#,
+        "split: *** | *** end",
+    ]);
+    let json_deploy = p
+        .lumo(&["deploy", "--env", "dev", "--json"])
+        .code(0)
+        .clone();
+    assert_masked(
+        "deploy --json",
+        &format!("{}{}", json_deploy.stdout, json_deploy.stderr),
+    );
+    let report: support::DeployReport = json_deploy.json();
+    let leak = report.task("leak");
+    assert_eq!(leak.message.as_deref(), Some("used *** and ***"));
+    assert_eq!(
+        leak.data,
+        Some(json!({ "p": "***", "t": "***", "n": "***" }))
+    );
+    let manual = p
+        .lumo(&["run", "leak", "--env", "dev", "--json"])
+        .code(0)
+        .clone();
+    assert_masked("run --json", &format!("{}{}", manual.stdout, manual.stderr));
+
+    for run in p.history() {
+        for args in [&["logs", &run.id][..], &["logs", &run.id, "--json"]] {
+            let logs = p.lumo(args).code(0).clone();
+            assert_masked("logs", &format!("{}{}", logs.stdout, logs.stderr));
+        }
+    }
+    for args in [
+        &["history", "--env", "dev", "--json"][..],
+        &["status", "--env", "dev", "--json"],
+    ] {
+        let out = p.lumo(args).code(0).clone();
+        assert_masked(&args.join(" "), &format!("{}{}", out.stdout, out.stderr));
+    }
+    for needle in needles {
+        let stored = TestProject::files_containing(&p.lumo_dir(), needle);
+        assert!(stored.is_empty(), "{needle} is stored in {stored:?}");
+    }
+    assert!(p.lumo_dir().join("lumo.db").is_file());
+}
+
+/// Regression: a run's log was written only when the run ended (a 64 KiB buffer), so the log
+/// on disk was empty while the task ran, and stayed empty once lumo was killed (`kill -9`).
+#[test]
+fn the_log_holds_the_output_while_the_task_runs_and_after_lumo_is_killed() {
+    const LINE: &str = "printed before the long wait";
+    let p = TestProject::new();
+    p.config("export default { projectName: 'live-log', tasks: { slow: { timeout: 120 } } };");
+    p.task(
+        "slow",
+        &format!("echo $$ > \"@OUT@/slow.pid\"\necho '{LINE}'\nsleep 60"),
+    );
+    let mut lumo = p
+        .std_command(support::ACTOR, &["deploy", "--env", "dev"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let logs_dir = p.lumo_dir().join("logs");
+    let logged = || -> Option<(PathBuf, String)> {
+        fs::read_dir(&logs_dir).ok()?.flatten().find_map(|entry| {
+            let text = fs::read_to_string(entry.path()).ok()?;
+            text.contains(LINE).then(|| (entry.path(), text))
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut found = logged();
+    while found.is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        found = logged();
+    }
+    let still_running = lumo.try_wait().unwrap().is_none();
+    lumo.kill().unwrap();
+    lumo.wait().unwrap();
+    let after_kill = found
+        .as_ref()
+        .map(|(path, _)| fs::read_to_string(path).unwrap());
+    // The task outlives the killed lumo: stop its group.
+    if let Ok(pid) = p.read_out("slow.pid").trim().parse::<i32>() {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .status();
+    }
+
+    let (_, text) = found.expect("the log never held the line while the task ran");
+    assert!(still_running, "lumo ended before the check");
+    assert_eq!(text, format!("{LINE}\n"));
+    assert_eq!(after_kill.as_deref(), Some(text.as_str()), "after kill -9");
+}
+
+/// The pids of live processes with `arg` among their command-line arguments.
+fn processes_with_arg(arg: &str) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes()))
+        })
+        .collect()
+}
+
+/// Waits a few seconds for every process with `arg` to end; kills the survivors (so a failed
+/// test leaves nothing running) and returns them.
+fn survivors_with_arg(arg: &str) -> Vec<i32> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut left = processes_with_arg(arg);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        left = processes_with_arg(arg);
+    }
+    for pid in &left {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    left
+}
+
+/// Regression: a process that left the task's process group (`setsid`) outlived a timed-out
+/// run, re-parented to lumo and then to init.
+#[test]
+fn a_process_that_left_the_group_does_not_outlive_a_timed_out_task() {
+    const MARKER: &str = "991.5";
+    let p = TestProject::new();
+    p.config("export default { projectName: 'escapes', tasks: { hang: { timeout: 1 } } };");
+    p.task(
+        "hang",
+        &format!("setsid sleep {MARKER} &\necho 'left the group'\nsleep 30"),
+    );
+    let started = std::time::Instant::now();
+    let report = p.deploy(&[], 1);
+    assert_eq!(report.task("hang").status, RunStatus::TimedOut);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let left = survivors_with_arg(MARKER);
+    assert!(
+        left.is_empty(),
+        "`sleep {MARKER}` outlived the run: {left:?}"
+    );
+}
+
+/// Regression: the same after a task that exits normally.
+#[test]
+fn a_process_that_left_the_group_does_not_outlive_a_task_that_exits() {
+    const MARKER: &str = "991.6";
+    let p = TestProject::new();
+    p.config("export default { projectName: 'escapes', tasks: { quick: {} } };");
+    p.task("quick", &format!("setsid sleep {MARKER} &\necho done"));
+    let started = std::time::Instant::now();
+    let report = p.deploy(&[], 0);
+    assert_eq!(report.task("quick").message.as_deref(), Some("done"));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let left = survivors_with_arg(MARKER);
+    assert!(
+        left.is_empty(),
+        "`sleep {MARKER}` outlived the run: {left:?}"
+    );
+}
+
+/// Regression: a script without a `#!` line failed with "Exec format error (os error 8)" and
+/// no word of what to do.
+#[test]
+fn a_script_without_a_shebang_fails_saying_to_add_one() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'no-shebang', tasks: { plain: {} } };");
+    p.executable("functions/tasks/plain.sh", "echo hi\n");
+    let report = p.deploy(&[], 1);
+    let plain = report.task("plain");
+    assert_eq!(plain.status, RunStatus::Failed);
+    let message = plain.message.as_deref().unwrap_or("");
+    assert!(
+        message.contains("plain.sh`") && message.contains("`#!/bin/sh`"),
+        "{message}"
+    );
 }

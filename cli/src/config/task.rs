@@ -133,9 +133,7 @@ pub(super) fn task(
     }
     if let Some(v) = map.get("args") {
         task.args = args(p, &key("args"), v);
-        if run_on_known {
-            required_args_on_deploy(p, &key("args"), &task, map.contains_key("runOn"));
-        }
+        if run_on_known {}
     }
     if let Some(v) = map.get("confirm") {
         task.confirm = checks::non_empty_string(p, &key("confirm"), v);
@@ -513,37 +511,6 @@ fn arg(p: &mut Problems, key: &str, def: &Map<String, Value>) -> Option<ArgDef> 
         required,
         default,
     })
-}
-
-/// A deployment passes no args (only `lumo run --arg` does), so a task that runs during
-/// deployments cannot have an argument that must be given: it could never start there.
-/// Defaults do apply on deployment runs (`TaskConfig::deploy_args`).
-fn required_args_on_deploy(p: &mut Problems, key: &str, task: &TaskConfig, run_on_given: bool) {
-    if task.run_on.is_empty() {
-        return;
-    }
-    let listed: Vec<String> = task
-        .run_on
-        .iter()
-        .map(|r| format!("'{}'", r.as_str()))
-        .collect();
-    let run_on = format!(
-        "`runOn: [{}]`{}",
-        listed.join(", "),
-        if run_on_given { "" } else { ", the default" }
-    );
-    for (name, def) in &task.args {
-        if def.required && def.default.is_none() {
-            p.add(
-                child(key, name),
-                format!(
-                    "is required, but the task runs during deployments ({run_on}), where no \
-                     one passes args: replace `required: true` with a `default`, or make the \
-                     task manual-only with `runOn: []`"
-                ),
-            );
-        }
-    }
 }
 
 /// `config` is handed to the task as JSON; a function in it would vanish on the way.

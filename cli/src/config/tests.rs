@@ -872,37 +872,16 @@ fn copy_assets_may_not_share_or_nest_their_to() {
     );
 }
 
-/// Regression: a task that runs during deployments declared a required arg, which nobody can
-/// pass there; and the defaults of its args were not handed to deployment runs.
+/// PRODUCT.md §3's own example declares a required arg ("for manual runs") on a task that also
+/// runs on deploy: that loads; `required` binds manual runs, and deployment runs get the
+/// defaults (regression: they used to get no args at all).
 #[test]
-fn a_required_arg_needs_a_manual_only_task() {
-    let problems = invalid(
+fn required_args_bind_manual_runs_and_defaults_reach_deployment_runs() {
+    loads(
         "export default { projectName: 'x', tasks: {
-           once: { runOn: ['deploy'], args: { target: { required: true }, mode: { default: 'soft' } } },
-           always: { args: { target: { required: true } } },
-           manual: { runOn: [], args: { target: { required: true } } },
-           broken: { runOn: 5, args: { target: { required: true } } },
+           'run-migrations': { runOn: ['deploy', 'update'], args: { TARGET: { description: 'where', required: true } } },
          } };",
     );
-    assert_problem(
-        &problems,
-        "tasks.once.args.target",
-        "is required, but the task runs during deployments (`runOn: ['deploy']`), where no \
-         one passes args: replace `required: true` with a `default`, or make the task \
-         manual-only with `runOn: []`",
-    );
-    assert_problem(
-        &problems,
-        "tasks.always.args.target",
-        "(`runOn: ['deploy', 'update']`, the default)",
-    );
-    assert_problem(
-        &problems,
-        "tasks.broken.runOn",
-        "must be a string or an array",
-    );
-    assert_eq!(problems.len(), 3, "{problems:#?}");
-
     let config = loads(
         "export default { projectName: 'x', tasks: {
            once: { runOn: ['deploy'], args: { target: { default: 'eu' }, mode: { default: 3 }, note: {} } },
