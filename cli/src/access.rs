@@ -1,8 +1,15 @@
-//! Who may run which task by hand (Lagoon's roles, PRODUCT.md §3/§6): `access.<env>.<role>`
-//! lists actors; a role may run the tasks of its own and lower roles. This is the CLI's
-//! guardrail and its audit trail; the hard boundary is IAM on the runner function (`infra/`).
+//! Who may do what in an environment (Lagoon's roles, PRODUCT.md §3/§6): `access.<env>.<role>`
+//! lists actors; a role may run the tasks of its own and lower roles, by hand or through a
+//! deploy, and taking or releasing an environment's lock by hand needs `developer` (someone
+//! else's lock: `maintainer`). This is the CLI's guardrail and its audit trail; the hard
+//! boundary is IAM on the runner function (`infra/`).
 
+use crate::backend::Backend;
+use crate::backend::records::{EnvState, EventKind};
 use crate::config::{Permission, ProjectConfig};
+use crate::error::CliError;
+use crate::plan::Plan;
+use crate::project::{Project, Task};
 
 /// The role `actor` holds in `env`: maintainer when the config has no `access` map or none for
 /// `env`; otherwise the highest role whose list names the actor (`*` names everyone, and a
@@ -21,6 +28,111 @@ pub fn role_of(config: &ProjectConfig, env: &str, actor: &str) -> Option<Permiss
 /// Whether `role` may run a task that asks for `needed`.
 pub fn allows(role: Option<Permission>, needed: Permission) -> bool {
     role.is_some_and(|r| r >= needed)
+}
+
+/// `actor` may do `what` (e.g. "locking `prod` by hand") in `env` only with the role `needed`;
+/// otherwise the refusal is recorded as a `refused` event and returned (exit code 2).
+pub async fn require(
+    backend: &Backend,
+    config: &ProjectConfig,
+    env: &str,
+    actor: &str,
+    needed: Permission,
+    what: &str,
+) -> Result<(), CliError> {
+    let role = role_of(config, env, actor);
+    if allows(role, needed) {
+        return Ok(());
+    }
+    let message = format!(
+        "`{actor}` has {} in `{env}`; {what} needs `{}`",
+        held(role),
+        needed.as_str()
+    );
+    Err(refuse(backend, config, env, actor, message).await)
+}
+
+/// A deploy runs its tasks as `actor`, so it is refused, before the lock is taken or anything
+/// runs, when the plan would run a task whose `permission` the actor's role lacks. `plan`
+/// makes the plan from the environment's state, which is read only when the role matters.
+///
+/// The plan is made before the lock, so it is the plan `--dry-run` shows; a deploy of another
+/// writer finishing in between can change it (first deploy → update) before the lock is held.
+pub async fn check_deploy(
+    backend: &Backend,
+    project: &Project,
+    env: &str,
+    actor: &str,
+    plan: impl FnOnce(&EnvState) -> Plan,
+) -> Result<(), CliError> {
+    let role = role_of(&project.config, env, actor);
+    if role == Some(Permission::Maintainer) {
+        return Ok(());
+    }
+    let state = backend.audit.env_state(env).await?;
+    let plan = plan(&state);
+    let beyond = tasks_beyond(role, &plan, &project.tasks);
+    if beyond.is_empty() {
+        return Ok(());
+    }
+    let tasks = beyond
+        .iter()
+        .map(|(task, needed)| format!("`{task}` (needs `{}`)", needed.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let message = format!(
+        "`{actor}` has {} in `{env}`; this deploy would run {tasks}",
+        held(role)
+    );
+    Err(refuse(backend, &project.config, env, actor, message)
+        .await
+        .hint(format!(
+            "the config's `access.{env}` says who holds which role; `lumo deploy --env {env} --dry-run` shows what would run"
+        )))
+}
+
+/// The tasks `plan` runs that `role` may not run, each with the role it needs, in run order.
+pub fn tasks_beyond<'a>(
+    role: Option<Permission>,
+    plan: &'a Plan,
+    tasks: &[Task],
+) -> Vec<(&'a str, Permission)> {
+    plan.tasks
+        .iter()
+        .filter(|p| p.runs())
+        .filter_map(|p| {
+            let needed = tasks.iter().find(|t| t.name == p.task)?.config.permission;
+            (!allows(role, needed)).then_some((p.task.as_str(), needed))
+        })
+        .collect()
+}
+
+fn held(role: Option<Permission>) -> String {
+    role.map_or("no role".to_string(), |r| {
+        format!("the role `{}`", r.as_str())
+    })
+}
+
+/// Records `message` as the environment's `refused` event and makes it the command's error.
+async fn refuse(
+    backend: &Backend,
+    config: &ProjectConfig,
+    env: &str,
+    actor: &str,
+    message: String,
+) -> CliError {
+    crate::lock::record(
+        backend,
+        &config.project_name,
+        env,
+        actor,
+        EventKind::Refused,
+        message.clone(),
+    )
+    .await;
+    CliError::invalid(format!("refused: {message}")).hint(format!(
+        "the config's `access.{env}` says who holds which role"
+    ))
 }
 
 fn matches(pattern: &str, actor: &str) -> bool {
@@ -94,5 +206,69 @@ mod tests {
         let closed = config(&[("prod", &[(Permission::Maintainer, &["alice"])])]);
         assert_eq!(role_of(&closed, "prod", "bob"), None);
         assert!(!allows(None, Permission::Guest));
+    }
+
+    fn task(name: &str, permission: Permission) -> Task {
+        Task {
+            name: name.into(),
+            source: crate::bundle::TaskSource::Command {
+                command: "true".into(),
+            },
+            config: crate::config::TaskConfig {
+                permission,
+                ..Default::default()
+            },
+            declared: true,
+            display_path: format!("tasks.{name}.command"),
+        }
+    }
+
+    /// Regression: a guest's deploy ran developer tasks; only tasks the plan runs count.
+    #[test]
+    fn a_deploy_is_checked_against_the_tasks_its_plan_runs() {
+        use crate::plan::{Decision, PlannedTask};
+        let planned = |name: &str, runs: bool| PlannedTask {
+            task: name.into(),
+            bundle: String::new(),
+            decision: if runs {
+                Decision::Run {
+                    trigger: lumo_runner::contract::Trigger::Update,
+                    reason: "runOn update".into(),
+                }
+            } else {
+                Decision::Skip {
+                    reason: "manual only".into(),
+                }
+            },
+            after: Vec::new(),
+        };
+        let tasks = [
+            task("peek", Permission::Guest),
+            task("migrate", Permission::Developer),
+            task("purge", Permission::Maintainer),
+            task("chore", Permission::Developer),
+        ];
+        let plan = Plan {
+            is_first_deploy: false,
+            tasks: vec![
+                planned("peek", true),
+                planned("migrate", true),
+                planned("purge", true),
+                planned("chore", false),
+            ],
+        };
+        assert_eq!(
+            tasks_beyond(Some(Permission::Guest), &plan, &tasks),
+            [
+                ("migrate", Permission::Developer),
+                ("purge", Permission::Maintainer)
+            ]
+        );
+        assert_eq!(
+            tasks_beyond(Some(Permission::Developer), &plan, &tasks),
+            [("purge", Permission::Maintainer)]
+        );
+        assert!(tasks_beyond(Some(Permission::Maintainer), &plan, &tasks).is_empty());
+        assert_eq!(tasks_beyond(None, &plan, &tasks).len(), 3);
     }
 }

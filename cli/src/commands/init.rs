@@ -1,9 +1,9 @@
 //! `lumo init`: scaffold `lumo.config.js`, an example task and a `.gitignore` entry for `.lumo/`
-//! in the current directory. Never overwrites anything.
+//! in the current directory. Never overwrites anything, and a failed init leaves nothing behind.
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -60,40 +60,38 @@ pub async fn run(args: InitArgs, ctx: &Context) -> CommandResult {
             )));
         }
     }
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |e: std::io::Error| {
-            CliError::new(
-                ExitKind::Backend,
-                format!("cannot write `{}`: {e}", path.display()),
-            )
-        }
-    };
-    fs::write(&config_path, CONFIG.replace("__NAME__", &name)).map_err(io(&config_path))?;
-    let tasks_dir = dir.join("functions/tasks");
-    fs::create_dir_all(&tasks_dir).map_err(io(&tasks_dir))?;
-    fs::write(&task_path, TASK).map_err(io(&task_path))?;
-    fs::set_permissions(&task_path, fs::Permissions::from_mode(0o755)).map_err(io(&task_path))?;
-    let mut created = vec![config_path, task_path];
+    // Read before anything is written: a `.gitignore` that cannot be read (a directory, say)
+    // fails the init while the directory is still as it was.
     let gitignore = dir.join(".gitignore");
-    let ignored = fs::read_to_string(&gitignore).unwrap_or_default();
-    if !ignored
+    let ignored = match fs::read(&gitignore) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io_error("read", &gitignore, e)),
+    };
+    let ignores_lumo = ignored
         .lines()
-        .any(|l| matches!(l.trim(), ".lumo" | ".lumo/" | "/.lumo" | "/.lumo/"))
-    {
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&gitignore)
-            .map_err(io(&gitignore))?;
-        let sep = if ignored.is_empty() || ignored.ends_with('\n') {
-            ""
-        } else {
-            "\n"
-        };
-        writeln!(file, "{sep}.lumo/").map_err(io(&gitignore))?;
-        created.push(gitignore);
+        .any(|l| matches!(l.trim(), ".lumo" | ".lumo/" | "/.lumo" | "/.lumo/"));
+
+    let mut scaffold = Scaffold::default();
+    let written = scaffold
+        .write(&dir, &name, &config_path, &task_path)
+        .and_then(|()| {
+            if ignores_lumo {
+                return Ok(());
+            }
+            let sep = if ignored.is_empty() || ignored.ends_with('\n') {
+                ""
+            } else {
+                "\n"
+            };
+            scaffold.append(&gitignore, &format!("{sep}.lumo/\n"))
+        });
+    if let Err(e) = written {
+        scaffold.undo();
+        return Err(e);
     }
+    let mut created = scaffold.files;
+    created.extend(scaffold.appended.map(|(path, _)| path));
     let report = InitReport {
         project: name,
         created,
@@ -102,6 +100,88 @@ pub async fn run(args: InitArgs, ctx: &Context) -> CommandResult {
         .result(&report)
         .map_err(|e| CliError::new(ExitKind::Backend, e))?;
     Ok(0)
+}
+
+/// What `lumo init` has created so far, so that a failure part-way removes it again and a
+/// second `lumo init` finds the directory as it was.
+#[derive(Default)]
+struct Scaffold {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    /// A file that existed and was appended to, with its length before.
+    appended: Option<(PathBuf, u64)>,
+}
+
+impl Scaffold {
+    fn write(
+        &mut self,
+        dir: &Path,
+        name: &str,
+        config_path: &Path,
+        task_path: &Path,
+    ) -> Result<(), CliError> {
+        self.create(config_path, &CONFIG.replace("__NAME__", name))?;
+        for sub in ["functions", "functions/tasks"] {
+            let path = dir.join(sub);
+            if !path.is_dir() {
+                fs::create_dir(&path).map_err(|e| io_error("create", &path, e))?;
+                self.dirs.push(path);
+            }
+        }
+        self.create(task_path, TASK)?;
+        fs::set_permissions(task_path, fs::Permissions::from_mode(0o755))
+            .map_err(|e| io_error("write", task_path, e))
+    }
+
+    /// Writes a new file; never replaces one (`create_new`).
+    fn create(&mut self, path: &Path, text: &str) -> Result<(), CliError> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| io_error("write", path, e))?;
+        self.files.push(path.to_path_buf());
+        file.write_all(text.as_bytes())
+            .map_err(|e| io_error("write", path, e))
+    }
+
+    /// Appends to `path`, creating it when absent.
+    fn append(&mut self, path: &Path, text: &str) -> Result<(), CliError> {
+        let before = fs::metadata(path).ok().map(|m| m.len());
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| io_error("write", path, e))?;
+        match before {
+            None => self.files.push(path.to_path_buf()),
+            Some(len) => self.appended = Some((path.to_path_buf(), len)),
+        }
+        file.write_all(text.as_bytes())
+            .map_err(|e| io_error("write", path, e))
+    }
+
+    /// Removes what was created, newest first; best effort, since the write already failed.
+    fn undo(self) {
+        if let Some((path, len)) = &self.appended
+            && let Ok(file) = fs::OpenOptions::new().write(true).open(path)
+        {
+            let _ = file.set_len(*len);
+        }
+        for file in self.files.iter().rev() {
+            let _ = fs::remove_file(file);
+        }
+        for dir in self.dirs.iter().rev() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+fn io_error(action: &str, path: &Path, e: std::io::Error) -> CliError {
+    CliError::new(
+        ExitKind::Backend,
+        format!("cannot {action} `{}`: {e}", path.display()),
+    )
 }
 
 fn valid_project_name(n: &str) -> bool {

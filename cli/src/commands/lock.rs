@@ -1,6 +1,8 @@
 //! `lumo lock --env E --reason R` / `lumo unlock --env E [--force]`: take an environment by
 //! hand (Spacelift's stack lock) so nobody else deploys or runs tasks there until it is
 //! released. The holder's own deploys and runs go ahead. Both are recorded in the audit trail.
+//! With an `access` map, both need `developer` in the environment, and releasing someone
+//! else's lock (`--force`) needs `maintainer`.
 
 use std::fmt;
 use std::time::Instant;
@@ -8,9 +10,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{CommandResult, Context};
+use crate::access;
 use crate::args::{LockArgs, UnlockArgs};
 use crate::backend::records::{EventKind, LockHolder};
 use crate::backend::{Acquired, LockSlot};
+use crate::config::Permission;
 use crate::error::{CliError, ExitKind};
 use crate::lock::{self, holder, locked_error};
 
@@ -24,6 +28,15 @@ pub async fn lock(args: LockArgs, ctx: &Context) -> CommandResult {
     }
     let backend = ctx.connect(&project).await?;
     let actor = ctx.actor(&project, &backend);
+    access::require(
+        &backend,
+        &project.config,
+        &env,
+        &actor,
+        Permission::Developer,
+        &format!("locking `{env}` by hand"),
+    )
+    .await?;
     let me = holder(
         &actor,
         "lock".to_string(),
@@ -70,6 +83,15 @@ pub async fn unlock(args: UnlockArgs, ctx: &Context) -> CommandResult {
     let env = project.resolve_env(args.env.env.as_deref())?;
     let backend = ctx.connect(&project).await?;
     let actor = ctx.actor(&project, &backend);
+    access::require(
+        &backend,
+        &project.config,
+        &env,
+        &actor,
+        Permission::Developer,
+        &format!("unlocking `{env}` by hand"),
+    )
+    .await?;
     let Some(current) = backend.locks.current(&env).await?.manual else {
         return print(
             ctx,
@@ -88,6 +110,17 @@ pub async fn unlock(args: UnlockArgs, ctx: &Context) -> CommandResult {
             format!("environment `{env}` is locked by {}, not by `{actor}`", current.describe()),
         )
         .hint(format!("`lumo unlock --env {env} --force` releases someone else's lock (and records that you did)")));
+    }
+    if forced {
+        access::require(
+            &backend,
+            &project.config,
+            &env,
+            &actor,
+            Permission::Maintainer,
+            &format!("releasing the lock `{}` holds (`--force`)", current.actor),
+        )
+        .await?;
     }
     let released = backend.locks.release(&env, LockSlot::Manual, None).await?;
     let (kind, message) = if forced {

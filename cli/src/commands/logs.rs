@@ -1,8 +1,9 @@
 //! `lumo logs RUN_ID`: the full output of a run (raw on stdout), or with `--json` the run's
-//! record and its output.
+//! record and its output. A skipped run never started and has none.
 
 use std::fmt;
 
+use lumo_runner::contract::RunStatus;
 use serde::Serialize;
 
 use super::{CommandResult, Context};
@@ -27,8 +28,32 @@ pub async fn run(args: LogsArgs, ctx: &Context) -> CommandResult {
         ))
         .hint("`lumo history --env ENV` lists recent runs"));
     };
-    let log = backend.audit.read_log(&run).await?;
     let io_err = |e| CliError::new(ExitKind::Backend, e);
+    if run.status == RunStatus::Skipped {
+        // A skipped run never started: its whole output is empty, not lost.
+        if ctx.printer.json {
+            ctx.printer
+                .result(&Logs {
+                    run,
+                    output: Some(String::new()),
+                    complete: true,
+                })
+                .map_err(io_err)?;
+        } else {
+            let why = run
+                .message
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default();
+            ctx.printer.status(format!(
+                "run `{run_id}` of `{}` was skipped{why} and never started, so it has no output",
+                run.task
+            ));
+        }
+        return Ok(0);
+    }
+    let log = backend.audit.read_log(&run).await?;
     if ctx.printer.json {
         let output = log
             .as_deref()

@@ -1,4 +1,5 @@
-//! `lumo tasks [--env E]`: what tasks exist, where they come from, when they run.
+//! `lumo tasks [--env E]`: what tasks exist, where they come from, when they run, what a manual
+//! run of each takes (args, confirmation) and, with `--env`, who may run it.
 
 use std::fmt;
 
@@ -6,8 +7,9 @@ use serde::Serialize;
 
 use super::{CommandResult, Context};
 use crate::args::TasksArgs;
-use crate::config::{Permission, RunOn};
+use crate::config::{Permission, Provider, RunOn};
 use crate::error::{CliError, ExitKind};
+use crate::project::Project;
 
 pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
@@ -15,8 +17,7 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
         Some(e) => Some(project.resolve_env(Some(e))?),
         None => None,
     };
-    let actor = crate::actor::from_flag_or_ci(ctx.global.actor.as_deref())
-        .unwrap_or_else(|| crate::actor::from_machine(project.root()));
+    let actor = actor(&project, env.as_deref(), ctx).await?;
     let role = env
         .as_deref()
         .map(|e| crate::access::role_of(&project.config, e, &actor));
@@ -35,6 +36,18 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
             environments: t.config.environments.clone(),
             depends_on: t.config.depends_on.clone(),
             args: t.config.args.keys().cloned().collect(),
+            arg_defs: t
+                .config
+                .args
+                .iter()
+                .map(|(name, def)| ArgInfo {
+                    name: name.clone(),
+                    required: def.required,
+                    default: def.default.clone(),
+                    description: def.description.clone(),
+                })
+                .collect(),
+            confirm: t.config.confirm.clone(),
             declared: t.declared,
             may_run: role.map(|r| crate::access::allows(r, t.config.permission)),
         })
@@ -50,6 +63,21 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
         .result(&list)
         .map_err(|e| CliError::new(ExitKind::Backend, e))?;
     Ok(0)
+}
+
+/// Who is asking, for "may run": the actor `lumo run` would check ([`Context::actor`]). The
+/// backend is opened only when its answer can matter: on `aws` (the caller identity) with
+/// `--env`, an `access` map for that environment, and no actor from the flag or the CI.
+async fn actor(project: &Project, env: Option<&str>, ctx: &Context) -> Result<String, CliError> {
+    let needs_caller = project.config.provider == Provider::Aws
+        && env.is_some_and(|e| project.config.access.contains_key(e))
+        && crate::actor::from_flag_or_ci(ctx.global.actor.as_deref()).is_none();
+    if needs_caller {
+        let backend = ctx.connect(project).await?;
+        return Ok(ctx.actor(project, &backend));
+    }
+    Ok(crate::actor::from_flag_or_ci(ctx.global.actor.as_deref())
+        .unwrap_or_else(|| crate::actor::from_machine(project.root())))
 }
 
 #[derive(Serialize)]
@@ -75,11 +103,40 @@ pub struct TaskInfo {
     pub permission: Permission,
     pub environments: Option<Vec<String>>,
     pub depends_on: Vec<String>,
+    /// The names of `argDefs`, in declaration order.
     pub args: Vec<String>,
+    /// The task's `args` for manual runs (`--arg NAME=VALUE`).
+    pub arg_defs: Vec<ArgInfo>,
+    /// What a manual run asks the user to confirm (or `--yes`).
+    pub confirm: Option<String>,
     /// Declared in the config, rather than only found in `functions/tasks/`.
     pub declared: bool,
     /// With `--env`: whether the actor's role lets them run it by hand.
     pub may_run: Option<bool>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArgInfo {
+    pub name: String,
+    pub required: bool,
+    pub default: Option<String>,
+    pub description: Option<String>,
+}
+
+impl fmt::Display for ArgInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "--arg {}=…", self.name)?;
+        match (&self.default, self.required) {
+            (Some(default), _) => write!(f, " (default `{default}`)")?,
+            (None, true) => write!(f, " (required)")?,
+            (None, false) => write!(f, " (optional)")?,
+        }
+        match &self.description {
+            Some(d) => write!(f, ": {d}"),
+            None => Ok(()),
+        }
+    }
 }
 
 fn run_on_text(run_on: &[RunOn]) -> String {
@@ -123,9 +180,6 @@ impl fmt::Display for TaskList {
         )?;
         for t in &self.tasks {
             let mut description = t.description.clone().unwrap_or_default();
-            if !t.args.is_empty() {
-                description.push_str(&format!(" [args: {}]", t.args.join(", ")));
-            }
             if let Some(envs) = &t.environments {
                 description.push_str(&format!(" [envs: {}]", envs.join(", ")));
             }
@@ -142,6 +196,12 @@ impl fmt::Display for TaskList {
                 t.permission.as_str(),
                 description.trim()
             )?;
+            for arg in &t.arg_defs {
+                writeln!(f, "{:width$}  {arg}", "")?;
+            }
+            if let Some(text) = &t.confirm {
+                writeln!(f, "{:width$}  asks to confirm: \"{text}\"", "")?;
+            }
         }
         Ok(())
     }
