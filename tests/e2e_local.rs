@@ -1069,7 +1069,11 @@ fn dry_run_says_why_each_task_runs_or_not_and_changes_nothing() {
             .all(|t| !p.has_out(&format!("{t}.log"))),
         "nothing ran"
     );
+    // Regression: a dry run used to leave `.lumo/` behind (bundles and an empty store); so did
+    // `status` and `history` on a project never deployed.
     let status = p.status();
+    assert!(p.history().is_empty());
+    assert!(!p.lumo_dir().exists(), "a dry run or a read wrote `.lumo/`");
     assert!(status.last_deployment.is_none(), "no deployment recorded");
     assert_eq!(status.state.version, None);
     assert!(p.history().is_empty());
@@ -2558,7 +2562,7 @@ fn the_log_holds_the_output_while_the_task_runs_and_after_lumo_is_killed() {
     p.config("export default { projectName: 'live-log', tasks: { slow: { timeout: 120 } } };");
     p.task(
         "slow",
-        &format!("echo $$ > \"@OUT@/slow.pid\"\necho '{LINE}'\nsleep 60"),
+        &format!("echo $$ > \"@OUT@/slow.pid\"\necho '{LINE}'\nsleep 300"),
     );
     let mut lumo = p
         .std_command(support::ACTOR, &["deploy", "--env", "dev"])
@@ -2573,7 +2577,8 @@ fn the_log_holds_the_output_while_the_task_runs_and_after_lumo_is_killed() {
             text.contains(LINE).then(|| (entry.path(), text))
         })
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // Far less than the task's sleep: only a log written while the task runs passes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut found = logged();
     while found.is_none() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));

@@ -280,12 +280,15 @@ pub struct ConnectOptions {
     pub runner: Option<PathBuf>,
     /// Look up the caller's identity for the audit trail (when no actor was given).
     pub needs_identity: bool,
+    /// The command only reads (`history`, `status`, `deploy --dry-run`): a `local` project
+    /// with no store yet reads an empty one, and nothing is created on disk.
+    pub read_only: bool,
 }
 
 /// Opens the project's provider.
 pub async fn connect(project: &Project, options: &ConnectOptions) -> Result<Backend, CliError> {
     match project.config.provider {
-        Provider::Local => Ok(local::open(project)?),
+        Provider::Local => Ok(local::open(project, options.read_only)?),
         Provider::Aws => aws::open(project, options).await,
     }
 }

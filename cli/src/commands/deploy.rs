@@ -35,17 +35,29 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     let secrets = project.secret_values()?;
 
     let spinner = printer.spinner(format!("Bundling {} task(s)", tasks.len()));
-    let built = bundle::build_all(
-        project.root(),
-        &project.lumo_dir().join("bundles"),
-        &tasks,
-        build_target(&project),
-    );
+    // A dry run bundles too (`runOn: 'change'` needs the hashes), but leaves no trace.
+    let scratch = if args.dry_run {
+        Some(tempfile::tempdir().map_err(|e| {
+            CliError::new(crate::error::ExitKind::Backend, e)
+                .hint("a dry run bundles into a temporary directory; check TMPDIR")
+        })?)
+    } else {
+        None
+    };
+    let bundles_dir = match &scratch {
+        Some(dir) => dir.path().to_path_buf(),
+        None => project.lumo_dir().join("bundles"),
+    };
+    let built = bundle::build_all(project.root(), &bundles_dir, &tasks, build_target(&project));
     spinner.finish();
     let built = built.map_err(|e| CliError::bundle(e, &project.config.path))?;
     let version = version::resolve(args.deploy_version.as_deref(), project.root(), &built);
 
-    let backend = ctx.connect(&project).await?;
+    let backend = if args.dry_run {
+        ctx.connect_read_only(&project).await?
+    } else {
+        ctx.connect(&project).await?
+    };
     let inputs = Inputs {
         project: &project,
         env: &env,

@@ -13,7 +13,7 @@ use crate::execute::format_duration;
 pub async fn run(args: HistoryArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
     let env = project.resolve_env(args.env.env.as_deref())?;
-    let backend = ctx.connect(&project).await?;
+    let backend = ctx.connect_read_only(&project).await?;
     let runs = backend
         .audit
         .runs(&env, args.task.as_deref(), args.limit)

@@ -46,7 +46,17 @@ impl Context {
 
     /// Opens the project's provider with the global flags.
     pub async fn connect(&self, project: &Project) -> Result<Backend, CliError> {
+        self.connect_with(project, false).await
+    }
+
+    /// Opens the project's provider for a command that only reads: nothing is created.
+    pub async fn connect_read_only(&self, project: &Project) -> Result<Backend, CliError> {
+        self.connect_with(project, true).await
+    }
+
+    async fn connect_with(&self, project: &Project, read_only: bool) -> Result<Backend, CliError> {
         let options = ConnectOptions {
+            read_only,
             profile: self.global.profile.clone(),
             region: self.global.region.clone(),
             runner: self.global.runner.clone(),

@@ -14,7 +14,7 @@ use crate::execute::format_duration;
 pub async fn run(args: EnvArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
     let env = project.resolve_env(args.env.as_deref())?;
-    let backend = ctx.connect(&project).await?;
+    let backend = ctx.connect_read_only(&project).await?;
     let state = backend.audit.env_state(&env).await?;
     let last_deployment = backend.audit.deployments(&env, 1).await?.into_iter().next();
     let runs = backend.audit.runs(&env, None, 10).await?;

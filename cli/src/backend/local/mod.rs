@@ -53,20 +53,26 @@ impl LocalLayout {
     }
 }
 
-pub fn open(project: &Project) -> BackendResult<Backend> {
+pub fn open(project: &Project, read_only: bool) -> BackendResult<Backend> {
     let layout = LocalLayout::new(&project.lumo_dir());
-    for dir in [
-        layout.root.clone(),
-        layout.bundles(),
-        layout.logs(),
-        layout.work(),
-    ] {
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            BackendError::with_source(format!("cannot create `{}`", dir.display()), e)
-        })?;
-    }
+    let db = if read_only && !layout.db().exists() {
+        // Nothing recorded yet reads the same as an empty store, without creating `.lumo/`.
+        PathBuf::from(":memory:")
+    } else {
+        for dir in [
+            layout.root.clone(),
+            layout.bundles(),
+            layout.logs(),
+            layout.work(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                BackendError::with_source(format!("cannot create `{}`", dir.display()), e)
+            })?;
+        }
+        layout.db()
+    };
     let store = Arc::new(SqliteStore::open(
-        &layout.db(),
+        &db,
         &project.config.project_name,
         &layout.logs(),
         &layout.work(),
