@@ -158,6 +158,12 @@ async fn deploy(
     // Read under the lock: the state cannot move between planning and recording.
     let state = backend.audit.env_state(env).await?;
     let plan = inputs.plan(&state, &args.only);
+    // Again under the lock: a deploy that landed meanwhile may have changed what runs (a first
+    // deploy became an update).
+    crate::access::check_deploy(backend, inputs.project, env, actor, |state| {
+        inputs.plan(state, &args.only)
+    })
+    .await?;
     let mut report = inputs.report(&state, &plan, false);
 
     let uploaded = upload(backend, inputs.built, ctx).await?;
