@@ -54,10 +54,13 @@ impl Patterns {
                 continue;
             }
             // A secret printed inside JSON (a task logging a structured object, or a result's
-            // `data`) appears escaped: `"` as `\"`, a newline as `\n`.
-            let escaped = json_escaped(&value);
-            if escaped != value {
-                list.push(escaped.into_bytes());
+            // `data`) appears escaped, and each JSON encoder escapes differently; every form
+            // is a pattern of its own (duplicates go below).
+            for style in JsonStyle::ALL {
+                let escaped = json_escaped(&value, style);
+                if escaped != value {
+                    list.push(escaped.into_bytes());
+                }
             }
             list.push(value.into_bytes());
         }
@@ -123,12 +126,103 @@ impl Patterns {
     }
 }
 
-/// The form a string takes inside a JSON string literal, without the quotes.
-fn json_escaped(value: &str) -> String {
-    match serde_json::to_string(value) {
-        Ok(quoted) if quoted.len() >= 2 => quoted[1..quoted.len() - 1].to_owned(),
-        _ => value.to_owned(),
+/// How one JSON encoder writes the inside of a string literal. All of them escape `"`, `\` and
+/// the control characters; they differ in what else they escape:
+/// - serde_json and JavaScript's `JSON.stringify`: nothing else;
+/// - Python's `json.dumps` (`ensure_ascii`, the default): every non-ASCII character as `\uXXXX`;
+/// - Go's `encoding/json`: `<`, `>`, `&`, U+2028 and U+2029 as `\uXXXX`;
+/// - PHP's `json_encode`: non-ASCII as `\uXXXX`, and `/` as `\/`;
+/// - .NET's `System.Text.Json`: non-ASCII and ``<>&'+`"`` as `\uXXXX` with upper-case hex.
+///
+/// Rather than name each encoder, every combination is tried: after duplicates are dropped a
+/// secret has few forms (a plain alphanumeric one has only itself).
+#[derive(Clone, Copy)]
+struct JsonStyle {
+    /// Every non-ASCII character (and DEL) as `\uXXXX`, UTF-16 surrogate pairs beyond U+FFFF.
+    ascii_only: bool,
+    /// `<`, `>` and `&` as `\u003c`, `\u003e`, `\u0026`, for JSON embedded in HTML.
+    html_safe: bool,
+    /// Also `'`, `+`, `` ` `` and `"` as `\uXXXX` (with `html_safe`).
+    strict_html_safe: bool,
+    /// U+2028 and U+2029 as `\u2028`, `\u2029` even when other non-ASCII stays as it is: they
+    /// end a line in JavaScript source.
+    line_separators: bool,
+    /// `/` as `\/`.
+    slash: bool,
+    /// `A`-`F` rather than `a`-`f` in `\uXXXX`.
+    upper_hex: bool,
+}
+
+impl JsonStyle {
+    const COUNT: usize = 1 << 6;
+
+    /// Every combination of the options.
+    const ALL: [JsonStyle; JsonStyle::COUNT] = {
+        let mut all = [JsonStyle::from_bits(0); JsonStyle::COUNT];
+        let mut bits = 0;
+        while bits < JsonStyle::COUNT {
+            all[bits] = JsonStyle::from_bits(bits);
+            bits += 1;
+        }
+        all
+    };
+
+    const fn from_bits(bits: usize) -> JsonStyle {
+        JsonStyle {
+            ascii_only: bits & 1 != 0,
+            html_safe: bits & 2 != 0,
+            strict_html_safe: bits & 4 != 0,
+            line_separators: bits & 8 != 0,
+            slash: bits & 16 != 0,
+            upper_hex: bits & 32 != 0,
+        }
     }
+
+    /// Whether `c` is written as `\uXXXX` (a control character without a short form aside).
+    fn escapes_as_unicode(self, c: char) -> bool {
+        match c {
+            '<' | '>' | '&' => self.html_safe,
+            '\'' | '+' | '`' | '"' => self.html_safe && self.strict_html_safe,
+            '\u{2028}' | '\u{2029}' => self.line_separators || self.ascii_only,
+            '\u{7f}' => self.ascii_only,
+            c => !c.is_ascii() && self.ascii_only,
+        }
+    }
+}
+
+/// The form `value` takes inside a JSON string literal written in `style`, without the quotes.
+fn json_escaped(value: &str, style: JsonStyle) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        let short = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            '\u{8}' => "\\b",
+            '\u{c}' => "\\f",
+            '/' if style.slash => "\\/",
+            _ => "",
+        };
+        if style.escapes_as_unicode(c) || (short.is_empty() && c < ' ') {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                // Writing to a `String` cannot fail.
+                let _ = if style.upper_hex {
+                    write!(out, "\\u{unit:04X}")
+                } else {
+                    write!(out, "\\u{unit:04x}")
+                };
+            }
+        } else if short.is_empty() {
+            out.push(c);
+        } else {
+            out.push_str(short);
+        }
+    }
+    out
 }
 
 impl Masker {
@@ -315,6 +409,83 @@ mod tests {
         assert_eq!(m.mask_str(secret), "***");
     }
 
+    /// Regression: only serde_json's escaping was masked, so a secret printed by Python's
+    /// `json.dumps` (non-ASCII as `\uXXXX`) or Go's `encoding/json` (`<>&` as `\u003c`...)
+    /// leaked. The expected texts are what those encoders print.
+    #[test]
+    fn ascii_escaped_json_forms_are_masked_too() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "pässwörd-ünï",
+                &[
+                    // Python `json.dumps`, and upper-case hex as Java and .NET write it.
+                    r#"{"p": "p\u00e4ssw\u00f6rd-\u00fcn\u00ef"}"#,
+                    r#"{"p": "p\u00E4ssw\u00F6rd-\u00FCn\u00EF"}"#,
+                ],
+            ),
+            // Beyond U+FFFF: a UTF-16 surrogate pair.
+            (
+                "key🔑x",
+                &[r#"{"p": "key\ud83d\udd11x"}"#, r#""key\uD83D\uDD11x""#],
+            ),
+            // Go's HTML-safe form, and .NET's, which also escapes `+` and `"`.
+            ("a<b>&c=d", &[r#"{"p":"a\u003cb\u003e\u0026c=d"}"#]),
+            (
+                "a\"<+>",
+                &[
+                    r#"{"p":"a\"\u003c+\u003e"}"#,
+                    r#"{"p":"a\u0022\u003C\u002B\u003E"}"#,
+                ],
+            ),
+            // Go keeps non-ASCII but escapes the JavaScript line separators; Python escapes all.
+            ("é\u{2028}x", &[r#""é\u2028x""#, r#""\u00e9\u2028x""#]),
+            // Control characters without a short form, with a quote and a backslash; DEL only
+            // where everything non-printable is escaped (Python).
+            (
+                "a\u{1}\"\\\u{7f}b",
+                &[r#""a\u0001\"\\\u007fb""#, "\"a\\u0001\\\"\\\\\u{7f}b\""],
+            ),
+            // PHP writes `/` as `\/`.
+            ("ab/cd+ef=", &[r#"{"p":"ab\/cd+ef="}"#]),
+        ];
+        for (secret, printed) in cases {
+            let m = masker(&[secret]);
+            assert_eq!(m.mask_str(secret), "***");
+            for text in *printed {
+                let masked = m.mask_str(text);
+                assert!(
+                    masked.contains("***") && !masked.contains(secret),
+                    "{secret:?} in {text}: {masked}"
+                );
+                assert_eq!(
+                    masked.matches("***").count(),
+                    1,
+                    "{secret:?} in {text}: {masked}"
+                );
+            }
+        }
+        // Masked whole, not in part: nothing of the escaped form is left around the mask.
+        let m = masker(&["pässwörd-ünï"]);
+        assert_eq!(
+            m.mask_str(r#"{"p": "p\u00e4ssw\u00f6rd-\u00fcn\u00ef"}"#),
+            r#"{"p": "***"}"#
+        );
+    }
+
+    #[test]
+    fn each_form_of_a_secret_is_one_pattern() {
+        assert_eq!(masker(&["plain-Secret_123"]).patterns.list.len(), 1);
+        // As it is, and `\u` with lower- and upper-case hex.
+        assert_eq!(masker(&["pässwörd"]).patterns.list.len(), 3);
+        // Digits only in the hex: the case makes no difference.
+        assert_eq!(masker(&["ő"]).patterns.list.len(), 2);
+        // The same secret twice: `ab/c`, `ab\/c`.
+        assert_eq!(masker(&["ab/c", "ab/c"]).patterns.list.len(), 2);
+        // A secret equal to another's escaped form: `ab\/c` once, plus its own `ab\\/c` and
+        // `ab\\\/c`.
+        assert_eq!(masker(&["ab/c", "ab\\/c"]).patterns.list.len(), 4);
+    }
+
     #[test]
     fn non_ascii_text_stays_valid() {
         let m = masker(&["sécrét"]);
@@ -354,6 +525,12 @@ mod tests {
             (&["sec\"ret", "x"], r#"{"k":"sec\"ret"} sec"ret xx"#),
             (&["ünï"], "üünïün"),
             (&["tail-prefix"], "ends with tail-pre"),
+            // Escaped forms split anywhere, next to the raw form and a prefix of the escape.
+            (
+                &["pä<ss"],
+                r#"pä<ss "p\u00e4<ss" "p\u00E4\u003Css" "pä\u003css" p\u00e"#,
+            ),
+            (&["k🔑"], r#"k🔑 "k\ud83d\udd11" k\ud83d\udd1"#),
         ];
         for (secrets, input) in cases {
             let m = masker(secrets);
