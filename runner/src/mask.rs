@@ -252,20 +252,57 @@ impl Masker {
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
-    /// `v` with every string and every object key masked.
+    /// `v` with every string, every object key and every number that holds a secret masked.
+    ///
+    /// A number or boolean that holds a secret becomes the masked text as a string
+    /// (`987654321` with secret `987654321` is `"***"`): left a number, it would be stored
+    /// as it is. A boolean only does when a secret is exactly `true` or `false`: a secret that
+    /// merely occurs in the word (`ru`) says nothing about the value.
     pub fn mask_json(&self, v: &Value) -> Value {
         if self.is_empty() {
             return v.clone();
         }
         match v {
             Value::String(s) => Value::String(self.mask_str(s)),
+            Value::Number(n) => {
+                let text = n.to_string();
+                let masked = self.mask_str(&text);
+                if masked == text {
+                    v.clone()
+                } else {
+                    Value::String(masked)
+                }
+            }
+            Value::Bool(b) => {
+                if self.mask_str(if *b { "true" } else { "false" }) == MASK {
+                    Value::String(MASK.to_owned())
+                } else {
+                    v.clone()
+                }
+            }
             Value::Array(items) => Value::Array(items.iter().map(|i| self.mask_json(i)).collect()),
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, v)| (self.mask_str(k), self.mask_json(v)))
-                    .collect(),
-            ),
-            Value::Null | Value::Bool(_) | Value::Number(_) => v.clone(),
+            Value::Object(map) => {
+                let mut masked = serde_json::Map::with_capacity(map.len());
+                for (key, value) in map {
+                    let mut key = self.mask_str(key);
+                    // Keys that differ only in their secrets (`a-tok1`, `a-tok2`) mask to the
+                    // same text; number the later ones rather than lose their values.
+                    if masked.contains_key(&key) {
+                        let base = key;
+                        let mut n = 2;
+                        key = loop {
+                            let candidate = format!("{base} ({n})");
+                            if !masked.contains_key(&candidate) {
+                                break candidate;
+                            }
+                            n += 1;
+                        };
+                    }
+                    masked.insert(key, self.mask_json(value));
+                }
+                Value::Object(masked)
+            }
+            Value::Null => Value::Null,
         }
     }
 
@@ -505,6 +542,34 @@ mod tests {
                 "token": "Bearer ***",
                 "***": [1, true, null, "***", {"nested": "x***x"}],
             })
+        );
+    }
+
+    /// Regression: a secret returned as a number in a result's `data` was stored as it was.
+    #[test]
+    fn numbers_and_booleans_holding_a_secret_are_masked() {
+        let m = masker(&["987654321"]);
+        assert_eq!(
+            m.mask_json(
+                &json!({ "n": 987654321, "f": 1987654321.5, "other": 42, "neg": -987654321 })
+            ),
+            json!({ "n": "***", "f": "1***.5", "other": 42, "neg": "-***" })
+        );
+        let m = masker(&["true", "ru"]);
+        assert_eq!(
+            m.mask_json(&json!([true, false, "true"])),
+            json!(["***", false, "***"])
+        );
+        let m = masker(&["ru"]);
+        assert_eq!(m.mask_json(&json!([true])), json!([true]));
+    }
+
+    #[test]
+    fn keys_that_mask_alike_keep_every_value() {
+        let m = masker(&["tok1", "tok2"]);
+        assert_eq!(
+            m.mask_json(&json!({ "a-tok1": 1, "a-tok2": 2, "a-*** (2)": 3, "b": 4 })),
+            json!({ "a-***": 1, "a-*** (2)": 2, "a-*** (2) (2)": 3, "b": 4 })
         );
     }
 
