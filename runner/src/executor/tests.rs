@@ -379,6 +379,31 @@ async fn output_is_streamed_while_the_task_runs() {
     assert!(ended.duration_since(first) > Duration::from_millis(500));
 }
 
+/// Regression: the log went through a 64 KiB buffer written out only when the run ended, so
+/// `lumo logs` showed nothing while a task ran, and a `kill -9` of lumo left an empty log.
+#[tokio::test]
+async fn the_log_file_holds_the_output_while_the_task_runs() {
+    let f = fixture();
+    let log = f.scratch.join("task.log");
+    let mut p = f.command("echo first line; sleep 30");
+    p.log_file = Some(log.clone());
+    let run = tokio::spawn(async move {
+        let mut sink = DiscardOutput;
+        execute(p, &mut sink).await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut logged = String::new();
+    while !logged.contains('\n') && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        logged = fs::read_to_string(&log).unwrap_or_default();
+    }
+    let still_running = !run.is_finished();
+    // Dropping the run kills the task.
+    run.abort();
+    assert!(still_running);
+    assert_eq!(logged, "first line\n");
+}
+
 #[tokio::test]
 async fn timeout_stops_the_task_and_the_children_it_forked() {
     let f = fixture();
