@@ -5,12 +5,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use lumo_cli::backend::records::{
     AuditEvent, Deployment, DeploymentStatus, EventKind, LockHolder, TaskRun, Timestamp, new_id,
 };
@@ -28,6 +29,14 @@ struct Fixture {
     project: Project,
     backend: Backend,
     env: String,
+    /// On `aws`: a direct look into the bucket and the table, for what the traits do not show.
+    aws: Option<AwsStores>,
+}
+
+struct AwsStores {
+    sdk: aws_config::SdkConfig,
+    bucket: String,
+    table: String,
 }
 
 fn write_project(root: &Path, provider: &str) {
@@ -68,6 +77,7 @@ async fn local_fixture() -> Fixture {
         project,
         backend,
         env: "dev".into(),
+        aws: None,
     }
 }
 
@@ -98,6 +108,7 @@ async fn aws_fixture(emulators: &lumo_testkit::Emulators) -> Fixture {
         project,
         backend,
         env: lumo_testkit::unique("env").replace('-', ""),
+        aws: Some(AwsStores { sdk, bucket, table }),
     }
 }
 
@@ -392,19 +403,90 @@ async fn tasks_run_and_their_output_is_kept(f: Fixture) {
     );
 }
 
-/// Data too large for a record is kept by pointer, never lost and never inline past the limit.
+/// Data too large for a record (DynamoDB items: 400 KB) is kept whole, by pointer: never lost,
+/// and on `aws` never inline in the item.
 async fn large_data_is_kept(f: Fixture) {
+    const SIZE: usize = 500_000;
     let mut run = run_record(&f, "ok", RunStatus::Running);
     f.backend.audit.start_run(&run).await.unwrap();
-    let big = "x".repeat(200_000);
     run.status = RunStatus::Succeeded;
-    run.data = Some(json!({ "blob": big }));
+    run.data = Some(json!({ "blob": "x".repeat(SIZE) }));
     f.backend.audit.finish_run(&run).await.unwrap();
     let stored = f.backend.audit.run(&run.id).await.unwrap().unwrap();
-    match (&stored.data, &stored.data_ref) {
-        (Some(data), _) => assert_eq!(data["blob"].as_str().map(str::len), Some(200_000)),
-        (None, Some(reference)) => assert!(reference.contains(&run.id), "{reference}"),
-        (None, None) => panic!("200 KB of data was lost"),
+    let data = match (&stored.data, &stored.data_ref) {
+        (Some(data), _) => data.clone(),
+        (None, Some(reference)) => {
+            assert!(reference.contains(&run.id), "{reference}");
+            let aws = f.aws.as_ref().expect("only `aws` keeps data by pointer");
+            serde_json::from_slice(&aws.object(reference).await).unwrap()
+        }
+        (None, None) => panic!("{SIZE} bytes of data were lost"),
+    };
+    assert_eq!(data["blob"].as_str().map(str::len), Some(SIZE));
+
+    if let Some(aws) = &f.aws {
+        assert!(
+            stored.data.is_none() && stored.data_ref.is_some(),
+            "on `aws` large data is a pointer"
+        );
+        let item = aws.run_item(&run.id).await;
+        let size: usize = item.iter().map(|(k, v)| k.len() + attribute_size(v)).sum();
+        assert!(
+            size < 64 * 1024,
+            "the run's item is {size} bytes: the data is inline"
+        );
+    }
+}
+
+impl AwsStores {
+    /// The bytes of an `s3://bucket/key` pointer.
+    async fn object(&self, pointer: &str) -> Vec<u8> {
+        let key = pointer
+            .strip_prefix(&format!("s3://{}/", self.bucket))
+            .unwrap_or_else(|| panic!("`{pointer}` is not in `{}`", self.bucket));
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&self.sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        let out = s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        out.body.collect().await.unwrap().into_bytes().to_vec()
+    }
+
+    /// The DynamoDB item of run `id` as stored (a scan: test tables are small).
+    async fn run_item(&self, id: &str) -> HashMap<String, AttributeValue> {
+        let items = aws_sdk_dynamodb::Client::new(&self.sdk)
+            .scan()
+            .table_name(&self.table)
+            .send()
+            .await
+            .unwrap()
+            .items
+            .unwrap_or_default();
+        let sk = AttributeValue::S(format!("RUN#{id}"));
+        items
+            .into_iter()
+            .find(|item| item.get("sk") == Some(&sk))
+            .expect("the run's item")
+    }
+}
+
+/// Roughly what an attribute weighs in an item.
+fn attribute_size(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+        AttributeValue::L(items) => items.iter().map(attribute_size).sum(),
+        AttributeValue::M(map) => map.iter().map(|(k, v)| k.len() + attribute_size(v)).sum(),
+        AttributeValue::Ss(items) | AttributeValue::Ns(items) => {
+            items.iter().map(String::len).sum()
+        }
+        _ => 16,
     }
 }
 

@@ -443,3 +443,129 @@ fn without_an_actor_the_aws_caller_is_recorded() {
         .code(0);
     assert_eq!(a.p.history().pop().unwrap().actor, "octocat");
 }
+
+/// Regression: a runner that could not fetch its bundle was a failed run (exit 1) on `aws` but
+/// a backend error (exit 4) on `local`, and showed Lambda's generic `Unhandled` instead of the
+/// runner's error type.
+#[test]
+fn a_bundle_missing_from_s3_is_a_backend_error_that_says_deploy_again() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    a.config("{ job: { runOn: [] } }")
+        .task("job", "echo ran > \"@OUT@/ran\"");
+    a.p.deploy(&[], 0);
+    let bundle = a.p.status().state.bundles["job"].clone();
+    let key = format!("{}/bundles/{bundle}.zip", a.name);
+    block_on(async {
+        s3(&a.sdk().await)
+            .delete_object()
+            .bucket(&a.bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+    });
+    // A cold runner has no cached copy: it must download.
+    a.emulators.reset_lambda();
+    a.p.lumo(&["run", "job", "--env", "dev"])
+        .code(4)
+        .stderr_has(&[
+            &format!(
+                "the bundle {bundle} of task `job` is missing from `s3://{}/{key}`",
+                a.bucket
+            ),
+            "lumo.BundleDownloadFailed",
+            "HTTP 404",
+            "hint: deploy again (`lumo deploy --env dev`) to upload it",
+        ]);
+    assert!(!a.p.has_out("ran"));
+    let run = a.p.history().pop().unwrap();
+    assert_eq!(run.status, RunStatus::Failed, "the attempt is recorded");
+
+    // As the hint says: a deploy uploads it again, and the run works.
+    a.p.deploy(&[], 0);
+    a.p.lumo(&["run", "job", "--env", "dev"]).code(0);
+    assert!(a.p.has_out("ran"));
+}
+
+/// A runner process that dies mid-run is Lambda's `Runtime.ExitError`: a backend error that
+/// names it, not a task failure.
+#[test]
+fn a_runner_that_dies_is_a_backend_error_naming_lambdas_error_type() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    // The task's parent is the runner process.
+    a.config("{ killer: { runOn: [] } }")
+        .task("killer", "kill -KILL \"$PPID\"\nsleep 5");
+    a.p.deploy(&[], 0);
+    a.p.lumo(&["run", "killer", "--env", "dev"])
+        .code(4)
+        .stderr_has(&[
+            "crashed or was stopped while running task `killer`",
+            "Runtime.ExitError",
+            "aws.memorySize",
+        ]);
+}
+
+/// Regression: with `--provider aws` on a config without an `aws` section, the missing bucket
+/// and table were found only after bundling, when the backend opened; now they are config
+/// problems, reported with the others before anything is built (no emulator needed).
+#[test]
+fn provider_aws_without_an_aws_section_is_an_invalid_config() {
+    let p = support::TestProject::new();
+    p.config("export default { projectName: 'no-aws', tasks: { t: { retries: -1 } } };")
+        .task("t", "echo t");
+    p.lumo(&["deploy", "--env", "dev", "--provider", "aws"])
+        .code(2)
+        .stderr_has(&[
+            "`aws.bucket`: is required with `--provider aws`",
+            "`aws.table`: is required with `--provider aws`",
+            "`tasks.t.retries`",
+            "BucketName",
+        ]);
+    assert!(
+        !p.lumo_dir().join("bundles").exists(),
+        "nothing was bundled before the config was found invalid"
+    );
+}
+
+/// Regression: the error for a missing runner binary named paths relative to nothing in
+/// particular and only hinted at where to point lumo. It names the absolute path it looked at and
+/// the three ways to give the binary.
+#[test]
+fn a_missing_runner_binary_names_the_absolute_path_and_every_way_to_give_it() {
+    let _shared = COUNTING.read().unwrap();
+    let mut a = aws_project!();
+    // Relative to where lumo runs: the project root here.
+    a.p.set_env("LUMO_RUNNER", "bin/bootstrap");
+    a.config("{ t: {} }").task("t", "echo t");
+    let expected = a.p.root().canonicalize().unwrap().join("bin/bootstrap");
+    a.p.lumo(&["deploy", "--env", "dev"]).code(4).stderr_has(&[
+        &format!("(looked for `{}`)", expected.display()),
+        "cargo lambda build --release -p lumo-runner --arm64",
+        "LUMO_RUNNER=/abs/path/bootstrap",
+        "--runner /abs/path/bootstrap",
+        "aws: { runner: '/abs/path/bootstrap' }",
+    ]);
+}
+
+/// The runner function gets 1 GB of `/tmp`: its bundle cache, a download and the unpacked
+/// bundle do not fit Lambda's default 512 MB together. A redeploy keeps it without an update.
+#[test]
+fn the_runner_function_gets_room_in_tmp_for_its_cache_and_the_bundle() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    a.config("{ t: { runOn: [] } }").task("t", "echo t");
+    a.p.deploy(&[], 0);
+    let storage = block_on(async {
+        aws_sdk_lambda::Client::new(&a.sdk().await)
+            .get_function_configuration()
+            .function_name(format!("{}-dev-lumo-runner", a.name))
+            .send()
+            .await
+            .unwrap()
+            .ephemeral_storage()
+            .map(|e| e.size())
+    });
+    assert_eq!(storage, Some(1024));
+}

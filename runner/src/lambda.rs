@@ -45,8 +45,13 @@ pub const CACHE_DIR_ENV: &str = "LUMO_RUNNER_CACHE";
 /// The runner's directory when [`CACHE_DIR_ENV`] is not set.
 pub const DEFAULT_CACHE_DIR: &str = "/tmp/lumo";
 
-/// How many bytes of bundles the cache keeps. Lambda's `/tmp` is 512 MB by default, and the
-/// running bundle's unpacked copy and its log need room beside the cache.
+/// How many bytes of bundles the cache keeps.
+///
+/// Beside a full cache, `/tmp` holds the bundle being downloaded or the running bundle's
+/// unpacked copy (up to Lambda's 250 MB each), and the run's log: more than Lambda's default
+/// 512 MB of ephemeral storage at worst. So `lumo deploy` gives the runner function 1024 MB
+/// (`EphemeralStorage`, checked on every deploy like its memory and timeout), which holds all of
+/// it with room for a large log.
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Time kept free before the function's deadline, after the task has been stopped, for the

@@ -100,7 +100,10 @@ fn es_module_default_export() {
 
 #[test]
 fn commonjs_module_exports() {
-    let config = loads("module.exports = { projectName: 'cjs-app', provider: 'aws' };");
+    let config = loads(
+        "module.exports = { projectName: 'cjs-app', provider: 'aws',
+           aws: { bucket: 'cjs-bucket', table: 'cjs-table' } };",
+    );
     assert_eq!(config.project_name, "cjs-app");
     assert_eq!(config.provider, Provider::Aws);
 }
@@ -246,8 +249,7 @@ fn an_es_module_config_can_import_a_commonjs_helper() {
 
 #[test]
 fn a_lumo_framework_config_loads_unchanged_with_its_keys_ignored() {
-    let config = loads(
-        "import { defineConfig, env } from '@lumo-framework/core';
+    let source = "import { defineConfig, env } from '@lumo-framework/core';
 
          export default defineConfig({
            projectName: 'shop',
@@ -279,10 +281,18 @@ fn a_lumo_framework_config_loads_unchanged_with_its_keys_ignored() {
                ],
              },
            },
-         });",
-    );
+         });";
+    // A Lumo config names `aws` for Lumo's own infrastructure; lumo's needs a bucket and a table
+    // it does not have, so it runs as it is with `--provider local` (PRODUCT.md §7) and says
+    // what is missing otherwise.
+    let problems = invalid(source);
+    assert_problem(&problems, "aws.bucket", "--provider local");
+    assert_problem(&problems, "aws.table", "--provider local");
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    let dir = project(&[(CONFIG_FILE_NAME, source)]);
+    let config = load_with_provider(&config_path(&dir), Some(Provider::Local)).expect("loads");
     assert_eq!(config.project_name, "shop");
-    assert_eq!(config.provider, Provider::Aws);
+    assert_eq!(config.provider, Provider::Local);
     assert_eq!(config.region.as_deref(), Some("eu-west-2"));
     assert_eq!(config.environment.as_deref(), Some("dev"));
     assert_eq!(
@@ -1024,6 +1034,43 @@ fn aws_settings_are_checked() {
     assert_problem(&problems, "aws.runner", "must not be empty");
     assert_problem(&problems, "aws.regoin", "unknown key");
     assert_eq!(problems.len(), 7, "{problems:#?}");
+}
+
+/// Regression: a missing bucket or table was found only when the `aws` backend opened, after
+/// bundling, and alone instead of with the config's other problems.
+#[test]
+fn the_aws_provider_requires_a_bucket_and_a_table() {
+    let problems = invalid(
+        "export default { projectName: 'x', provider: 'aws', aws: { roleArn: 'arn:aws:iam::1:role/r' },
+           tasks: { a: { timeout: 0 } } };",
+    );
+    assert_problem(&problems, "aws.bucket", "is required with provider `aws`");
+    assert_problem(&problems, "aws.bucket", "`BucketName` output");
+    assert_problem(&problems, "aws.table", "`TableName` output");
+    assert_problem(&problems, "tasks.a.timeout", "1 to 900");
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+
+    // Through `--provider aws`, on a config without any `aws` section.
+    let dir = project(&[(
+        CONFIG_FILE_NAME,
+        "export default { projectName: 'x', provider: 'local' };",
+    )]);
+    match load_with_provider(&config_path(&dir), Some(Provider::Aws)) {
+        Err(ConfigError::Invalid { problems, .. }) => {
+            assert_problem(&problems, "aws.bucket", "is required with `--provider aws`");
+            assert_problem(&problems, "aws.table", "is required with `--provider aws`");
+            assert_eq!(problems.len(), 2, "{problems:#?}");
+        }
+        other => panic!("expected validation problems, got {other:?}"),
+    }
+
+    // An invalid value is reported once, as invalid, not also as missing; `local` needs neither.
+    let problems = invalid(
+        "export default { projectName: 'x', provider: 'aws', aws: { bucket: 'B', table: 'ok-table' } };",
+    );
+    assert_problem(&problems, "aws.bucket", "S3 bucket name");
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    loads("export default { projectName: 'x', provider: 'local' };");
 }
 
 #[test]

@@ -112,6 +112,9 @@ pub(super) fn validate(
         .get("region")
         .and_then(|v| checks::non_empty_string(&mut p, "region", v));
     let aws = map.get("aws").map(|v| aws(&mut p, v)).unwrap_or_default();
+    if provider == Provider::Aws {
+        require_aws_resources(&mut p, map.get("aws"), provider_override.is_some());
+    }
     let secrets = map
         .get("secrets")
         .map(|v| secrets(&mut p, v, &evaluated.secrets))
@@ -292,6 +295,41 @@ fn aws(p: &mut Problems, value: &Value) -> AwsSettings {
         .and_then(|v| checks::non_empty_string(p, "aws.runner", v))
         .map(PathBuf::from);
     aws
+}
+
+/// The `aws` provider cannot start without its bucket and table: say so here, with the other
+/// problems and before anything is bundled, rather than when the backend opens. A key that is
+/// there but invalid already has its own problem; an `aws` that is not an object too.
+fn require_aws_resources(p: &mut Problems, aws: Option<&Value>, from_flag: bool) {
+    let section = match aws {
+        None => None,
+        Some(Value::Object(map)) => Some(map),
+        Some(_) => return,
+    };
+    let provider = if from_flag {
+        "`--provider aws`"
+    } else {
+        "provider `aws`"
+    };
+    for (key, what, output) in [
+        ("bucket", "the S3 bucket for bundles and logs", "BucketName"),
+        (
+            "table",
+            "the DynamoDB table for the audit trail and locks",
+            "TableName",
+        ),
+    ] {
+        if section.is_none_or(|m| !m.contains_key(key)) {
+            p.add(
+                child("aws", key),
+                format!(
+                    "is required with {provider}: {what}, the `{output}` output of the stack \
+                     in `infra/` (see the README's \"Deploying to AWS\"); or run with \
+                     `--provider local`"
+                ),
+            );
+        }
+    }
 }
 
 fn is_bucket_name(name: &str) -> bool {

@@ -5,9 +5,9 @@
 //! Invariants:
 //! - a `<sha256>.zip` only ever appears by renaming a finished download whose sha256 was checked,
 //!   so a crash mid-download leaves a `.part` file, never a wrong zip under a trusted name;
-//! - the cache stays under its byte budget (Lambda's `/tmp` is 512 MB by default and the run's
-//!   unpacked bundle needs room too): after each download the least recently used zips go, never
-//!   the one about to run. A cache hit refreshes the zip's modification time, which is what
+//! - the cache stays under its byte budget (the runner function's `/tmp` also holds the run's
+//!   unpacked bundle and log; see `DEFAULT_CACHE_MAX_BYTES`): after each download the least
+//!   recently used zips go, never the one about to run. A cache hit refreshes the zip's modification time, which is what
 //!   "recently used" means here.
 //!
 //! Blocking file and network I/O: call it from tokio's blocking pool.

@@ -9,11 +9,14 @@ use async_trait::async_trait;
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::{Architecture as LambdaArch, FunctionCode, InvocationType, Runtime};
+use aws_sdk_lambda::types::{
+    Architecture as LambdaArch, EphemeralStorage, FunctionCode, InvocationType, Runtime,
+};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use lumo_runner::contract::{BundleLocation, InvokeRequest, InvokeResponse, UploadTarget};
 use lumo_runner::executor::OutputObserver;
+use lumo_runner::mask::Masker;
 use std::io::{Read, Seek};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -30,7 +33,15 @@ use crate::config::Architecture;
 /// The runner function's timeout: Lambda's maximum. Billing is by duration, so this costs
 /// nothing, and the runner stops each task at its own (lower) timeout.
 const FUNCTION_TIMEOUT_SECS: i32 = 900;
-/// How long a presigned URL outlives the task's timeout.
+/// How long the CLI waits for an Invoke beyond the function's timeout: Lambda's own overhead
+/// (a cold start is not part of the function's timeout) and the response's way back.
+const INVOKE_SLACK: Duration = Duration::from_secs(60);
+/// The runner function's `/tmp` (MB). Lambda's default of 512 MB does not hold the runner's
+/// bundle cache (up to 256 MiB, `lumo_runner::lambda::DEFAULT_CACHE_MAX_BYTES`), a download
+/// beside it and the unpacked bundle (up to Lambda's 250 MB) with the run's log at once; 1024
+/// does, with room to spare. The extra 512 MB costs a fraction of the function's memory price.
+const EPHEMERAL_STORAGE_MB: i32 = 1024;
+/// How long a presigned URL outlives the task's timeout (or the function's, when longer).
 const PRESIGN_SLACK: Duration = Duration::from_secs(15 * 60);
 /// Output up to this size is fetched from S3 after the run and shown in full; beyond it, the tail.
 const SHOW_FULL_OUTPUT_BYTES: u64 = 1 << 20;
@@ -136,6 +147,7 @@ impl LambdaExecutor {
                 .architectures(self.wanted_arch())
                 .memory_size(self.target.memory_size as i32)
                 .timeout(FUNCTION_TIMEOUT_SECS)
+                .ephemeral_storage(ephemeral_storage()?)
                 .description(description(&sha))
                 .tags("lumo:project", &self.target.project)
                 .tags("lumo:environment", env)
@@ -179,6 +191,7 @@ impl LambdaExecutor {
         }
         let settings_differ = config.memory_size() != Some(self.target.memory_size as i32)
             || config.timeout() != Some(FUNCTION_TIMEOUT_SECS)
+            || config.ephemeral_storage().map(EphemeralStorage::size) != Some(EPHEMERAL_STORAGE_MB)
             || config.handler() != Some("bootstrap")
             || config.runtime() != Some(&Runtime::Providedal2023)
             || wanted_description
@@ -197,6 +210,7 @@ impl LambdaExecutor {
                 .function_name(&name)
                 .memory_size(self.target.memory_size as i32)
                 .timeout(FUNCTION_TIMEOUT_SECS)
+                .ephemeral_storage(ephemeral_storage()?)
                 .handler("bootstrap")
                 .runtime(Runtime::Providedal2023)
                 .set_description(wanted_description);
@@ -272,6 +286,26 @@ impl LambdaExecutor {
             })?;
         Ok(())
     }
+}
+
+fn ephemeral_storage() -> BackendResult<EphemeralStorage> {
+    EphemeralStorage::builder()
+        .size(EPHEMERAL_STORAGE_MB)
+        .build()
+        .map_err(|e| BackendError::with_source("cannot describe the runner's `/tmp` size", e))
+}
+
+/// How long to wait for one Invoke before giving up on it.
+///
+/// Not the task's timeout: the runner may spend up to the function's own deadline downloading
+/// the bundle before the task even starts (its download is bounded by that deadline only), and
+/// after the task it uploads the output. A CLI that gave up earlier would record the run as
+/// failed and release the environment's lock while the function may still start the task. So
+/// the wait covers the longest the function may run: its timeout (Lambda's maximum, which lumo
+/// sets; a longer task timeout is lowered by the runner), plus slack.
+fn invoke_wait(task_timeout: Duration) -> Duration {
+    let function_timeout = Duration::from_secs(FUNCTION_TIMEOUT_SECS.unsigned_abs().into());
+    task_timeout.max(function_timeout) + INVOKE_SLACK
 }
 
 /// The runner binary zipped as `bootstrap` (deterministic, like every lumo zip).
@@ -355,7 +389,10 @@ impl TaskExecutor for LambdaExecutor {
     ) -> BackendResult<RunReport> {
         let name = function_name(&self.target.project, &request.env);
         let run_id = request.context.run_id.clone();
-        let expires = request.timeout + PRESIGN_SLACK;
+        // The runner uploads the log when the run ends, which may be as late as the function's
+        // deadline: the URLs must outlive the whole wait.
+        let wait = invoke_wait(request.timeout);
+        let expires = wait + PRESIGN_SLACK;
         let bundle_key = self.s3.bundle_key(&request.bundle);
         let log_key = self.s3.log_key(&run_id);
         let data_key = self.s3.data_key(&run_id);
@@ -381,14 +418,14 @@ impl TaskExecutor for LambdaExecutor {
         };
         let body = serde_json::to_vec(&payload)
             .map_err(|e| BackendError::with_source("cannot encode the runner payload", e))?;
-        // The call lasts as long as the task: read and operation timeouts sit well above it.
-        let wait = request.timeout + Duration::from_secs(120);
+        // The call lasts as long as the function may run: see `invoke_wait`.
         let timeouts = TimeoutConfig::builder()
             .read_timeout(wait)
             .operation_timeout(wait)
             .operation_attempt_timeout(wait)
             .build();
         let started_at = Timestamp::now();
+        let masker = Masker::new(payload.secrets.values().cloned());
         let invoke = self
             .invoke
             .invoke()
@@ -417,18 +454,14 @@ impl TaskExecutor for LambdaExecutor {
         let payload = response.payload().map(|b| b.as_ref()).unwrap_or_default();
 
         if let Some(kind) = response.function_error() {
-            // The runner itself failed (it could not fetch the bundle, or crashed): the run
-            // failed, and the record says why.
-            let error: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-            let message = format!(
-                "the runner function failed ({kind}): {}",
-                error
-                    .get("errorMessage")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("no message")
-            );
-            output.output(format!("{message}\n").as_bytes());
-            return Ok(RunReport::not_started(message, started_at));
+            let error = FunctionError::parse(kind, payload, &masker);
+            let failed = FailedRun {
+                function: &name,
+                env: &request.env,
+                task: &request.task,
+                bundle: &request.bundle,
+            };
+            return Err(self.function_failed(failed, error).await);
         }
         let outcome: InvokeResponse = serde_json::from_slice(payload).map_err(|e| {
             BackendError::with_source(
@@ -456,7 +489,114 @@ impl TaskExecutor for LambdaExecutor {
     }
 }
 
+/// What the runner function answered instead of a response: Lambda's `X-Amz-Function-Error`
+/// with the `{errorType, errorMessage}` the runner (`lumo.*` types) or Lambda itself
+/// (`Runtime.ExitError`, `Sandbox.Timedout`, ...) reported.
+#[derive(Debug, thiserror::Error)]
+#[error("{error_type}: {message}")]
+struct FunctionError {
+    error_type: String,
+    message: String,
+}
+
+/// The run a function error ended.
+struct FailedRun<'a> {
+    function: &'a str,
+    env: &'a str,
+    task: &'a str,
+    /// The bundle's sha256.
+    bundle: &'a str,
+}
+
+impl FunctionError {
+    /// `kind` is the header's value (`Unhandled`), the fallback when the body names no type.
+    fn parse(kind: &str, payload: &[u8], masker: &Masker) -> FunctionError {
+        let body: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+        let text = |key: &str| {
+            body.get(key)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        FunctionError {
+            error_type: text("errorType").unwrap_or_else(|| kind.to_string()),
+            message: masker.mask_str(&text("errorMessage").unwrap_or_else(|| "no message".into())),
+        }
+    }
+}
+
 impl LambdaExecutor {
+    /// The backend error for a function error.
+    ///
+    /// A function error is never the task's outcome: the runner answers everything the task does
+    /// (fail, time out, a bundle refused for its sha256, as `local` records it) with a response.
+    /// An error means the runner could not do its part (fetch the bundle, use its `/tmp`, read
+    /// the payload) or the function itself died or ran out of time: infrastructure, exit 4, as
+    /// `local` reports a bundle it cannot find. The error's type and message are the cause.
+    async fn function_failed(&self, run: FailedRun<'_>, error: FunctionError) -> BackendError {
+        let (name, task) = (run.function, run.task);
+        let deploy = format!("`lumo deploy --env {}`", run.env);
+        let logs = format!("the function's log in CloudWatch (`/aws/lambda/{name}`) says more");
+        let (message, hint) = match error.error_type.as_str() {
+            "lumo.BundleDownloadFailed" => {
+                let key = self.s3.bundle_key(run.bundle);
+                match self.s3.bundle_exists(&key).await {
+                    Ok(false) => (
+                        format!(
+                            "the bundle {} of task `{task}` is missing from `{}`",
+                            run.bundle,
+                            self.s3.url(&key)
+                        ),
+                        format!("deploy again ({deploy}) to upload it"),
+                    ),
+                    _ => (
+                        format!(
+                            "the runner function `{name}` could not download the bundle of task `{task}`"
+                        ),
+                        format!(
+                            "run it again; if it keeps failing, deploy again ({deploy}); {logs}"
+                        ),
+                    ),
+                }
+            }
+            "lumo.RunnerStorageFailed" => (
+                format!("the runner function `{name}` could not use its `/tmp` for task `{task}`"),
+                format!("run it again; {logs}"),
+            ),
+            "lumo.InvalidPayload" => (
+                format!(
+                    "the runner function `{name}` did not understand lumo's request for task `{task}`"
+                ),
+                format!(
+                    "its runner does not match this lumo: deploy again ({deploy}) to update it"
+                ),
+            ),
+            "Sandbox.Timedout" => (
+                format!(
+                    "the runner function `{name}` ran out of time on task `{task}` before it could answer"
+                ),
+                format!(
+                    "the runner ends every task before the function's deadline, so the time went to \
+                     fetching the bundle or uploading the output; {logs}"
+                ),
+            ),
+            kind if kind.starts_with("Runtime.") => (
+                format!(
+                    "the runner function `{name}` crashed or was stopped while running task `{task}`"
+                ),
+                format!(
+                    "it may have run out of memory: raise `aws.memorySize` (or the task's \
+                     `memorySize`) and deploy again; {logs}"
+                ),
+            ),
+            _ => (
+                format!("the runner function `{name}` failed on task `{task}`"),
+                logs,
+            ),
+        };
+        BackendError::with_source(message, error).hint(hint)
+    }
+
     /// A synchronous Invoke cannot stream, so the output is shown once the run ends: in full
     /// from S3 when it is small enough, else its tail.
     async fn show_output(
@@ -480,5 +620,38 @@ impl LambdaExecutor {
             output.output(note.as_bytes());
         }
         output.output(outcome.output_tail.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the CLI gave up on an Invoke after the task's timeout + 120 s (and released
+    /// the lock) while the runner could still be downloading the bundle, up to the function's
+    /// 900 s deadline, and then start the task.
+    #[test]
+    fn the_invoke_wait_outlasts_the_function() {
+        let function = Duration::from_secs(FUNCTION_TIMEOUT_SECS as u64);
+        for task in [1, 10, 300, 900] {
+            let wait = invoke_wait(Duration::from_secs(task));
+            assert!(wait > function, "task timeout {task} s: waits {wait:?}");
+        }
+    }
+
+    #[test]
+    fn a_function_error_keeps_its_type_and_masks_its_message() {
+        let masker = Masker::new(["hunter2".to_string()]);
+        let error = FunctionError::parse(
+            "Unhandled",
+            br#"{"errorType":"lumo.BundleDownloadFailed","errorMessage":"could not download: hunter2"}"#,
+            &masker,
+        );
+        assert_eq!(
+            error.to_string(),
+            "lumo.BundleDownloadFailed: could not download: ***"
+        );
+        let error = FunctionError::parse("Unhandled", b"not json", &masker);
+        assert_eq!(error.to_string(), "Unhandled: no message");
     }
 }

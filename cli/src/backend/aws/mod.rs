@@ -87,8 +87,11 @@ impl AwsTarget {
     }
 }
 
-/// The runner's Lambda binary: `--runner`/`LUMO_RUNNER`, else `aws.runner`, else where
-/// `cargo lambda build --release -p lumo-runner` puts it. A directory means its `bootstrap`.
+/// The runner's Lambda binary: `--runner`/`LUMO_RUNNER`, else `aws.runner` (relative to the
+/// project), else where `cargo lambda build --release -p lumo-runner` puts it when the project is
+/// built in the lumo repository itself (`$CARGO_TARGET_DIR` or the project's `target/`). A
+/// directory means its `bootstrap`. Every candidate is absolute, so the error for a missing
+/// binary names exactly where lumo looked.
 fn find_runner(project: &Project, opts: &ConnectOptions) -> (Option<PathBuf>, Vec<PathBuf>) {
     let root = project.root();
     let mut candidates: Vec<PathBuf> = Vec::new();
@@ -103,11 +106,8 @@ fn find_runner(project: &Project, opts: &ConnectOptions) -> (Option<PathBuf>, Ve
         candidates.push(root.join("target/lambda/lumo-runner/bootstrap"));
     }
     let resolved = candidates.iter().map(|c| {
-        if c.is_dir() {
-            c.join("bootstrap")
-        } else {
-            c.clone()
-        }
+        let c = std::path::absolute(c).unwrap_or_else(|_| c.clone());
+        if c.is_dir() { c.join("bootstrap") } else { c }
     });
     let found = resolved.clone().find(|c| c.is_file());
     (found, resolved.collect())
@@ -199,7 +199,9 @@ async fn caller_identity(sdk: &aws_config::SdkConfig) -> Option<String> {
     }
 }
 
-/// `BackendError` for a missing runner binary, saying how to build it.
+/// `BackendError` for a missing runner binary: where lumo looked (absolute paths), how to build
+/// it, and the three ways to point lumo at it. The binary is built in the lumo repository, not
+/// in the user's project, so the default places rarely hold it.
 pub fn runner_missing(target: &AwsTarget) -> BackendError {
     let searched = target
         .runner_searched
@@ -211,8 +213,14 @@ pub fn runner_missing(target: &AwsTarget) -> BackendError {
         Architecture::Arm64 => "--arm64",
         Architecture::X86_64 => "--x86-64",
     };
-    BackendError::new(format!("the lumo runner binary for Lambda is missing (looked for {searched})")).hint(format!(
-        "build it with `cargo lambda build --release -p lumo-runner {arch}` in the lumo repository, \
-         then point `--runner`, `LUMO_RUNNER` or `aws.runner` at `target/lambda/lumo-runner/bootstrap`"
+    BackendError::new(format!(
+        "the lumo runner binary for Lambda is missing (looked for {searched})"
+    ))
+    .hint(format!(
+        "build it in the lumo repository with `cargo lambda build --release -p lumo-runner {arch}`, \
+         then point lumo at the absolute path of the `bootstrap` it wrote \
+         (`<lumo repository>/target/lambda/lumo-runner/bootstrap`) in one of three ways: \
+         `LUMO_RUNNER=/abs/path/bootstrap`, `--runner /abs/path/bootstrap`, or \
+         `aws: {{ runner: '/abs/path/bootstrap' }}` in `lumo.config.js`"
     ))
 }

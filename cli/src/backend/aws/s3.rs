@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::head_object::HeadObjectError;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -77,7 +80,14 @@ impl S3Store {
         Ok(request.uri().to_string())
     }
 
-    pub async fn exists(&self, key: &str) -> BackendResult<bool> {
+    /// Whether the bundle object `key` is there, as far as lumo may tell.
+    ///
+    /// Only for content-addressed bundle keys: a 403 counts as absent. S3 answers a HeadObject
+    /// of a missing key with 403 instead of 404 when the caller may not `s3:ListBucket` the
+    /// bucket unconditionally (a deployer policy scoped to a prefix, say), so a 403 here
+    /// usually means "not there". Uploading again is harmless since the key names its content;
+    /// if the caller may not write either, the PutObject says so with its own `AccessDenied`.
+    pub async fn bundle_exists(&self, key: &str) -> BackendResult<bool> {
         match self
             .client
             .head_object()
@@ -87,7 +97,7 @@ impl S3Store {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Err(e) if head_says_absent(&e) => Ok(false),
             Err(e) => Err(sdk_error(&format!("checking `{}`", self.url(key)), e)),
         }
     }
@@ -132,6 +142,18 @@ impl S3Store {
     }
 }
 
+/// A HeadObject error that means "no such object" for a content-addressed key: 404, or 403
+/// (see [`S3Store::bundle_exists`]).
+fn head_says_absent(error: &SdkError<HeadObjectError, HttpResponse>) -> bool {
+    if error.as_service_error().is_some_and(|e| e.is_not_found()) {
+        return true;
+    }
+    matches!(
+        error.raw_response().map(|r| r.status().as_u16()),
+        Some(403 | 404)
+    )
+}
+
 fn presigning(expires: Duration) -> BackendResult<PresigningConfig> {
     PresigningConfig::expires_in(expires)
         .map_err(|e| BackendError::with_source("cannot presign an S3 URL", e))
@@ -142,7 +164,7 @@ impl BundleStore for S3Store {
     async fn put(&self, bundle: &BuiltBundle) -> BackendResult<bool> {
         let key = self.bundle_key(&bundle.sha256);
         // Content-addressed: a key that exists holds exactly these bytes.
-        if self.exists(&key).await? {
+        if self.bundle_exists(&key).await? {
             return Ok(false);
         }
         let body = ByteStream::from_path(&bundle.path).await.map_err(|e| {
@@ -167,5 +189,33 @@ impl BundleStore for S3Store {
                 )
             })?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    fn head_error(status: u16) -> SdkError<HeadObjectError, HttpResponse> {
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        let error = if status == 404 {
+            HeadObjectError::NotFound(aws_sdk_s3::types::error::NotFound::builder().build())
+        } else {
+            HeadObjectError::generic(ErrorMetadata::builder().build())
+        };
+        SdkError::service_error(error, raw)
+    }
+
+    /// Regression: a deployer without unconditional `s3:ListBucket` gets 403 for a missing
+    /// bundle, which stopped the deploy instead of uploading the bundle.
+    #[test]
+    fn a_forbidden_head_of_a_bundle_means_absent() {
+        assert!(head_says_absent(&head_error(404)));
+        assert!(head_says_absent(&head_error(403)));
+        assert!(!head_says_absent(&head_error(500)));
+        assert!(!head_says_absent(&head_error(400)));
     }
 }
