@@ -650,6 +650,14 @@ async fn spawn_retrying_busy(command: &mut Command) -> io::Result<tokio::process
 
 /// Why the task could not be started, with a hint where the OS error alone misleads.
 fn start_error_reason(process: &TaskProcess, error: &io::Error) -> String {
+    if let Entry::Program(path) = &process.entry
+        && error.raw_os_error() == Some(nix::errno::Errno::ENOEXEC as i32)
+    {
+        return format!(
+            "{error}; {}",
+            not_executable_hint(path, &process.working_directory.join(path))
+        );
+    }
     let hint = match (&process.entry, error.kind()) {
         (Entry::Program(path), io::ErrorKind::NotFound)
             if process.working_directory.join(path).is_file() =>
@@ -663,6 +671,22 @@ fn start_error_reason(process: &TaskProcess, error: &io::Error) -> String {
         _ => "",
     };
     format!("{error}{hint}")
+}
+
+/// Why the kernel refused to run `file` ("Exec format error"): a script without a `#!` line
+/// (which a shell would run with `sh`, but `execve` does not), or a binary for another system.
+fn not_executable_hint(path: &str, file: &Path) -> String {
+    let mut start = [0u8; 4];
+    let read = std::fs::File::open(file).and_then(|mut f| io::Read::read(&mut f, &mut start));
+    match read {
+        Ok(n) if start[..n].starts_with(b"\x7fELF") => format!(
+            "`{path}` is a program built for another system or processor; build it for this one"
+        ),
+        _ => format!(
+            "`{path}` is not a program and does not start with a `#!` line naming its \
+             interpreter; if it is a script, add one as its first line, such as `#!/bin/sh`"
+        ),
+    }
 }
 
 fn entry_label(entry: &Entry) -> &str {

@@ -648,6 +648,32 @@ async fn a_task_that_cannot_start_is_a_failed_run() {
         outcome.message
     );
 
+    // Regression: a script without a `#!` line failed with "Exec format error" and no hint.
+    let (outcome, _) = run(f.program("noshebang.sh", "echo hi\n", 0o755)).await;
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert!(
+        outcome
+            .message
+            .starts_with("could not start `noshebang.sh`: ")
+            && outcome.message.contains("`noshebang.sh` is not a program")
+            && outcome.message.contains("`#!/bin/sh`"),
+        "{}",
+        outcome.message
+    );
+    let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+    elf.resize(64, 0xff);
+    let file = f.work.join("foreign");
+    fs::write(&file, &elf).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut foreign = f.command("unused");
+    foreign.entry = Entry::Program("foreign".into());
+    let (outcome, _) = run(foreign).await;
+    assert!(
+        outcome.message.contains("built for another system"),
+        "{}",
+        outcome.message
+    );
+
     let mut escaping = f.command("unused");
     escaping.entry = Entry::Program("../outside.sh".into());
     let (outcome, _) = run(escaping).await;
