@@ -4,7 +4,8 @@
 //! that `lumo` on a laptop (the `local` provider) and the Lambda runner record the same status
 //! and message for the same task. The parts that need care:
 //! - the task runs as the leader of its own process group, so a timeout stops everything it
-//!   forked and nothing outlives the run (`group.rs`);
+//!   forked, and what left the group is found among our children, so nothing outlives the run
+//!   (`group.rs`);
 //! - stdout and stderr share one pipe, so their lines keep the order the task wrote them in;
 //! - output is masked, streamed, logged and summarised as it arrives, never held whole
 //!   (`output.rs`);
@@ -65,6 +66,11 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// How often the group is checked for live processes while waiting for it to empty.
 const GROUP_POLL: Duration = Duration::from_millis(20);
+
+/// How many times the processes that left a task's group are looked for and stopped: stopping
+/// one can orphan its children, found the next time. Only a task that forks faster than it is
+/// killed needs more, and it gets a warning.
+const ESCAPED_ROUNDS: usize = 10;
 
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -291,8 +297,8 @@ pub async fn execute(
     // The command keeps our copies of the pipe's write end; closing them now means the pipe
     // reaches EOF as soon as the task's processes have closed theirs.
     drop(command);
-    let mut child = match spawned {
-        Ok(child) => child,
+    let (mut child, live) = match spawned {
+        Ok(spawned) => spawned,
         Err(e) => {
             let reason = start_error_reason(&process, &e);
             return Ok(not_started(&process.entry, &reason, &masker, started_at));
@@ -307,7 +313,11 @@ pub async fn execute(
         });
     };
     let pgid = Pid::from_raw(pid);
-    let mut guard = GroupGuard { pgid, armed: true };
+    let mut guard = GroupGuard {
+        pgid,
+        run_id: &process.context.run_id,
+        armed: true,
+    };
     tracing::debug!(pid, task = %process.context.task, "task started");
     // Should the process running us die (kill -9), whoever finds the run orphaned can stop
     // its process group from this file. Best effort: a run without it still runs.
@@ -352,6 +362,11 @@ pub async fn execute(
         group::reap_dead_members(pgid);
     }
     guard.armed = false;
+    // The group is gone; what is left of the run had left the group (`setsid`) and, its
+    // parent gone, is now our child.
+    drop(live);
+    out.stop_escaped(&process.context.run_id, process.kill_grace)
+        .await;
     out.drain(DRAIN_AFTER_GROUP_ENDS).await;
     if let Some(writer) = stdin_writer {
         writer.abort();
@@ -432,16 +447,19 @@ async fn prepare_scratch(process: &TaskProcess) -> Result<ScratchFiles, ExecErro
 }
 
 /// Kills the task's whole group if [`execute`] is abandoned half-way (its future dropped, or
-/// an error return), so a cancelled run leaves nothing behind.
-struct GroupGuard {
+/// an error return), so a cancelled run leaves nothing behind: the group, and (best effort,
+/// there is no waiting here) what left it and is already our child.
+struct GroupGuard<'a> {
     pgid: Pid,
+    run_id: &'a str,
     armed: bool,
 }
 
-impl Drop for GroupGuard {
+impl Drop for GroupGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
             group::signal(self.pgid, Signal::SIGKILL);
+            group::Escaped::new(self.run_id).signal(Signal::SIGKILL);
         }
     }
 }
@@ -499,6 +517,40 @@ impl OutputPump<'_> {
         }
     }
 
+    /// Stops and reaps the processes of run `run_id` that left its group ([`group::Escaped`]):
+    /// SIGTERM, up to `grace` for them to exit, then SIGKILL; again while stopping them
+    /// orphans more.
+    async fn stop_escaped(&mut self, run_id: &str, grace: Duration) {
+        let mut escaped = group::Escaped::new(run_id);
+        for _ in 0..ESCAPED_ROUNDS {
+            if escaped.signal(Signal::SIGTERM) == 0 {
+                return;
+            }
+            if self
+                .pump(tokio::time::timeout(grace, all_reaped(&mut escaped)))
+                .await
+                .is_ok()
+            {
+                continue;
+            }
+            tracing::debug!(
+                "processes that left the task's group outlived SIGTERM; sending SIGKILL"
+            );
+            escaped.signal(Signal::SIGKILL);
+            if self
+                .pump(tokio::time::timeout(KILL_WAIT, all_reaped(&mut escaped)))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        // Out of rounds, or SIGKILL did not end them: a last look, then give up on them.
+        if escaped.signal(Signal::SIGKILL) > 0 {
+            tracing::warn!("processes of run {run_id} that left its process group are still alive");
+        }
+    }
+
     /// Stops every process left in the group: SIGTERM, up to `grace` for them to exit, then
     /// SIGKILL. Returns once the group is empty (zombies aside) and `leader`, if given, has
     /// exited.
@@ -553,6 +605,13 @@ fn leader_running(leader: &mut Option<&mut Child>) -> bool {
     leader
         .as_deref_mut()
         .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+}
+
+/// Completes once every process `escaped` has signalled is reaped.
+async fn all_reaped(escaped: &mut group::Escaped) {
+    while !escaped.reap() {
+        tokio::time::sleep(GROUP_POLL).await;
+    }
 }
 
 /// Completes once no live process is left in the group and the leader, if given, has exited.
@@ -630,15 +689,16 @@ fn task_command(
     Ok(command)
 }
 
-/// Spawns `command`, retrying briefly on ETXTBSY. A bundle unpacked moments ago can make exec
-/// fail with "text file busy" when another thread of this process forked (to start another
-/// task) while the entry's file was still open for writing; the fork's copy of that descriptor
-/// is closed as soon as it execs, so the condition passes by itself.
-async fn spawn_retrying_busy(command: &mut Command) -> io::Result<tokio::process::Child> {
+/// Spawns `command` as a live task ([`group::spawn_leader`]), retrying briefly on ETXTBSY. A
+/// bundle unpacked moments ago can make exec fail with "text file busy" when another thread of
+/// this process forked (to start another task) while the entry's file was still open for
+/// writing; the fork's copy of that descriptor is closed as soon as it execs, so the condition
+/// passes by itself.
+async fn spawn_retrying_busy(command: &mut Command) -> io::Result<(Child, group::LiveTask)> {
     const ETXTBSY: i32 = nix::errno::Errno::ETXTBSY as i32;
     let mut attempt = 0;
     loop {
-        match command.spawn() {
+        match group::spawn_leader(command) {
             Err(e) if e.raw_os_error() == Some(ETXTBSY) && attempt < 5 => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(20 * attempt)).await;

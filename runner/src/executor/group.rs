@@ -6,11 +6,60 @@
 //! zombie) still counts for `kill`, and a zombie whose parent is not us can only be reaped by
 //! that parent. A zombie runs no code and holds no pipe, so it counts as gone here; on Linux the
 //! member states are read from `/proc`.
+//!
+//! A process can also leave the group (`setsid`, `setpgid`), out of reach of signals to it.
+//! Once its parent has exited it is re-parented to us (the subreaper), and [`Escaped`] finds
+//! it among our children by the `LUMO_RUN_ID` in its environment. With `--concurrency` several
+//! tasks run in this one process at once: [`LIVE_TASKS`] names their leaders and groups, which
+//! are never taken for leftovers of another run.
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// The leaders (and so the process groups) of the tasks this process is running now.
+///
+/// A task is added in the same critical section that spawns it, and the search for escaped
+/// processes holds the lock while it looks and signals: a task that has just been started can
+/// never be mistaken for a stray child of ours.
+static LIVE_TASKS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn live_tasks() -> MutexGuard<'static, Vec<i32>> {
+    // The list stays consistent whatever panicked while holding it: every change is one push
+    // or one removal.
+    LIVE_TASKS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running task in [`LIVE_TASKS`]; removed when dropped.
+pub(crate) struct LiveTask {
+    pid: Option<i32>,
+}
+
+impl Drop for LiveTask {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            let mut live = live_tasks();
+            if let Some(at) = live.iter().position(|&p| p == pid) {
+                live.swap_remove(at);
+            }
+        }
+    }
+}
+
+/// Starts a task's process (which must lead a new process group) and registers it as live.
+pub(crate) fn spawn_leader(command: &mut Command) -> io::Result<(Child, LiveTask)> {
+    let mut live = live_tasks();
+    let child = command.spawn()?;
+    let pid = child.id().and_then(|id| i32::try_from(id).ok());
+    live.extend(pid);
+    Ok((child, LiveTask { pid }))
+}
 
 /// Makes this process the "child subreaper" of its descendants (Linux `PR_SET_CHILD_SUBREAPER`):
 /// when a task's process exits and leaves children behind, they are re-parented to us instead
@@ -65,6 +114,115 @@ pub(crate) fn reap_dead_members(pgid: Pid) {
     }
 }
 
+/// The processes of one run that left its process group and have been re-parented to us, to
+/// stop and reap after the run: each is sent a signal (its whole group when it leads one, as a
+/// `setsid` process does) and reaped by its pid.
+///
+/// Stopping one may orphan more (its children, now re-parented to us), so callers go round
+/// until [`Escaped::signal`] finds none. Only processes whose environment carries this run's
+/// `LUMO_RUN_ID` are taken, and the members of groups already being stopped: whatever else is
+/// our child (another run's processes, a `git` the embedding program started) is not ours to
+/// kill. A process that cleared its environment is not found; the output pipe it may hold is
+/// then given up on after a short drain. Does nothing outside Linux.
+pub(crate) struct Escaped {
+    run_id: String,
+    /// Every process and every group signalled so far.
+    signalled: HashSet<i32>,
+    groups: HashSet<i32>,
+    /// Signalled processes not reaped yet.
+    unreaped: HashSet<i32>,
+}
+
+impl Escaped {
+    pub(crate) fn new(run_id: &str) -> Escaped {
+        Escaped {
+            run_id: run_id.to_owned(),
+            signalled: HashSet::new(),
+            groups: HashSet::new(),
+            unreaped: HashSet::new(),
+        }
+    }
+
+    /// Finds the run's escaped processes among our children, sends each `signal` (and SIGCONT,
+    /// so a stopped one acts on it), and reaps those of them that are already dead. Returns
+    /// how many live ones it signalled.
+    pub(crate) fn signal(&mut self, signal: Signal) -> usize {
+        #[cfg(target_os = "linux")]
+        {
+            // Held while looking and signalling: see `LIVE_TASKS`.
+            let live = live_tasks();
+            let me = nix::unistd::getpid().as_raw();
+            let mut found = 0;
+            for child in linux::children_of(me) {
+                if live.contains(&child.pid) || live.contains(&child.pgrp) {
+                    continue;
+                }
+                let known =
+                    self.signalled.contains(&child.pid) || self.groups.contains(&child.pgrp);
+                if child.is_zombie() {
+                    // Dead already: reaped if we know it is the run's. An unknown zombie's
+                    // environment is gone, so there is no telling whose it is.
+                    if known {
+                        reap_one(child.pid);
+                        self.unreaped.remove(&child.pid);
+                    }
+                    continue;
+                }
+                if !known && !linux::environment_names_run(child.pid, &self.run_id) {
+                    continue;
+                }
+                let pid = Pid::from_raw(child.pid);
+                let leads_group = child.pgrp == child.pid;
+                tracing::debug!(%pid, %signal, "stopping a process that left the task's group");
+                // A stopped process would only act on SIGTERM once continued.
+                for sig in [signal, Signal::SIGCONT] {
+                    let sent = if leads_group {
+                        killpg(pid, sig)
+                    } else {
+                        nix::sys::signal::kill(pid, sig)
+                    };
+                    match sent {
+                        Ok(()) | Err(Errno::ESRCH) => {}
+                        Err(errno) => {
+                            tracing::warn!("could not send {sig} to process {pid}: {errno}")
+                        }
+                    }
+                }
+                if leads_group {
+                    self.groups.insert(child.pid);
+                }
+                self.signalled.insert(child.pid);
+                self.unreaped.insert(child.pid);
+                found += 1;
+            }
+            found
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (signal, &self.run_id, &self.signalled, &self.groups);
+            0
+        }
+    }
+
+    /// Reaps the signalled processes that have exited; whether all of them have.
+    pub(crate) fn reap(&mut self) -> bool {
+        self.unreaped.retain(|&pid| !reap_one(pid));
+        self.unreaped.is_empty()
+    }
+}
+
+/// Reaps child `pid` if it has exited, without blocking; whether it is gone.
+fn reap_one(pid: i32) -> bool {
+    loop {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return false,
+            Err(Errno::EINTR) => {}
+            // Exited, or no longer (never) our child: either way not ours to wait for.
+            Ok(_) | Err(_) => return true,
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod linux {
     use nix::unistd::Pid;
@@ -85,9 +243,9 @@ mod linux {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };
-            if let Some((state, pgrp)) = parse_stat(&stat)
-                && pgrp == pgid.as_raw()
-                && !matches!(state, 'Z' | 'X' | 'x')
+            if let Some(stat) = parse_stat(&stat)
+                && stat.pgrp == pgid.as_raw()
+                && !stat.is_zombie()
             {
                 return Some(true);
             }
@@ -95,15 +253,69 @@ mod linux {
         Some(false)
     }
 
-    /// State and process group from `/proc/<pid>/stat`: `pid (comm) state ppid pgrp ...`. The
-    /// command name may contain spaces and parentheses, so fields are counted after the last `)`.
-    pub(super) fn parse_stat(stat: &str) -> Option<(char, i32)> {
-        let after_comm = &stat[stat.rfind(')')? + 1..];
-        let mut fields = after_comm.split_ascii_whitespace();
+    /// What `/proc/<pid>/stat` says about a process.
+    #[derive(Debug, PartialEq)]
+    pub(super) struct Stat {
+        pub pid: i32,
+        pub state: char,
+        pub ppid: i32,
+        pub pgrp: i32,
+    }
+
+    impl Stat {
+        /// Dead but not reaped (or being reaped): runs no code, holds no pipe.
+        pub fn is_zombie(&self) -> bool {
+            matches!(self.state, 'Z' | 'X' | 'x')
+        }
+    }
+
+    /// Parses `/proc/<pid>/stat`: `pid (comm) state ppid pgrp ...`. The command name may
+    /// contain spaces and parentheses, so fields are counted after the last `)`.
+    pub(super) fn parse_stat(stat: &str) -> Option<Stat> {
+        let comm_end = stat.rfind(')')?;
+        let pid = stat[..comm_end].split_once(' ')?.0.parse().ok()?;
+        let mut fields = stat[comm_end + 1..].split_ascii_whitespace();
         let state = fields.next()?.chars().next()?;
-        let _ppid = fields.next()?;
+        let ppid = fields.next()?.parse().ok()?;
         let pgrp = fields.next()?.parse().ok()?;
-        Some((state, pgrp))
+        Some(Stat {
+            pid,
+            state,
+            ppid,
+            pgrp,
+        })
+    }
+
+    /// The processes whose parent is `parent`, as `/proc` has them now.
+    pub(super) fn children_of(parent: i32) -> Vec<Stat> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .as_encoded_bytes()
+                    .iter()
+                    .all(u8::is_ascii_digit)
+            })
+            .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+            .filter_map(|stat| parse_stat(&stat))
+            .filter(|stat| stat.ppid == parent)
+            .collect()
+    }
+
+    /// Whether process `pid` was started with `LUMO_RUN_ID=<run_id>` in its environment (which
+    /// every process of a run inherits unless it clears its environment).
+    pub(super) fn environment_names_run(pid: i32, run_id: &str) -> bool {
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            return false;
+        };
+        let wanted = format!("LUMO_RUN_ID={run_id}");
+        environ
+            .split(|&b| b == 0)
+            .any(|var| var == wanted.as_bytes())
     }
 
     #[cfg(test)]
@@ -114,10 +326,46 @@ mod linux {
         fn parses_stat_with_odd_command_names() {
             assert_eq!(
                 parse_stat("42 (sleep) S 1 40 40 0 -1 4194560"),
-                Some(('S', 40))
+                Some(Stat {
+                    pid: 42,
+                    state: 'S',
+                    ppid: 1,
+                    pgrp: 40
+                })
             );
-            assert_eq!(parse_stat("42 (a) b (c) Z 1 77 77 0"), Some(('Z', 77)));
+            assert_eq!(
+                parse_stat("43 (a) b (c) Z 7 77 77 0"),
+                Some(Stat {
+                    pid: 43,
+                    state: 'Z',
+                    ppid: 7,
+                    pgrp: 77
+                })
+            );
             assert_eq!(parse_stat("garbage"), None);
+        }
+
+        #[test]
+        fn finds_its_own_children_and_their_environment() {
+            let mut child = std::process::Command::new("sleep")
+                .arg("10")
+                .env("LUMO_RUN_ID", "01CHILD")
+                .spawn()
+                .unwrap();
+            let pid = i32::try_from(child.id()).unwrap();
+            let me = nix::unistd::getpid().as_raw();
+            let found = children_of(me).into_iter().any(|c| c.pid == pid);
+            // Until the child has exec'd, `/proc` shows the environment it forked with.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let mut named = environment_names_run(pid, "01CHILD");
+            while !named && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                named = environment_names_run(pid, "01CHILD");
+            }
+            let other = environment_names_run(pid, "01CHIL");
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(found && named && !other);
         }
 
         #[test]

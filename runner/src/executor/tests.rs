@@ -508,14 +508,65 @@ async fn background_children_left_behind_are_stopped_and_reaped() {
     assert!(!is_alive(f.pid("stubborn.pid")));
 }
 
+/// Waits up to a few seconds for `pid` to leave `/proc` (exited and reaped).
+async fn reaped_soon(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Regression: a process that left the task's group (`setsid`) outlived the run, re-parented
+/// to the process running lumo, and held the output pipe until the drain gave up on it.
 #[tokio::test]
-async fn a_child_that_escaped_the_group_cannot_hold_the_run_open() {
+async fn a_child_that_escaped_the_group_is_stopped_and_reaped() {
     let f = fixture();
     let started = Instant::now();
-    // The escaped process keeps the output pipe open; the leader waits until it has left the
-    // group, so it is not stopped with the group's leftovers.
+    // The leader waits until the child has left the group, so it is not stopped with the
+    // group's leftovers.
     let (outcome, seen) = run(f.command(
         "setsid sh -c 'touch escaped; exec sleep 30' & echo $! > escaped.pid
+         while [ ! -e escaped ]; do sleep 0.01; done; echo bye",
+    ))
+    .await;
+    let took = started.elapsed();
+    let escaped = f.pid("escaped.pid");
+    assert!(
+        !Path::new(&format!("/proc/{escaped}")).exists(),
+        "the escaped process {escaped} was not stopped and reaped"
+    );
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert_eq!(seen, "bye\n");
+    assert!(took < DRAIN_AFTER_GROUP_ENDS, "{took:?}");
+
+    // On a timeout too, and with what the escaped process forked in its own group, including
+    // a child that ignores SIGTERM.
+    let mut p = f.command(
+        "setsid sh -c '(trap \"\" TERM; exec sleep 31) & echo $! > inner.pid; touch escaped2; wait' &
+         echo $! > escaped2.pid
+         while [ ! -e escaped2 ]; do sleep 0.01; done; sleep 30",
+    );
+    p.timeout = Duration::from_millis(500);
+    let (outcome, _) = run(p).await;
+    assert_eq!(outcome.status, RunStatus::TimedOut);
+    for file in ["escaped2.pid", "inner.pid"] {
+        let pid = f.pid(file);
+        assert!(reaped_soon(pid).await, "{file}: {pid} outlived the run");
+    }
+}
+
+#[tokio::test]
+async fn a_child_that_escaped_and_cleared_its_environment_cannot_hold_the_run_open() {
+    let f = fixture();
+    let started = Instant::now();
+    // Without `LUMO_RUN_ID` there is no telling the process is the run's: it is left alone,
+    // but the run does not wait for the pipe it holds.
+    let (outcome, seen) = run(f.command(
+        "setsid env -i /bin/sh -c ': > escaped; exec /bin/sleep 30' & echo $! > escaped.pid
          while [ ! -e escaped ]; do sleep 0.01; done; echo bye",
     ))
     .await;
@@ -523,14 +574,52 @@ async fn a_child_that_escaped_the_group_cannot_hold_the_run_open() {
     let escaped = Pid::from_raw(f.pid("escaped.pid"));
     let still_there = is_alive(escaped.as_raw());
     let _ = nix::sys::signal::kill(escaped, Signal::SIGKILL);
-    assert!(
-        still_there,
-        "the escaped process should be out of the executor's reach"
-    );
+    assert!(still_there);
     assert_eq!(outcome.status, RunStatus::Succeeded);
     assert_eq!(seen, "bye\n");
     assert!(took >= DRAIN_AFTER_GROUP_ENDS, "{took:?}");
     assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+/// With `--concurrency`, one run ending must not stop another's processes: its leader and the
+/// orphans in its group even under the same run id (the registry of live tasks), nor what left
+/// the group of a run with another id.
+#[tokio::test]
+async fn an_ending_run_leaves_the_processes_of_running_ones_alone() {
+    let f = fixture();
+    let spawn_long = |script: &str, run_id: &str| {
+        let mut p = f.command(script);
+        p.context.run_id = run_id.into();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            execute(p, &mut seen).await.map(|o| o.message)
+        })
+    };
+    let same = spawn_long(
+        "(sleep 30 & echo $! > orphan.pid)
+         touch started-same; sleep 1.5
+         kill -0 \"$(cat orphan.pid)\" && echo orphan alive",
+        "01SAME",
+    );
+    let other = spawn_long(
+        "(setsid sleep 30 & echo $! > escaped.pid)
+         touch started-other; sleep 1.5
+         kill -0 \"$(cat escaped.pid)\" && echo escaped alive",
+        "01OTHER",
+    );
+    while !f.work.join("started-same").exists() || !f.work.join("started-other").exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut short = f.command("setsid sleep 30 & echo $! > short.pid; echo bye");
+    short.context.run_id = "01SAME".into();
+    let (outcome, _) = run(short).await;
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert!(reaped_soon(f.pid("short.pid")).await);
+
+    assert_eq!(same.await.unwrap().unwrap(), "orphan alive");
+    assert_eq!(other.await.unwrap().unwrap(), "escaped alive");
+    assert!(reaped_soon(f.pid("escaped.pid")).await);
+    assert!(reaped_soon(f.pid("orphan.pid")).await);
 }
 
 #[tokio::test]
