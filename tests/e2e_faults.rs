@@ -423,7 +423,8 @@ fn an_interrupted_run_stops_its_task_and_records_why(env: Env) {
     env.config("", "{ slow: { runOn: [], timeout: 120 } }");
     env.p().task(
         "slow",
-        r#"sleep 60 &
+        r#"trap 'echo "got TERM, cleaning up"; exit 143' TERM
+sleep 60 &
 echo $! > "@OUT@/child"
 wait"#,
     );
@@ -454,6 +455,10 @@ wait"#,
     );
     assert!(env.status().lock.writer.is_none(), "the lock was left held");
     if !env.is_aws() {
+        // Stopped as on a timeout: SIGTERM first, so the task could clean up, output kept.
+        let logs = env.p().logs(&run.id);
+        let output = logs.output.clone().unwrap_or_default();
+        assert!(output.contains("got TERM, cleaning up"), "{logs:?}");
         let pid: i32 = env.p().read_out("child").trim().parse().unwrap();
         let gone = (0..100).any(|_| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -2585,6 +2585,11 @@ fn the_log_holds_the_output_while_the_task_runs_and_after_lumo_is_killed() {
         found = logged();
     }
     let still_running = lumo.try_wait().unwrap().is_none();
+    // `lumo logs` shows it too while the run goes on (its record has no log ref yet).
+    let live_logs = found.as_ref().map(|(path, _)| {
+        let run_id = path.file_stem().unwrap().to_str().unwrap().to_string();
+        p.logs(&run_id)
+    });
     lumo.kill().unwrap();
     lumo.wait().unwrap();
     let after_kill = found
@@ -2601,6 +2606,12 @@ fn the_log_holds_the_output_while_the_task_runs_and_after_lumo_is_killed() {
     assert!(still_running, "lumo ended before the check");
     assert_eq!(text, format!("{LINE}\n"));
     assert_eq!(after_kill.as_deref(), Some(text.as_str()), "after kill -9");
+    let live_logs = live_logs.unwrap();
+    assert_eq!(
+        live_logs.output.as_deref(),
+        Some(text.as_str()),
+        "{live_logs:?}"
+    );
 }
 
 /// The pids of live processes with `arg` among their command-line arguments.

@@ -63,6 +63,8 @@ impl fmt::Display for StopReason {
 #[derive(Clone)]
 pub struct StopSignal {
     sender: Arc<watch::Sender<Option<StopReason>>>,
+    /// The same, as the plain flag the runner's executor watches.
+    flag: Arc<watch::Sender<bool>>,
     guards: Arc<AtomicUsize>,
 }
 
@@ -76,6 +78,7 @@ impl StopSignal {
     pub fn new() -> StopSignal {
         StopSignal {
             sender: Arc::new(watch::channel(None).0),
+            flag: Arc::new(watch::channel(false).0),
             guards: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -89,6 +92,12 @@ impl StopSignal {
             *current = Some(reason);
             true
         });
+        self.flag.send_replace(true);
+    }
+
+    /// A receiver that turns `true` on a stop, for [`lumo_runner::executor::TaskProcess::stop`].
+    pub fn flag(&self) -> watch::Receiver<bool> {
+        self.flag.subscribe()
     }
 
     /// The reason, once a stop was asked for.

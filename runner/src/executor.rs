@@ -31,6 +31,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe::Receiver;
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::contract::{Entry, RunStatus, TaskContext, TaskResult, arg_env_name};
@@ -95,6 +96,9 @@ pub struct TaskProcess {
     pub scratch_dir: PathBuf,
     /// Where the full masked output is written (created or truncated), as it arrives.
     pub log_file: Option<PathBuf>,
+    /// Becomes `true` when the run must end early (the caller was interrupted, or lost the
+    /// right to run): the group is stopped as on a timeout and the run is `failed`.
+    pub stop: Option<watch::Receiver<bool>>,
 }
 
 impl TaskProcess {
@@ -115,6 +119,7 @@ impl TaskProcess {
             kill_grace: DEFAULT_KILL_GRACE,
             scratch_dir,
             log_file: None,
+            stop: None,
         }
     }
 }
@@ -341,18 +346,25 @@ pub async fn execute(
     let deadline = started
         .checked_add(process.timeout)
         .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 24 * 3600));
-    let (waited, timed_out) = match out
-        .pump(tokio::time::timeout_at(deadline, child.wait()))
+    let cut_short = cut_short(deadline, process.stop.clone());
+    let (waited, cut) = match out
+        .pump(async {
+            tokio::select! {
+                waited = child.wait() => Ok(waited),
+                cut = cut_short => Err(cut),
+            }
+        })
         .await
     {
-        Ok(waited) => (waited, false),
-        Err(_elapsed) => {
-            tracing::debug!(pid, "task timed out");
+        Ok(waited) => (waited, None),
+        Err(cut) => {
+            tracing::debug!(pid, ?cut, "task cut short");
             out.stop_group(pgid, process.kill_grace, Some(&mut child))
                 .await;
-            (out.pump(child.wait()).await, true)
+            (out.pump(child.wait()).await, Some(cut))
         }
     };
+    let timed_out = cut.is_some();
     let exit = waited.map_err(|source| ExecError::Wait { pid, source })?;
     // Tokio has reaped the leader, so waiting on the whole group cannot take its status now.
     group::reap_dead_members(pgid);
@@ -374,12 +386,19 @@ pub async fn execute(
     let ended_at = SystemTime::now();
     let summary = out.sink.finish().await;
 
-    let outcome = if timed_out {
+    let outcome = if let Some(cut) = cut {
+        let (status, message) = match cut {
+            Cut::TimedOut => (
+                RunStatus::TimedOut,
+                format!("timed out after {}", format_duration(process.timeout)),
+            ),
+            Cut::Stopped => (RunStatus::Failed, "stopped before it ended".to_string()),
+        };
         ExecOutcome {
-            status: RunStatus::TimedOut,
+            status,
             exit_code: exit.code(),
             signal: exit.signal(),
-            message: format!("timed out after {}", format_duration(process.timeout)),
+            message,
             data: None,
             output_tail: summary.tail,
             output_bytes: summary.bytes,
@@ -397,6 +416,31 @@ pub async fn execute(
             outcome: Box::new(outcome),
         }),
         None => Ok(outcome),
+    }
+}
+
+/// Why a task was stopped before it ended by itself.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    TimedOut,
+    Stopped,
+}
+
+/// Completes when the run must be cut short: its deadline passed, or `stop` turned `true`.
+async fn cut_short(deadline: Instant, stop: Option<watch::Receiver<bool>>) -> Cut {
+    let stopped = async {
+        let asked = match stop {
+            Some(mut stop) => stop.wait_for(|s| *s).await.is_ok(),
+            None => false,
+        };
+        if !asked {
+            // No stop to watch, or its sender is gone and can no longer ask for one.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = tokio::time::sleep_until(deadline) => Cut::TimedOut,
+        () = stopped => Cut::Stopped,
     }
 }
 

@@ -419,6 +419,7 @@ async fn run_once(
         timeout,
         kill_grace: config.kill_grace,
         log_file: log.as_ref().map(|log| log.path.clone()),
+        stop: None,
     };
     // Nothing to stream live: the response carries the tail, the log file the rest.
     let (mut outcome, log_error) = match run_bundle(run, &mut DiscardOutput).await {

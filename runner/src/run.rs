@@ -27,6 +27,8 @@ pub struct BundleRun {
     pub timeout: Duration,
     pub kill_grace: Duration,
     pub log_file: Option<PathBuf>,
+    /// See [`TaskProcess::stop`].
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for BundleRun {
@@ -176,6 +178,7 @@ async fn run_in(
         kill_grace: run.kill_grace,
         scratch_dir,
         log_file: run.log_file,
+        stop: run.stop,
     };
     Ok(executor::execute(process, observer).await?)
 }

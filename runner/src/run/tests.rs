@@ -52,6 +52,7 @@ fn bundle_run(dir: &Path, entry: Entry, files: &[(&str, &[u8], u32)]) -> BundleR
         timeout: Duration::from_secs(20),
         kill_grace: Duration::from_millis(300),
         log_file: None,
+        stop: None,
     }
 }
 

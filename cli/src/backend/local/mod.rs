@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use lumo_runner::contract::RunStatus;
 use lumo_runner::executor::{DEFAULT_KILL_GRACE, OutputObserver};
 use lumo_runner::{BundleRun, RunnerError};
 
@@ -151,20 +152,21 @@ impl TaskExecutor for LocalExecutor {
             timeout: request.timeout,
             kill_grace: DEFAULT_KILL_GRACE,
             log_file: Some(self.layout.logs().join(&log_name)),
+            // On a stop the executor stops the task's group as on a timeout (SIGTERM, grace,
+            // SIGKILL), keeping its output.
+            stop: Some(request.stop.flag()),
         };
-        let stop = request.stop;
-        let ran = tokio::select! {
-            ran = lumo_runner::run_bundle(run, output) => ran,
-            // Dropping the run stops the task's whole process group.
-            reason = stop.stopped() => {
-                return Ok(RunReport::stopped(reason, "the task was killed", started_at));
-            }
-        };
-        match ran {
+        match lumo_runner::run_bundle(run, output).await {
             Ok(outcome) => Ok(RunReport {
                 status: outcome.status,
                 exit_code: outcome.exit_code,
-                message: outcome.message,
+                message: match request.stop.reason() {
+                    Some(reason) if outcome.status != RunStatus::Succeeded => format!(
+                        "stopped: {reason}; the task got SIGTERM (then SIGKILL after {})",
+                        humantime::format_duration(DEFAULT_KILL_GRACE)
+                    ),
+                    _ => outcome.message,
+                },
                 data: outcome.data,
                 data_ref: None,
                 output_tail: outcome.output_tail,

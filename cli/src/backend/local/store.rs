@@ -439,7 +439,9 @@ impl AuditStore for SqliteStore {
     }
 
     async fn read_log(&self, run: &TaskRun) -> BackendResult<Option<Vec<u8>>> {
-        let Some(log_ref) = &run.log_ref else {
+        // A run still going has no ref yet, but its log is written as the output arrives.
+        let running_log = (run.status == RunStatus::Running).then(|| format!("{}.log", run.id));
+        let Some(log_ref) = run.log_ref.as_ref().or(running_log.as_ref()) else {
             return Ok(None);
         };
         // Local log refs are paths relative to `.lumo/`; only file names under logs/ are read.
