@@ -235,9 +235,9 @@ fn rust_task_is_built_and_sees_its_context_and_its_data_is_recorded() {
     assert_eq!(
         history[0].data,
         Some(json!({
-            "environment": "dev", "version": "v1", "isFirstDeploy": true, "target": null
+            "environment": "dev", "version": "v1", "isFirstDeploy": true, "target": "everything"
         })),
-        "the handler's data is recorded (args belong to manual runs)"
+        "the handler's data is recorded (a deployment run gets the args' defaults)"
     );
     let logs = p.logs(&history[0].id);
     assert!(
