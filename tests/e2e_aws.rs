@@ -20,7 +20,8 @@ use support::aws::{block_on, s3};
 use support::{DeploymentStatus, RunStatus, TaskContext, TestProject, Trigger};
 
 /// The router's counters are global: the test that counts requests runs alone (write), every
-/// other test shares (read).
+/// other test shares (read). So is `Emulators::reset_lambda`, which kills every function's
+/// instances, busy ones too: a test that needs it must hold the write lock.
 static COUNTING: RwLock<()> = RwLock::new(());
 
 const OBSERVER: &str = r#"
@@ -293,8 +294,9 @@ fn a_tampered_bundle_is_refused_by_the_runner() {
             .await
             .unwrap();
     });
-    // A cold runner has no cached copy: it must download, and check.
-    a.emulators.reset_lambda();
+    // Nothing has invoked this project's function yet (`runOn: []`), so no instance holds a
+    // cached copy: the runner must download, and check. (No `reset_lambda` here: it kills every
+    // test's instances, busy ones included.)
     let run: support::TaskRun =
         a.p.lumo(&["run", "job", "--env", "dev", "--json"])
             .code(1)
@@ -465,8 +467,7 @@ fn a_bundle_missing_from_s3_is_a_backend_error_that_says_deploy_again() {
             .await
             .unwrap();
     });
-    // A cold runner has no cached copy: it must download.
-    a.emulators.reset_lambda();
+    // Nothing has invoked this project's function yet (`runOn: []`): the runner must download.
     a.p.lumo(&["run", "job", "--env", "dev"])
         .code(4)
         .stderr_has(&[
