@@ -167,6 +167,7 @@ mod tests {
             tasks: Default::default(),
             access: BTreeMap::new(),
             ignored_keys: Vec::new(),
+            backend_problems: Vec::new(),
         };
         for (env, roles) in access {
             let roles = roles

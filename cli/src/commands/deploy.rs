@@ -33,6 +33,11 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
         version::check(v)?;
     }
     let secrets = project.secret_values()?;
+    // Before bundling: a provider that cannot be opened would waste the build.
+    project
+        .config
+        .backend_ready()
+        .map_err(|e| CliError::from(crate::project::ProjectError::Config(e)))?;
 
     let spinner = printer.spinner(format!("Bundling {} task(s)", tasks.len()));
     // A dry run bundles too (`runOn: 'change'` needs the hashes), but leaves no trace.

@@ -55,6 +55,10 @@ impl Context {
     }
 
     async fn connect_with(&self, project: &Project, read_only: bool) -> Result<Backend, CliError> {
+        project
+            .config
+            .backend_ready()
+            .map_err(|e| CliError::from(crate::project::ProjectError::Config(e)))?;
         let options = ConnectOptions {
             read_only,
             profile: self.global.profile.clone(),

@@ -220,4 +220,22 @@ pub struct ProjectConfig {
     pub access: BTreeMap<String, BTreeMap<Permission, Vec<String>>>,
     /// Keys accepted for Lumo compatibility and ignored (`routes`, `networking`, ...).
     pub ignored_keys: Vec<String>,
+    /// What the provider's backend still lacks (`aws.bucket`, `aws.table`): the config loads,
+    /// but nothing can be deployed, run or read on that provider until it is fixed.
+    pub backend_problems: Vec<super::ConfigProblem>,
+}
+
+impl ProjectConfig {
+    /// Whether the provider's backend can be opened with this config: the same error as an
+    /// invalid config (key paths, exit 2) when it cannot.
+    pub fn backend_ready(&self) -> Result<(), super::ConfigError> {
+        if self.backend_problems.is_empty() {
+            return Ok(());
+        }
+        Err(super::ConfigError::Invalid {
+            path: self.path.clone(),
+            problems: self.backend_problems.clone(),
+            partial: None,
+        })
+    }
 }

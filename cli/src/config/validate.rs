@@ -112,8 +112,12 @@ pub(super) fn validate(
         .get("region")
         .and_then(|v| checks::non_empty_string(&mut p, "region", v));
     let aws = map.get("aws").map(|v| aws(&mut p, v)).unwrap_or_default();
+    // Not a load error: a Lumo Framework config naming `provider: 'aws'` loads unchanged
+    // (PRODUCT.md §3), and `tasks`, `build` and `--dry-run` need no bucket. Whatever opens the
+    // `aws` backend asks [`ProjectConfig::backend_ready`] first.
+    let mut missing = Problems::default();
     if provider == Provider::Aws {
-        require_aws_resources(&mut p, map.get("aws"), provider_override.is_some());
+        require_aws_resources(&mut missing, map.get("aws"), provider_override.is_some());
     }
     let secrets = map
         .get("secrets")
@@ -155,6 +159,7 @@ pub(super) fn validate(
         tasks,
         access,
         ignored_keys,
+        backend_problems: missing.into_vec(),
     };
     if problems.is_empty() {
         Ok(config)

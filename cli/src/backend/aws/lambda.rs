@@ -444,7 +444,7 @@ impl TaskExecutor for LambdaExecutor {
                 return Ok(RunReport::stopped(
                     reason,
                     &format!(
-                        "its Lambda invocation was left to finish on its own (at most {})",
+                        "its Lambda invocation was left to finish on its own (the task's timeout, {}, still applies there)",
                         humantime::format_duration(request.timeout)
                     ),
                     started_at,
