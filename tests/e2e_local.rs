@@ -2646,52 +2646,47 @@ fn survivors_with_arg(arg: &str) -> Vec<i32> {
     left
 }
 
-/// Regression: a process that left the task's process group (`setsid`) outlived a timed-out
-/// run, re-parented to lumo and then to init.
-#[test]
-fn a_process_that_left_the_group_does_not_outlive_a_timed_out_task() {
-    const MARKER: &str = "991.5";
+/// Deploys one task that starts `setsid sleep MARKER &` and then runs `rest`; the deploy must
+/// end with `code`, quickly, and leave no `sleep MARKER` behind.
+fn deploy_leaving_an_escapee(
+    marker: &str,
+    task: &str,
+    rest: &str,
+    code: i32,
+) -> support::DeployReport {
     let p = TestProject::new();
-    p.config("export default { projectName: 'escapes', tasks: { hang: { timeout: 1 } } };");
-    p.task(
-        "hang",
-        &format!("setsid sleep {MARKER} &\necho 'left the group'\nsleep 30"),
-    );
+    p.config(&format!(
+        "export default {{ projectName: 'escapes', tasks: {{ {task}: {{ timeout: 1 }} }} }};"
+    ));
+    p.task(task, &format!("setsid sleep {marker} &\n{rest}"));
     let started = std::time::Instant::now();
-    let report = p.deploy(&[], 1);
-    assert_eq!(report.task("hang").status, RunStatus::TimedOut);
+    let report = p.deploy(&[], code);
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "{:?}",
         started.elapsed()
     );
-    let left = survivors_with_arg(MARKER);
+    let left = survivors_with_arg(marker);
     assert!(
         left.is_empty(),
-        "`sleep {MARKER}` outlived the run: {left:?}"
+        "`sleep {marker}` outlived the run: {left:?}"
     );
+    report
+}
+
+/// Regression: a process that left the task's process group (`setsid`) outlived a timed-out
+/// run, re-parented to lumo and then to init.
+#[test]
+fn a_process_that_left_the_group_does_not_outlive_a_timed_out_task() {
+    let report = deploy_leaving_an_escapee("991.5", "hang", "echo 'left the group'\nsleep 30", 1);
+    assert_eq!(report.task("hang").status, RunStatus::TimedOut);
 }
 
 /// Regression: the same after a task that exits normally.
 #[test]
 fn a_process_that_left_the_group_does_not_outlive_a_task_that_exits() {
-    const MARKER: &str = "991.6";
-    let p = TestProject::new();
-    p.config("export default { projectName: 'escapes', tasks: { quick: {} } };");
-    p.task("quick", &format!("setsid sleep {MARKER} &\necho done"));
-    let started = std::time::Instant::now();
-    let report = p.deploy(&[], 0);
+    let report = deploy_leaving_an_escapee("991.6", "quick", "echo done", 0);
     assert_eq!(report.task("quick").message.as_deref(), Some("done"));
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "{:?}",
-        started.elapsed()
-    );
-    let left = survivors_with_arg(MARKER);
-    assert!(
-        left.is_empty(),
-        "`sleep {MARKER}` outlived the run: {left:?}"
-    );
 }
 
 /// Regression: a script without a `#!` line failed with "Exec format error (os error 8)" and
