@@ -56,8 +56,9 @@ pub async fn require(
 /// runs, when the plan would run a task whose `permission` the actor's role lacks. `plan`
 /// makes the plan from the environment's state, which is read only when the role matters.
 ///
-/// The plan is made before the lock, so it is the plan `--dry-run` shows; a deploy of another
-/// writer finishing in between can change it (first deploy → update) before the lock is held.
+/// This plan is the one `--dry-run` shows; a deploy of another writer finishing before the lock
+/// is held can change it (first deploy → update), so the deploy checks the plan it makes under
+/// the lock again with [`check_plan`].
 pub async fn check_deploy(
     backend: &Backend,
     project: &Project,
@@ -65,13 +66,24 @@ pub async fn check_deploy(
     actor: &str,
     plan: impl FnOnce(&EnvState) -> Plan,
 ) -> Result<(), CliError> {
-    let role = role_of(&project.config, env, actor);
-    if role == Some(Permission::Maintainer) {
+    if role_of(&project.config, env, actor) == Some(Permission::Maintainer) {
         return Ok(());
     }
     let state = backend.audit.env_state(env).await?;
-    let plan = plan(&state);
-    let beyond = tasks_beyond(role, &plan, &project.tasks);
+    check_plan(backend, project, env, actor, &plan(&state)).await
+}
+
+/// Refuses (recorded, exit code 2) a deploy of `plan` by `actor` if it runs a task above the
+/// actor's role.
+pub async fn check_plan(
+    backend: &Backend,
+    project: &Project,
+    env: &str,
+    actor: &str,
+    plan: &Plan,
+) -> Result<(), CliError> {
+    let role = role_of(&project.config, env, actor);
+    let beyond = tasks_beyond(role, plan, &project.tasks);
     if beyond.is_empty() {
         return Ok(());
     }

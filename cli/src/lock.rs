@@ -66,6 +66,45 @@ pub fn locked_error(env: &str, holder: &LockHolder, waited: Duration) -> CliErro
     .hint(hint)
 }
 
+/// Takes `slot` of `env` for `me`, retrying for up to `wait` while another holds it (saying
+/// once on stderr whom it waits for); exit code 3 naming the holder once `wait` has passed.
+/// Returns the holder it displaced, whose lease had run out or whose process was gone.
+pub async fn acquire_waiting(
+    backend: &Backend,
+    env: &str,
+    slot: LockSlot,
+    me: &LockHolder,
+    wait: Duration,
+    printer: &Printer,
+    stop: &StopSignal,
+) -> Result<Option<LockHolder>, CliError> {
+    let started = Instant::now();
+    let mut announced = false;
+    loop {
+        match backend.locks.acquire(env, slot, me).await? {
+            Acquired::Taken { displaced } => return Ok(displaced),
+            Acquired::Held(other) => {
+                let waited = started.elapsed();
+                if waited >= wait {
+                    return Err(locked_error(env, &other, waited));
+                }
+                if !announced {
+                    printer.status(format!(
+                        "Waiting for `{env}`, locked by {}",
+                        other.describe()
+                    ));
+                    announced = true;
+                }
+                let pause = (wait - waited).min(Duration::from_millis(500));
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    reason = stop.stopped() => return Err(CliError::stopped(reason)),
+                }
+            }
+        }
+    }
+}
+
 /// The writer lock of one environment, held until [`WriterLock::release`].
 pub struct WriterLock {
     backend: Backend,
@@ -94,31 +133,8 @@ impl WriterLock {
         stop: &StopSignal,
     ) -> Result<WriterLock, CliError> {
         let me = holder(actor, operation, None, true);
-        let started = Instant::now();
-        let mut announced = false;
-        let displaced = loop {
-            match backend.locks.acquire(env, LockSlot::Writer, &me).await? {
-                Acquired::Taken { displaced } => break displaced,
-                Acquired::Held(other) => {
-                    let waited = started.elapsed();
-                    if waited >= wait {
-                        return Err(locked_error(env, &other, waited));
-                    }
-                    if !announced {
-                        printer.status(format!(
-                            "Waiting for `{env}`, locked by {}",
-                            other.describe()
-                        ));
-                        announced = true;
-                    }
-                    let pause = (wait - waited).min(Duration::from_millis(500));
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        reason = stop.stopped() => return Err(CliError::stopped(reason)),
-                    }
-                }
-            }
-        };
+        let displaced =
+            acquire_waiting(backend, env, LockSlot::Writer, &me, wait, printer, stop).await?;
         let lock = WriterLock::hold(backend, env, me.token.clone(), stop);
         if let Some(dead) = displaced {
             let why = if dead.expires_at.is_some_and(|at| at <= Timestamp::now()) {

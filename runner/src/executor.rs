@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use crate::contract::{Entry, RunStatus, TaskContext, TaskResult, arg_env_name};
 use crate::mask::Masker;
-pub use group::become_subreaper;
+pub use group::{become_subreaper, kill_processes_of_run};
 use output::{OutputSink, OutputSummary};
 
 /// How long a task gets between SIGTERM and SIGKILL, unless the caller says otherwise.
@@ -53,9 +53,6 @@ pub const CONTEXT_FILE_NAME: &str = "context.json";
 
 /// Name of the result file inside the scratch directory (`LUMO_RESULT_FILE`).
 pub const RESULT_FILE_NAME: &str = "result.json";
-
-/// In the scratch directory while a task runs: the task's process group id.
-pub const PGID_FILE_NAME: &str = "pgid";
 
 /// How long the output pipe is still read once no process of the task's group is left. Only a
 /// process that left the group (`setsid`) can still hold it open, and it may do so forever.
@@ -324,9 +321,8 @@ pub async fn execute(
         armed: true,
     };
     tracing::debug!(pid, task = %process.context.task, "task started");
-    // Should the process running us die (kill -9), whoever finds the run orphaned can stop
-    // its process group from this file. Best effort: a run without it still runs.
-    let _ = tokio::fs::write(process.scratch_dir.join(PGID_FILE_NAME), pid.to_string()).await;
+    // Should the process running us die (kill -9), whoever finds the run orphaned stops its
+    // processes by their `LUMO_RUN_ID` ([`kill_processes_of_run`]).
 
     // A task that never reads stdin must not block us: the write happens on its own task, and
     // EPIPE (the task exited without reading) is expected, not an error.

@@ -34,10 +34,7 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     }
     let secrets = project.secret_values()?;
     // Before bundling: a provider that cannot be opened would waste the build.
-    project
-        .config
-        .backend_ready()
-        .map_err(|e| CliError::from(crate::project::ProjectError::Config(e)))?;
+    project.backend_ready()?;
 
     let spinner = printer.spinner(format!("Bundling {} task(s)", tasks.len()));
     // A dry run bundles too (`runOn: 'change'` needs the hashes), but leaves no trace.
@@ -165,10 +162,7 @@ async fn deploy(
     let plan = inputs.plan(&state, &args.only);
     // Again under the lock: a deploy that landed meanwhile may have changed what runs (a first
     // deploy became an update).
-    crate::access::check_deploy(backend, inputs.project, env, actor, |state| {
-        inputs.plan(state, &args.only)
-    })
-    .await?;
+    crate::access::check_plan(backend, inputs.project, env, actor, &plan).await?;
     let mut report = inputs.report(&state, &plan, false);
 
     let uploaded = upload(backend, inputs.built, ctx).await?;

@@ -5,18 +5,17 @@
 //! else's lock (`--force`) needs `maintainer`.
 
 use std::fmt;
-use std::time::Instant;
 
 use serde::Serialize;
 
 use super::{CommandResult, Context};
 use crate::access;
 use crate::args::{LockArgs, UnlockArgs};
+use crate::backend::LockSlot;
 use crate::backend::records::{EventKind, LockHolder};
-use crate::backend::{Acquired, LockSlot};
 use crate::config::Permission;
 use crate::error::{CliError, ExitKind};
-use crate::lock::{self, holder, locked_error};
+use crate::lock::{self, holder};
 
 pub async fn lock(args: LockArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
@@ -43,20 +42,16 @@ pub async fn lock(args: LockArgs, ctx: &Context) -> CommandResult {
         Some(args.reason.trim().to_string()),
         false,
     );
-    let started = Instant::now();
-    loop {
-        match backend.locks.acquire(&env, LockSlot::Manual, &me).await? {
-            Acquired::Taken { .. } => break,
-            Acquired::Held(other) => {
-                let waited = started.elapsed();
-                if waited >= args.wait {
-                    return Err(locked_error(&env, &other, waited));
-                }
-                tokio::time::sleep((args.wait - waited).min(std::time::Duration::from_millis(500)))
-                    .await;
-            }
-        }
-    }
+    lock::acquire_waiting(
+        &backend,
+        &env,
+        LockSlot::Manual,
+        &me,
+        args.wait,
+        &ctx.printer,
+        &ctx.stop,
+    )
+    .await?;
     let message = format!("locked by hand: {}", args.reason.trim());
     lock::record(
         &backend,

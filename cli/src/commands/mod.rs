@@ -55,10 +55,7 @@ impl Context {
     }
 
     async fn connect_with(&self, project: &Project, read_only: bool) -> Result<Backend, CliError> {
-        project
-            .config
-            .backend_ready()
-            .map_err(|e| CliError::from(crate::project::ProjectError::Config(e)))?;
+        project.backend_ready()?;
         let options = ConnectOptions {
             read_only,
             profile: self.global.profile.clone(),

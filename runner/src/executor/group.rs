@@ -211,6 +211,34 @@ impl Escaped {
     }
 }
 
+/// Kills (SIGKILL) every live process started for run `run_id`, wherever it is now (its own
+/// group, a group it made with `setsid`, re-parented to init) with its process group: what a
+/// run left behind when the process running it died (`kill -9` of `lumo`). Found by the
+/// `LUMO_RUN_ID` in their environment, so a recycled pid never hits a stranger. Linux only.
+pub fn kill_processes_of_run(run_id: &str) {
+    #[cfg(target_os = "linux")]
+    // Twice: a process may fork between the scan and the kill.
+    for _ in 0..2 {
+        let members: Vec<_> = linux::processes()
+            .into_iter()
+            .filter(|p| !p.is_zombie() && linux::environment_names_run(p.pid, run_id))
+            .collect();
+        if members.is_empty() {
+            break;
+        }
+        tracing::info!(
+            "stopping {} process(es) left by run {run_id}",
+            members.len()
+        );
+        for p in members {
+            signal(Pid::from_raw(p.pgrp), Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = run_id;
+}
+
 /// Reaps child `pid` if it has exited, without blocking; whether it is gone.
 fn reap_one(pid: i32) -> bool {
     loop {
@@ -286,8 +314,8 @@ mod linux {
         })
     }
 
-    /// The processes whose parent is `parent`, as `/proc` has them now.
-    pub(super) fn children_of(parent: i32) -> Vec<Stat> {
+    /// Every process, as `/proc` has them now.
+    pub(super) fn processes() -> Vec<Stat> {
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return Vec::new();
         };
@@ -302,6 +330,13 @@ mod linux {
             })
             .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
             .filter_map(|stat| parse_stat(&stat))
+            .collect()
+    }
+
+    /// The processes whose parent is `parent`.
+    pub(super) fn children_of(parent: i32) -> Vec<Stat> {
+        processes()
+            .into_iter()
             .filter(|stat| stat.ppid == parent)
             .collect()
     }

@@ -116,15 +116,7 @@ pub fn upload_file(
         path: path.to_owned(),
         source,
     })?;
-    agent()
-        .put(url)
-        .header("Content-Type", content_type)
-        .config()
-        .timeout_global(Some(timeout))
-        .build()
-        .send(&file)
-        .map_err(|e| from_ureq(e, url))?;
-    Ok(())
+    put(url, content_type, timeout, &file)
 }
 
 /// Uploads `body` to `url` with a PUT of `content_type` within `timeout`.
@@ -133,6 +125,16 @@ pub fn upload_bytes(
     body: &[u8],
     content_type: &str,
     timeout: Duration,
+) -> Result<(), TransferError> {
+    put(url, content_type, timeout, body)
+}
+
+/// One PUT of `body` (a presigned URL signs only `host`, so any content type goes).
+fn put(
+    url: &str,
+    content_type: &str,
+    timeout: Duration,
+    body: impl ureq::AsSendBody,
 ) -> Result<(), TransferError> {
     agent()
         .put(url)

@@ -188,55 +188,12 @@ impl TaskExecutor for LocalExecutor {
     }
 }
 
-/// Stops what is left of a run whose `lumo` died: every process that carries this run's
-/// `LUMO_RUN_ID` in its environment (the task, its children, and any that left its process
-/// group), with their process groups; then removes its unpacked bundle. Found from `/proc`
-/// rather than from the pgid file the executor writes, since `lumo` may die before writing it.
+/// Stops what is left of a run whose `lumo` died (every process carrying its `LUMO_RUN_ID`,
+/// with their process groups), then removes its unpacked bundle.
 fn stop_orphan(work_dir: &Path, run_id: &str) {
-    use nix::sys::signal::{Signal, kill, killpg};
-    use nix::unistd::Pid;
-    // Twice: a process may fork between the scan and the kill.
-    for _ in 0..2 {
-        let members = processes_of_run(run_id);
-        if members.is_empty() {
-            break;
-        }
-        tracing::info!(
-            "stopping {} process(es) left by abandoned run {run_id}",
-            members.len()
-        );
-        for (pid, pgid) in members {
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
+    lumo_runner::executor::kill_processes_of_run(run_id);
     let run_dir = work_dir.join(run_id);
     if run_dir.is_dir() {
         let _ = std::fs::remove_dir_all(&run_dir);
     }
-}
-
-/// `(pid, process group)` of every live process started for run `run_id` (inheriting its
-/// `LUMO_RUN_ID`), so a recycled pid or pgid never hits a stranger.
-fn processes_of_run(run_id: &str) -> Vec<(i32, i32)> {
-    let marker = format!("LUMO_RUN_ID={run_id}");
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let dir = entry.path();
-            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-            // `pid (comm) state ppid pgrp ...`: comm may hold spaces, so split after its `)`.
-            let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
-            let state = rest.next()?;
-            let pgid: i32 = rest.nth(1)?.parse().ok()?;
-            let ours = state != "Z"
-                && std::fs::read(dir.join("environ"))
-                    .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()));
-            ours.then_some((pid, pgid))
-        })
-        .collect()
 }
