@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -37,6 +38,13 @@ fn fixture() -> Fixture {
     }
 }
 
+/// A run id of its own for each test's context, as every real run has: the tests run at once
+/// in one process, and the stopping of processes that left a task's group goes by run id.
+fn fresh_run_id() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    format!("01RUN{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 fn context(work: &Path) -> TaskContext {
     TaskContext {
         deployment: DeploymentInfo {
@@ -49,7 +57,7 @@ fn context(work: &Path) -> TaskContext {
         args: BTreeMap::new(),
         working_directory: work.to_string_lossy().into_owned(),
         task: "db/migrate".into(),
-        run_id: "01RUN".into(),
+        run_id: fresh_run_id(),
         trigger: Trigger::Deploy,
     }
 }
@@ -127,12 +135,14 @@ async fn context_on_stdin_equals_context_file() {
 #[tokio::test]
 async fn sets_every_lumo_variable() {
     let f = fixture();
-    let (outcome, _) = run(f.command("env > env.txt")).await;
+    let p = f.command("env > env.txt");
+    let run_id = p.context.run_id.clone();
+    let (outcome, _) = run(p).await;
     assert_eq!(outcome.status, RunStatus::Succeeded);
     let env = env_file(&f.read("env.txt"));
     assert_eq!(env["LUMO_ENVIRONMENT"], "staging");
     assert_eq!(env["LUMO_TASK"], "db/migrate");
-    assert_eq!(env["LUMO_RUN_ID"], "01RUN");
+    assert_eq!(env["LUMO_RUN_ID"], run_id);
     assert_eq!(env["LUMO_TRIGGER"], "deploy");
     assert_eq!(env["LUMO_VERSION"], "abc1234");
     assert_eq!(env["LUMO_PREVIOUS_VERSION"], "");
