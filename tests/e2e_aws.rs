@@ -274,6 +274,38 @@ fn an_unchanged_redeploy_uploads_nothing_and_updates_no_function() {
     );
 }
 
+/// Regression: a CreateFunction that went through but whose response was lost (so the SDK sent
+/// it again) failed the deploy with `ResourceConflictException`. Now the deploy looks at the
+/// function again, finds it as wanted, and goes on.
+#[test]
+fn a_runner_function_created_by_a_lost_request_is_taken_as_it_is() {
+    let _alone = COUNTING.write().unwrap();
+    let a = aws_project!();
+    a.config("{ hello: {} }")
+        .task("hello", "echo hello from the runner");
+    let before = a.emulators.counters();
+    a.emulators
+        .lose_responses("POST", "/2015-03-31/functions", 1);
+    let report = a.p.deploy(&["--deploy-version", "v1"], 0);
+    assert_eq!(report.task("hello").status, RunStatus::Succeeded);
+    let after = a.emulators.counters();
+    assert_eq!(
+        after.lambda_create_function - before.lambda_create_function,
+        2,
+        "the lost create and the SDK's retry of it"
+    );
+    assert_eq!(
+        after.lambda_update_function_code - before.lambda_update_function_code,
+        0,
+        "the function created by the lost request already has this runner"
+    );
+    a.p.deploy(&["--deploy-version", "v2"], 0);
+    assert_eq!(
+        a.emulators.counters().lambda_create_function,
+        after.lambda_create_function
+    );
+}
+
 #[test]
 fn a_tampered_bundle_is_refused_by_the_runner() {
     let _shared = COUNTING.read().unwrap();

@@ -632,6 +632,70 @@ mod roles_gate_deploys_and_locks {
     }
 }
 
+/// The role check is made again under the lock, on the plan that will run: a developer whose
+/// deploy waited while a maintainer's first deploy finished would now run an `update` task
+/// that needs `maintainer`, and is refused (exit 2, recorded) without running it.
+#[test]
+fn a_deploy_that_waited_is_checked_again_on_the_plan_it_would_run() {
+    let env = Env::local();
+    env.config(
+        "access: { dev: { maintainer: ['alice'], developer: ['bob'] } },",
+        "{ seed: { runOn: 'deploy', permission: 'developer', timeout: 60 },
+           rotate: { runOn: 'update', permission: 'maintainer' } }",
+    );
+    env.p()
+        .task(
+            "seed",
+            r#"touch "@OUT@/seed-started"
+while [ ! -e "@OUT@/go" ]; do sleep 0.05; done"#,
+        )
+        .task("rotate", "touch \"@OUT@/rotate\"");
+    let p = env.p();
+
+    let alice = env.spawn(
+        "alice",
+        &["deploy", "--env", "dev", "--deploy-version", "v1"],
+    );
+    wait_for_out(p, "seed-started", Duration::from_secs(30));
+    // Before the lock, bob's deploy is a first deploy (only `seed`, a developer task): allowed.
+    let mut bob = env.spawn("bob", &["deploy", "--env", "dev", "--wait", "1m"]);
+    let mut stderr = std::io::BufReader::new(bob.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("Waiting for `dev`") {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(read > 0, "bob's deploy ended without waiting:\n{seen}");
+        seen.push_str(&line);
+    }
+    std::fs::write(p.out().join("go"), "").unwrap();
+    assert_eq!(alice.wait_with_output().unwrap().status.code(), Some(0));
+
+    // Under the lock it is an update, which runs `rotate`.
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(bob.wait().unwrap().code(), Some(2), "{seen}{rest}");
+    for fragment in [
+        "refused",
+        "`bob` has the role `developer`",
+        "`rotate` (needs `maintainer`)",
+    ] {
+        assert!(rest.contains(fragment), "{fragment:?} not in:\n{rest}");
+    }
+    assert!(!p.has_out("rotate"), "the maintainer task ran");
+    let status = env.status();
+    assert!(
+        status.lock.writer.is_none(),
+        "the refused deploy kept the lock"
+    );
+    assert_eq!(status.state.version.as_deref(), Some("v1"));
+    let refused = status.recent_events.into_iter().next().unwrap();
+    assert_eq!(
+        (refused.kind.as_str(), refused.actor.as_str()),
+        ("refused", "bob")
+    );
+    assert_eq!(env.history().len(), 1, "only alice's run is recorded");
+}
+
 /// `lumo tasks --env E --json` with who is asking.
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]

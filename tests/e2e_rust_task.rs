@@ -285,6 +285,13 @@ fn rust_task_is_built_and_sees_its_context_and_its_data_is_recorded() {
         Some(&json!("everything")),
         "a manual run gets the arg's default"
     );
+
+    // cargo's progress is shown, but not with `--quiet`.
+    let loud = p.lumo(&["build"]).code(0).stderr.clone();
+    assert!(loud.contains("Finished"), "{loud}");
+    let quiet = p.lumo(&["build", "--quiet"]).code(0).stderr.clone();
+    assert!(!quiet.contains("Finished"), "{quiet}");
+    assert!(!quiet.contains("Compiling"), "{quiet}");
 }
 
 #[test]
@@ -383,4 +390,9 @@ fn a_crate_that_does_not_compile_stops_the_deploy_before_anything_runs() {
         .code(2)
         .json_error();
     assert!(json.message.contains("functions/tasks/broken"), "{json:?}");
+
+    // `--quiet` silences cargo's progress, never its errors.
+    p.lumo(&["deploy", "--env", "dev", "--quiet"])
+        .code(2)
+        .stderr_has(&["`cargo build` of this Rust task failed", "mismatched types"]);
 }

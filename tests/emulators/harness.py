@@ -23,6 +23,7 @@ import ctypes
 import datetime
 import http.client
 import http.server
+import io
 import itertools
 import json
 import os
@@ -921,6 +922,16 @@ class State:
         self.invokes_by_function: dict[str, int] = {}
         self.requests = 0
         self.outage_until = 0.0
+        # (method, path) -> how many more of those requests lose their response
+        self.lost_responses: dict[tuple[str, str], int] = {}
+
+    def take_lost_response(self, method: str, path: str) -> bool:
+        with self.lock:
+            left = self.lost_responses.get((method, path), 0)
+            if left <= 0:
+                return False
+            self.lost_responses[(method, path)] = left - 1
+            return True
 
     def count(self, name: str | None, function: str | None = None) -> None:
         with self.lock:
@@ -1005,6 +1016,11 @@ class Router:
         self.executor = executor
         self.access = open(os.path.join(log_dir, "router.log"), "a", buffering=1, encoding="utf-8")
         self.access_lock = threading.Lock()
+        # DynamoDB runs each request atomically; moto's threaded server does not (two
+        # concurrent TransactWriteItems can both pass `attribute_not_exists`, and a failed
+        # transaction is rolled back by restoring a copy of the table). Its requests are served
+        # one at a time, so conditional writes (the environment lock) behave as on AWS.
+        self.dynamodb_lock = threading.Lock()
         self.server: RouterServer | None = None
 
     def start(self, port: int) -> int:
@@ -1072,7 +1088,14 @@ class RouterHandler(NoDelayHandler):
                     status = self.invoke(fn_segment, name, qualifier)
                     return
             self.router.state.count(counter, None)
-            status = self.proxy_to_moto(counter)
+            if self.router.state.take_lost_response(self.command, path):
+                status = self.lose_response(counter)
+                return
+            if (self.headers.get("X-Amz-Target") or "").startswith("DynamoDB_"):
+                with self.router.dynamodb_lock:
+                    status = self.proxy_to_moto(counter)
+            else:
+                status = self.proxy_to_moto(counter)
         except (BrokenPipeError, ConnectionError) as e:
             status = f"client-gone ({e.__class__.__name__})"
             self.close_connection = True
@@ -1122,6 +1145,17 @@ class RouterHandler(NoDelayHandler):
             with state.lock:
                 state.outage_until = time.monotonic() + max(0.0, seconds)
             return self.send_plain(200, json_bytes({"outageSeconds": max(0.0, seconds)}))
+        if path == "/_harness/lose-response" and method == "POST":
+            try:
+                key = (str(args["method"]).upper(), str(args["path"]))
+                count = int(args.get("count", 1))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                return self.send_plain(400, error_body(
+                    "BadRequest", 'expected {"method": M, "path": P, "count": N}'))
+            with state.lock:
+                state.lost_responses[key] = max(0, count)
+            return self.send_plain(200, json_bytes({"method": key[0], "path": key[1],
+                                                    "count": max(0, count)}))
         if path == "/_harness/health" and method == "GET":
             ok = self.router.moto.exited is None
             return self.send_plain(200 if ok else 503, json_bytes(
@@ -1134,6 +1168,22 @@ class RouterHandler(NoDelayHandler):
         if path == "/_harness/lambda/reset" and method == "POST":
             return self.send_plain(200, json_bytes({"killed": self.router.executor.reset()}))
         return self.send_plain(404, error_body("NotFound", f"no harness endpoint {method} {path}"))
+
+    def lose_response(self, counter: str | None) -> str:
+        """The request reaches moto and takes effect; its answer is dropped with the connection
+        (what a client sees when the network fails after the server acted)."""
+        client = self.wfile
+        self.wfile = io.BytesIO()
+        try:
+            status = self.proxy_to_moto(counter)
+        finally:
+            self.wfile = client
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return f"response-lost (moto said {status})"
 
     # ---- everything else: moto, byte for byte
     def proxy_to_moto(self, counter: str | None) -> str:

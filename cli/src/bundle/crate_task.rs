@@ -20,6 +20,23 @@ pub enum BuildTarget {
     Lambda(Architecture),
 }
 
+/// How Rust tasks are built: what for, and whether cargo shows its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Build {
+    pub target: BuildTarget,
+    /// `--quiet`: cargo prints its errors only.
+    pub quiet: bool,
+}
+
+impl From<BuildTarget> for Build {
+    fn from(target: BuildTarget) -> Build {
+        Build {
+            target,
+            quiet: false,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct CargoMessage {
     reason: String,
@@ -37,9 +54,10 @@ struct CargoTarget {
 }
 
 /// Builds the crate in `dir` in release mode and returns the path of its one binary. Cargo's
-/// own progress and diagnostics go to our stderr, where the user sees them. For Lambda,
-/// `cargo lambda` moves the binary to `<lambda_dir>/<name>/bootstrap`.
-pub fn build(dir: &Path, target: BuildTarget, lambda_dir: &Path) -> Result<PathBuf, String> {
+/// own progress (unless quiet) and diagnostics go to our stderr, where the user sees them. For
+/// Lambda, `cargo lambda` moves the binary to `<lambda_dir>/<name>/bootstrap`.
+pub fn build(dir: &Path, how: Build, lambda_dir: &Path) -> Result<PathBuf, String> {
+    let target = how.target;
     let manifest = dir.join("Cargo.toml");
     let manifest = manifest.canonicalize().unwrap_or(manifest);
     let mut cmd = match target {
@@ -65,6 +83,7 @@ pub fn build(dir: &Path, target: BuildTarget, lambda_dir: &Path) -> Result<PathB
         "--manifest-path",
     ])
     .arg(&manifest)
+    .args(how.quiet.then_some("--quiet"))
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());

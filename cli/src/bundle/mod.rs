@@ -21,7 +21,7 @@ use zip::{CompressionMethod, DateTime, ZipWriter};
 use crate::config::ConfigProblem;
 use crate::project::Task;
 use assets::{BundleEntry, EntrySet, EntrySource, MANIFEST_KEY};
-pub use crate_task::BuildTarget;
+pub use crate_task::{Build, BuildTarget};
 pub use discover::TaskSource;
 
 /// A task's bundle, built and stored.
@@ -56,12 +56,13 @@ pub fn build_all(
     root: &Path,
     store_dir: &Path,
     tasks: &[&Task],
-    target: BuildTarget,
+    build: impl Into<Build>,
 ) -> Result<Vec<BuiltBundle>, BundleError> {
+    let build = build.into();
     let mut collected = Vec::with_capacity(tasks.len());
     let mut problems = Vec::new();
     for task in tasks {
-        match collect(root, task, Some(target)) {
+        match collect(root, task, Some(build)) {
             Ok(entries) => collected.push((task, entries)),
             Err(mut p) => problems.append(&mut p),
         }
@@ -90,12 +91,12 @@ pub fn check_sources(root: &Path, tasks: &[Task]) -> Vec<ConfigProblem> {
         .collect()
 }
 
-/// The files of one task's bundle, every check done. Without a `target`, Rust tasks are not
+/// The files of one task's bundle, every check done. Without a `build`, Rust tasks are not
 /// built (their binary is left out): only the other checks run.
 fn collect(
     root: &Path,
     task: &Task,
-    target: Option<BuildTarget>,
+    build: Option<Build>,
 ) -> Result<Vec<BundleEntry>, Vec<ConfigProblem>> {
     let task_key = format!("tasks.{}", task.name);
     let mut set = EntrySet::new(root).map_err(|e| {
@@ -123,9 +124,9 @@ fn collect(
             Entry::Program(entry.clone())
         }
         TaskSource::Crate { dir } => {
-            if let Some(target) = target {
+            if let Some(build) = build {
                 let lambda_dir = root.join(".lumo").join("lambda");
-                let binary = crate_task::build(dir, target, &lambda_dir).map_err(|message| {
+                let binary = crate_task::build(dir, build, &lambda_dir).map_err(|message| {
                     vec![ConfigProblem {
                         key: task.display_path.clone(),
                         message,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{CommandResult, Context, build_target};
+use super::{CommandResult, Context};
 use crate::args::BuildArgs;
 use crate::bundle::{self, BuiltBundle, assets::human_bytes};
 use crate::error::{CliError, ExitKind};
@@ -19,7 +19,7 @@ pub async fn run(args: BuildArgs, ctx: &Context) -> CommandResult {
         project.root(),
         &project.lumo_dir().join("bundles"),
         &tasks,
-        build_target(&project),
+        ctx.build(&project),
     )
     .map_err(|e| CliError::bundle(e, &project.config.path))?;
     if let Some(out) = &args.out {

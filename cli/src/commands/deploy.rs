@@ -8,7 +8,7 @@ use std::sync::Arc;
 use lumo_runner::contract::RunStatus;
 use serde::Serialize;
 
-use super::{CommandResult, Context, build_target};
+use super::{CommandResult, Context};
 use crate::args::DeployArgs;
 use crate::backend::records::{Deployment, DeploymentStatus, EnvState, Timestamp, new_id};
 use crate::backend::{Backend, Prepare};
@@ -50,7 +50,7 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
         Some(dir) => dir.path().to_path_buf(),
         None => project.lumo_dir().join("bundles"),
     };
-    let built = bundle::build_all(project.root(), &bundles_dir, &tasks, build_target(&project));
+    let built = bundle::build_all(project.root(), &bundles_dir, &tasks, ctx.build(&project));
     spinner.finish();
     let built = built.map_err(|e| CliError::bundle(e, &project.config.path))?;
     let version = version::resolve(args.deploy_version.as_deref(), project.root(), &built);

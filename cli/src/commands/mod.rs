@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::args::GlobalArgs;
 use crate::backend::{self, Backend, ConnectOptions};
-use crate::bundle::BuildTarget;
+use crate::bundle::{Build, BuildTarget};
 use crate::config::Provider;
 use crate::error::CliError;
 use crate::output::Printer;
@@ -66,6 +66,15 @@ impl Context {
         backend::connect(project, &options).await
     }
 
+    /// How the project's Rust crate tasks are built: for its provider, cargo quiet with
+    /// `--quiet`.
+    pub fn build(&self, project: &Project) -> Build {
+        Build {
+            target: build_target(project),
+            quiet: self.global.quiet,
+        }
+    }
+
     /// Who is acting, for the audit trail: flag or CI, else the backend's caller identity, else
     /// the git or OS user.
     pub fn actor(&self, project: &Project, backend: &Backend) -> String {
@@ -76,7 +85,7 @@ impl Context {
 }
 
 /// What Rust crate tasks are compiled for on the project's provider.
-pub fn build_target(project: &Project) -> BuildTarget {
+fn build_target(project: &Project) -> BuildTarget {
     match project.config.provider {
         Provider::Local => BuildTarget::Host,
         Provider::Aws => BuildTarget::Lambda(

@@ -179,6 +179,15 @@ impl Emulators {
         self.post("/_harness/outage", &format!("{{\"seconds\": {seconds}}}"));
     }
 
+    /// The next `count` requests `method path` take effect in moto but lose their response
+    /// (the connection is closed instead): what the SDK sees when the network fails late.
+    pub fn lose_responses(&self, method: &str, path: &str, count: u32) {
+        self.post(
+            "/_harness/lose-response",
+            &serde_json::json!({ "method": method, "path": path, "count": count }).to_string(),
+        );
+    }
+
     /// Stops every runner instance: the next Invoke is a cold start with an empty cache.
     pub fn reset_lambda(&self) {
         self.post("/_harness/lambda/reset", "{}");

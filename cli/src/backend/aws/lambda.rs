@@ -8,9 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::client::Waiters;
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{
-    Architecture as LambdaArch, EphemeralStorage, FunctionCode, InvocationType, Runtime,
+    Architecture as LambdaArch, EphemeralStorage, FunctionCode, FunctionConfiguration,
+    InvocationType, LastUpdateStatus, Runtime, State,
 };
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
@@ -45,8 +47,21 @@ const EPHEMERAL_STORAGE_MB: i32 = 1024;
 const PRESIGN_SLACK: Duration = Duration::from_secs(15 * 60);
 /// Output up to this size is fetched from S3 after the run and shown in full; beyond it, the tail.
 const SHOW_FULL_OUTPUT_BYTES: u64 = 1 << 20;
+/// How many times to look at the function again when it changed while a deploy set it up.
+const CONFLICT_ROUNDS: u32 = 3;
 /// How long to wait for the function to become active or finish updating.
 const READY_WAIT: Duration = Duration::from_secs(300);
+
+/// The runner binary for Lambda and the sha256 that identifies it.
+struct Runner<'a> {
+    path: &'a Path,
+    sha256: String,
+}
+
+/// Lambda's `ResourceConflictException`: another change of the function is in progress.
+fn is_conflict<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.code() == Some("ResourceConflictException")
+}
 
 pub struct LambdaExecutor {
     control: Client,
@@ -85,6 +100,10 @@ impl LambdaExecutor {
 
     /// Creates the function, or updates its code and settings where they differ, then waits
     /// until it can be invoked.
+    ///
+    /// Lambda answers `ResourceConflictException` when the function appeared since we looked
+    /// (a create that went through although its response was lost, so the SDK retried it) or
+    /// another update of it is in progress: we wait for it to settle and look again.
     async fn ensure_function(&self, env: &str) -> BackendResult<()> {
         let name = function_name(&self.target.project, env);
         if name.len() > 64 {
@@ -93,97 +112,165 @@ impl LambdaExecutor {
             ))
             .hint("use a shorter `projectName` or environment name"));
         }
-        let existing = match self
-            .control
-            .get_function()
-            .function_name(&name)
-            .send()
-            .await
-        {
-            Ok(out) => out.configuration,
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                None
-            }
-            Err(e) => {
-                return Err(sdk_error(
-                    &format!("looking up the runner function `{name}`"),
-                    e,
-                ));
-            }
-        };
         // The runner's identity is the sha256 of its binary, kept in the function's description:
         // comparing it costs a hash (cached by file metadata), where comparing `CodeSha256`
         // would mean zipping the binary on every deploy.
         let runner = match &self.target.runner {
-            Some(path) => Some((path, binary_sha256(path, &self.target.cache_dir)?)),
+            Some(path) => Some(Runner {
+                sha256: binary_sha256(path, &self.target.cache_dir)?,
+                path,
+            }),
             None => None,
         };
-        let description = |sha: &str| {
-            format!(
-                "lumo runner for {} / {env} (runner sha256 {sha})",
-                self.target.project
-            )
-        };
-        let Some(config) = existing else {
-            let Some((path, sha)) = runner else {
-                return Err(runner_missing(&self.target));
+        let mut round = 1;
+        loop {
+            let settled = match self.function_configuration(&name).await? {
+                None => self.create_function(&name, env, runner.as_ref()).await?,
+                Some(config) => {
+                    self.update_function(&name, env, runner.as_ref(), &config)
+                        .await?
+                }
             };
-            let Some(role) = &self.target.role_arn else {
+            if settled {
+                return Ok(());
+            }
+            if round == CONFLICT_ROUNDS {
                 return Err(BackendError::new(format!(
-                    "cannot create the runner function `{name}`: the config sets no `aws.roleArn`"
+                    "the runner function `{name}` kept changing while this deploy set it up"
                 ))
-                .hint("use the `RunnerRoleArn` output of the stack in `infra/`"));
-            };
-            tracing::info!("creating the runner function {name}");
-            self.control
-                .create_function()
-                .function_name(&name)
-                .runtime(Runtime::Providedal2023)
-                .handler("bootstrap")
-                .role(role)
-                .architectures(self.wanted_arch())
-                .memory_size(self.target.memory_size as i32)
-                .timeout(FUNCTION_TIMEOUT_SECS)
-                .ephemeral_storage(ephemeral_storage()?)
-                .description(description(&sha))
-                .tags("lumo:project", &self.target.project)
-                .tags("lumo:environment", env)
-                .code(
-                    FunctionCode::builder()
-                        .zip_file(Blob::new(runner_zip(path)?))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| sdk_error(&format!("creating the runner function `{name}`"), e))?;
-            return self.wait_active(&name).await;
-        };
+                .hint("is another deploy or tool updating it? Try again once it has finished"));
+            }
+            tracing::info!(
+                "`{name}` changed while we set it up; waiting for it, then looking again"
+            );
+            // Created meanwhile (it may still be pending) or being updated: let it settle.
+            self.wait_active(&name).await?;
+            self.wait_updated(&name).await?;
+            round += 1;
+        }
+    }
 
+    /// The function's configuration, or `None` when it does not exist.
+    async fn function_configuration(
+        &self,
+        name: &str,
+    ) -> BackendResult<Option<FunctionConfiguration>> {
+        match self.control.get_function().function_name(name).send().await {
+            Ok(out) => Ok(out.configuration),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(sdk_error(
+                &format!("looking up the runner function `{name}`"),
+                e,
+            )),
+        }
+    }
+
+    fn description(&self, env: &str, runner: &Runner) -> String {
+        format!(
+            "lumo runner for {} / {env} (runner sha256 {})",
+            self.target.project, runner.sha256
+        )
+    }
+
+    /// Creates the function and waits until it is active; `false` when it exists already.
+    async fn create_function(
+        &self,
+        name: &str,
+        env: &str,
+        runner: Option<&Runner<'_>>,
+    ) -> BackendResult<bool> {
+        let Some(runner) = runner else {
+            return Err(runner_missing(&self.target));
+        };
+        let Some(role) = &self.target.role_arn else {
+            return Err(BackendError::new(format!(
+                "cannot create the runner function `{name}`: the config sets no `aws.roleArn`"
+            ))
+            .hint("use the `RunnerRoleArn` output of the stack in `infra/`"));
+        };
+        tracing::info!("creating the runner function {name}");
+        let created = self
+            .control
+            .create_function()
+            .function_name(name)
+            .runtime(Runtime::Providedal2023)
+            .handler("bootstrap")
+            .role(role)
+            .architectures(self.wanted_arch())
+            .memory_size(self.target.memory_size as i32)
+            .timeout(FUNCTION_TIMEOUT_SECS)
+            .ephemeral_storage(ephemeral_storage()?)
+            .description(self.description(env, runner))
+            .tags("lumo:project", &self.target.project)
+            .tags("lumo:environment", env)
+            .code(
+                FunctionCode::builder()
+                    .zip_file(Blob::new(runner_zip(runner.path)?))
+                    .build(),
+            )
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            // It exists already: our own create went through though its answer was lost.
+            Err(e) if is_conflict(&e) => return Ok(false),
+            Err(e) => {
+                return Err(sdk_error(
+                    &format!("creating the runner function `{name}`"),
+                    e,
+                ));
+            }
+        }
+        self.wait_active(name).await?;
+        Ok(true)
+    }
+
+    /// Updates the function's code and settings where they differ from what this deploy
+    /// wants, then waits until it is ready; `false` when an update was already in progress.
+    async fn update_function(
+        &self,
+        name: &str,
+        env: &str,
+        runner: Option<&Runner<'_>>,
+        config: &FunctionConfiguration,
+    ) -> BackendResult<bool> {
+        if config.state().is_some_and(|s| *s == State::Pending) {
+            self.wait_active(name).await?;
+        }
         let mut changed = false;
-        let wanted_description = runner.as_ref().map(|(_, sha)| description(sha));
-        match &runner {
-            Some((path, sha)) => {
+        let wanted_description = runner.map(|r| self.description(env, r));
+        match runner {
+            Some(runner) => {
                 let same_code = config
                     .description()
-                    .is_some_and(|d| d.ends_with(&format!("(runner sha256 {sha})")));
+                    .is_some_and(|d| d.ends_with(&format!("(runner sha256 {})", runner.sha256)));
                 let same_arch = config
                     .architectures()
                     .first()
                     .is_none_or(|a| *a == self.wanted_arch());
                 if !same_code || !same_arch {
                     tracing::info!("updating the code of {name}");
-                    self.control
+                    let updated = self
+                        .control
                         .update_function_code()
-                        .function_name(&name)
-                        .zip_file(Blob::new(runner_zip(path)?))
+                        .function_name(name)
+                        .zip_file(Blob::new(runner_zip(runner.path)?))
                         .architectures(self.wanted_arch())
                         .send()
-                        .await
-                        .map_err(|e| sdk_error(&format!("updating the code of `{name}`"), e))?;
-                    self.wait_updated(&name).await?;
+                        .await;
+                    match updated {
+                        Ok(_) => {}
+                        Err(e) if is_conflict(&e) => return Ok(false),
+                        Err(e) => {
+                            return Err(sdk_error(&format!("updating the code of `{name}`"), e));
+                        }
+                    }
+                    self.wait_updated(name).await?;
                     changed = true;
                 }
             }
@@ -207,7 +294,7 @@ impl LambdaExecutor {
             let mut update = self
                 .control
                 .update_function_configuration()
-                .function_name(&name)
+                .function_name(name)
                 .memory_size(self.target.memory_size as i32)
                 .timeout(FUNCTION_TIMEOUT_SECS)
                 .ephemeral_storage(ephemeral_storage()?)
@@ -217,16 +304,22 @@ impl LambdaExecutor {
             if let Some(role) = &self.target.role_arn {
                 update = update.role(role);
             }
-            update
-                .send()
-                .await
-                .map_err(|e| sdk_error(&format!("updating the settings of `{name}`"), e))?;
+            match update.send().await {
+                Ok(_) => {}
+                Err(e) if is_conflict(&e) => return Ok(false),
+                Err(e) => {
+                    return Err(sdk_error(&format!("updating the settings of `{name}`"), e));
+                }
+            }
             changed = true;
         }
-        if changed || config.state().is_some_and(|s| s.as_str() != "Active") {
-            self.wait_updated(&name).await?;
+        let in_progress = config
+            .last_update_status()
+            .is_some_and(|s| *s == LastUpdateStatus::InProgress);
+        if changed || in_progress {
+            self.wait_updated(name).await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The function exists (a manual run changes no infrastructure).
