@@ -58,9 +58,22 @@ struct Runner<'a> {
     sha256: String,
 }
 
-/// Lambda's `ResourceConflictException`: another change of the function is in progress.
-fn is_conflict<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
-    e.code() == Some("ResourceConflictException")
+/// Whether a change to the function was made: `false` when Lambda answered
+/// `ResourceConflictException` (the function changed meanwhile, or another change of it is in
+/// progress), any other error described as `what` was being done.
+fn applied<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+    what: impl FnOnce() -> String,
+) -> BackendResult<bool>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some("ResourceConflictException") => Ok(false),
+        Err(e) => Err(sdk_error(&what(), e)),
+    }
 }
 
 pub struct LambdaExecutor {
@@ -215,16 +228,9 @@ impl LambdaExecutor {
             )
             .send()
             .await;
-        match created {
-            Ok(_) => {}
-            // It exists already: our own create went through though its answer was lost.
-            Err(e) if is_conflict(&e) => return Ok(false),
-            Err(e) => {
-                return Err(sdk_error(
-                    &format!("creating the runner function `{name}`"),
-                    e,
-                ));
-            }
+        // A conflict: it exists already (our own create went through though its answer was lost).
+        if !applied(created, || format!("creating the runner function `{name}`"))? {
+            return Ok(false);
         }
         self.wait_active(name).await?;
         Ok(true)
@@ -263,12 +269,8 @@ impl LambdaExecutor {
                         .architectures(self.wanted_arch())
                         .send()
                         .await;
-                    match updated {
-                        Ok(_) => {}
-                        Err(e) if is_conflict(&e) => return Ok(false),
-                        Err(e) => {
-                            return Err(sdk_error(&format!("updating the code of `{name}`"), e));
-                        }
+                    if !applied(updated, || format!("updating the code of `{name}`"))? {
+                        return Ok(false);
                     }
                     self.wait_updated(name).await?;
                     changed = true;
@@ -304,12 +306,9 @@ impl LambdaExecutor {
             if let Some(role) = &self.target.role_arn {
                 update = update.role(role);
             }
-            match update.send().await {
-                Ok(_) => {}
-                Err(e) if is_conflict(&e) => return Ok(false),
-                Err(e) => {
-                    return Err(sdk_error(&format!("updating the settings of `{name}`"), e));
-                }
+            let updated = update.send().await;
+            if !applied(updated, || format!("updating the settings of `{name}`"))? {
+                return Ok(false);
             }
             changed = true;
         }
