@@ -48,7 +48,7 @@ const PRESIGN_SLACK: Duration = Duration::from_secs(15 * 60);
 /// Output up to this size is fetched from S3 after the run and shown in full; beyond it, the tail.
 const SHOW_FULL_OUTPUT_BYTES: u64 = 1 << 20;
 /// How many times to look at the function again when it changed while a deploy set it up.
-const CONFLICT_ROUNDS: u32 = 3;
+const CONFLICT_ROUNDS: u32 = 4;
 /// How long to wait for the function to become active or finish updating.
 const READY_WAIT: Duration = Duration::from_secs(300);
 
@@ -116,7 +116,8 @@ impl LambdaExecutor {
     ///
     /// Lambda answers `ResourceConflictException` when the function appeared since we looked
     /// (a create that went through although its response was lost, so the SDK retried it) or
-    /// another update of it is in progress: we wait for it to settle and look again.
+    /// another update of it is in progress: we look again, and wait for a function that is
+    /// still being created or updated before comparing it.
     async fn ensure_function(&self, env: &str) -> BackendResult<()> {
         let name = function_name(&self.target.project, env);
         if name.len() > 64 {
@@ -153,12 +154,7 @@ impl LambdaExecutor {
                 ))
                 .hint("is another deploy or tool updating it? Try again once it has finished"));
             }
-            tracing::info!(
-                "`{name}` changed while we set it up; waiting for it, then looking again"
-            );
-            // Created meanwhile (it may still be pending) or being updated: let it settle.
-            self.wait_active(&name).await?;
-            self.wait_updated(&name).await?;
+            tracing::info!("`{name}` changed while we set it up; looking again");
             round += 1;
         }
     }
@@ -237,7 +233,8 @@ impl LambdaExecutor {
     }
 
     /// Updates the function's code and settings where they differ from what this deploy
-    /// wants, then waits until it is ready; `false` when an update was already in progress.
+    /// wants, then waits until it is ready. `false` when another change of it was under way
+    /// (then it has been waited for, and `config` is out of date).
     async fn update_function(
         &self,
         name: &str,
@@ -245,8 +242,18 @@ impl LambdaExecutor {
         runner: Option<&Runner<'_>>,
         config: &FunctionConfiguration,
     ) -> BackendResult<bool> {
-        if config.state().is_some_and(|s| *s == State::Pending) {
-            self.wait_active(name).await?;
+        let pending = config.state().is_some_and(|s| *s == State::Pending);
+        let updating = config
+            .last_update_status()
+            .is_some_and(|s| *s == LastUpdateStatus::InProgress);
+        if pending || updating {
+            if pending {
+                self.wait_active(name).await?;
+            }
+            if updating {
+                self.wait_updated(name).await?;
+            }
+            return Ok(false);
         }
         let mut changed = false;
         let wanted_description = runner.map(|r| self.description(env, r));
@@ -312,10 +319,7 @@ impl LambdaExecutor {
             }
             changed = true;
         }
-        let in_progress = config
-            .last_update_status()
-            .is_some_and(|s| *s == LastUpdateStatus::InProgress);
-        if changed || in_progress {
+        if changed {
             self.wait_updated(name).await?;
         }
         Ok(true)
