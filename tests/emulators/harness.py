@@ -1016,10 +1016,10 @@ class Router:
         self.executor = executor
         self.access = open(os.path.join(log_dir, "router.log"), "a", buffering=1, encoding="utf-8")
         self.access_lock = threading.Lock()
-        # DynamoDB runs each request atomically; moto's threaded server does not (two
-        # concurrent TransactWriteItems can both pass `attribute_not_exists`, and a failed
-        # transaction is rolled back by restoring a copy of the table). Its requests are served
-        # one at a time, so conditional writes (the environment lock) behave as on AWS.
+        # DynamoDB applies each request atomically; moto's threaded server does not: a failed
+        # TransactWriteItems is rolled back by restoring a copy of the table taken when it
+        # began, erasing whatever other requests wrote meanwhile (another deploy's lock, say).
+        # Its requests are served one at a time, so the environment lock holds as on AWS.
         self.dynamodb_lock = threading.Lock()
         self.server: RouterServer | None = None
 
