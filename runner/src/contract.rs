@@ -262,6 +262,11 @@ pub struct InvokeRequest {
     pub log_upload: Option<UploadTarget>,
     /// Where to upload `data` when it is too large to return in the response.
     pub data_upload: Option<UploadTarget>,
+    /// A presigned GET of the object the CLI writes when the run must stop before it ends
+    /// (Ctrl-C, a lost environment lock). The runner looks for it while the task runs and,
+    /// once it exists, stops the task as on a timeout (SIGTERM, grace, SIGKILL).
+    #[serde(default)]
+    pub cancel_url: Option<String>,
 }
 
 /// What the runner function returns for one task run.

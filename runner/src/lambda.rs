@@ -58,6 +58,11 @@ pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// uploads and the response.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 
+/// How often a running task's cancel object is looked for: the longest a Ctrl-C on the CLI
+/// waits before the task gets SIGTERM in Lambda. One GET per second of a run (fractions of a
+/// cent per hour).
+pub const CANCEL_POLL: Duration = Duration::from_secs(1);
+
 /// `data` that serialises to more than this goes to `data_upload` when the request gives one.
 pub const DATA_INLINE_MAX_BYTES: usize = 256 * 1024;
 
@@ -90,6 +95,8 @@ pub struct RunnerConfig {
     pub deadline_margin: Duration,
     /// Time a task gets between SIGTERM and SIGKILL when it is stopped.
     pub kill_grace: Duration,
+    /// How often a run with a `cancel_url` looks for the CLI's cancel object ([`CANCEL_POLL`]).
+    pub cancel_poll: Duration,
 }
 
 impl RunnerConfig {
@@ -100,6 +107,7 @@ impl RunnerConfig {
             cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
             deadline_margin: DEADLINE_MARGIN,
             kill_grace: DEFAULT_KILL_GRACE,
+            cancel_poll: CANCEL_POLL,
         }
     }
 
@@ -421,8 +429,13 @@ async fn run_once(
         log_file: log.as_ref().map(|log| log.path.clone()),
         stop: None,
     };
+    let (run, watcher) = watch_for_cancel(run, request.cancel_url.clone(), config.cancel_poll);
     // Nothing to stream live: the response carries the tail, the log file the rest.
-    let (mut outcome, log_error) = match run_bundle(run, &mut DiscardOutput).await {
+    let ran = run_bundle(run, &mut DiscardOutput).await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    let (mut outcome, log_error) = match ran {
         Ok(outcome) => (outcome, None),
         Err(RunnerError::Exec(ExecError::WriteLog {
             path,
@@ -459,6 +472,40 @@ async fn run_once(
         artifacts.errors.insert(0, reason);
     }
     Ok(response(outcome, artifacts))
+}
+
+/// With a `cancel_url`, `run` gets a stop signal pulled once the CLI has written the cancel
+/// object: a task polls for it every `every`, until the run ends (the caller aborts it then).
+/// A failed look (network, an expired URL) is logged and tried again.
+fn watch_for_cancel(
+    mut run: BundleRun,
+    cancel_url: Option<String>,
+    every: Duration,
+) -> (BundleRun, Option<tokio::task::JoinHandle<()>>) {
+    let Some(url) = cancel_url else {
+        return (run, None);
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    run.stop = Some(stopped);
+    let watcher = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let url = url.clone();
+            let looked =
+                tokio::task::spawn_blocking(move || transfer::exists(&url, every * 5)).await;
+            match looked {
+                Ok(Ok(true)) => {
+                    tracing::info!("the CLI asked to stop the run; stopping the task");
+                    let _ = stop.send(true);
+                    return;
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!("could not look for the run's cancel signal: {e}"),
+                Err(e) => tracing::warn!("the look for the run's cancel signal failed: {e}"),
+            }
+        }
+    });
+    (run, Some(watcher))
 }
 
 /// The task's timeout, lowered when needed so the task (and its kill grace, within `reserve`)

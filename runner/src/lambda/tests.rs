@@ -225,6 +225,7 @@ impl Fixture {
             cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
             deadline_margin: Duration::from_millis(500),
             kill_grace: Duration::from_millis(300),
+            cancel_poll: Duration::from_millis(50),
         }
     }
 
@@ -259,6 +260,8 @@ impl Fixture {
             secrets: BTreeMap::from([("API_TOKEN".to_owned(), SECRET.to_owned())]),
             log_upload: Some(target(format!("my-app/logs/{run_id}.log"))),
             data_upload: Some(target(format!("my-app/logs/{run_id}.data.json"))),
+            // Never written unless a test does: every run looks for it and goes on.
+            cancel_url: Some(self.server.url(&format!("my-app/logs/{run_id}.cancel"))),
         }
     }
 
@@ -277,6 +280,59 @@ fn far_deadline() -> SystemTime {
 }
 
 // ---- the tests --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_cli_s_cancel_object_stops_the_task_as_on_a_timeout() {
+    let fixture = Fixture::new(script_bundle(
+        "#!/bin/sh\n\
+         trap 'echo got TERM; exit 143' TERM\n\
+         echo started\n\
+         sleep 30 &\n\
+         wait\n",
+    ));
+    let config = fixture.config();
+    let started = std::time::Instant::now();
+    let cancel = async {
+        // Looked for and not there: the task runs on.
+        while fixture.server.gets("my-app/logs/run-c.cancel") < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        fixture
+            .server
+            .serve_object("my-app/logs/run-c.cancel", 200, b"interrupted".to_vec());
+    };
+    let both = async {
+        tokio::join!(
+            invoke(&config, fixture.request("run-c"), far_deadline()),
+            cancel
+        )
+    };
+    let (response, ()) = tokio::time::timeout(Duration::from_secs(20), both)
+        .await
+        .expect("the cancelled run did not end");
+    let response = response.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.status, RunStatus::Failed, "{response:?}");
+    assert_eq!(response.message, "stopped before it ended");
+    assert_eq!(response.output_tail, "started\ngot TERM\n");
+    assert!(response.log_uploaded, "the output is kept");
+}
+
+#[tokio::test]
+async fn a_run_without_a_cancel_url_is_not_watched() {
+    let fixture = Fixture::new(script_bundle("#!/bin/sh\nsleep 0.3; echo ok\n"));
+    let mut request = fixture.request("run-n");
+    request.cancel_url = None;
+    let response = invoke(&fixture.config(), request, far_deadline())
+        .await
+        .unwrap();
+    assert_eq!(response.status, RunStatus::Succeeded, "{response:?}");
+    assert_eq!(fixture.server.gets("my-app/logs/run-n.cancel"), 0);
+}
 
 #[tokio::test]
 async fn runs_the_task_and_uploads_its_full_masked_output() {

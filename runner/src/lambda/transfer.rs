@@ -104,6 +104,22 @@ pub fn download(url: &str, dest: &Path, timeout: Duration) -> Result<String, Tra
     Ok(to_hex(&hasher.finalize()))
 }
 
+/// Whether the object behind the presigned GET `url` exists (HTTP 200; 404 is `false`), within
+/// `timeout`. The body is not read.
+pub fn exists(url: &str, timeout: Duration) -> Result<bool, TransferError> {
+    let answer = agent()
+        .get(url)
+        .config()
+        .timeout_global(Some(timeout))
+        .build()
+        .call();
+    match answer {
+        Ok(_) => Ok(true),
+        Err(ureq::Error::StatusCode(404)) => Ok(false),
+        Err(e) => Err(from_ureq(e, url)),
+    }
+}
+
 /// Uploads the file at `path` to `url` with a PUT of `content_type` within `timeout`. The body
 /// goes with a `Content-Length` (S3 refuses chunked uploads to presigned URLs).
 pub fn upload_file(

@@ -16,8 +16,10 @@ use aws_sdk_lambda::types::{
 };
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
-use lumo_runner::contract::{BundleLocation, InvokeRequest, InvokeResponse, UploadTarget};
-use lumo_runner::executor::OutputObserver;
+use lumo_runner::contract::{
+    BundleLocation, InvokeRequest, InvokeResponse, RunStatus, UploadTarget,
+};
+use lumo_runner::executor::{DEFAULT_KILL_GRACE, OutputObserver};
 use lumo_runner::mask::Masker;
 use std::io::{Read, Seek};
 use std::os::unix::fs::MetadataExt;
@@ -31,6 +33,7 @@ use crate::backend::records::Timestamp;
 use crate::backend::{BackendError, BackendResult, Prepare, RunReport, RunRequest, TaskExecutor};
 use crate::bundle::assets::{BundleEntry, EntrySource};
 use crate::config::Architecture;
+use crate::stop::StopReason;
 
 /// The runner function's timeout: Lambda's maximum. Billing is by duration, so this costs
 /// nothing, and the runner stops each task at its own (lower) timeout.
@@ -47,6 +50,9 @@ const EPHEMERAL_STORAGE_MB: i32 = 1024;
 const PRESIGN_SLACK: Duration = Duration::from_secs(15 * 60);
 /// Output up to this size is fetched from S3 after the run and shown in full; beyond it, the tail.
 const SHOW_FULL_OUTPUT_BYTES: u64 = 1 << 20;
+/// How long a stopped run waits for the runner to stop the task and answer: its look for the
+/// cancel object (every second), the task's kill grace (3 s), the log upload, with room.
+const CANCEL_WAIT: Duration = Duration::from_secs(20);
 /// How many times to look at the function again when it changed while a deploy set it up.
 const CONFLICT_ROUNDS: u32 = 4;
 /// How long to wait for the function to become active or finish updating.
@@ -325,6 +331,13 @@ impl LambdaExecutor {
         Ok(true)
     }
 
+    /// Asks the runner of a run to stop its task: writes the cancel object it looks for.
+    async fn cancel(&self, cancel_key: &str, reason: &StopReason) -> BackendResult<()> {
+        self.s3
+            .put_bytes(cancel_key, reason.to_string().into_bytes(), "text/plain")
+            .await
+    }
+
     /// The function exists (a manual run changes no infrastructure).
     async fn check_function(&self, env: &str) -> BackendResult<()> {
         let name = function_name(&self.target.project, env);
@@ -492,6 +505,7 @@ impl TaskExecutor for LambdaExecutor {
         let bundle_key = self.s3.bundle_key(&request.bundle);
         let log_key = self.s3.log_key(&run_id);
         let data_key = self.s3.data_key(&run_id);
+        let cancel_key = self.s3.cancel_key(&run_id);
         let payload = InvokeRequest {
             task: request.task.clone(),
             bundle: BundleLocation {
@@ -511,6 +525,7 @@ impl TaskExecutor for LambdaExecutor {
                 url: self.s3.presign_put(&data_key, expires).await?,
                 key: data_key.clone(),
             }),
+            cancel_url: Some(self.s3.presign_get(&cancel_key, expires).await?),
         };
         let body = serde_json::to_vec(&payload)
             .map_err(|e| BackendError::with_source("cannot encode the runner payload", e))?;
@@ -531,22 +546,37 @@ impl TaskExecutor for LambdaExecutor {
             .customize()
             .config_override(aws_sdk_lambda::config::Builder::default().timeout_config(timeouts))
             .send();
+        tokio::pin!(invoke);
+        let mut stopped = None;
         let response = tokio::select! {
-            response = invoke => response
-                .map_err(|e| sdk_error(&format!("invoking `{name}` for task `{}`", request.task), e))?,
-            // A synchronous Invoke cannot be called back: the task runs on in Lambda until it
-            // ends or reaches its own deadline, and the record says so.
+            response = &mut invoke => response,
+            // A synchronous Invoke cannot be called back; the runner looks for the cancel
+            // object and stops the task as on a timeout, then answers as usual.
             reason = request.stop.stopped() => {
-                return Ok(RunReport::stopped(
-                    reason,
-                    &format!(
-                        "its Lambda invocation was left to finish on its own (the task's timeout, {}, still applies there)",
-                        humantime::format_duration(request.timeout)
-                    ),
-                    started_at,
-                ));
+                let answered = match self.cancel(&cancel_key, &reason).await {
+                    Ok(()) => tokio::time::timeout(CANCEL_WAIT, &mut invoke).await.ok(),
+                    Err(e) => {
+                        tracing::warn!("could not ask the runner to stop run {run_id}: {e}");
+                        None
+                    }
+                };
+                let Some(response) = answered else {
+                    return Ok(RunReport::stopped(
+                        reason,
+                        &format!(
+                            "its Lambda invocation did not stop within {}s and was left to finish on its own (the task's timeout, {}, still applies there)",
+                            CANCEL_WAIT.as_secs(),
+                            humantime::format_duration(request.timeout)
+                        ),
+                        started_at,
+                    ));
+                };
+                stopped = Some(reason);
+                response
             }
         };
+        let response = response
+            .map_err(|e| sdk_error(&format!("invoking `{name}` for task `{}`", request.task), e))?;
         let payload = response.payload().map(|b| b.as_ref()).unwrap_or_default();
 
         if let Some(kind) = response.function_error() {
@@ -570,10 +600,17 @@ impl TaskExecutor for LambdaExecutor {
         if let Some(problem) = &outcome.upload_error {
             tracing::warn!("run {run_id}: the runner could not upload an artifact: {problem}");
         }
+        let message = match stopped {
+            Some(reason) if outcome.status != RunStatus::Succeeded => format!(
+                "stopped: {reason}; the task got SIGTERM in Lambda (then SIGKILL after {})",
+                humantime::format_duration(DEFAULT_KILL_GRACE)
+            ),
+            _ => outcome.message,
+        };
         Ok(RunReport {
             status: outcome.status,
             exit_code: outcome.exit_code,
-            message: outcome.message,
+            message,
             data: outcome.data,
             data_ref: outcome.data_uploaded.then(|| self.s3.url(&data_key)),
             output_tail: outcome.output_tail,

@@ -41,6 +41,12 @@ impl S3Store {
         format!("{}/logs/{run_id}.data.json", self.target.project)
     }
 
+    /// The object whose existence tells a run's runner to stop the task (beside its log, so the
+    /// logs' permissions and expiry cover it).
+    pub fn cancel_key(&self, run_id: &str) -> String {
+        format!("{}/logs/{run_id}.cancel", self.target.project)
+    }
+
     /// `s3://bucket/key`, the form records keep as pointers.
     pub fn url(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.target.bucket)
