@@ -321,6 +321,8 @@ def measure_noop(runner: Path, work: Path, log) -> dict:
             "logUpload": {"key": "bench/logs/run-1.log", "url": f"{base}{log_path}?X-Amz-Signature=bench"},
             "dataUpload": {"key": "bench/logs/run-1.data.json",
                            "url": f"{base}/bench-bucket/bench/logs/run-1.data.json?X-Amz-Signature=bench"},
+            # As the CLI sends it: the runner watches for it while the task runs (404 = go on).
+            "cancelUrl": f"{base}/bench-bucket/bench/logs/run-1.cancel?X-Amz-Signature=bench",
         }
         inst.start()
         if not inst.stub.wait(lambda: inst.stub.first_poll_at is not None, 10):
