@@ -554,22 +554,23 @@ impl TaskExecutor for LambdaExecutor {
             // object and stops the task as on a timeout, then answers as usual.
             reason = request.stop.stopped() => {
                 let answered = match self.cancel(&cancel_key, &reason).await {
-                    Ok(()) => tokio::time::timeout(CANCEL_WAIT, &mut invoke).await.ok(),
-                    Err(e) => {
-                        tracing::warn!("could not ask the runner to stop run {run_id}: {e}");
-                        None
-                    }
+                    Ok(()) => tokio::time::timeout(CANCEL_WAIT, &mut invoke)
+                        .await
+                        .map_err(|_| format!("did not stop within {}s", CANCEL_WAIT.as_secs())),
+                    Err(e) => Err(format!("could not be asked to stop ({e})")),
                 };
-                let Some(response) = answered else {
-                    return Ok(RunReport::stopped(
-                        reason,
-                        &format!(
-                            "its Lambda invocation did not stop within {}s and was left to finish on its own (the task's timeout, {}, still applies there)",
-                            CANCEL_WAIT.as_secs(),
-                            humantime::format_duration(request.timeout)
-                        ),
-                        started_at,
-                    ));
+                let response = match answered {
+                    Ok(response) => response,
+                    Err(why) => {
+                        return Ok(RunReport::stopped(
+                            reason,
+                            &format!(
+                                "its Lambda invocation {why} and was left to finish on its own (the task's timeout, {}, still applies there)",
+                                humantime::format_duration(request.timeout)
+                            ),
+                            started_at,
+                        ));
+                    }
                 };
                 stopped = Some(reason);
                 response
