@@ -476,7 +476,7 @@ async fn run_once(
 
 /// With a `cancel_url`, `run` gets a stop signal pulled once the CLI has written the cancel
 /// object: a task polls for it every `every`, until the run ends (the caller aborts it then).
-/// A failed look (network, an expired URL) is logged and tried again.
+/// A failed look (the network, S3) is tried again; the first failure is logged.
 fn watch_for_cancel(
     mut run: BundleRun,
     cancel_url: Option<String>,
@@ -488,6 +488,7 @@ fn watch_for_cancel(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     run.stop = Some(stopped);
     let watcher = tokio::spawn(async move {
+        let mut warned = false;
         loop {
             tokio::time::sleep(every).await;
             let url = url.clone();
@@ -500,7 +501,11 @@ fn watch_for_cancel(
                     return;
                 }
                 Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::warn!("could not look for the run's cancel signal: {e}"),
+                Ok(Err(e)) if !warned => {
+                    tracing::warn!("could not look for the run's cancel signal (trying on): {e}");
+                    warned = true;
+                }
+                Ok(Err(_)) => {}
                 Err(e) => tracing::warn!("the look for the run's cancel signal failed: {e}"),
             }
         }

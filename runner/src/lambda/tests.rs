@@ -323,6 +323,20 @@ async fn the_cli_s_cancel_object_stops_the_task_as_on_a_timeout() {
 }
 
 #[tokio::test]
+async fn a_cancel_object_s3_refuses_to_show_is_not_there() {
+    // S3 answers 403 for a missing key to a signer that may not list the bucket.
+    let fixture = Fixture::new(script_bundle("#!/bin/sh\nsleep 0.4; echo ok\n"));
+    fixture
+        .server
+        .serve_object("my-app/logs/run-f.cancel", 403, b"AccessDenied".to_vec());
+    let response = invoke(&fixture.config(), fixture.request("run-f"), far_deadline())
+        .await
+        .unwrap();
+    assert_eq!(response.status, RunStatus::Succeeded, "{response:?}");
+    assert!(fixture.server.gets("my-app/logs/run-f.cancel") >= 2);
+}
+
+#[tokio::test]
 async fn a_run_without_a_cancel_url_is_not_watched() {
     let fixture = Fixture::new(script_bundle("#!/bin/sh\nsleep 0.3; echo ok\n"));
     let mut request = fixture.request("run-n");

@@ -104,8 +104,9 @@ pub fn download(url: &str, dest: &Path, timeout: Duration) -> Result<String, Tra
     Ok(to_hex(&hasher.finalize()))
 }
 
-/// Whether the object behind the presigned GET `url` exists (HTTP 200; 404 is `false`), within
-/// `timeout`. The body is not read.
+/// Whether the object behind the presigned GET `url` exists (HTTP 200), within `timeout`. The
+/// body is not read. 404 and 403 are `false`: S3 answers 403 for a missing key when the signer
+/// may not list the bucket, as lumo's deployer policy (a prefix-scoped `s3:ListBucket`) may not.
 pub fn exists(url: &str, timeout: Duration) -> Result<bool, TransferError> {
     let answer = agent()
         .get(url)
@@ -115,7 +116,7 @@ pub fn exists(url: &str, timeout: Duration) -> Result<bool, TransferError> {
         .call();
     match answer {
         Ok(_) => Ok(true),
-        Err(ureq::Error::StatusCode(404)) => Ok(false),
+        Err(ureq::Error::StatusCode(403 | 404)) => Ok(false),
         Err(e) => Err(from_ureq(e, url)),
     }
 }
