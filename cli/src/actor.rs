@@ -35,16 +35,15 @@ pub fn from_machine(root: &Path) -> String {
     git_user(root)
         .or_else(|| non_empty_var("USER"))
         .or_else(|| non_empty_var("LOGNAME"))
-        .or_else(os_user)
-        .unwrap_or_else(|| "unknown".to_string())
+        .unwrap_or_else(os_user)
 }
 
-/// The name of the user this process runs as, from the user database.
-fn os_user() -> Option<String> {
+/// The name of the user this process runs as, from the user database (else `uid N`).
+fn os_user() -> String {
     let uid = nix::unistd::getuid();
     match nix::unistd::User::from_uid(uid) {
-        Ok(Some(user)) => Some(user.name),
-        _ => Some(format!("uid {uid}")),
+        Ok(Some(user)) => user.name,
+        _ => format!("uid {uid}"),
     }
 }
 

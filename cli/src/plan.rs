@@ -161,7 +161,7 @@ fn decide(task: &Task, bundle: &str, history: &History<'_>, trigger: Trigger) ->
     }
     let listed = run_on
         .iter()
-        .map(|r| format!("'{}'", run_on_name(*r)))
+        .map(|r| format!("'{}'", r.as_str()))
         .collect::<Vec<_>>()
         .join(", ");
     let reason = if trigger == Trigger::Deploy {
@@ -170,14 +170,6 @@ fn decide(task: &Task, bundle: &str, history: &History<'_>, trigger: Trigger) ->
         format!("update, but `runOn` is [{listed}]")
     };
     Decision::Skip { reason }
-}
-
-fn run_on_name(r: RunOn) -> &'static str {
-    match r {
-        RunOn::Deploy => "deploy",
-        RunOn::Update => "update",
-        RunOn::Change => "change",
-    }
 }
 
 fn short(hash: &str) -> &str {

@@ -256,12 +256,12 @@ impl Project {
         self.tasks.iter().filter(move |t| t.exists_in(env))
     }
 
-    /// `--env`, else the config's `environment`; checked against `environments` when declared.
     /// Whether the provider's backend can be opened (see [`ProjectConfig::backend_ready`]).
     pub fn backend_ready(&self) -> Result<(), ProjectError> {
         Ok(self.config.backend_ready()?)
     }
 
+    /// `--env`, else the config's `environment`; checked against `environments` when declared.
     pub fn resolve_env(&self, flag: Option<&str>) -> Result<String, ProjectError> {
         let env = match flag.or(self.config.environment.as_deref()) {
             Some(e) => e.to_string(),

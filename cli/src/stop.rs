@@ -31,16 +31,6 @@ pub enum Interrupt {
     Sigterm,
 }
 
-impl Interrupt {
-    /// The shell's convention: 128 + the signal number.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Interrupt::Sigint => 130,
-            Interrupt::Sigterm => 143,
-        }
-    }
-}
-
 impl fmt::Display for Interrupt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

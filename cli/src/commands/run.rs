@@ -13,11 +13,11 @@ use super::{CommandResult, Context};
 use crate::access;
 use crate::args::RunArgs;
 use crate::backend::Prepare;
-use crate::backend::records::{EventKind, TaskRun};
+use crate::backend::records::TaskRun;
 use crate::config::TaskConfig;
 use crate::error::CliError;
 use crate::execute::{self, Session, TaskJob, format_duration};
-use crate::lock::{self, WriterLock};
+use crate::lock::WriterLock;
 use crate::project::Task;
 use crate::suggest;
 
@@ -31,31 +31,15 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
     let backend = ctx.connect(&project).await?;
     let actor = ctx.actor(&project, &backend);
     let project_name = &project.config.project_name;
-    let role = access::role_of(&project.config, &env, &actor);
-    if !access::allows(role, task.config.permission) {
-        let held = role.map_or("no role".to_string(), |r| {
-            format!("the role `{}`", r.as_str())
-        });
-        let message = format!(
-            "`{actor}` has {held} in `{env}`; task `{}` needs `{}`",
-            task.name,
-            task.config.permission.as_str()
-        );
-        lock::record(
-            &backend,
-            project_name,
-            &env,
-            &actor,
-            EventKind::Refused,
-            message.clone(),
-        )
-        .await;
-        return Err(
-            CliError::invalid(format!("refused: {message}")).hint(format!(
-                "the config's `access.{env}` says who holds which role"
-            )),
-        );
-    }
+    access::require(
+        &backend,
+        &project.config,
+        &env,
+        &actor,
+        task.config.permission,
+        &format!("task `{}`", task.name),
+    )
+    .await?;
     confirm(task, &env, args.yes)?;
 
     let lock = WriterLock::take(

@@ -145,11 +145,7 @@ fn run_on_text(run_on: &[RunOn]) -> String {
     }
     run_on
         .iter()
-        .map(|r| match r {
-            RunOn::Deploy => "deploy",
-            RunOn::Update => "update",
-            RunOn::Change => "change",
-        })
+        .map(|r| r.as_str())
         .collect::<Vec<_>>()
         .join(",")
 }

@@ -176,8 +176,8 @@ impl Default for TaskConfig {
 
 impl TaskConfig {
     /// The args a deployment run hands the task: every declared `default`. Nobody passes args
-    /// to a deploy, and validation refuses a `required` arg on a task that runs on deploy, so
-    /// the defaults are the whole of them (a manual run starts from the same defaults).
+    /// to a deploy, and `required` binds manual runs only (PRODUCT.md §3), so the defaults are
+    /// the whole of them (a manual run starts from the same defaults).
     pub fn deploy_args(&self) -> BTreeMap<String, String> {
         self.args
             .iter()

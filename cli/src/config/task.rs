@@ -90,14 +90,10 @@ pub(super) fn task(
     {
         task.timeout = timeout;
     }
-    // Whether `task.run_on` is what the user meant (given and readable, or the default), so the
-    // args check below does not pile a second error onto an unreadable `runOn`.
-    let mut run_on_known = true;
-    if let Some(v) = map.get("runOn") {
-        match run_on(p, &key("runOn"), v) {
-            Some(run_on) => task.run_on = run_on,
-            None => run_on_known = false,
-        }
+    if let Some(v) = map.get("runOn")
+        && let Some(run_on) = run_on(p, &key("runOn"), v)
+    {
+        task.run_on = run_on;
     }
     if let Some(v) = map.get("copyAssets") {
         task.copy_assets = copy_assets(p, &key("copyAssets"), v);
@@ -133,7 +129,6 @@ pub(super) fn task(
     }
     if let Some(v) = map.get("args") {
         task.args = args(p, &key("args"), v);
-        if run_on_known {}
     }
     if let Some(v) = map.get("confirm") {
         task.confirm = checks::non_empty_string(p, &key("confirm"), v);

@@ -20,7 +20,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use lumo_runner::contract::RunStatus;
 use serde::{Deserialize, Serialize};
@@ -69,6 +71,19 @@ struct TaskStateItem {
 
 pub(super) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
+}
+
+/// Whether a TransactWriteItems was cancelled because one of its conditions did not hold, as
+/// its cancellation reasons say (`ConditionalCheckFailed`).
+fn condition_failed(e: &SdkError<TransactWriteItemsError, HttpResponse>) -> bool {
+    matches!(
+        e.as_service_error(),
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
+            if cancelled
+                .cancellation_reasons()
+                .iter()
+                .any(|reason| reason.code() == Some("ConditionalCheckFailed"))
+    )
 }
 
 impl DynamoStore {
@@ -186,16 +201,18 @@ impl DynamoStore {
         items: Vec<TransactWriteItem>,
         what: &str,
     ) -> BackendResult<()> {
-        match self.transact_if(items, what).await? {
-            true => Ok(()),
-            false => Err(BackendError::new(format!(
-                "DynamoDB refused a conditional write while {what}"
-            ))),
-        }
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+            .map_err(|e| self.error(what, e))?;
+        Ok(())
     }
 
-    /// Like [`transact`](Self::transact), but a failed condition is `Ok(false)` (nothing was
-    /// written) rather than an error.
+    /// Like [`transact`](Self::transact), but a condition that did not hold is `Ok(false)`
+    /// (nothing was written) rather than an error. Any other cancellation (a conflict with
+    /// another transaction, throttling) stays an error: it says nothing about the items.
     async fn transact_if(&self, items: Vec<TransactWriteItem>, what: &str) -> BackendResult<bool> {
         match self
             .client
@@ -205,7 +222,7 @@ impl DynamoStore {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if Self::cancelled(&e) => Ok(false),
+            Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(self.error(what, e)),
         }
     }
@@ -505,9 +522,14 @@ impl AuditStore for DynamoStore {
                 // Already finished (its writer got that far): only the marker is stale. Any
                 // other failure was returned above, leaving the marker for the next writer.
                 false => {
-                    let marker_only = vec![self.delete(self.pk(env), format!("ACTIVE#{id}"))?];
-                    self.transact(marker_only, &format!("clearing the marker of `{id}`"))
-                        .await?;
+                    self.client
+                        .delete_item()
+                        .table_name(self.table())
+                        .key("pk", s(self.pk(env)))
+                        .key("sk", s(format!("ACTIVE#{id}")))
+                        .send()
+                        .await
+                        .map_err(|e| self.error(&format!("clearing the marker of `{id}`"), e))?;
                 }
             }
         }
