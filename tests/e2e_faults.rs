@@ -213,6 +213,7 @@ fn a_killed_deployer_is_taken_over_and_its_run_abandoned(mut env: Env) {
     env.p().task(
         "slow",
         r#"if [ -e "@OUT@/second" ]; then echo quick; exit 0; fi
+echo "working on it"
 sleep 60 &
 echo $! > "@OUT@/child"
 wait"#,
@@ -254,6 +255,15 @@ wait"#,
     );
     assert!(!runs.iter().any(|r| r.status == RunStatus::Running));
     if !env.is_aws() {
+        // What the orphan printed before its deployer died is still there to read.
+        let logs = env.p().logs(&abandoned[0].id);
+        assert!(
+            logs.output
+                .as_deref()
+                .unwrap_or_default()
+                .contains("working on it"),
+            "{logs:?}"
+        );
         // Locally the orphan's process group is stopped too.
         let pid: i32 = env.p().read_out("child").trim().parse().unwrap();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

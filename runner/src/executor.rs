@@ -360,11 +360,10 @@ pub async fn execute(
             (out.pump(child.wait()).await, Some(cut))
         }
     };
-    let timed_out = cut.is_some();
     let exit = waited.map_err(|source| ExecError::Wait { pid, source })?;
     // Tokio has reaped the leader, so waiting on the whole group cannot take its status now.
     group::reap_dead_members(pgid);
-    if !timed_out {
+    if cut.is_none() {
         // Background children the task left behind are part of the run and end with it.
         out.stop_group(pgid, process.kill_grace, None).await;
         group::reap_dead_members(pgid);

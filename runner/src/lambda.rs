@@ -417,6 +417,10 @@ async fn run_once(
         SystemTime::now(),
         config.deadline_margin + config.kill_grace,
     );
+    let cancel = request
+        .cancel_url
+        .clone()
+        .map(|url| CancelWatch::start(url, config.cancel_poll));
     let run = BundleRun {
         bundle_zip: zip.to_owned(),
         sha256: sha256.to_owned(),
@@ -427,14 +431,11 @@ async fn run_once(
         timeout,
         kill_grace: config.kill_grace,
         log_file: log.as_ref().map(|log| log.path.clone()),
-        stop: None,
+        stop: cancel.as_ref().map(|watch| watch.stop.clone()),
     };
-    let (run, watcher) = watch_for_cancel(run, request.cancel_url.clone(), config.cancel_poll);
     // Nothing to stream live: the response carries the tail, the log file the rest.
     let ran = run_bundle(run, &mut DiscardOutput).await;
-    if let Some(watcher) = watcher {
-        watcher.abort();
-    }
+    drop(cancel);
     let (mut outcome, log_error) = match ran {
         Ok(outcome) => (outcome, None),
         Err(RunnerError::Exec(ExecError::WriteLog {
@@ -474,43 +475,54 @@ async fn run_once(
     Ok(response(outcome, artifacts))
 }
 
-/// With a `cancel_url`, `run` gets a stop signal pulled once the CLI has written the cancel
-/// object: a task polls for it every `every`, until the run ends (the caller aborts it then).
-/// A failed look (the network, S3) is tried again; the first failure is logged.
-fn watch_for_cancel(
-    mut run: BundleRun,
-    cancel_url: Option<String>,
-    every: Duration,
-) -> (BundleRun, Option<tokio::task::JoinHandle<()>>) {
-    let Some(url) = cancel_url else {
-        return (run, None);
-    };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    run.stop = Some(stopped);
-    let watcher = tokio::spawn(async move {
-        let mut warned = false;
-        loop {
-            tokio::time::sleep(every).await;
-            let url = url.clone();
-            let looked =
-                tokio::task::spawn_blocking(move || transfer::exists(&url, every * 5)).await;
-            match looked {
-                Ok(Ok(true)) => {
-                    tracing::info!("the CLI asked to stop the run; stopping the task");
-                    let _ = stop.send(true);
-                    return;
+/// The look for the CLI's cancel object while a task runs: every `every`, a GET of the
+/// presigned `cancel_url`; once it exists, `stop` turns `true` (the executor then stops the
+/// task as on a timeout). A failed look (the network, S3) is tried again; the first failure is
+/// logged. The looking ends when this is dropped, the run's end or a panic alike.
+struct CancelWatch {
+    stop: tokio::sync::watch::Receiver<bool>,
+    looking: tokio::task::JoinHandle<()>,
+}
+
+impl CancelWatch {
+    fn start(url: String, every: Duration) -> CancelWatch {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let looking = tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                tokio::time::sleep(every).await;
+                let url = url.clone();
+                let looked =
+                    tokio::task::spawn_blocking(move || transfer::exists(&url, every * 5)).await;
+                match looked {
+                    Ok(Ok(true)) => {
+                        tracing::info!("the CLI asked to stop the run; stopping the task");
+                        let _ = stop.send(true);
+                        return;
+                    }
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) if !warned => {
+                        tracing::warn!(
+                            "could not look for the run's cancel signal (trying on): {e}"
+                        );
+                        warned = true;
+                    }
+                    Ok(Err(_)) => {}
+                    Err(e) => tracing::warn!("the look for the run's cancel signal failed: {e}"),
                 }
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) if !warned => {
-                    tracing::warn!("could not look for the run's cancel signal (trying on): {e}");
-                    warned = true;
-                }
-                Ok(Err(_)) => {}
-                Err(e) => tracing::warn!("the look for the run's cancel signal failed: {e}"),
             }
+        });
+        CancelWatch {
+            stop: stopped,
+            looking,
         }
-    });
-    (run, Some(watcher))
+    }
+}
+
+impl Drop for CancelWatch {
+    fn drop(&mut self) {
+        self.looking.abort();
+    }
 }
 
 /// The task's timeout, lowered when needed so the task (and its kill grace, within `reserve`)

@@ -116,9 +116,14 @@ impl RunReport {
     /// task (`fate`).
     pub fn stopped(reason: StopReason, fate: &str, started_at: Timestamp) -> RunReport {
         RunReport {
-            message: format!("stopped: {reason}; {fate}"),
+            message: RunReport::stop_message(reason, fate),
             ..RunReport::not_started(String::new(), started_at)
         }
+    }
+
+    /// The message of a run stopped for `reason`, saying what became of its task.
+    pub fn stop_message(reason: StopReason, fate: &str) -> String {
+        format!("stopped: {reason}; {fate}")
     }
 
     /// A run that failed before its task could start (a refused bundle, a runner that could

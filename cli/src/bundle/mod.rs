@@ -125,7 +125,9 @@ fn collect(
         }
         TaskSource::Crate { dir } => {
             if let Some(build) = build {
-                let lambda_dir = root.join(".lumo").join("lambda");
+                // Each task its own: `cargo lambda` names the output after the binary, and two
+                // task crates may well share one (a copied example crate).
+                let lambda_dir = root.join(".lumo").join("lambda").join(&task.name);
                 let binary = crate_task::build(dir, build, &lambda_dir).map_err(|message| {
                     vec![ConfigProblem {
                         key: task.display_path.clone(),

@@ -176,15 +176,14 @@ impl Escaped {
                 tracing::debug!(%pid, %signal, "stopping a process that left the task's group");
                 // A stopped process would only act on SIGTERM once continued.
                 for sig in [signal, Signal::SIGCONT] {
-                    let sent = if leads_group {
-                        killpg(pid, sig)
+                    if leads_group {
+                        self::signal(pid, sig);
                     } else {
-                        nix::sys::signal::kill(pid, sig)
-                    };
-                    match sent {
-                        Ok(()) | Err(Errno::ESRCH) => {}
-                        Err(errno) => {
-                            tracing::warn!("could not send {sig} to process {pid}: {errno}")
+                        match nix::sys::signal::kill(pid, sig) {
+                            Ok(()) | Err(Errno::ESRCH) => {}
+                            Err(errno) => {
+                                tracing::warn!("could not send {sig} to process {pid}: {errno}")
+                            }
                         }
                     }
                 }

@@ -341,28 +341,13 @@ impl LambdaExecutor {
     /// The function exists (a manual run changes no infrastructure).
     async fn check_function(&self, env: &str) -> BackendResult<()> {
         let name = function_name(&self.target.project, env);
-        match self
-            .control
-            .get_function_configuration()
-            .function_name(&name)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                Err(
-                    BackendError::new(format!("the runner function `{name}` does not exist")).hint(
-                        format!("deploy the environment first: `lumo deploy --env {env}`"),
-                    ),
-                )
-            }
-            Err(e) => Err(sdk_error(
-                &format!("looking up the runner function `{name}`"),
-                e,
-            )),
+        match self.function_configuration(&name).await? {
+            Some(_) => Ok(()),
+            None => Err(
+                BackendError::new(format!("the runner function `{name}` does not exist")).hint(
+                    format!("deploy the environment first: `lumo deploy --env {env}`"),
+                ),
+            ),
         }
     }
 
@@ -602,9 +587,12 @@ impl TaskExecutor for LambdaExecutor {
             tracing::warn!("run {run_id}: the runner could not upload an artifact: {problem}");
         }
         let message = match stopped {
-            Some(reason) if outcome.status != RunStatus::Succeeded => format!(
-                "stopped: {reason}; the task got SIGTERM in Lambda (then SIGKILL after {})",
-                humantime::format_duration(DEFAULT_KILL_GRACE)
+            Some(reason) if outcome.status != RunStatus::Succeeded => RunReport::stop_message(
+                reason,
+                &format!(
+                    "the task got SIGTERM in Lambda (then SIGKILL after {})",
+                    humantime::format_duration(DEFAULT_KILL_GRACE)
+                ),
             ),
             _ => outcome.message,
         };

@@ -140,7 +140,7 @@ impl TaskExecutor for LocalExecutor {
                 request.env
             )));
         }
-        let log_name = format!("{}.log", request.context.run_id);
+        let log_name = log_file_name(&request.context.run_id);
         let started_at = Timestamp::now();
         let run = BundleRun {
             bundle_zip,
@@ -161,10 +161,15 @@ impl TaskExecutor for LocalExecutor {
                 status: outcome.status,
                 exit_code: outcome.exit_code,
                 message: match request.stop.reason() {
-                    Some(reason) if outcome.status != RunStatus::Succeeded => format!(
-                        "stopped: {reason}; the task got SIGTERM (then SIGKILL after {})",
-                        humantime::format_duration(DEFAULT_KILL_GRACE)
-                    ),
+                    Some(reason) if outcome.status != RunStatus::Succeeded => {
+                        RunReport::stop_message(
+                            reason,
+                            &format!(
+                                "the task got SIGTERM (then SIGKILL after {})",
+                                humantime::format_duration(DEFAULT_KILL_GRACE)
+                            ),
+                        )
+                    }
                     _ => outcome.message,
                 },
                 data: outcome.data,
@@ -190,6 +195,11 @@ impl TaskExecutor for LocalExecutor {
 
 /// Stops what is left of a run whose `lumo` died (every process carrying its `LUMO_RUN_ID`,
 /// with their process groups), then removes its unpacked bundle.
+/// The file under `.lumo/logs/` a run's output is written to as it arrives.
+pub(super) fn log_file_name(run_id: &str) -> String {
+    format!("{run_id}.log")
+}
+
 fn stop_orphan(work_dir: &Path, run_id: &str) {
     lumo_runner::executor::kill_processes_of_run(run_id);
     let run_dir = work_dir.join(run_id);

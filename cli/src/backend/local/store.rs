@@ -439,11 +439,10 @@ impl AuditStore for SqliteStore {
     }
 
     async fn read_log(&self, run: &TaskRun) -> BackendResult<Option<Vec<u8>>> {
-        // A run still going has no ref yet, but its log is written as the output arrives.
-        let running_log = (run.status == RunStatus::Running).then(|| format!("{}.log", run.id));
-        let Some(log_ref) = run.log_ref.as_ref().or(running_log.as_ref()) else {
-            return Ok(None);
-        };
+        // A run still going, abandoned, or cut off by a backend error has no ref, but its log
+        // was written as the output arrived.
+        let own_log = super::log_file_name(&run.id);
+        let log_ref = run.log_ref.as_deref().unwrap_or(&own_log);
         // Local log refs are paths relative to `.lumo/`; only file names under logs/ are read.
         let Some(name) = Path::new(log_ref).file_name() else {
             return Ok(None);
