@@ -73,7 +73,7 @@ async fn actor(project: &Project, env: Option<&str>, ctx: &Context) -> Result<St
         && env.is_some_and(|e| project.config.access.contains_key(e))
         && crate::actor::from_flag_or_ci(ctx.global.actor.as_deref()).is_none();
     if needs_caller {
-        let backend = ctx.connect(project).await?;
+        let backend = ctx.connect_read_only(project).await?;
         return Ok(ctx.actor(project, &backend));
     }
     Ok(crate::actor::from_flag_or_ci(ctx.global.actor.as_deref())

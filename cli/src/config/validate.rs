@@ -113,8 +113,9 @@ pub(super) fn validate(
         .and_then(|v| checks::non_empty_string(&mut p, "region", v));
     let aws = map.get("aws").map(|v| aws(&mut p, v)).unwrap_or_default();
     // Not a load error: a Lumo Framework config naming `provider: 'aws'` loads unchanged
-    // (PRODUCT.md §3), and `tasks`, `build` and `--dry-run` need no bucket. Whatever opens the
-    // `aws` backend asks [`ProjectConfig::backend_ready`] first.
+    // (PRODUCT.md §3), and `build` or `tasks` (without an `access` map to check) need no
+    // bucket. Whatever opens the `aws` backend, and every deploy (dry runs too, which read the
+    // environment's state), asks [`ProjectConfig::backend_ready`] first.
     let mut missing = Problems::default();
     if provider == Provider::Aws {
         require_aws_resources(&mut missing, map.get("aws"), provider_override.is_some());
@@ -302,9 +303,10 @@ fn aws(p: &mut Problems, value: &Value) -> AwsSettings {
     aws
 }
 
-/// The `aws` provider cannot start without its bucket and table: say so here, with the other
-/// problems and before anything is bundled, rather than when the backend opens. A key that is
-/// there but invalid already has its own problem; an `aws` that is not an object too.
+/// The `aws` provider cannot open its backend without its bucket and table: these problems are
+/// kept apart from the load's ([`ProjectConfig::backend_ready`] reports them, before anything
+/// is bundled). A key that is there but invalid already has its own problem; an `aws` that is
+/// not an object too.
 fn require_aws_resources(p: &mut Problems, aws: Option<&Value>, from_flag: bool) {
     let section = match aws {
         None => None,

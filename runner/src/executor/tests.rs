@@ -864,3 +864,41 @@ fn durations_format_for_messages() {
     // Regression: a lowered deadline printed as `1.9889999999999999s`.
     assert_eq!(format_duration(Duration::from_millis(1989)), "2.0s");
 }
+
+/// `stop` turning `true` ends the run as a timeout would (SIGTERM to the group, output kept),
+/// but recorded as stopped; a stop whose sender goes away without asking stops nothing.
+#[tokio::test]
+async fn a_stop_asked_for_ends_the_run_and_a_dropped_one_does_not() {
+    let f = fixture();
+    let script = "trap 'echo got TERM; exit 143' TERM
+         echo started
+         sleep 30 & echo $! > child.pid
+         wait";
+    let (ask, stop) = tokio::sync::watch::channel(false);
+    let mut p = f.command(script);
+    p.stop = Some(stop);
+    let started = Instant::now();
+    let asking = async {
+        while !f.work.join("child.pid").exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ask.send(true).unwrap();
+    };
+    let ((outcome, seen), ()) = tokio::join!(run(p), asking);
+    assert_eq!(outcome.status, RunStatus::Failed, "{outcome:?}");
+    assert_eq!(outcome.message, "stopped before it ended");
+    assert_eq!(seen, "started\ngot TERM\n");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        !is_alive(f.pid("child.pid")),
+        "the task's child outlived the stop"
+    );
+
+    let (ask, stop) = tokio::sync::watch::channel(false);
+    let mut p = f.command("sleep 0.3; echo done");
+    p.stop = Some(stop);
+    drop(ask);
+    let (outcome, _) = run(p).await;
+    assert_eq!(outcome.status, RunStatus::Succeeded, "{outcome:?}");
+    assert_eq!(outcome.message, "done");
+}
