@@ -242,7 +242,7 @@ fn read_manifest(zip_path: &Path, manifest_path: &Path) -> Result<BundleManifest
     let manifest: BundleManifest =
         serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
     match &manifest.entry {
-        Entry::Program(path) => {
+        Entry::Program(path) | Entry::Node(path) => {
             safe_relative_path(path)
                 .map_err(|reason| invalid(format!("entry `{path}`: {reason}")))?;
         }
@@ -444,6 +444,42 @@ pub(crate) mod tests {
         );
         let err = unpack(&zip_path, &dir.path().join("out2")).unwrap_err();
         assert!(matches!(err, BundleError::InvalidManifest { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_node_entry_may_not_escape_the_bundle_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip_path = dir.path().join("b.zip");
+        for (index, module) in ["../handler.mjs", "/tmp/handler.mjs", ""]
+            .iter()
+            .enumerate()
+        {
+            let bad = manifest_json(&Entry::Node((*module).into()));
+            write_zip(
+                &zip_path,
+                &[ZipItem::File {
+                    name: MANIFEST_PATH,
+                    body: &bad,
+                    mode: 0o644,
+                }],
+            );
+            let err = unpack(&zip_path, &dir.path().join(format!("out{index}"))).unwrap_err();
+            assert!(
+                matches!(err, BundleError::InvalidManifest { .. }),
+                "{module}: {err}"
+            );
+        }
+        let good = manifest_json(&Entry::Node("handler.mjs".into()));
+        write_zip(
+            &zip_path,
+            &[ZipItem::File {
+                name: MANIFEST_PATH,
+                body: &good,
+                mode: 0o644,
+            }],
+        );
+        let manifest = unpack(&zip_path, &dir.path().join("ok")).unwrap();
+        assert_eq!(manifest.entry, Entry::Node("handler.mjs".into()));
     }
 
     #[test]

@@ -137,6 +137,20 @@ pub enum Entry {
     Program(String),
     /// A shell command, run with `sh -c` in the bundle root.
     Command(String),
+    /// An ES module, relative to the bundle root (`/`-separated), whose exported handler
+    /// (`run`, else the default export, else `handler`) the runner's own Node entry calls with
+    /// the [`TaskContext`]: a Lumo Framework task. Serialized as `{"node": "handler.mjs"}`.
+    Node(String),
+}
+
+impl Entry {
+    /// What the entry names, for messages: the file, or the command line.
+    pub fn label(&self) -> &str {
+        match self {
+            Entry::Program(path) | Entry::Node(path) => path,
+            Entry::Command(line) => line,
+        }
+    }
 }
 
 /// Path of the manifest inside a bundle.
@@ -193,6 +207,19 @@ mod tests {
             serde_json::from_str(r#"{"success":false,"message":"no","data":{"n":1}}"#).unwrap();
         assert!(!ok.success);
         assert_eq!(ok.data, Some(serde_json::json!({"n": 1})));
+    }
+
+    #[test]
+    fn a_node_entry_is_written_as_the_shared_interface_says() {
+        let manifest = BundleManifest {
+            task: "database/migrate".into(),
+            entry: Entry::Node("handler.mjs".into()),
+        };
+        let v = serde_json::to_value(&manifest).unwrap();
+        assert_eq!(v["entry"], serde_json::json!({"node": "handler.mjs"}));
+        let back: BundleManifest =
+            serde_json::from_str(r#"{"task":"t","entry":{"node":"handler.mjs"}}"#).unwrap();
+        assert_eq!(back.entry, Entry::Node("handler.mjs".into()));
     }
 
     #[test]

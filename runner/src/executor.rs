@@ -688,6 +688,9 @@ fn task_command(
             command.arg("-c").arg(line);
             command
         }
+        Entry::Node(_) => {
+            return Err("this runner cannot start Node.js tasks yet".to_owned());
+        }
     };
     command.current_dir(&process.working_directory);
 
@@ -788,23 +791,13 @@ fn not_executable_hint(path: &str, file: &Path) -> String {
     }
 }
 
-fn entry_label(entry: &Entry) -> &str {
-    match entry {
-        Entry::Program(path) => path,
-        Entry::Command(line) => line,
-    }
-}
-
 /// The outcome of a task that never ran: recorded like any failed run.
 fn not_started(entry: &Entry, reason: &str, masker: &Masker, at: SystemTime) -> ExecOutcome {
     ExecOutcome {
         status: RunStatus::Failed,
         exit_code: None,
         signal: None,
-        message: masker.mask_str(&format!(
-            "could not start `{}`: {reason}",
-            entry_label(entry)
-        )),
+        message: masker.mask_str(&format!("could not start `{}`: {reason}", entry.label())),
         data: None,
         output_tail: String::new(),
         output_bytes: 0,
