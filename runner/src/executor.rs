@@ -688,8 +688,10 @@ fn task_command(
             command.arg("-c").arg(line);
             command
         }
-        Entry::Node(_) => {
-            return Err("this runner cannot start Node.js tasks yet".to_owned());
+        Entry::Node(module) => {
+            // The context file lives in the scratch directory, beside which the entry goes.
+            let scratch = context_file.parent().unwrap_or(&process.scratch_dir);
+            crate::node::task_command(module, &process.working_directory, scratch)?
         }
     };
     command.current_dir(&process.working_directory);

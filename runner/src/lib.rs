@@ -17,6 +17,8 @@ pub mod lambda;
 #[cfg(feature = "executor")]
 pub mod mask;
 #[cfg(feature = "executor")]
+pub mod node;
+#[cfg(feature = "executor")]
 mod run;
 
 #[cfg(feature = "executor")]
