@@ -13,6 +13,7 @@
 #![allow(dead_code, unused_macros)] // Each suite uses a different part of this module.
 
 pub mod aws;
+pub mod local;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
