@@ -17,7 +17,7 @@ use lumo_cli::backend::records::{
 };
 use lumo_cli::backend::{Acquired, Backend, ConnectOptions, LockSlot, Prepare, RunRequest};
 use lumo_cli::bundle::{self, BuildTarget, BuiltBundle};
-use lumo_cli::project::{Project, Task};
+use lumo_cli::{project::Project, task::Task};
 use lumo_runner::contract::{DeploymentInfo, RunStatus, TaskContext, Trigger};
 use serde_json::json;
 use tempfile::TempDir;

@@ -9,7 +9,8 @@ use crate::backend::records::{EnvState, EventKind};
 use crate::config::{Permission, ProjectConfig};
 use crate::error::CliError;
 use crate::plan::Plan;
-use crate::project::{Project, Task};
+use crate::project::Project;
+use crate::task::Task;
 
 /// The role `actor` holds in `env`: maintainer when the config has no `access` map or none for
 /// `env`; otherwise the highest role whose list names the actor (`*` names everyone, and a
@@ -224,7 +225,7 @@ mod tests {
     fn task(name: &str, permission: Permission) -> Task {
         Task {
             name: name.into(),
-            source: crate::bundle::TaskSource::Command {
+            source: crate::task::TaskSource::Command {
                 command: "true".into(),
             },
             config: crate::config::TaskConfig {

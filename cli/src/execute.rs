@@ -13,8 +13,8 @@ use crate::backend::records::{TaskRun, Timestamp, new_id};
 use crate::backend::{Backend, BackendError, RunRequest};
 use crate::output::{Printer, Style};
 use crate::plan::PlannedTask;
-use crate::project::Task;
 use crate::stop::{StopReason, StopSignal};
+use crate::task::Task;
 
 /// What every run of one deploy or manual run shares.
 #[derive(Clone)]

@@ -16,4 +16,5 @@ pub mod plan;
 pub mod project;
 pub mod stop;
 pub mod suggest;
+pub mod task;
 pub mod version;

@@ -7,7 +7,7 @@ use lumo_runner::contract::Trigger;
 use serde::Serialize;
 
 use crate::config::RunOn;
-use crate::project::Task;
+use crate::task::Task;
 
 /// What the environment's history says, as far as planning is concerned.
 #[derive(Debug, Clone)]
@@ -220,57 +220,11 @@ pub fn order(tasks: &[&Task]) -> Vec<usize> {
     out
 }
 
-/// A dependency cycle among `tasks`, as the names along it (first repeated at the end).
-pub fn find_cycle(tasks: &[Task]) -> Option<Vec<String>> {
-    let deps: BTreeMap<&str, &[String]> = tasks
-        .iter()
-        .map(|t| (t.name.as_str(), t.config.depends_on.as_slice()))
-        .collect();
-    // Depth-first search with colours: 1 = on the current path, 2 = done.
-    let mut colour: BTreeMap<&str, u8> = BTreeMap::new();
-    for start in tasks.iter().map(|t| t.name.as_str()) {
-        let mut path: Vec<(&str, usize)> = Vec::new();
-        if colour.get(start).copied().unwrap_or(0) != 0 {
-            continue;
-        }
-        colour.insert(start, 1);
-        path.push((start, 0));
-        while let Some(&mut (node, ref mut next)) = path.last_mut() {
-            let node_deps = deps.get(node).copied().unwrap_or(&[]);
-            if *next < node_deps.len() {
-                let dep = node_deps[*next].as_str();
-                *next += 1;
-                if !deps.contains_key(dep) {
-                    continue;
-                }
-                match colour.get(dep).copied().unwrap_or(0) {
-                    0 => {
-                        colour.insert(dep, 1);
-                        path.push((dep, 0));
-                    }
-                    1 => {
-                        let from = path.iter().position(|(n, _)| *n == dep).unwrap_or(0);
-                        let mut cycle: Vec<String> =
-                            path[from..].iter().map(|(n, _)| n.to_string()).collect();
-                        cycle.push(dep.to_string());
-                        return Some(cycle);
-                    }
-                    _ => {}
-                }
-            } else {
-                colour.insert(node, 2);
-                path.pop();
-            }
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::TaskSource;
     use crate::config::TaskConfig;
+    use crate::task::TaskSource;
 
     fn task(name: &str, run_on: &[RunOn], deps: &[&str]) -> Task {
         Task {
@@ -431,25 +385,5 @@ mod tests {
         );
         assert_eq!(p.tasks[2].after, ["a"]);
         assert!(p.tasks[0].after.is_empty());
-    }
-
-    #[test]
-    fn cycles_are_found_and_named() {
-        let tasks = [
-            task("a", BOTH, &["c"]),
-            task("b", BOTH, &["a"]),
-            task("c", BOTH, &["b"]),
-            task("d", BOTH, &[]),
-        ];
-        let cycle = find_cycle(&tasks).unwrap();
-        assert_eq!(cycle.first(), cycle.last());
-        assert_eq!(cycle.len(), 4);
-        assert!(find_cycle(&tasks[3..]).is_none());
-        let no_cycle = [
-            task("a", BOTH, &[]),
-            task("b", BOTH, &["a"]),
-            task("c", BOTH, &["a", "b"]),
-        ];
-        assert!(find_cycle(&no_cycle).is_none());
     }
 }

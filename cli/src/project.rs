@@ -5,32 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::bundle;
 use crate::bundle::discover::{self, Discovery};
-use crate::bundle::{self, TaskSource};
 use crate::config::{self, ConfigError, ConfigProblem, ProjectConfig, Provider, TaskConfig};
 use crate::suggest;
-
-/// A task of the project: where it comes from and how it is configured.
-#[derive(Debug, Clone)]
-pub struct Task {
-    pub name: String,
-    pub source: TaskSource,
-    pub config: TaskConfig,
-    /// Declared in `lumo.config.js` (otherwise found on disk and run with the defaults).
-    pub declared: bool,
-    /// The task's file or directory relative to the root, or `tasks.<name>.command`.
-    pub display_path: String,
-}
-
-impl Task {
-    /// Whether the task exists in `env` (its `environments`, when set, name it).
-    pub fn exists_in(&self, env: &str) -> bool {
-        self.config
-            .environments
-            .as_ref()
-            .is_none_or(|envs| envs.iter().any(|e| e == env))
-    }
-}
+use crate::task::{self, Task, TaskSource};
 
 #[derive(Debug)]
 pub struct Project {
@@ -355,7 +334,7 @@ fn check_dependencies(config: &ProjectConfig, tasks: &[Task], problems: &mut Vec
             }
         }
     }
-    if let Some(cycle) = crate::plan::find_cycle(tasks) {
+    if let Some(cycle) = task::find_cycle(tasks) {
         problems.push(ConfigProblem {
             key: format!("tasks.{}.dependsOn", cycle[0]),
             message: format!("dependency cycle: {}", cycle.join(" → ")),

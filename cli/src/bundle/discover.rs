@@ -10,33 +10,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::ConfigProblem;
+use crate::task::TaskSource;
 
 /// Where tasks live, relative to the project root.
 pub const TASKS_DIR: &str = "functions/tasks";
-
-/// What a task is made of on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskSource {
-    /// An executable file; it becomes the bundle's entry point under its own file name.
-    File { path: PathBuf },
-    /// A directory whose whole content is bundled; `entry` is its executable `run` file.
-    Directory { dir: PathBuf, entry: String },
-    /// A Rust crate built with cargo; its binary becomes the bundle's entry point.
-    Crate { dir: PathBuf },
-    /// `command:` in the config, run with `sh -c` in the bundle root.
-    Command { command: String },
-}
-
-impl TaskSource {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            TaskSource::File { .. } => "file",
-            TaskSource::Directory { .. } => "directory",
-            TaskSource::Crate { .. } => "rust",
-            TaskSource::Command { .. } => "command",
-        }
-    }
-}
 
 /// A task found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]

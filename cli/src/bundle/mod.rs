@@ -19,10 +19,9 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use crate::config::ConfigProblem;
-use crate::project::Task;
+use crate::task::{Task, TaskSource};
 use assets::{BundleEntry, EntrySet, EntrySource, MANIFEST_KEY};
 pub use crate_task::{Build, BuildTarget};
-pub use discover::TaskSource;
 
 /// A task's bundle, built and stored.
 #[derive(Debug, Clone, Serialize)]

@@ -10,7 +10,7 @@ use super::{CommandResult, Context};
 use crate::args::BuildArgs;
 use crate::bundle::{self, BuiltBundle, assets::human_bytes};
 use crate::error::{CliError, ExitKind};
-use crate::project::Task;
+use crate::task::Task;
 
 pub async fn run(args: BuildArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;

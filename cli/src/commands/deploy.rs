@@ -18,9 +18,10 @@ use crate::execute::{self, Session, TaskJob, format_duration};
 use crate::lock::WriterLock;
 use crate::output::Style;
 use crate::plan::{self, Decision, History, Plan};
-use crate::project::{Project, Task};
+use crate::project::Project;
 use crate::stop::StopReason;
 use crate::suggest;
+use crate::task::Task;
 use crate::version;
 
 pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {

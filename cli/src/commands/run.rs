@@ -18,8 +18,8 @@ use crate::config::TaskConfig;
 use crate::error::CliError;
 use crate::execute::{self, Session, TaskJob, format_duration};
 use crate::lock::WriterLock;
-use crate::project::Task;
 use crate::suggest;
+use crate::task::Task;
 
 pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
@@ -270,8 +270,8 @@ impl fmt::Display for RunReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::TaskSource;
     use crate::config::ArgDef;
+    use crate::task::TaskSource;
 
     fn task() -> Task {
         let mut config = TaskConfig::default();
