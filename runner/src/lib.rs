@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod contract;
+pub mod ids;
 
 #[cfg(feature = "executor")]
 pub mod bundle;
@@ -20,6 +21,8 @@ pub mod mask;
 pub mod node;
 #[cfg(feature = "executor")]
 mod run;
+
+pub use ids::{BundleHash, IdError, RunId, Version};
 
 #[cfg(feature = "executor")]
 pub use bundle::{BundleError, sha256_file, unpack};
