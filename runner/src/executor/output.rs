@@ -12,12 +12,12 @@
 //! per line (50 MB ran no slower than through the former 64 KiB buffer).
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tokio::fs::File;
 use tokio::io::AsyncWriteExt;
 
-use super::{OutputObserver, TAIL_BYTES};
+use super::{ExecError, OutputObserver, TAIL_BYTES};
 use crate::mask::StreamMasker;
 
 /// The most characters of an output line used as a run's message.
@@ -52,6 +52,20 @@ pub(crate) struct OutputSummary {
     pub last_line: Option<String>,
     /// The log file and why writing it failed, if it did.
     pub log_error: Option<(PathBuf, io::Error)>,
+}
+
+/// Creates (or truncates) the run's log file, when it has one.
+pub(crate) async fn create_log(path: Option<&Path>) -> Result<Option<(PathBuf, File)>, ExecError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let file = File::create(path)
+        .await
+        .map_err(|source| ExecError::CreateLog {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(Some((path.to_owned(), file)))
 }
 
 impl<'a> OutputSink<'a> {

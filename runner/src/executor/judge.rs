@@ -1,0 +1,207 @@
+//! Judging how a task run went (PRODUCT.md §4 "Outcome"): its exit status and result file
+//! become a status, a one-line message and `data`; a run cut short or never started gets the
+//! message that says so.
+//!
+//! Pure apart from reading the result file, so every rule here is the same on a laptop and in
+//! Lambda, and testable without a process.
+
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::ExitStatus;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+
+use super::output::OutputSummary;
+use super::stop::Cut;
+use super::{ExecOutcome, MAX_RESULT_FILE_BYTES};
+use crate::contract::{Entry, RunStatus, TaskResult};
+use crate::mask::Masker;
+
+/// The outcome of a task that never ran: recorded like any failed run.
+pub(super) fn not_started(
+    entry: &Entry,
+    reason: &str,
+    masker: &Masker,
+    at: SystemTime,
+) -> ExecOutcome {
+    ExecOutcome {
+        status: RunStatus::Failed,
+        exit_code: None,
+        signal: None,
+        message: masker.mask_str(&format!("could not start `{}`: {reason}", entry.label())),
+        data: None,
+        output_tail: String::new(),
+        output_bytes: 0,
+        started_at: at,
+        ended_at: at,
+    }
+}
+
+/// The outcome of a run that was cut short: its result file is not read (a task stopped
+/// half-way may have written one it no longer stands behind).
+pub(super) fn cut_short(
+    cut: Cut,
+    exit: ExitStatus,
+    timeout: Duration,
+    output: &OutputSummary,
+    started_at: SystemTime,
+    ended_at: SystemTime,
+) -> ExecOutcome {
+    let (status, message) = match cut {
+        Cut::TimedOut => (
+            RunStatus::TimedOut,
+            format!("timed out after {}", format_duration(timeout)),
+        ),
+        Cut::Stopped => (RunStatus::Failed, "stopped before it ended".to_string()),
+    };
+    ExecOutcome {
+        status,
+        exit_code: exit.code(),
+        signal: exit.signal(),
+        message,
+        data: None,
+        output_tail: output.tail.clone(),
+        output_bytes: output.bytes,
+        started_at,
+        ended_at,
+    }
+}
+
+/// Reads the task's result file: `Ok(None)` when the task wrote none, `Err(reason)` when what it
+/// wrote is not a valid `TaskResult`.
+pub(super) async fn read_result_file(path: &Path) -> Result<Option<TaskResult>, String> {
+    let metadata = match tokio::fs::metadata(path).await {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("could not read it: {e}")),
+    };
+    // Opening a FIFO would block until someone writes to it, and nobody will.
+    if !metadata.is_file() {
+        return Err("it is not a regular file".to_owned());
+    }
+    if metadata.len() > MAX_RESULT_FILE_BYTES {
+        return Err(format!(
+            "it is larger than {} MiB",
+            MAX_RESULT_FILE_BYTES / (1024 * 1024)
+        ));
+    }
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("could not read it: {e}"))?;
+    let mut bytes = Vec::new();
+    // The length checked above may have grown since; never read more than the limit.
+    file.take(MAX_RESULT_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("could not read it: {e}"))?;
+    if bytes.len() as u64 > MAX_RESULT_FILE_BYTES {
+        return Err(format!(
+            "it is larger than {} MiB",
+            MAX_RESULT_FILE_BYTES / (1024 * 1024)
+        ));
+    }
+    if bytes.trim_ascii().is_empty() {
+        return Err("the file is empty".to_owned());
+    }
+    let result: TaskResult = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    match &result.data {
+        None | Some(Value::Object(_)) => Ok(Some(result)),
+        Some(other) => Err(format!(
+            "`data` must be an object, not {}",
+            json_kind(other)
+        )),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Turns how the task ended into a status and a message (PRODUCT.md §4 "Outcome").
+pub(super) fn judge(
+    exit: ExitStatus,
+    result: Result<Option<TaskResult>, String>,
+    output: &OutputSummary,
+    masker: &Masker,
+    started_at: SystemTime,
+    ended_at: SystemTime,
+) -> ExecOutcome {
+    let (result, invalid_result) = match result {
+        Ok(result) => (result, None),
+        Err(reason) => (None, Some(reason)),
+    };
+    let task_message = match (&invalid_result, &result) {
+        (Some(reason), _) => format!(
+            "result file is not a valid TaskResult: {reason}; a task writes \
+             {{\"success\": bool, \"message\": string, \"data\"?: object}} to LUMO_RESULT_FILE"
+        ),
+        (None, Some(result)) => result.message.clone(),
+        (None, None) => output.last_line.clone().unwrap_or_default(),
+    };
+    let (status, cause) = match (exit.code(), exit.signal()) {
+        (Some(0), _) => {
+            let succeeded = invalid_result.is_none() && result.as_ref().is_none_or(|r| r.success);
+            let status = if succeeded {
+                RunStatus::Succeeded
+            } else {
+                RunStatus::Failed
+            };
+            (status, None)
+        }
+        (Some(code), _) => (RunStatus::Failed, Some(format!("exit code {code}"))),
+        (None, Some(signal)) => (
+            RunStatus::Failed,
+            Some(format!("killed by signal {}", signal_name(signal))),
+        ),
+        (None, None) => (
+            RunStatus::Failed,
+            Some("ended without an exit status".to_owned()),
+        ),
+    };
+    let message = match (cause, task_message.is_empty()) {
+        (Some(cause), true) => cause,
+        (Some(cause), false) => format!("{cause}: {task_message}"),
+        (None, false) => task_message,
+        (None, true) => format!("exit code {}", exit.code().unwrap_or(0)),
+    };
+    ExecOutcome {
+        status,
+        exit_code: exit.code(),
+        signal: exit.signal(),
+        message: masker.mask_str(&message),
+        data: result
+            .and_then(|r| r.data)
+            .map(|data| masker.mask_json(&data)),
+        output_tail: output.tail.clone(),
+        output_bytes: output.bytes,
+        started_at,
+        ended_at,
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    Signal::try_from(signal).map_or_else(|_| format!("{signal}"), |s| s.as_str().to_owned())
+}
+
+/// `120s`, `1.5s`, or `300ms` for timeouts under a second.
+pub(crate) fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        // Tenths are plenty for a human, and `1.9889999999999999s` is not one.
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}

@@ -1,0 +1,287 @@
+//! Starting a task: its scratch files (the context in, the result out), the command its entry
+//! names with the contract's environment, one pipe for its stdout and stderr, its own process
+//! group, and the context on its stdin.
+//!
+//! A new kind of entry (an interpreter with a script of lumo's) is taught here: what to start
+//! ([`task_command`]) and how to explain a start that failed ([`start_error_reason`]).
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::unistd::Pid;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe::Receiver;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use super::group::{self, LiveTask};
+use super::{CONTEXT_FILE_NAME, ExecError, RESULT_FILE_NAME, TaskProcess};
+use crate::contract::{Entry, arg_env_name};
+
+/// The scratch files of a run, ready before the task starts.
+pub(super) struct ScratchFiles {
+    pub context_file: PathBuf,
+    pub result_file: PathBuf,
+    /// The context as written to the file, and as the task will read it on stdin.
+    pub context_json: Vec<u8>,
+}
+
+/// Writes the context file and clears any result file an earlier run in the same scratch
+/// directory left behind, so it cannot be taken for this run's.
+pub(super) async fn prepare_scratch(process: &TaskProcess) -> Result<ScratchFiles, ExecError> {
+    let scratch =
+        std::path::absolute(&process.scratch_dir).map_err(|source| ExecError::Scratch {
+            path: process.scratch_dir.clone(),
+            source,
+        })?;
+    let context_file = scratch.join(CONTEXT_FILE_NAME);
+    let result_file = scratch.join(RESULT_FILE_NAME);
+    let write_err = |source| ExecError::WriteContext {
+        path: context_file.clone(),
+        source,
+    };
+    let mut context_json =
+        serde_json::to_vec(&process.context).map_err(|e| write_err(io::Error::other(e)))?;
+    // A trailing newline lets a shell task `read` the context line as well as parse it.
+    context_json.push(b'\n');
+    tokio::fs::write(&context_file, &context_json)
+        .await
+        .map_err(write_err)?;
+    match tokio::fs::remove_file(&result_file).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ExecError::StaleResult {
+                path: result_file,
+                source,
+            });
+        }
+    }
+    Ok(ScratchFiles {
+        context_file,
+        result_file,
+        context_json,
+    })
+}
+
+/// The write ends of the output pipe, one for the task's stdout and one for its stderr.
+pub(super) struct PipeWriters {
+    stdout: io::PipeWriter,
+    stderr: io::PipeWriter,
+}
+
+/// One pipe for both stdout and stderr: two pipes read separately cannot tell which of two
+/// writes came first, one pipe keeps the order the task wrote in.
+pub(super) fn output_pipe() -> Result<(Receiver, PipeWriters), ExecError> {
+    let (reader, stdout) = io::pipe().map_err(|source| ExecError::Pipe { source })?;
+    let stderr = stdout
+        .try_clone()
+        .map_err(|source| ExecError::Pipe { source })?;
+    let pipe = Receiver::from_owned_fd(OwnedFd::from(reader))
+        .map_err(|source| ExecError::Pipe { source })?;
+    Ok((pipe, PipeWriters { stdout, stderr }))
+}
+
+/// A task whose process has started.
+pub(super) struct Started {
+    pub child: Child,
+    /// Keeps the task among the live ones until the run has ended ([`group::LiveTask`]).
+    pub live: LiveTask,
+    pub pid: i32,
+}
+
+impl Started {
+    /// The task's process group: its leader's pid.
+    pub fn pgid(&self) -> Pid {
+        Pid::from_raw(self.pid)
+    }
+
+    /// Writes the context to the task's stdin, then closes it, on a task of its own: a task
+    /// that never reads stdin must not block us, and EPIPE (the task exited without reading)
+    /// is expected, not an error.
+    pub fn feed_stdin(&mut self, context_json: Vec<u8>) -> Option<JoinHandle<()>> {
+        self.child.stdin.take().map(|mut stdin| {
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&context_json).await;
+                let _ = stdin.shutdown().await;
+            })
+        })
+    }
+}
+
+/// What became of the attempt to start the task.
+pub(super) enum Start {
+    Running(Started),
+    /// The task could not be started, and why; recorded like any failed run.
+    Failed(String),
+}
+
+/// Starts the task as the leader of a new process group, its stdout and stderr on `writers`.
+pub(super) async fn start(
+    process: &TaskProcess,
+    scratch: &ScratchFiles,
+    writers: PipeWriters,
+) -> Result<Start, ExecError> {
+    let mut command = match task_command(process, &scratch.context_file, &scratch.result_file) {
+        Ok(command) => command,
+        Err(reason) => return Ok(Start::Failed(reason)),
+    };
+    command
+        .stdin(Stdio::piped())
+        .stdout(writers.stdout)
+        .stderr(writers.stderr)
+        .process_group(0)
+        .kill_on_drop(true);
+    let spawned = spawn_retrying_busy(&mut command).await;
+    // The command keeps our copies of the pipe's write end; closing them now means the pipe
+    // reaches EOF as soon as the task's processes have closed theirs.
+    drop(command);
+    let (child, live) = match spawned {
+        Ok(spawned) => spawned,
+        Err(e) => return Ok(Start::Failed(start_error_reason(process, &e))),
+    };
+    let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
+        // Only a child already reaped has no id, and nothing has waited for it yet.
+        return Err(ExecError::Wait {
+            pid: 0,
+            source: io::Error::other("the task process has no process id"),
+        });
+    };
+    Ok(Start::Running(Started { child, live, pid }))
+}
+
+/// The command that starts the task, with the contract's environment; `Err` with a reason when
+/// the entry cannot name something to start.
+fn task_command(
+    process: &TaskProcess,
+    context_file: &Path,
+    result_file: &Path,
+) -> Result<Command, String> {
+    let mut command = match &process.entry {
+        Entry::Program(path) => {
+            let relative = Path::new(path);
+            if path.is_empty()
+                || !relative
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+            {
+                return Err("the entry must be a relative path inside the bundle".to_owned());
+            }
+            // An absolute program path: a bare name would be looked up on PATH, and a relative
+            // path is resolved differently across platforms once the current directory changes.
+            let program = std::path::absolute(process.working_directory.join(relative))
+                .map_err(|e| e.to_string())?;
+            Command::new(program)
+        }
+        Entry::Command(line) => {
+            let mut command = Command::new("sh");
+            command.arg("-c").arg(line);
+            command
+        }
+        Entry::Node(module) => {
+            // The context file lives in the scratch directory, beside which the entry goes.
+            let scratch = context_file.parent().unwrap_or(&process.scratch_dir);
+            crate::node::task_command(module, &process.working_directory, scratch)?
+        }
+    };
+    command.current_dir(&process.working_directory);
+
+    // Arguments of an enclosing lumo run must not leak into this one's.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LUMO_ARG_") {
+            command.env_remove(name);
+        }
+    }
+    let ctx = &process.context;
+    let deployment = &ctx.deployment;
+    command
+        .env("LUMO_ENVIRONMENT", &deployment.environment)
+        .env("LUMO_TASK", &ctx.task)
+        .env("LUMO_RUN_ID", &ctx.run_id)
+        .env("LUMO_TRIGGER", ctx.trigger.as_str())
+        .env("LUMO_VERSION", &deployment.version)
+        .env(
+            "LUMO_PREVIOUS_VERSION",
+            deployment.previous_version.as_deref().unwrap_or(""),
+        )
+        .env(
+            "LUMO_IS_FIRST_DEPLOY",
+            if deployment.is_first_deploy {
+                "true"
+            } else {
+                "false"
+            },
+        )
+        .env("LUMO_RESULT_FILE", result_file)
+        .env("LUMO_CONTEXT_FILE", context_file);
+    for (name, value) in &ctx.args {
+        command.env(arg_env_name(name), value);
+    }
+    // Later settings win: the task's env over lumo's, secrets over both.
+    command.envs(&process.env);
+    command.envs(&process.secrets);
+    Ok(command)
+}
+
+/// Spawns `command` as a live task ([`group::spawn_leader`]), retrying briefly on ETXTBSY. A
+/// bundle unpacked moments ago can make exec fail with "text file busy" when another thread of
+/// this process forked (to start another task) while the entry's file was still open for
+/// writing; the fork's copy of that descriptor is closed as soon as it execs, so the condition
+/// passes by itself.
+async fn spawn_retrying_busy(command: &mut Command) -> io::Result<(Child, LiveTask)> {
+    const ETXTBSY: i32 = nix::errno::Errno::ETXTBSY as i32;
+    let mut attempt = 0;
+    loop {
+        match group::spawn_leader(command) {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            spawned => return spawned,
+        }
+    }
+}
+
+/// Why the task could not be started, with a hint where the OS error alone misleads.
+fn start_error_reason(process: &TaskProcess, error: &io::Error) -> String {
+    if let Entry::Program(path) = &process.entry
+        && error.raw_os_error() == Some(nix::errno::Errno::ENOEXEC as i32)
+    {
+        return format!(
+            "{error}; {}",
+            not_executable_hint(path, &process.working_directory.join(path))
+        );
+    }
+    let hint = match (&process.entry, error.kind()) {
+        (Entry::Program(path), io::ErrorKind::NotFound)
+            if process.working_directory.join(path).is_file() =>
+        {
+            // execve reports a missing `#!` interpreter as the program itself being missing.
+            "; the file exists, so the interpreter on its `#!` line was not found"
+        }
+        (Entry::Program(_), io::ErrorKind::PermissionDenied) => {
+            "; is the file executable (`chmod +x`)?"
+        }
+        _ => "",
+    };
+    format!("{error}{hint}")
+}
+
+/// Why the kernel refused to run `file` ("Exec format error"): a script without a `#!` line
+/// (which a shell would run with `sh`, but `execve` does not), or a binary for another system.
+fn not_executable_hint(path: &str, file: &Path) -> String {
+    let mut start = [0u8; 4];
+    let read = std::fs::File::open(file).and_then(|mut f| io::Read::read(&mut f, &mut start));
+    match read {
+        Ok(n) if start[..n].starts_with(b"\x7fELF") => format!(
+            "`{path}` is a program built for another system or processor; build it for this one"
+        ),
+        _ => format!(
+            "`{path}` is not a program and does not start with a `#!` line naming its \
+             interpreter; if it is a script, add one as its first line, such as `#!/bin/sh`"
+        ),
+    }
+}
