@@ -22,3 +22,4 @@ mod manual_run;
 mod output_and_secrets;
 mod processes;
 mod task_definitions;
+mod text_output;
