@@ -5,13 +5,15 @@ use std::fs;
 
 use crate::support::TestProject;
 use crate::support::local::{assert_invalid, assert_invalid_with, with_task};
+use crate::text_output::snapshot;
 
 #[test]
 fn config_missing() {
     let p = TestProject::new();
     with_task(&p, "a");
+    // Names `lumo.config.js` and points to `lumo init` and `--config PATH`.
     let out = p.lumo(&["deploy", "--env", "dev"]).code(2).clone();
-    out.stderr_has(&["lumo.config.js", "lumo init", "--config PATH"]);
+    snapshot(&p, "config_missing", &out);
     assert!(!p.lumo_dir().exists());
     let error = p
         .lumo(&["deploy", "--env", "dev", "--json"])

@@ -2,6 +2,7 @@
 
 use crate::support::local::RECORDER;
 use crate::support::{RunStatus, TestProject};
+use crate::text_output::snapshot;
 
 #[test]
 fn dry_run_says_why_each_task_runs_or_not_and_changes_nothing() {
@@ -36,15 +37,12 @@ fn dry_run_says_why_each_task_runs_or_not_and_changes_nothing() {
         dry.task("seed")
     );
     assert!(dry.task("purge").reason.contains("manual only"));
+    // "Dry run: …" and each task's decision with its reason, `purge` "manual only".
     let text = p
         .lumo(&["deploy", "--env", "dev", "--dry-run"])
         .code(0)
         .clone();
-    assert!(
-        text.stdout.contains("Dry run") && text.stdout.contains("manual only"),
-        "{}",
-        text.stdout
-    );
+    snapshot(&p, "dry_run_first_deploy", &text);
 
     assert!(
         ["migrate", "first-only", "seed"]

@@ -8,16 +8,14 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::support::{BuildReport, DeploymentStatus, InitReport, RunStatus, TestProject};
+use crate::text_output::snapshot;
 
 #[test]
 fn init_in_an_empty_directory_then_deploy_works() {
     let p = TestProject::new();
+    // What was created, and the next step: `lumo deploy --env dev`.
     let init = p.lumo(&["init"]).code(0).clone();
-    assert!(
-        init.stdout.contains("lumo deploy --env dev"),
-        "{}",
-        init.stdout
-    );
+    snapshot(&p, "init", &init);
     assert!(p.root().join("lumo.config.js").is_file());
     let report = p.deploy(&[], 0);
     assert_eq!(report.status, Some(DeploymentStatus::Succeeded));

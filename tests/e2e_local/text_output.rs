@@ -8,6 +8,9 @@
 //! user reads in review. Paths, times, durations, run and deployment ids, hashes, pids and the
 //! host name are filtered, so a snapshot changes only when the text does.
 //!
+//! Other modules snapshot through [`snapshot`] too where a whole output reads better than its
+//! fragments (`lumo tasks` with args, `--dry-run`, `lumo logs` of a skipped run, …).
+//!
 //! lumo runs here without `NO_COLOR`: its stderr is a pipe, as in a CI log, and must carry no
 //! colour codes even so (checked in [`shown`]).
 
@@ -133,9 +136,11 @@ fn filters(p: &TestProject) -> insta::Settings {
     settings
 }
 
-/// Snapshots `out` as `name` with `p`'s filters.
+/// Snapshots `out` as `name` with `p`'s filters. Other topic modules use it too, where the
+/// whole text says more than fragments of it; their snapshots sit beside these, named
+/// `e2e_local__text_output__<name>.snap`.
 #[track_caller]
-fn snapshot(p: &TestProject, name: &str, out: &Outcome) {
+pub(crate) fn snapshot(p: &TestProject, name: &str, out: &Outcome) {
     let text = shown(out);
     filters(p).bind(|| insta::assert_snapshot!(name, text));
 }
