@@ -430,6 +430,18 @@ if [ "$LUMO_VERSION" = old ]; then sleep 6; fi"#,
 /// `running` forever (and on `aws`, running on in Lambda until its timeout). Now the task is
 /// stopped, the run recorded `failed` saying why, the lock released, and lumo exits 130.
 fn an_interrupted_run_stops_its_task_and_records_why(env: Env) {
+    a_run_stopped_by_a_signal_stops_its_task_and_records_why(env, "INT", 130);
+}
+
+/// Regression (adversarial run, issue 10): SIGHUP (a closed terminal, a dropped SSH session)
+/// killed lumo at once (exit 129) and left its task running unwatched past its timeout,
+/// recorded `running`. It now stops the task as SIGTERM does.
+fn a_hung_up_run_stops_its_task_and_records_why(env: Env) {
+    a_run_stopped_by_a_signal_stops_its_task_and_records_why(env, "HUP", 129);
+}
+
+fn a_run_stopped_by_a_signal_stops_its_task_and_records_why(env: Env, sig: &str, code: i32) {
+    let interrupted_by = format!("interrupted by SIG{sig}");
     env.config("", "{ slow: { runOn: [], timeout: 120 } }");
     env.p().task(
         "slow",
@@ -442,25 +454,22 @@ wait"#,
     let lumo = env.spawn(support::ACTOR, &["run", "slow", "--env", "dev"]);
     wait_for_out(env.p(), "child", Duration::from_secs(60));
     let interrupted = Instant::now();
-    signal(lumo.id(), "INT");
+    signal(lumo.id(), sig);
     let out = lumo.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
     assert!(
         interrupted.elapsed() < Duration::from_secs(20),
         "took {:?} to stop",
         interrupted.elapsed()
     );
-    assert!(stderr.contains("interrupted by SIGINT"), "{stderr}");
+    assert!(stderr.contains(&interrupted_by), "{stderr}");
 
     let runs = env.history();
     let run = runs.iter().find(|r| r.task == "slow").unwrap();
     assert_eq!(run.status, RunStatus::Failed, "{runs:#?}");
     assert!(
-        run.message
-            .as_deref()
-            .unwrap()
-            .contains("interrupted by SIGINT"),
+        run.message.as_deref().unwrap().contains(&interrupted_by),
         "{run:#?}"
     );
     assert!(env.status().lock.writer.is_none(), "the lock was left held");
@@ -507,6 +516,7 @@ on_both_providers!(
     a_guest_is_refused_a_developer_task,
     a_writer_that_lost_its_lock_stops_and_cannot_roll_back,
     an_interrupted_run_stops_its_task_and_records_why,
+    a_hung_up_run_stops_its_task_and_records_why,
 );
 
 /// The emulator dies mid-deploy: the deploy exits 4 with a clear message, and once it is back

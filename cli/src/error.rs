@@ -26,6 +26,8 @@ pub enum ExitKind {
     Interrupted,
     /// 143: stopped by SIGTERM (a cancelled CI job).
     Terminated,
+    /// 129: stopped by SIGHUP (the terminal closed).
+    HungUp,
 }
 
 impl ExitKind {
@@ -36,6 +38,7 @@ impl ExitKind {
             ExitKind::Backend => 4,
             ExitKind::Interrupted => 130,
             ExitKind::Terminated => 143,
+            ExitKind::HungUp => 129,
         }
     }
 }
@@ -72,6 +75,7 @@ impl CliError {
                 match signal {
                     Interrupt::Sigint => ExitKind::Interrupted,
                     Interrupt::Sigterm => ExitKind::Terminated,
+                    Interrupt::Sighup => ExitKind::HungUp,
                 },
                 format!("interrupted by {signal}"),
             ),

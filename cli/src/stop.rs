@@ -18,7 +18,7 @@ use tokio::sync::watch;
 /// What asked for the stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
-    /// SIGINT (Ctrl-C) or SIGTERM reached lumo.
+    /// SIGINT (Ctrl-C), SIGTERM or SIGHUP reached lumo.
     Interrupted(Interrupt),
     /// The environment's writer lock was taken over by another writer: this one's lease ran
     /// out unrenewed (a paused or starved process), and it must not write any more.
@@ -29,6 +29,9 @@ pub enum StopReason {
 pub enum Interrupt {
     Sigint,
     Sigterm,
+    /// The terminal closed (a dropped SSH session): stopped as on SIGTERM, so the task does
+    /// not run on unsupervised past its timeout.
+    Sighup,
 }
 
 impl fmt::Display for Interrupt {
@@ -36,6 +39,7 @@ impl fmt::Display for Interrupt {
         f.write_str(match self {
             Interrupt::Sigint => "SIGINT",
             Interrupt::Sigterm => "SIGTERM",
+            Interrupt::Sighup => "SIGHUP",
         })
     }
 }
@@ -130,17 +134,20 @@ impl StopSignal {
         }
     }
 
-    /// Turns SIGINT and SIGTERM into stops. Call once, inside the runtime. Signals that arrive
+    /// Turns SIGINT, SIGTERM and SIGHUP into stops. Call once, inside the runtime. Signals that arrive
     /// after the first only say that lumo is already stopping.
     pub fn listen_for_signals(&self) {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
                 signal(SignalKind::interrupt()),
                 signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
             ) else {
-                tracing::warn!("cannot listen for SIGINT/SIGTERM; an interrupt ends lumo at once");
+                tracing::warn!(
+                    "cannot listen for SIGINT/SIGTERM/SIGHUP; an interrupt ends lumo at once"
+                );
                 return;
             };
             let stop = self.clone();
@@ -149,6 +156,7 @@ impl StopSignal {
                     let signal = tokio::select! {
                         Some(()) = int.recv() => Interrupt::Sigint,
                         Some(()) = term.recv() => Interrupt::Sigterm,
+                        Some(()) = hup.recv() => Interrupt::Sighup,
                         else => return,
                     };
                     if stop.reason().is_some() {

@@ -105,6 +105,14 @@ pub fn unpack(zip_path: &Path, dest: &Path) -> Result<BundleManifest, BundleErro
     };
     let file = File::open(zip_path).map_err(read_err)?;
     let mut archive = zip::ZipArchive::new(io::BufReader::new(file)).map_err(zip_err)?;
+    if let Some(entry) =
+        duplicate_entry_name(zip_path, archive.central_directory_start()).map_err(read_err)?
+    {
+        return Err(BundleError::DuplicateEntry {
+            zip: zip_path.to_owned(),
+            entry,
+        });
+    }
 
     // Check every entry before writing any, so a bad bundle leaves nothing half-unpacked.
     let mut plan = Vec::with_capacity(archive.len());
@@ -198,6 +206,40 @@ pub fn unpack(zip_path: &Path, dest: &Path) -> Result<BundleManifest, BundleErro
     }
 
     read_manifest(zip_path, &dest.join(MANIFEST_PATH))
+}
+
+/// The first name the zip's central directory lists twice, if any.
+///
+/// The zip crate indexes entries by name, so of two entries with one name only the later is
+/// visible through it: a second `lumo-bundle.json` would silently decide what runs. lumo
+/// never writes such a zip, so one that has it was tampered with; this reads the central
+/// directory's records itself to see every name.
+fn duplicate_entry_name(zip_path: &Path, directory_start: u64) -> io::Result<Option<String>> {
+    /// `PK\x01\x02`: a central directory file header.
+    const SIGNATURE: u32 = 0x0201_4b50;
+    const FIXED_LEN: usize = 46;
+    let mut reader = io::BufReader::new(File::open(zip_path)?);
+    io::Seek::seek(&mut reader, io::SeekFrom::Start(directory_start))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut header = [0u8; FIXED_LEN];
+    loop {
+        match reader.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        if u32::from_le_bytes([header[0], header[1], header[2], header[3]]) != SIGNATURE {
+            return Ok(None);
+        }
+        let field = |at: usize| usize::from(u16::from_le_bytes([header[at], header[at + 1]]));
+        let (name_len, extra_len, comment_len) = (field(28), field(30), field(32));
+        let mut name = vec![0u8; name_len];
+        reader.read_exact(&mut name)?;
+        io::Seek::seek_relative(&mut reader, (extra_len + comment_len) as i64)?;
+        if !seen.insert(name.clone()) {
+            return Ok(Some(String::from_utf8_lossy(&name).into_owned()));
+        }
+    }
 }
 
 /// `name` as a path that stays inside the destination, or why it would not.
@@ -444,6 +486,55 @@ pub(crate) mod tests {
         );
         let err = unpack(&zip_path, &dir.path().join("out2")).unwrap_err();
         assert!(matches!(err, BundleError::InvalidManifest { .. }), "{err}");
+    }
+
+    /// Regression (adversarial run, issue 10): a zip with `lumo-bundle.json` twice was
+    /// accepted and the later manifest decided what ran.
+    #[test]
+    fn a_zip_with_an_entry_twice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip_path = dir.path().join("dup.zip");
+        let first = manifest_json(&Entry::Command("echo first".into()));
+        let second = manifest_json(&Entry::Command("echo later".into()));
+        // The zip writer refuses a name twice, so write a look-alike and rename it in place
+        // (local header and central directory alike).
+        let decoy = "lumo-bundle.jsoX";
+        write_zip(
+            &zip_path,
+            &[
+                ZipItem::File {
+                    name: MANIFEST_PATH,
+                    body: &first,
+                    mode: 0o644,
+                },
+                ZipItem::File {
+                    name: decoy,
+                    body: &second,
+                    mode: 0o644,
+                },
+            ],
+        );
+        let mut bytes = fs::read(&zip_path).unwrap();
+        let mut renamed = 0;
+        for at in 0..bytes.len() - decoy.len() {
+            if &bytes[at..at + decoy.len()] == decoy.as_bytes() {
+                bytes[at..at + decoy.len()].copy_from_slice(MANIFEST_PATH.as_bytes());
+                renamed += 1;
+            }
+        }
+        assert_eq!(
+            renamed, 2,
+            "the decoy name is in the local and central headers"
+        );
+        fs::write(&zip_path, &bytes).unwrap();
+
+        let out = dir.path().join("out");
+        let err = unpack(&zip_path, &out).unwrap_err();
+        assert!(
+            matches!(&err, BundleError::DuplicateEntry { entry, .. } if entry == MANIFEST_PATH),
+            "{err}"
+        );
+        assert!(!out.exists(), "nothing is unpacked from a refused bundle");
     }
 
     #[test]

@@ -61,6 +61,24 @@ pub(super) fn got(value: &Value) -> String {
     }
 }
 
+/// What kind of value `value` is, without showing it: for anything under `secrets`, whose
+/// values must never appear in an error, however misplaced (`secrets: { dbUrl: process.env.DSN }`).
+pub(super) fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(items) if items.is_empty() => "an empty array",
+        Value::Array(_) => "an array",
+        Value::Object(map) => match unserializable(map) {
+            Some("function") => "a function",
+            Some("bigint") => "a BigInt",
+            _ => "an object",
+        },
+    }
+}
+
 /// The marker the engine puts where JSON cannot hold a value (see `prelude.js`).
 pub(super) fn unserializable(map: &Map<String, Value>) -> Option<&str> {
     if map.len() == 1 {

@@ -104,7 +104,21 @@ pub(super) fn evaluate(
                 };
             }
             match failure {
-                Failure::Js(error) => js_error(&ctx, error, path),
+                Failure::Js(error) => {
+                    let error = js_error(&ctx, error, path);
+                    if ran_out_of_memory(&error) {
+                        return ConfigError::Evaluate {
+                            path: path.to_path_buf(),
+                            line: None,
+                            column: None,
+                            message: format!(
+                                "the config ran out of memory (the {} MiB limit)",
+                                MEMORY_LIMIT / (1024 * 1024)
+                            ),
+                        };
+                    }
+                    error
+                }
                 Failure::NoExport => ConfigError::NoExport {
                     path: path.to_path_buf(),
                 },
@@ -401,6 +415,19 @@ fn describe_thrown(value: &Value<'_>) -> String {
         .map(|coerced| coerced.0)
         .unwrap_or_else(|_| value.type_name().to_string());
     format!("uncaught exception: {shown}")
+}
+
+/// Whether an evaluation failed because the engine hit [`MEMORY_LIMIT`]. QuickJS throws an
+/// `InternalError: out of memory` when it can still allocate the error, and leaves `null` as
+/// the exception when even that fails (many small objects fill the heap to the last byte);
+/// neither is something a config throws on purpose.
+fn ran_out_of_memory(error: &ConfigError) -> bool {
+    matches!(
+        error,
+        ConfigError::Evaluate { message, .. }
+            if message == "uncaught exception: null"
+                || message == "InternalError: out of memory"
+    )
 }
 
 /// Turns a failed rquickjs call into `Evaluate`, located at the innermost frame in a user file.

@@ -1098,7 +1098,7 @@ fn secrets_are_checked() {
     assert_problem(
         &problems,
         "secrets.number.value",
-        "must be a string or a function returning one, got 5",
+        "must be a string or a function returning one, got a number",
     );
     assert_problem(&problems, "secrets.noValue.value", "is required");
     assert_problem(
@@ -1164,7 +1164,7 @@ fn top_level_types_are_checked() {
         "tasks",
         "must be an object of tasks by name, got an empty array",
     );
-    assert_problem(&problems, "secrets", "got 1");
+    assert_problem(&problems, "secrets", "got a number");
     assert_problem(&problems, "aws", "got \"x\"");
     assert_problem(&problems, "access", "got null");
     assert_eq!(problems.len(), 6, "{problems:#?}");
@@ -1177,4 +1177,72 @@ fn secret_env_var_names_are_upper_snake_case() {
     assert_eq!(secret_env_var("apiURL"), "API_URL");
     assert_eq!(secret_env_var("apiURLValue"), "API_URL_VALUE");
     assert_eq!(secret_env_var("key2Fa"), "KEY2_FA");
+}
+
+/// Regression (adversarial run, issue 10): a config that allocates many small objects until
+/// the engine's memory limit said "uncaught exception: null".
+#[test]
+fn a_config_that_runs_out_of_memory_says_so() {
+    for source in [
+        "const a = []; for (;;) a.push({ n: a.length }); export default {};",
+        "const a = []; for (;;) a.push('x'.repeat(1 << 20) + a.length); export default {};",
+        "const a = []; for (;;) a.push(new Array(1000).fill(1)); export default {};",
+    ] {
+        let dir = project(&[(CONFIG_FILE_NAME, source)]);
+        // A generous time limit: on a loaded machine filling 256 MiB can take seconds.
+        let error = load_within(&config_path(&dir), None, Duration::from_secs(120))
+            .expect_err("cannot load");
+        match error {
+            ConfigError::Evaluate { message, .. } => assert_eq!(
+                message, "the config ran out of memory (the 256 MiB limit)",
+                "for {source}"
+            ),
+            other => panic!("expected an evaluation error, got {other:?}"),
+        }
+    }
+}
+
+/// Regression (adversarial run, issue 10): a secret given in the wrong shape
+/// (`secrets: { dbUrl: process.env.DSN }`) was quoted in the error, password and all.
+#[test]
+fn a_misplaced_secret_value_is_never_quoted() {
+    let problems = invalid(
+        "export default { projectName: 'x', secrets: {
+           dbUrl: 'postgres://app:hunter2@db/app',
+           pin: { value: 424242, description: 987654 },
+           list: ['postgres://app:hunter3@db'],
+         } };",
+    );
+    assert_problem(&problems, "secrets.dbUrl", "got a string");
+    assert_problem(&problems, "secrets.pin.value", "got a number");
+    assert_problem(&problems, "secrets.pin.description", "got a number");
+    assert_problem(&problems, "secrets.list", "got an array");
+    let shown = format!("{problems:?}");
+    for secret in ["hunter2", "424242", "987654", "hunter3"] {
+        assert!(!shown.contains(secret), "{secret} shown in {shown}");
+    }
+    let problems =
+        invalid("export default { projectName: 'x', secrets: 'postgres://a:hunter4@db' };");
+    assert_problem(&problems, "secrets", "got a string");
+    assert!(!format!("{problems:?}").contains("hunter4"));
+}
+
+/// Regression (adversarial run, issue 10): a secret over 128 KiB passed validation, then every
+/// task failed with "Argument list too long" after the lock was taken.
+#[test]
+fn a_secret_too_large_for_the_environment_is_refused_at_load() {
+    let problems = invalid(
+        "export default { projectName: 'x', secrets: {
+           big: { value: 'x'.repeat(200 * 1024) },
+           fine: { value: () => 'y'.repeat(100 * 1024) },
+         } };",
+    );
+    assert_problem(&problems, "secrets.big.value", "at most 128 KiB");
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let problems = invalid(
+        "export default { projectName: 'x', secrets: Object.fromEntries(
+           Array.from({ length: 12 }, (_, i) => [`s${i}`, { value: 'z'.repeat(100 * 1024) }])) };",
+    );
+    assert_problem(&problems, "secrets", "at most 1024 KiB together");
+    assert!(!format!("{problems:?}").contains("zzzz"));
 }

@@ -355,9 +355,12 @@ fn secrets(
     resolved: &HashMap<String, Result<String, String>>,
 ) -> IndexMap<String, SecretDef> {
     let mut secrets = IndexMap::new();
-    let Some(map) = checks::object(p, "secrets", value, "an object of secrets by name") else {
+    // Nothing under `secrets` is ever quoted in an error: a value in the wrong place is still
+    // a secret. So these checks say what kind of value was found (`checks::kind_of`), never it.
+    let Some(map) = secret_object(p, "secrets", value, "an object of secrets by name") else {
         return secrets;
     };
+    let mut total_bytes = 0usize;
     let mut env_vars: HashMap<String, &str> = HashMap::new();
     for (name, entry) in map {
         let key = child("secrets", name);
@@ -383,14 +386,21 @@ fn secrets(
                 );
             }
         }
-        let Some(def) = checks::object(p, &key, entry, "an object `{ value, description? }`")
-        else {
+        let Some(def) = secret_object(p, &key, entry, "an object `{ value, description? }`") else {
             continue;
         };
         checks::unknown_keys(p, &key, def, &["value", "description"]);
-        let description = def
-            .get("description")
-            .and_then(|v| checks::string(p, &child(&key, "description"), v));
+        let description = match def.get("description") {
+            None => None,
+            Some(Value::String(text)) => Some(text.clone()),
+            Some(other) => {
+                p.add(
+                    child(&key, "description"),
+                    format!("must be a string, got {}", checks::kind_of(other)),
+                );
+                None
+            }
+        };
         let value = match (resolved.get(name), def.get("value")) {
             (Some(outcome), _) => outcome.clone(),
             (None, Some(Value::String(s))) => Ok(s.clone()),
@@ -399,7 +409,7 @@ fn secrets(
                     child(&key, "value"),
                     format!(
                         "must be a string or a function returning one, got {}",
-                        got(other)
+                        checks::kind_of(other)
                     ),
                 );
                 continue;
@@ -413,9 +423,67 @@ fn secrets(
                 continue;
             }
         };
+        if let Ok(text) = &value {
+            // Tasks get secrets as environment variables, and Linux refuses to start a process
+            // with one `NAME=value` string over MAX_ARG_STRLEN (128 KiB): every task would fail
+            // with "Argument list too long" after the lock is taken.
+            let entry_bytes = secret_env_var(name).len() + 1 + text.len() + 1;
+            total_bytes += entry_bytes;
+            if entry_bytes > MAX_SECRET_ENV_BYTES {
+                p.add(
+                    child(&key, "value"),
+                    format!(
+                        "is {} KiB; a secret is passed to tasks as an environment variable, \
+                         which holds at most {} KiB (name and value); put larger data in a \
+                         file or a store and pass its location",
+                        text.len().div_ceil(1024),
+                        MAX_SECRET_ENV_BYTES / 1024
+                    ),
+                );
+            }
+        }
         secrets.insert(name.clone(), SecretDef { description, value });
     }
+    if total_bytes > MAX_SECRETS_TOTAL_BYTES {
+        p.add(
+            "secrets",
+            format!(
+                "the secrets add up to {} KiB; tasks get them as environment variables, which \
+                 hold at most {} KiB together",
+                total_bytes.div_ceil(1024),
+                MAX_SECRETS_TOTAL_BYTES / 1024
+            ),
+        );
+    }
     secrets
+}
+
+/// Linux's MAX_ARG_STRLEN: the longest single `NAME=value` string a process can be started
+/// with.
+const MAX_SECRET_ENV_BYTES: usize = 128 * 1024;
+
+/// What all secrets together may take of a task's environment: Linux allows arguments and
+/// environment a quarter of the stack limit (2 MiB with the usual 8 MiB), and the task's own
+/// `env`, lumo's variables and the inherited environment need room too.
+const MAX_SECRETS_TOTAL_BYTES: usize = 1024 * 1024;
+
+/// [`checks::object`] for anything under `secrets`: the kind of a wrong value, never the value.
+fn secret_object<'v>(
+    p: &mut Problems,
+    key: &str,
+    value: &'v Value,
+    shape: &str,
+) -> Option<&'v Map<String, Value>> {
+    match value {
+        Value::Object(map) if checks::unserializable(map).is_none() => Some(map),
+        other => {
+            p.add(
+                key,
+                format!("must be {shape}, got {}", checks::kind_of(other)),
+            );
+            None
+        }
+    }
 }
 
 /// A task `env` variable with a secret's name would silently win or lose against the secret.
