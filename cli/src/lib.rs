@@ -13,6 +13,7 @@ pub mod execute;
 pub mod lock;
 pub mod output;
 pub mod plan;
+pub mod preflight;
 pub mod project;
 pub mod stop;
 pub mod suggest;

@@ -54,6 +54,7 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     let built = bundle::build_all(project.root(), &bundles_dir, &tasks, ctx.build(&project));
     spinner.finish();
     let built = built.map_err(|e| CliError::bundle(e, &project.config.path))?;
+    crate::preflight::check(built.iter().map(|b| b.planned()), project.config.provider)?;
     let version = version::resolve(args.deploy_version.as_deref(), project.root(), &built);
 
     let backend = if args.dry_run {

@@ -18,6 +18,7 @@ use crate::config::TaskConfig;
 use crate::error::CliError;
 use crate::execute::{self, Session, TaskJob, format_duration};
 use crate::lock::WriterLock;
+use crate::project::Project;
 use crate::suggest;
 use crate::task::Task;
 
@@ -67,7 +68,7 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
         secrets: Arc::new(secrets),
         stop: ctx.stop.clone(),
     };
-    let result = run_locked(session, task, task_args, ctx).await;
+    let result = run_locked(session, &project, task, task_args, ctx).await;
     lock.release().await;
     result
 }
@@ -75,6 +76,7 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
 /// The manual run proper, with the environment's writer lock held.
 async fn run_locked(
     mut session: Session,
+    project: &Project,
     task: &Task,
     args: BTreeMap<String, String>,
     ctx: &Context,
@@ -89,6 +91,7 @@ async fn run_locked(
         ))
         .hint(format!("deploy it first: `lumo deploy --env {env}`")));
     };
+    crate::preflight::check_stored(project, &task.name, &bundle)?;
     session.backend.executor.prepare(&env, Prepare::Run).await?;
     session.version = version;
     session.previous_version = state.previous_version;

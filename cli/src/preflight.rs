@@ -1,0 +1,271 @@
+//! Pre-flight: before the first task of a deploy (or a manual run) starts, every task about to
+//! be deployed or run is checked startable, so that no deploy fails half-way for a reason that
+//! was knowable at the start (PRODUCT.md §8) — after three tasks have changed a database, say.
+//!
+//! It reads what will actually run, the built bundle (its manifest and entry file), not the
+//! sources, so it judges every kind of task the same way, however it was bundled:
+//! - a JavaScript/TypeScript task (`Entry::Node`) needs Node.js 20+; locally that is `node` on
+//!   `PATH` (or `LUMO_NODE`), on `aws` the runner function's managed Node.js runtime has it;
+//! - a program entry needs its executable bit and, unless it is a binary, a `#!` line; locally
+//!   the interpreter that line names must exist too (Lambda's file system is not this one);
+//! - a command (`sh -c`) needs nothing.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use lumo_runner::contract::{BundleManifest, Entry, MANIFEST_PATH};
+use lumo_runner::node::{self, NodeError};
+
+use crate::config::{ConfigProblem, Provider};
+use crate::error::CliError;
+
+/// A task's bundle, as pre-flight needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct PlannedBundle<'a> {
+    pub task: &'a str,
+    pub zip: &'a Path,
+}
+
+/// Checks every bundle and fails with one error listing each task that cannot start and how to
+/// fix it (exit code 2). Node.js is looked for (and run for its version) once, only when a
+/// JavaScript task needs it here.
+pub fn check<'a>(
+    bundles: impl IntoIterator<Item = PlannedBundle<'a>>,
+    provider: Provider,
+) -> Result<(), CliError> {
+    let mut node: Option<Result<(), NodeError>> = None;
+    let mut problems = Vec::new();
+    for bundle in bundles {
+        let problem = match read_entry(bundle.zip) {
+            Err(reason) => Some(reason),
+            Ok(EntryFile::Node) if provider == Provider::Local => node
+                .get_or_insert_with(|| node::check_node().map(|_| ()))
+                .as_ref()
+                .err()
+                .map(ToString::to_string),
+            Ok(EntryFile::Node | EntryFile::Command) => None,
+            Ok(EntryFile::Program { path, mode, head }) => {
+                program_problem(&path, mode, &head, provider)
+            }
+        };
+        if let Some(message) = problem {
+            problems.push(ConfigProblem {
+                key: format!("tasks.{}", bundle.task),
+                message,
+            });
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(CliError {
+        problems: problems.clone(),
+        ..CliError::invalid(format!(
+            "{} task(s) could not start, so nothing was run:\n{}",
+            problems.len(),
+            crate::project::list(&problems)
+        ))
+        .hint("fix each task above and run the command again")
+    })
+}
+
+/// Pre-flight of a manual run of `task`, whose deployed bundle is `sha256`. On `local` the
+/// bundle is in the project's store and checked like a deploy's (Node.js may have gone since
+/// the deploy); on `aws` it was checked when deployed and runs where nothing here changes it.
+pub fn check_stored(
+    project: &crate::project::Project,
+    task: &str,
+    sha256: &str,
+) -> Result<(), CliError> {
+    if project.config.provider != Provider::Local {
+        return Ok(());
+    }
+    let zip: PathBuf = project
+        .lumo_dir()
+        .join("bundles")
+        .join(format!("{sha256}.zip"));
+    if !zip.is_file() {
+        // A bundle gone from the store is the backend's error to report, as it always was.
+        return Ok(());
+    }
+    check([PlannedBundle { task, zip: &zip }], project.config.provider)
+}
+
+/// What a bundle's manifest says to start, with what pre-flight needs of the entry file.
+enum EntryFile {
+    Node,
+    Command,
+    Program {
+        path: String,
+        /// The file's unix mode in the zip, if recorded.
+        mode: Option<u32>,
+        /// Its first bytes.
+        head: Vec<u8>,
+    },
+}
+
+fn read_entry(zip_path: &Path) -> Result<EntryFile, String> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        format!("could not read its bundle `{}`: {e}", zip_path.display())
+    };
+    let file = File::open(zip_path).map_err(|e| unreadable(&e))?;
+    let mut archive = zip::ZipArchive::new(io::BufReader::new(file)).map_err(|e| unreadable(&e))?;
+    let manifest: BundleManifest = {
+        let mut entry = archive.by_name(MANIFEST_PATH).map_err(|e| unreadable(&e))?;
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(|e| unreadable(&e))?;
+        serde_json::from_slice(&bytes).map_err(|e| unreadable(&e))?
+    };
+    match manifest.entry {
+        Entry::Node(_) => Ok(EntryFile::Node),
+        Entry::Command(_) => Ok(EntryFile::Command),
+        Entry::Program(path) => {
+            let mut entry = match archive.by_name(&path) {
+                Ok(entry) => entry,
+                Err(zip::result::ZipError::FileNotFound) => {
+                    return Err(format!("its entry point `{path}` is not in its bundle"));
+                }
+                Err(e) => return Err(unreadable(&e)),
+            };
+            let mode = entry.unix_mode();
+            let mut head = Vec::with_capacity(256);
+            (&mut entry)
+                .take(256)
+                .read_to_end(&mut head)
+                .map_err(|e| unreadable(&e))?;
+            Ok(EntryFile::Program { path, mode, head })
+        }
+    }
+}
+
+fn program_problem(
+    path: &str,
+    mode: Option<u32>,
+    head: &[u8],
+    provider: Provider,
+) -> Option<String> {
+    if mode.is_some_and(|m| m & 0o111 == 0) {
+        return Some(format!(
+            "`{path}` is not executable; run `chmod +x` on it (or, for a JavaScript or \
+             TypeScript handler, give it a `.ts`/`.js` extension so lumo runs it on Node.js)"
+        ));
+    }
+    if head.starts_with(b"\x7fELF") {
+        return None;
+    }
+    let Some(line) = head.strip_prefix(b"#!") else {
+        return Some(format!(
+            "`{path}` has no `#!` line naming its interpreter; add one as its first line, \
+             such as `#!/bin/sh`"
+        ));
+    };
+    let line = String::from_utf8_lossy(line);
+    let line = line.lines().next().unwrap_or("").trim();
+    let mut words = line.split_whitespace();
+    let Some(interpreter) = words.next() else {
+        return Some(format!(
+            "`{path}` has an empty `#!` line; name its interpreter, such as `#!/bin/sh`"
+        ));
+    };
+    // Lambda's file system is not this machine's: there only the `#!` line itself is checked.
+    if provider != Provider::Local {
+        return None;
+    }
+    if !node::is_executable_file(Path::new(interpreter)) {
+        return Some(format!(
+            "`{path}` names the interpreter `{interpreter}` on its `#!` line, which is not \
+             installed here; install it or change the line"
+        ));
+    }
+    if Path::new(interpreter)
+        .file_name()
+        .is_some_and(|n| n == "env")
+    {
+        // `#!/usr/bin/env [-S] python3 -u`: the program is the first word that is not an option.
+        let program = words.find(|w| !w.starts_with('-'))?;
+        if !on_path(program) {
+            return Some(format!(
+                "`{path}` runs `{program}` through `{interpreter}` on its `#!` line, and \
+                 `{program}` is not on `PATH` here; install it or change the line"
+            ));
+        }
+    }
+    None
+}
+
+fn on_path(program: &str) -> bool {
+    if program.contains('/') {
+        return node::is_executable_file(Path::new(program));
+    }
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| node::is_executable_file(&dir.join(program)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_without_a_shebang_line_is_refused_with_the_fix() {
+        let message = program_problem("run.sh", Some(0o100755), b"echo hi\n", Provider::Aws);
+        assert!(
+            message
+                .unwrap()
+                .contains("add one as its first line, such as `#!/bin/sh`")
+        );
+        assert_eq!(
+            program_problem(
+                "run.sh",
+                Some(0o100755),
+                b"#!/bin/sh\necho\n",
+                Provider::Local
+            ),
+            None
+        );
+        assert_eq!(
+            program_problem("bootstrap", Some(0o100755), b"\x7fELF\x02", Provider::Local),
+            None
+        );
+    }
+
+    #[test]
+    fn an_interpreter_that_is_not_installed_is_named() {
+        let message = program_problem(
+            "run.py",
+            Some(0o100755),
+            b"#!/nonexistent/python9 -u\n",
+            Provider::Local,
+        )
+        .unwrap();
+        assert!(message.contains("`/nonexistent/python9`"), "{message}");
+        let message = program_problem(
+            "run.py",
+            Some(0o100755),
+            b"#!/usr/bin/env -S lumo-no-such-interpreter -x\n",
+            Provider::Local,
+        )
+        .unwrap();
+        assert!(
+            message.contains("`lumo-no-such-interpreter` is not on `PATH`"),
+            "{message}"
+        );
+        // On aws the interpreter is looked for where the task runs, not here.
+        assert_eq!(
+            program_problem(
+                "run.py",
+                Some(0o100755),
+                b"#!/nonexistent/python9\n",
+                Provider::Aws
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_file_without_its_executable_bit_is_refused() {
+        let message = program_problem("run.sh", Some(0o100644), b"#!/bin/sh\n", Provider::Local);
+        assert!(message.unwrap().contains("`chmod +x`"));
+    }
+}
