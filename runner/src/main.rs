@@ -1,5 +1,6 @@
-//! `bootstrap` of the `<project>-<env>-lumo-runner` Lambda function (runtime `provided.al2023`):
-//! polls the Lambda runtime API and runs each invocation's task with [`lambda::handler`].
+//! `bootstrap` of the `<project>-<env>-lumo-runner` Lambda function (the managed Node.js
+//! runtime, whose `AWS_LAMBDA_EXEC_WRAPPER` execs this instead of Node's runtime client): polls
+//! the Lambda runtime API and runs each invocation's task with [`lambda::handler`].
 //!
 //! Kept to start-up only, so a cold start is the exec and the first poll: everything the
 //! handler needs (the HTTP agent and its TLS configuration, the cache directory) is made on the

@@ -5,7 +5,7 @@
 use std::fs;
 
 use crate::support::local::{OBSERVER, assert_invalid, context, with_task};
-use crate::support::{RunStatus, TestProject, parse_env_dump};
+use crate::support::{TestProject, parse_env_dump};
 
 /// Regression: the bundler numbered `copyAssets` after validation had dropped the invalid
 /// entries, so `{ from: 'nope' }` at [2] was reported as `copyAssets[1].from`.
@@ -159,18 +159,25 @@ fn deployment_runs_get_arg_defaults() {
 }
 
 /// Regression: a script without a `#!` line failed with "Exec format error (os error 8)" and
-/// no word of what to do.
+/// no word of what to do; since pre-flight it is refused before any task runs (PRODUCT.md §8),
+/// so the task before it in the deploy never starts.
 #[test]
 fn a_script_without_a_shebang_fails_saying_to_add_one() {
     let p = TestProject::new();
-    p.config("export default { projectName: 'no-shebang', tasks: { plain: {} } };");
+    p.config("export default { projectName: 'no-shebang', tasks: { first: {}, plain: {} } };");
+    p.task("first", "touch @OUT@/first-ran");
     p.executable("functions/tasks/plain.sh", "echo hi\n");
-    let report = p.deploy(&[], 1);
-    let plain = report.task("plain");
-    assert_eq!(plain.status, RunStatus::Failed);
-    let message = plain.message.as_deref().unwrap_or("");
-    assert!(
-        message.contains("plain.sh`") && message.contains("`#!/bin/sh`"),
-        "{message}"
-    );
+    let out = p.lumo(&["deploy", "--env", "dev"]).code(2).clone();
+    out.stderr_has(&[
+        "1 task(s) could not start, so nothing was run",
+        "`tasks.plain`",
+        "`plain.sh` has no `#!` line",
+        "`#!/bin/sh`",
+    ]);
+    assert!(!p.has_out("first-ran"), "no task ran: {}", out.show());
+    let error = p
+        .lumo(&["deploy", "--env", "dev", "--json"])
+        .code(2)
+        .json_error();
+    assert_eq!(error.kind, "invalid");
 }

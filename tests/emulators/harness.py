@@ -37,6 +37,7 @@ import time
 import traceback
 import urllib.parse
 import uuid
+import zipfile
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_ACCOUNT = "123456789012"
@@ -47,6 +48,10 @@ DEFAULT_ROLE_NAME = "lumo-runner-role"
 # Lambda's limits for synchronous invocations.
 MAX_REQUEST_PAYLOAD = 6291456
 MAX_RESPONSE_PAYLOAD = 6291556
+# Where a managed runtime's package is unpacked and where its Node.js is, on Lambda.
+LAMBDA_TASK_ROOT = "/var/task"
+LAMBDA_NODE = "/var/lang/bin/node"
+LAMBDA_NODE_RUNTIME_CLIENT = "/var/runtime/index.mjs"
 # Headers that describe one hop, not the message; the router sets its own framing.
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
@@ -573,23 +578,74 @@ class Instance:
         self.work = os.path.join(pool.executor.work_dir, pool.safe_name, f"instance-{seq}")
         self.tmp = os.path.join(self.work, "tmp")
         os.makedirs(self.tmp, exist_ok=True)
+        self.task_root = self.work
         self.server = RuntimeApiServer((LOOPBACK, 0), RuntimeApiHandler)
         self.server.instance = self
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
                          daemon=True, name=f"rtapi-{pool.safe_name}-{seq}").start()
         self.logf = open(self.log_path, "ab", buffering=0)
-        self._log_line(f"INIT_START instance={seq} binary={pool.executor.runner_bin} "
-                       f"runtime-api=127.0.0.1:{self.port} timeout={self.timeout_s:g}s")
         try:
-            self.proc = spawner.spawn([pool.executor.runner_bin], cwd=self.work, env=self._env(),
+            argv = self._start_command()
+            env = self._env()
+            self._log_line(f"INIT_START instance={seq} runtime={cfg.get('Runtime')} "
+                           f"command={' '.join(argv)} runtime-api=127.0.0.1:{self.port} "
+                           f"timeout={self.timeout_s:g}s")
+            self.proc = spawner.spawn(argv, cwd=self.task_root, env=env,
                                       stdout=self.logf, stderr=subprocess.STDOUT)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:
             self._log_line(f"SPAWN FAILED: {e}")
             self._close()
-            raise RuntimeError(f"cannot start {pool.executor.runner_bin}: {e}") from e
+            raise RuntimeError(f"cannot start the function: {e}") from e
         self.pid = self.proc.pid
         threading.Thread(target=self._watch, daemon=True, name=f"inst-{seq}-watch").start()
+
+    def _start_command(self) -> list[str]:
+        """What Lambda starts for this function's runtime.
+
+        A custom runtime (`provided.*`) runs the package's `bootstrap`: the host build of
+        lumo-runner. A managed Node.js runtime runs its own bootstrap, which does what this does:
+        with `AWS_LAMBDA_EXEC_WRAPPER` set, `exec <wrapper> <node> <options> <runtime client>`;
+        the wrapper comes from the package the function was created or updated with (the zip the
+        router kept), unpacked as the task root, its `bootstrap` replaced by the host build."""
+        ex = self.pool.executor
+        runtime = self.cfg.get("Runtime") or ""
+        if not runtime.startswith("nodejs"):
+            return [ex.runner_bin]
+        self.task_root = os.path.join(self.work, "task")
+        os.makedirs(self.task_root, exist_ok=True)
+        package = ex.package_for(self.cfg.get("FunctionName", self.pool.name))
+        if package is not None:
+            with zipfile.ZipFile(io.BytesIO(package)) as zf:
+                for info in zf.infolist():
+                    target = os.path.realpath(os.path.join(self.task_root, info.filename))
+                    if not target.startswith(os.path.realpath(self.task_root) + os.sep):
+                        raise RuntimeError(f"the package has an unsafe entry {info.filename!r}")
+                    zf.extract(info, self.task_root)
+                    mode = (info.external_attr >> 16) & 0o777
+                    if mode and not info.is_dir():
+                        os.chmod(target, mode)
+        bootstrap = os.path.join(self.task_root, "bootstrap")
+        if os.path.lexists(bootstrap):
+            os.remove(bootstrap)
+        os.symlink(ex.runner_bin, bootstrap)
+        variables = (self.cfg.get("Environment") or {}).get("Variables") or {}
+        wrapper = variables.get("AWS_LAMBDA_EXEC_WRAPPER")
+        node = ex.node_bin()
+        if not wrapper:
+            # Node's runtime client would look for a JavaScript handler named by `Handler`.
+            msg = (f"Runtime.ImportModuleError: Error: Cannot find module '{self.cfg.get('Handler')}' "
+                   f"(a {runtime} function without AWS_LAMBDA_EXEC_WRAPPER runs Node's runtime "
+                   f"client, which the harness does not have)")
+            return ["/bin/sh", "-c", 'echo "$0" >&2; exit 1', msg]
+        if wrapper == LAMBDA_TASK_ROOT or wrapper.startswith(LAMBDA_TASK_ROOT + "/"):
+            wrapper = self.task_root + wrapper[len(LAMBDA_TASK_ROOT):]
+        if not os.path.isfile(wrapper):
+            raise RuntimeError(f"AWS_LAMBDA_EXEC_WRAPPER {wrapper}: does not exist")
+        if not os.access(wrapper, os.X_OK):
+            raise RuntimeError(f"AWS_LAMBDA_EXEC_WRAPPER {wrapper}: is not an executable")
+        return [wrapper, node, "--expose-gc", "--max-http-header-size", "81920",
+                LAMBDA_NODE_RUNTIME_CLIENT]
 
     def _env(self) -> dict:
         cfg, ex = self.cfg, self.pool.executor
@@ -620,7 +676,7 @@ class Instance:
             "AWS_REGION": region, "AWS_DEFAULT_REGION": region,
             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_SESSION_TOKEN": "testing",
-            "LAMBDA_TASK_ROOT": self.work, "LAMBDA_RUNTIME_DIR": self.work,
+            "LAMBDA_TASK_ROOT": self.task_root, "LAMBDA_RUNTIME_DIR": self.work,
             "_HANDLER": cfg.get("Handler", "bootstrap"),
             "TMPDIR": self.tmp,
             # harness additions: keep anything the runner does with an AWS SDK on the emulators
@@ -820,8 +876,11 @@ class FunctionPool:
 
 class Executor:
     def __init__(self, runner_bin: str, log_dir: str, work_dir: str, max_instances: int,
-                 init_timeout: float, extra_env: dict) -> None:
+                 init_timeout: float, extra_env: dict, node_override: str | None = None) -> None:
         self.runner_bin = runner_bin
+        self.node_override = node_override
+        # function name -> the zip of its last CreateFunction / UpdateFunctionCode (ZipFile)
+        self.packages: dict[str, bytes] = {}
         self.log_dir = log_dir
         self.work_dir = work_dir
         self.max_instances = max_instances
@@ -831,6 +890,24 @@ class Executor:
         self.pools: dict[str, FunctionPool] = {}
         self.lock = threading.Lock()
         self.seq = itertools.count(1)
+
+    def remember_package(self, name: str, zip_bytes: bytes) -> None:
+        with self.lock:
+            self.packages[name] = zip_bytes
+
+    def package_for(self, name: str) -> bytes | None:
+        with self.lock:
+            return self.packages.get(name)
+
+    def node_bin(self) -> str:
+        """Node.js for managed Node.js runtimes: --node-bin / LUMO_EMULATOR_NODE, else where
+        Lambda keeps it (/var/lang/bin/node), else `node` on PATH."""
+        import shutil
+        for candidate in (self.node_override, LAMBDA_NODE, shutil.which("node")):
+            if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate
+        raise RuntimeError("no Node.js for a managed Node.js runtime: pass --node-bin or set "
+                           "LUMO_EMULATOR_NODE, or put `node` on PATH")
 
     def pool_for(self, cfg: dict) -> FunctionPool:
         key = f"{cfg.get('FunctionArn', cfg.get('FunctionName'))}#{cfg.get('Version', '$LATEST')}"
@@ -1196,6 +1273,12 @@ class RouterHandler(NoDelayHandler):
                 "HarnessMotoDown", f"moto_server exited with {moto.exited}; see {moto.log_path}")))
         form_put = counter == "s3PutObject" and (self.headers.get("Content-Type") or "").lower() \
             .startswith("application/x-www-form-urlencoded")
+        # The function package is kept for the executor (a managed runtime's exec wrapper comes
+        # from it), so the body is read whole here.
+        body = None
+        if counter in ("lambdaCreateFunction", "lambdaUpdateFunctionCode"):
+            body = reader.read_all()
+            self.keep_package(body)
         try:
             conn = moto.connection(None)
             conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
@@ -1207,8 +1290,8 @@ class RouterHandler(NoDelayHandler):
                         # type by default, so the router stores the object as octet-stream.
                         v = "application/octet-stream"
                     conn.putheader(k, v)
-            if reader.chunked:
-                data = reader.read_all()  # moto handles a known length best
+            if reader.chunked or body is not None:
+                data = body if body is not None else reader.read_all()  # moto: a known length
                 conn.putheader("Content-Length", str(len(data)))
                 conn.endheaders()
                 if data:
@@ -1254,6 +1337,21 @@ class RouterHandler(NoDelayHandler):
             return str(resp.status)
         finally:
             conn.close()
+
+    def keep_package(self, body: bytes) -> None:
+        try:
+            doc = json.loads(body or b"{}")
+        except ValueError:
+            return
+        zip_b64 = doc.get("ZipFile") or (doc.get("Code") or {}).get("ZipFile")
+        if not zip_b64:
+            return
+        m = re.fullmatch(rf"{LAMBDA_PREFIX}/([^/]+)/code/?", urllib.parse.urlsplit(self.path).path)
+        name = parse_function_ref(m.group(1))[0] if m else doc.get("FunctionName", "")
+        try:
+            self.router.executor.remember_package(name, base64.b64decode(zip_b64))
+        except ValueError:
+            pass
 
     # ---- Invoke of a *-lumo-runner function: the built-in executor
     def invoke(self, segment: str, name: str, qualifier: str | None) -> str:
@@ -1389,6 +1487,9 @@ def parse_args(argv):
     ap.add_argument("--runner-package", help="cargo -p for the build (default: let cargo find the bin)")
     ap.add_argument("--lambda-env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for every function instance (repeatable)")
+    ap.add_argument("--node-bin", default=os.environ.get("LUMO_EMULATOR_NODE"),
+                    help="Node.js for functions on a managed Node.js runtime (default: "
+                         f"{LAMBDA_NODE} if present, else `node` on PATH); env LUMO_EMULATOR_NODE")
     ap.add_argument("--max-instances", type=int, default=10,
                     help="concurrent instances per function before Invoke answers 429 (default 10)")
     ap.add_argument("--init-timeout", type=float, default=10.0,
@@ -1460,7 +1561,7 @@ def main(argv=None) -> int:
         moto.wait_ready(args.startup_timeout)
         role_arn = moto.ensure_role(args.role_name)
         executor = Executor(runner_bin, log_dir, work_dir, args.max_instances, args.init_timeout,
-                            extra_env)
+                            extra_env, args.node_bin)
         router = Router(State(), moto, executor, log_dir)
         port = router.start(args.port)
         endpoint = f"http://{LOOPBACK}:{port}"

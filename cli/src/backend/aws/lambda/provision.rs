@@ -1,6 +1,14 @@
 //! Provisioning the runner function: creating `<project>-<env>-lumo-runner`, or updating its
 //! code and settings where they differ from what this deploy wants, and waiting until it can be
 //! invoked; for a manual run, only checking that it is there.
+//!
+//! Every runner function runs on a managed Node.js runtime ([`RUNTIME`]), whatever its tasks:
+//! JavaScript and TypeScript tasks need Node, which `provided.al2023` lacks, and one shape for
+//! every environment keeps adding the first TypeScript task an S3 upload, not a function update
+//! (PRODUCT.md §9). The runtime never starts Node's own runtime client: its
+//! `AWS_LAMBDA_EXEC_WRAPPER` (`exec-wrapper.sh`, in the package beside `bootstrap`) execs the
+//! Rust runner instead, telling it where the runtime's Node is. The managed Node.js runtimes are
+//! Amazon Linux 2023, as `provided.al2023` is, so scripts and Rust tasks run as before.
 
 use std::io::{Read, Seek};
 use std::os::unix::fs::MetadataExt;
@@ -11,7 +19,7 @@ use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{
-    Architecture as LambdaArch, EphemeralStorage, FunctionCode, FunctionConfiguration,
+    Architecture as LambdaArch, Environment, EphemeralStorage, FunctionCode, FunctionConfiguration,
     LastUpdateStatus, Runtime, State,
 };
 
@@ -30,15 +38,43 @@ pub(super) const FUNCTION_TIMEOUT_SECS: i32 = 900;
 /// beside it and the unpacked bundle (up to Lambda's 250 MB) with the run's log at once; 1024
 /// does, with room to spare. The extra 512 MB costs a fraction of the function's memory price.
 const EPHEMERAL_STORAGE_MB: i32 = 1024;
+/// The runner function's runtime: the newest managed Node.js runtime (Node 24, LTS, supported
+/// by Lambda until 2028); `nodejs20.x` is past its Lambda deprecation date. A function on an
+/// older runtime (or on `provided.al2023`, before lumo ran JavaScript tasks) is moved to it by
+/// the next deploy, as any settings change.
+pub(super) const RUNTIME: Runtime = Runtime::Nodejs24x;
+/// The exec wrapper's name in the package, and where Lambda unpacks it.
+const EXEC_WRAPPER_NAME: &str = "lumo-exec-wrapper";
+const EXEC_WRAPPER_PATH: &str = "/var/task/lumo-exec-wrapper";
+/// The variable that makes a managed runtime start the wrapper instead of its own client.
+const EXEC_WRAPPER_VAR: &str = "AWS_LAMBDA_EXEC_WRAPPER";
+/// The wrapper script (see the file for what it does).
+const EXEC_WRAPPER: &str = include_str!("exec-wrapper.sh");
 /// How many times to look at the function again when it changed while a deploy set it up.
 const CONFLICT_ROUNDS: u32 = 4;
 /// How long to wait for the function to become active or finish updating.
 const READY_WAIT: Duration = Duration::from_secs(300);
 
-/// The runner binary for Lambda and the sha256 that identifies it.
+/// The runner binary for Lambda and the sha256 that identifies the function package made of
+/// it and the exec wrapper.
 struct Runner<'a> {
     path: &'a Path,
     sha256: String,
+}
+
+/// The package's identity: the runner binary's sha256 and the wrapper's bytes, so a new
+/// wrapper updates the code as a new runner does.
+fn package_sha256(binary_sha256: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(binary_sha256.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(EXEC_WRAPPER.as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Whether a change to the function was made: `false` when Lambda answered
@@ -87,7 +123,7 @@ impl LambdaExecutor {
         // would mean zipping the binary on every deploy.
         let runner = match &self.target.runner {
             Some(path) => Some(Runner {
-                sha256: binary_sha256(path, &self.target.cache_dir)?,
+                sha256: package_sha256(&binary_sha256(path, &self.target.cache_dir)?),
                 path,
             }),
             None => None,
@@ -137,9 +173,16 @@ impl LambdaExecutor {
 
     fn description(&self, env: &str, runner: &Runner) -> String {
         format!(
-            "lumo runner for {} / {env} (runner sha256 {})",
+            "lumo runner for {} / {env} (package sha256 {})",
             self.target.project, runner.sha256
         )
+    }
+
+    /// The function's environment: only the exec wrapper (secrets travel in each payload).
+    fn environment() -> Environment {
+        Environment::builder()
+            .variables(EXEC_WRAPPER_VAR, EXEC_WRAPPER_PATH)
+            .build()
     }
 
     /// Creates the function and waits until it is active; `false` when it exists already.
@@ -163,8 +206,9 @@ impl LambdaExecutor {
             .control
             .create_function()
             .function_name(name)
-            .runtime(Runtime::Providedal2023)
+            .runtime(RUNTIME)
             .handler("bootstrap")
+            .environment(Self::environment())
             .role(role)
             .architectures(self.wanted_arch())
             .memory_size(self.target.memory_size as i32)
@@ -217,7 +261,7 @@ impl LambdaExecutor {
             Some(runner) => {
                 let same_code = config
                     .description()
-                    .is_some_and(|d| d.ends_with(&format!("(runner sha256 {})", runner.sha256)));
+                    .is_some_and(|d| d.ends_with(&format!("(package sha256 {})", runner.sha256)));
                 let same_arch = config
                     .architectures()
                     .first()
@@ -245,7 +289,13 @@ impl LambdaExecutor {
             || config.timeout() != Some(FUNCTION_TIMEOUT_SECS)
             || config.ephemeral_storage().map(EphemeralStorage::size) != Some(EPHEMERAL_STORAGE_MB)
             || config.handler() != Some("bootstrap")
-            || config.runtime() != Some(&Runtime::Providedal2023)
+            || config.runtime() != Some(&RUNTIME)
+            || config
+                .environment()
+                .and_then(|e| e.variables())
+                .and_then(|v| v.get(EXEC_WRAPPER_VAR))
+                .map(String::as_str)
+                != Some(EXEC_WRAPPER_PATH)
             || wanted_description
                 .as_deref()
                 .is_some_and(|d| config.description() != Some(d))
@@ -264,7 +314,8 @@ impl LambdaExecutor {
                 .timeout(FUNCTION_TIMEOUT_SECS)
                 .ephemeral_storage(ephemeral_storage()?)
                 .handler("bootstrap")
-                .runtime(Runtime::Providedal2023)
+                .runtime(RUNTIME)
+                .environment(Self::environment())
                 .set_description(wanted_description);
             if let Some(role) = &self.target.role_arn {
                 update = update.role(role);
@@ -332,7 +383,8 @@ fn ephemeral_storage() -> BackendResult<EphemeralStorage> {
         .map_err(|e| BackendError::with_source("cannot describe the runner's `/tmp` size", e))
 }
 
-/// The runner binary zipped as `bootstrap` (deterministic, like every lumo zip).
+/// The runner binary zipped as `bootstrap` beside the exec wrapper (deterministic, like every
+/// lumo zip).
 fn runner_zip(binary: &Path) -> BackendResult<Vec<u8>> {
     let fail = |e: std::io::Error| {
         BackendError::with_source(
@@ -347,8 +399,14 @@ fn runner_zip(binary: &Path) -> BackendResult<Vec<u8>> {
         executable: true,
         size,
     };
+    let wrapper = BundleEntry {
+        path: EXEC_WRAPPER_NAME.into(),
+        source: EntrySource::Bytes(EXEC_WRAPPER.as_bytes().to_vec()),
+        executable: true,
+        size: EXEC_WRAPPER.len() as u64,
+    };
     let mut file = tempfile::tempfile().map_err(fail)?;
-    crate::bundle::write_zip(&file, &[entry]).map_err(fail)?;
+    crate::bundle::write_zip(&file, &[entry, wrapper]).map_err(fail)?;
     file.rewind().map_err(fail)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(fail)?;
