@@ -2,6 +2,7 @@
 //! reported at once, nothing written.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 use crate::support::TestProject;
 use crate::support::local::{assert_invalid, assert_invalid_with, with_task};
@@ -432,4 +433,82 @@ fn json_config_errors_list_each_problem_with_its_key() {
     p.config("export default { projectName: 'p', tasks: { a: {} } };");
     let other: ConfigErrorShown = p.lumo(&["logs", "not-a-run-id", "--json"]).code(2).json();
     assert!(other.error.problems.is_empty());
+}
+
+/// Regression (adversarial run, issue 10): a FIFO among the assets hung `lumo deploy` for
+/// ever (Ctrl-C could not stop it); an unreadable file was exit 4 "cannot write the bundle
+/// store" without naming it. Both are config problems naming the file, before anything is
+/// written.
+#[test]
+fn config_copy_assets_special_or_unreadable_files() {
+    let p = TestProject::new();
+    with_task(&p, "a");
+    fs::create_dir(p.root().join("assets")).unwrap();
+    p.write("assets/ok.txt", "fine");
+    let made = std::process::Command::new("mkfifo")
+        .arg(p.root().join("assets/pipe"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    p.config(
+        "export default { projectName: 'p', tasks: { a: { copyAssets: [{ from: 'assets' }] } } };",
+    );
+    assert_invalid(
+        &p,
+        &[
+            "`tasks.a.copyAssets[0].from`",
+            "assets/pipe` is a FIFO (named pipe)",
+            "only regular files and directories",
+        ],
+    );
+    assert!(
+        !p.lumo_dir().join("bundles").exists(),
+        "nothing was written"
+    );
+}
+
+#[test]
+fn config_copy_assets_unreadable_file_is_named() {
+    let p = TestProject::new();
+    with_task(&p, "a");
+    p.write("secret.key", "k");
+    let key = p.root().join("secret.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o000)).unwrap();
+    p.config("export default { projectName: 'p', tasks: { a: { copyAssets: [{ from: 'secret.key' }] } } };");
+    // root reads any file, so as root lumo runs as `nobody` (CI runs as root): the project
+    // must then be writable for it.
+    let as_root = nix::unistd::Uid::effective().is_root();
+    let mut cmd = if as_root {
+        // `nobody` must reach the project and write `.lumo/` there (the tempdir is 0700).
+        for entry in walkdir::WalkDir::new(p.tmp()) {
+            let entry = entry.unwrap();
+            if entry.path() != key {
+                let mode = entry.metadata().unwrap().permissions().mode() | 0o777;
+                fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        cmd.arg(assert_cmd::cargo::cargo_bin("lumo"));
+        cmd
+    } else {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("lumo"))
+    };
+    let out = cmd
+        .args(["deploy", "--env", "dev", "--actor", "t"])
+        .current_dir(p.root())
+        .env("HOME", p.tmp())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`tasks.a.copyAssets[0].from`"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read `secret.key`: Permission denied"),
+        "{stderr}"
+    );
+    assert!(
+        !p.lumo_dir().join("bundles").exists(),
+        "nothing was written"
+    );
 }

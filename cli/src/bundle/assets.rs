@@ -54,7 +54,29 @@ impl<'a> EntrySet<'a> {
         let (size, executable) = match &source {
             EntrySource::Bytes(b) => (b.len() as u64, false),
             EntrySource::File(p) => match fs::metadata(p) {
-                Ok(m) => (m.len(), m.permissions().mode() & 0o111 != 0),
+                Ok(m) if !m.is_file() => {
+                    // A FIFO blocks the bundler for ever on open, a device (`/dev/zero`)
+                    // reads until zip's 4 GiB limit: neither can be bundled.
+                    self.problem(
+                        key,
+                        format!(
+                            "`{}` is {}; only regular files and directories can be bundled",
+                            self.show(p),
+                            special_file_kind(&m)
+                        ),
+                    );
+                    return;
+                }
+                Ok(m) => {
+                    // Opening a regular file does not block; finding out now that it cannot be
+                    // read keeps the error a config problem naming it, before anything is
+                    // written, instead of a failed write of the bundle store.
+                    if let Err(e) = fs::File::open(p) {
+                        self.problem(key, format!("cannot read `{}`: {e}", self.show(p)));
+                        return;
+                    }
+                    (m.len(), m.permissions().mode() & 0o111 != 0)
+                }
                 Err(e) => {
                     self.problem(key, format!("cannot read `{}`: {e}", self.show(p)));
                     return;
@@ -313,10 +335,82 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// "a FIFO", "a socket", … for a file that is neither a regular file nor a directory.
+fn special_file_kind(metadata: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = metadata.file_type();
+    if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    /// Regression (adversarial run, issue 10): a FIFO among the assets hung `lumo deploy` for
+    /// ever (opened for reading, it blocks), and a device was read until zip's 4 GiB limit.
+    #[test]
+    fn fifos_sockets_and_devices_are_refused_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("assets")).unwrap();
+        fs::write(root.join("assets/ok.txt"), "fine").unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(root.join("assets/pipe"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let _socket = std::os::unix::net::UnixListener::bind(root.join("assets/sock")).unwrap();
+        let mut set = EntrySet::new(root).unwrap();
+        set.add_asset(&asset("assets", "assets"), "tasks.t.copyAssets[0]");
+        let problems = set.finish("tasks.t").unwrap_err();
+        let messages: Vec<_> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("assets/pipe` is a FIFO (named pipe)")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("assets/sock` is a socket")),
+            "{messages:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.key == "tasks.t.copyAssets[0].from")
+        );
+
+        // A device (what a link inside the project to `/dev/zero` would read).
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut set = EntrySet::new(root).unwrap();
+        set.add(
+            "zero".into(),
+            EntrySource::File(PathBuf::from("/dev/zero")),
+            "tasks.t.copyAssets[1].from",
+        );
+        let problems = set.finish("tasks.t").unwrap_err();
+        assert!(
+            problems[0].message.contains("is a character device"),
+            "{problems:#?}"
+        );
+    }
 
     fn asset(from: &str, to: &str) -> CopyAsset {
         CopyAsset {
