@@ -4,12 +4,11 @@
 //! else's lock: `maintainer`). This is the CLI's guardrail and its audit trail; the hard
 //! boundary is IAM on the runner function (`infra/`).
 
-use crate::backend::Backend;
 use crate::backend::records::{EnvState, EventKind};
 use crate::config::{Permission, ProjectConfig};
 use crate::error::CliError;
+use crate::operation::Operation;
 use crate::plan::Plan;
-use crate::project::Project;
 use crate::task::Task;
 
 /// The role `actor` holds in `env`: maintainer when the config has no `access` map or none for
@@ -31,60 +30,49 @@ pub fn allows(role: Option<Permission>, needed: Permission) -> bool {
     role.is_some_and(|r| r >= needed)
 }
 
-/// `actor` may do `what` (e.g. "locking `prod` by hand") in `env` only with the role `needed`;
-/// otherwise the refusal is recorded as a `refused` event and returned (exit code 2).
-pub async fn require(
-    backend: &Backend,
-    config: &ProjectConfig,
-    env: &str,
-    actor: &str,
-    needed: Permission,
-    what: &str,
-) -> Result<(), CliError> {
-    let role = role_of(config, env, actor);
+/// The operation's actor may do `what` (e.g. "locking `prod` by hand") in its environment only
+/// with the role `needed`; otherwise the refusal is recorded as a `refused` event and returned
+/// (exit code 2).
+pub async fn require(op: &Operation, needed: Permission, what: &str) -> Result<(), CliError> {
+    let role = role_of(&op.project.config, &op.env, &op.actor);
     if allows(role, needed) {
         return Ok(());
     }
     let message = format!(
-        "`{actor}` has {} in `{env}`; {what} needs `{}`",
+        "`{}` has {} in `{}`; {what} needs `{}`",
+        op.actor,
         held(role),
+        op.env,
         needed.as_str()
     );
-    Err(refuse(backend, config, env, actor, message).await)
+    Err(refuse(op, message).await)
 }
 
-/// A deploy runs its tasks as `actor`, so it is refused, before the lock is taken or anything
-/// runs, when the plan would run a task whose `permission` the actor's role lacks. `plan`
-/// makes the plan from the environment's state, which is read only when the role matters.
+/// A deploy runs its tasks as the operation's actor, so it is refused, before the lock is
+/// taken or anything runs, when the plan would run a task whose `permission` the actor's role
+/// lacks. `plan` makes the plan from the environment's state, which is read only when the role
+/// matters.
 ///
 /// This plan is the one `--dry-run` shows; a deploy of another writer finishing before the lock
 /// is held can change it (first deploy → update), so the deploy checks the plan it makes under
 /// the lock again with [`check_plan`].
 pub async fn check_deploy(
-    backend: &Backend,
-    project: &Project,
-    env: &str,
-    actor: &str,
+    op: &Operation,
     plan: impl FnOnce(&EnvState) -> Plan,
 ) -> Result<(), CliError> {
-    if role_of(&project.config, env, actor) == Some(Permission::Maintainer) {
+    if role_of(&op.project.config, &op.env, &op.actor) == Some(Permission::Maintainer) {
         return Ok(());
     }
-    let state = backend.audit.env_state(env).await?;
-    check_plan(backend, project, env, actor, &plan(&state)).await
+    let state = op.backend.audit.env_state(&op.env).await?;
+    check_plan(op, &plan(&state)).await
 }
 
-/// Refuses (recorded, exit code 2) a deploy of `plan` by `actor` if it runs a task above the
-/// actor's role.
-pub async fn check_plan(
-    backend: &Backend,
-    project: &Project,
-    env: &str,
-    actor: &str,
-    plan: &Plan,
-) -> Result<(), CliError> {
-    let role = role_of(&project.config, env, actor);
-    let beyond = tasks_beyond(role, plan, &project.tasks);
+/// Refuses (recorded, exit code 2) a deploy of `plan` by the operation's actor if it runs a
+/// task above the actor's role.
+pub async fn check_plan(op: &Operation, plan: &Plan) -> Result<(), CliError> {
+    let env = &op.env;
+    let role = role_of(&op.project.config, env, &op.actor);
+    let beyond = tasks_beyond(role, plan, &op.project.tasks);
     if beyond.is_empty() {
         return Ok(());
     }
@@ -94,14 +82,13 @@ pub async fn check_plan(
         .collect::<Vec<_>>()
         .join(", ");
     let message = format!(
-        "`{actor}` has {} in `{env}`; this deploy would run {tasks}",
+        "`{}` has {} in `{env}`; this deploy would run {tasks}",
+        op.actor,
         held(role)
     );
-    Err(refuse(backend, &project.config, env, actor, message)
-        .await
-        .hint(format!(
-            "the config's `access.{env}` says who holds which role; `lumo deploy --env {env} --dry-run` shows what would run"
-        )))
+    Err(refuse(op, message).await.hint(format!(
+        "the config's `access.{env}` says who holds which role; `lumo deploy --env {env} --dry-run` shows what would run"
+    )))
 }
 
 /// The tasks `plan` runs that `role` may not run, each with the role it needs, in run order.
@@ -127,24 +114,11 @@ fn held(role: Option<Permission>) -> String {
 }
 
 /// Records `message` as the environment's `refused` event and makes it the command's error.
-async fn refuse(
-    backend: &Backend,
-    config: &ProjectConfig,
-    env: &str,
-    actor: &str,
-    message: String,
-) -> CliError {
-    crate::lock::record(
-        backend,
-        &config.project_name,
-        env,
-        actor,
-        EventKind::Refused,
-        message.clone(),
-    )
-    .await;
+async fn refuse(op: &Operation, message: String) -> CliError {
+    op.record_event(EventKind::Refused, message.clone()).await;
     CliError::invalid(format!("refused: {message}")).hint(format!(
-        "the config's `access.{env}` says who holds which role"
+        "the config's `access.{}` says who holds which role",
+        op.env
     ))
 }
 

@@ -9,46 +9,80 @@ use std::time::Duration;
 use lumo_runner::contract::{DeploymentInfo, RunStatus, TaskContext, Trigger};
 use tokio::task::JoinSet;
 
-use crate::backend::records::{TaskRun, Timestamp, new_id};
-use crate::backend::{Backend, BackendError, RunRequest};
-use crate::output::{Printer, Style};
+use crate::backend::records::{Deployment, TaskRun, Timestamp, new_id};
+use crate::backend::{BackendError, RunRequest};
+use crate::operation::Operation;
 use crate::plan::PlannedTask;
-use crate::stop::{StopReason, StopSignal};
+use crate::stop::StopReason;
 use crate::task::Task;
 
-/// What every run of one deploy or manual run shares.
+/// What every run of one deploy or manual run shares: the operation, where the runs sit in the
+/// environment's history, and the secrets they get.
 #[derive(Clone)]
 pub struct Session {
-    pub backend: Backend,
-    pub printer: Arc<Printer>,
-    pub project: String,
-    pub env: String,
-    pub actor: String,
-    pub version: String,
-    pub previous_version: Option<String>,
-    pub is_first_deploy: bool,
+    pub operation: Operation,
+    /// The version the runs belong to and the one before, as each task is told.
+    pub deployment: DeploymentInfo,
+    /// The deployment the runs are part of; `None` for a manual run.
     pub deployment_id: Option<String>,
     /// Secret values by environment variable name.
     pub secrets: Arc<BTreeMap<String, String>>,
-    /// Pulled on an interrupt or when the environment's lock is lost: the running tasks stop,
-    /// nothing new starts.
-    pub stop: StopSignal,
 }
 
 impl Session {
+    /// The runs of `deployment`, recorded as part of it.
+    pub fn of_deployment(
+        operation: &Operation,
+        deployment: &Deployment,
+        secrets: BTreeMap<String, String>,
+    ) -> Session {
+        Session {
+            operation: operation.clone(),
+            deployment: DeploymentInfo {
+                is_first_deploy: deployment.is_first_deploy,
+                previous_version: deployment.previous_version.clone(),
+                environment: operation.env.clone(),
+                version: deployment.version.clone(),
+            },
+            deployment_id: Some(deployment.id.clone()),
+            secrets: Arc::new(secrets),
+        }
+    }
+
+    /// A run by hand of the environment's deployed `version` (which followed
+    /// `previous_version`).
+    pub fn of_manual_run(
+        operation: &Operation,
+        version: String,
+        previous_version: Option<String>,
+        secrets: BTreeMap<String, String>,
+    ) -> Session {
+        Session {
+            operation: operation.clone(),
+            deployment: DeploymentInfo {
+                is_first_deploy: false,
+                previous_version,
+                environment: operation.env.clone(),
+                version,
+            },
+            deployment_id: None,
+            secrets: Arc::new(secrets),
+        }
+    }
+
     /// A new record of `job` in this session, started now.
     fn record(&self, job: &TaskJob, attempt: u32, status: RunStatus) -> TaskRun {
         TaskRun {
             id: new_id(),
             deployment_id: self.deployment_id.clone(),
-            project: self.project.clone(),
-            env: self.env.clone(),
+            project: self.operation.project_name().to_string(),
+            env: self.operation.env.clone(),
             task: job.task.name.clone(),
             trigger: job.trigger,
-            version: self.version.clone(),
-            previous_version: self.previous_version.clone(),
+            version: self.deployment.version.clone(),
+            previous_version: self.deployment.previous_version.clone(),
             bundle_hash: job.bundle.clone(),
-            actor: self.actor.clone(),
+            actor: self.operation.actor.clone(),
             status,
             attempt,
             started_at: Timestamp::now(),
@@ -83,21 +117,18 @@ pub async fn run_task(session: &Session, job: &TaskJob) -> Result<TaskRun, Backe
         let run = run_once(session, job, attempt).await?;
         let retry = matches!(run.status, RunStatus::Failed | RunStatus::TimedOut)
             && attempt < attempts
-            && session.stop.reason().is_none();
+            && session.operation.stop.reason().is_none();
         if !retry {
             return Ok(run);
         }
         let backoff = backoff(attempt);
-        session.printer.status(format!(
-            "{} `{}` attempt {attempt}/{attempts} {}; retrying in {}s",
-            session.printer.paint_err(Style::Yellow, "↻"),
-            job.task.name,
-            run.status,
-            backoff.as_secs()
-        ));
+        session
+            .operation
+            .progress
+            .run_retrying(&run, attempts, backoff);
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            _ = session.stop.stopped() => return Ok(run),
+            _ = session.operation.stop.stopped() => return Ok(run),
         }
         attempt += 1;
     }
@@ -110,27 +141,16 @@ fn backoff(attempt: u32) -> Duration {
 
 async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<TaskRun, BackendError> {
     let task = &job.task;
+    let op = &session.operation;
     let mut run = session.record(job, attempt, RunStatus::Running);
-    session.backend.audit.start_run(&run).await?;
-    session.printer.status(format!(
-        "{} {} {}",
-        session.printer.paint_err(Style::Cyan, "▶"),
-        session.printer.paint_err(Style::Bold, &task.name),
-        session
-            .printer
-            .paint_err(Style::Dim, format!("({}, run {})", job.trigger, run.id)),
-    ));
+    op.backend.audit.start_run(&run).await?;
+    op.progress.run_started(&run);
     let request = RunRequest {
-        env: session.env.clone(),
+        env: op.env.clone(),
         task: task.name.clone(),
         bundle: job.bundle.clone(),
         context: TaskContext {
-            deployment: DeploymentInfo {
-                is_first_deploy: session.is_first_deploy,
-                previous_version: session.previous_version.clone(),
-                environment: session.env.clone(),
-                version: session.version.clone(),
-            },
+            deployment: session.deployment.clone(),
             config: task.config.config.clone(),
             args: job.args.clone(),
             // The executor fills this in once the bundle is unpacked.
@@ -142,11 +162,11 @@ async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<Task
         timeout: Duration::from_secs(task.config.timeout.into()),
         env_vars: task.config.env.clone(),
         secrets: (*session.secrets).clone(),
-        stop: session.stop.clone(),
+        stop: op.stop.clone(),
     };
-    let mut output = session.printer.task_output(&task.name);
-    let result = session.backend.executor.run(request, &mut output).await;
-    output.flush();
+    let mut output = op.progress.run_output(&task.name);
+    let result = op.backend.executor.run(request, output.as_mut()).await;
+    // The observer shows what it still holds of an unterminated last line when dropped.
     drop(output);
     match result {
         Ok(report) => {
@@ -166,24 +186,24 @@ async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<Task
             run.message = Some(format!("backend error: {e}"));
             run.ended_at = Some(Timestamp::now());
             run.duration_ms = Some(duration_ms(&run));
-            let _ = session.backend.audit.finish_run(&run).await;
+            let _ = op.backend.audit.finish_run(&run).await;
             return Err(e);
         }
     }
-    if session.stop.reason() == Some(StopReason::LockLost) {
+    if op.stop.reason() == Some(StopReason::LockLost) {
         // The writer that took the environment over marks this run abandoned; say the same.
         run.status = RunStatus::Abandoned;
     }
     run.duration_ms = Some(duration_ms(&run));
-    if !session.backend.audit.finish_run(&run).await? {
+    if !op.backend.audit.finish_run(&run).await? {
         // Another writer took over and marked the run abandoned first: its record stands.
         run.status = RunStatus::Abandoned;
         run.message = Some(format!(
             "abandoned: the lock of `{}` was taken over before the run ended",
-            session.env
+            op.env
         ));
     }
-    print_outcome(&session.printer, &run);
+    op.progress.run_finished(&run);
     Ok(run)
 }
 
@@ -202,37 +222,6 @@ fn duration_ms(run: &TaskRun) -> u64 {
     run.ended_at.map_or(0, |end| {
         (end.millis() - run.started_at.millis()).max(0) as u64
     })
-}
-
-fn print_outcome(printer: &Printer, run: &TaskRun) {
-    let (mark, style) = match run.status {
-        RunStatus::Succeeded => ("✔", Style::Green),
-        RunStatus::TimedOut => ("⏱", Style::Red),
-        _ => ("✘", Style::Red),
-    };
-    let message = run
-        .message
-        .as_deref()
-        .filter(|m| !m.is_empty())
-        .map(|m| format!(": {m}"))
-        .unwrap_or_default();
-    printer.status(format!(
-        "{} {} {} in {}{message}",
-        printer.paint_err(style, mark),
-        printer.paint_err(Style::Bold, &run.task),
-        printer.paint_err(style, run.status),
-        format_duration(run.duration_ms.unwrap_or(0)),
-    ));
-}
-
-pub fn format_duration(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
-    }
 }
 
 /// What happened to each task a deployment meant to run.
@@ -258,8 +247,9 @@ pub async fn run_plan(
     let mut backend_error: Option<BackendError> = None;
     let mut running: JoinSet<(String, Result<TaskRun, BackendError>)> = JoinSet::new();
 
+    let stop = &session.operation.stop;
     loop {
-        if failed_task.is_none() && backend_error.is_none() && session.stop.reason().is_none() {
+        if failed_task.is_none() && backend_error.is_none() && stop.reason().is_none() {
             let mut i = 0;
             while i < waiting.len() && running.len() < concurrency {
                 if waiting[i].after.iter().all(|d| succeeded.contains(d)) {
@@ -301,7 +291,7 @@ pub async fn run_plan(
         }
     }
 
-    let reason = match (&failed_task, &backend_error, session.stop.reason()) {
+    let reason = match (&failed_task, &backend_error, stop.reason()) {
         (_, Some(_), _) => "not started: backend error".to_string(),
         (_, None, Some(stop)) => format!("not started: {stop}"),
         (Some(t), None, None) => format!("not started: `{t}` did not succeed"),
@@ -315,7 +305,7 @@ pub async fn run_plan(
         run.ended_at = Some(run.started_at);
         run.duration_ms = Some(0);
         run.message = Some(reason.clone());
-        if let Err(e) = session.backend.audit.start_run(&run).await {
+        if let Err(e) = session.operation.backend.audit.start_run(&run).await {
             backend_error.get_or_insert(e);
         }
         runs.insert(planned.task.clone(), run);

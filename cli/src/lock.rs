@@ -1,15 +1,16 @@
 //! One writer per environment (PRODUCT.md §6), from the commands' side: take the writer lock
 //! (waiting up to `--wait`), keep its lease alive with a heartbeat while working, clean up
-//! after a writer that died, and release it at the end.
+//! after a writer that died, and release it at the end. [`with_writer_lock`] is the one
+//! "take the lock, work, release" every writing command goes through.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::backend::records::{AuditEvent, EventKind, LockHolder, Timestamp, new_id};
+use crate::backend::records::{EventKind, LockHolder, Timestamp, new_id};
 use crate::backend::{Acquired, Backend, LockSlot};
 use crate::error::{CliError, ExitKind};
-use crate::output::Printer;
+use crate::operation::Operation;
 use crate::stop::{StopGuard, StopReason, StopSignal};
 
 /// How long a writer's lease lasts without a heartbeat: `LUMO_LOCK_LEASE` (e.g. `30s`),
@@ -66,22 +67,21 @@ pub fn locked_error(env: &str, holder: &LockHolder, waited: Duration) -> CliErro
     .hint(hint)
 }
 
-/// Takes `slot` of `env` for `me`, retrying for up to `wait` while another holds it (saying
-/// once on stderr whom it waits for); exit code 3 naming the holder once `wait` has passed.
-/// Returns the holder it displaced, whose lease had run out or whose process was gone.
+/// Takes `slot` of the operation's environment for `me`, retrying for up to `wait` while
+/// another holds it (saying once whom it waits for); exit code 3 naming the holder once `wait`
+/// has passed. Returns the holder it displaced, whose lease had run out or whose process was
+/// gone.
 pub async fn acquire_waiting(
-    backend: &Backend,
-    env: &str,
+    op: &Operation,
     slot: LockSlot,
     me: &LockHolder,
     wait: Duration,
-    printer: &Printer,
-    stop: &StopSignal,
 ) -> Result<Option<LockHolder>, CliError> {
+    let env = op.env.as_str();
     let started = Instant::now();
     let mut announced = false;
     loop {
-        match backend.locks.acquire(env, slot, me).await? {
+        match op.backend.locks.acquire(env, slot, me).await? {
             Acquired::Taken { displaced } => return Ok(displaced),
             Acquired::Held(other) => {
                 let waited = started.elapsed();
@@ -89,20 +89,31 @@ pub async fn acquire_waiting(
                     return Err(locked_error(env, &other, waited));
                 }
                 if !announced {
-                    printer.status(format!(
-                        "Waiting for `{env}`, locked by {}",
-                        other.describe()
-                    ));
+                    op.progress.waiting_for_lock(env, &other);
                     announced = true;
                 }
                 let pause = (wait - waited).min(Duration::from_millis(500));
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
-                    reason = stop.stopped() => return Err(CliError::stopped(reason)),
+                    reason = op.stop.stopped() => return Err(CliError::stopped(reason)),
                 }
             }
         }
     }
+}
+
+/// Takes the operation's environment's writer lock for `what` (`deploy v1`, `run migrate`),
+/// waiting up to `wait`; runs `work` holding it; releases it, whatever `work` returned.
+pub async fn with_writer_lock<T>(
+    op: &Operation,
+    what: String,
+    wait: Duration,
+    work: impl AsyncFnOnce() -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let lock = WriterLock::take(op, what, wait).await?;
+    let result = work().await;
+    lock.release().await;
+    result
 }
 
 /// The writer lock of one environment, held until [`WriterLock::release`].
@@ -117,25 +128,20 @@ pub struct WriterLock {
 }
 
 impl WriterLock {
-    /// Takes `env`'s writer lock for `operation`, waiting up to `wait` for whoever holds it.
-    /// Work a dead writer left `running` is marked `abandoned` (and, locally, its processes
-    /// stopped) before this returns. Should the lock be taken over later (this process stalled
-    /// past its lease), `stop` is pulled with [`StopReason::LockLost`].
-    #[allow(clippy::too_many_arguments)]
+    /// Takes the operation's environment's writer lock for `what`, waiting up to `wait` for
+    /// whoever holds it. Work a dead writer left `running` is marked `abandoned` (and, locally,
+    /// its processes stopped) before this returns. Should the lock be taken over later (this
+    /// process stalled past its lease), the operation's stop is pulled with
+    /// [`StopReason::LockLost`].
     pub async fn take(
-        backend: &Backend,
-        project: &str,
-        env: &str,
-        actor: &str,
-        operation: String,
+        op: &Operation,
+        what: String,
         wait: Duration,
-        printer: &Printer,
-        stop: &StopSignal,
     ) -> Result<WriterLock, CliError> {
-        let me = holder(actor, operation, None, true);
-        let displaced =
-            acquire_waiting(backend, env, LockSlot::Writer, &me, wait, printer, stop).await?;
-        let lock = WriterLock::hold(backend, env, me.token.clone(), stop);
+        let env = op.env.as_str();
+        let me = holder(&op.actor, what, None, true);
+        let displaced = acquire_waiting(op, LockSlot::Writer, &me, wait).await?;
+        let lock = WriterLock::hold(&op.backend, env, me.token.clone(), &op.stop);
         if let Some(dead) = displaced {
             let why = if dead.expires_at.is_some_and(|at| at <= Timestamp::now()) {
                 "whose lease ran out"
@@ -143,18 +149,11 @@ impl WriterLock {
                 "whose process is gone"
             };
             let message = format!("took over from {}, {why}", dead.describe());
-            printer.warn(format!("`{env}`: {message}"));
-            record(
-                backend,
-                project,
-                env,
-                actor,
-                EventKind::LeaseExpired,
-                message,
-            )
-            .await;
+            op.progress.environment_cleaned_up(env, &message);
+            op.record_event(EventKind::LeaseExpired, message).await;
         }
-        let abandoned = backend
+        let abandoned = op
+            .backend
             .audit
             .abandon_unfinished(
                 env,
@@ -163,8 +162,8 @@ impl WriterLock {
             .await?;
         if !abandoned.is_empty() {
             let message = format!("marked abandoned: {}", abandoned.join(", "));
-            printer.warn(format!("`{env}`: {message}"));
-            record(backend, project, env, actor, EventKind::Abandoned, message).await;
+            op.progress.environment_cleaned_up(env, &message);
+            op.record_event(EventKind::Abandoned, message).await;
         }
         Ok(lock)
     }
@@ -229,25 +228,132 @@ impl WriterLock {
     }
 }
 
-/// Records an audit event; a failure to record is reported, never fatal.
-pub async fn record(
-    backend: &Backend,
-    project: &str,
-    env: &str,
-    actor: &str,
-    kind: EventKind,
-    message: String,
-) {
-    let event = AuditEvent {
-        id: new_id(),
-        project: project.to_string(),
-        env: env.to_string(),
-        kind,
-        actor: actor.to_string(),
-        at: Timestamp::now(),
-        message,
-    };
-    if let Err(e) = backend.audit.record_event(&event).await {
-        tracing::warn!("cannot record the `{kind}` event of `{env}`: {e}");
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use lumo_runner::executor::{DiscardOutput, OutputObserver};
+
+    use super::*;
+    use crate::backend::records::{Deployment, TaskRun};
+    use crate::config::{ProjectConfig, Provider};
+    use crate::progress::{Progress, Step};
+    use crate::project::Project;
+
+    /// Keeps what the core reported, as the terminal would show it in words.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<String>>);
+
+    struct NoStep;
+    impl Step for NoStep {
+        fn finish(self: Box<Self>) {}
+    }
+
+    impl Progress for Recorded {
+        fn step(&self, _: String) -> Box<dyn Step> {
+            Box::new(NoStep)
+        }
+        fn detail(&self, _: String) {}
+        fn waiting_for_lock(&self, env: &str, holder: &LockHolder) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("waiting for {env} held by {}", holder.actor));
+        }
+        fn environment_cleaned_up(&self, env: &str, message: &str) {
+            self.0.lock().unwrap().push(format!("{env}: {message}"));
+        }
+        fn deployment_started(&self, _: &Deployment) {}
+        fn run_started(&self, _: &TaskRun) {}
+        fn run_output(&self, _: &str) -> Box<dyn OutputObserver> {
+            Box::new(DiscardOutput)
+        }
+        fn run_finished(&self, _: &TaskRun) {}
+        fn run_retrying(&self, _: &TaskRun, _: u32, _: Duration) {}
+    }
+
+    fn operation(root: &std::path::Path, actor: &str, progress: Arc<Recorded>) -> Operation {
+        let config = ProjectConfig {
+            path: root.join("lumo.config.js"),
+            root: root.to_path_buf(),
+            project_name: "p".into(),
+            provider: Provider::Local,
+            environment: None,
+            environments: None,
+            region: None,
+            aws: Default::default(),
+            secrets: Default::default(),
+            tasks: Default::default(),
+            access: Default::default(),
+            ignored_keys: Vec::new(),
+            backend_problems: Vec::new(),
+        };
+        let project = Project {
+            config,
+            tasks: Vec::new(),
+        };
+        let backend = crate::backend::local::open(&project, false).unwrap();
+        Operation {
+            project: Arc::new(project),
+            env: "dev".into(),
+            actor: actor.into(),
+            backend,
+            progress,
+            stop: StopSignal::new(),
+        }
+    }
+
+    /// A deploy that fails part-way must not leave the environment locked.
+    #[tokio::test]
+    async fn the_lock_is_released_whatever_the_work_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let op = operation(dir.path(), "alice", Arc::default());
+        let failed: Result<(), CliError> =
+            with_writer_lock(&op, "deploy v1".into(), Duration::ZERO, async || {
+                let held = op.backend.locks.current(&op.env).await?.writer;
+                assert_eq!(held.map(|h| h.operation).as_deref(), Some("deploy v1"));
+                Err(CliError::invalid("the work failed"))
+            })
+            .await;
+        assert_eq!(failed.unwrap_err().to_string(), "the work failed");
+        assert!(
+            op.backend
+                .locks
+                .current(&op.env)
+                .await
+                .unwrap()
+                .writer
+                .is_none()
+        );
+        let again = with_writer_lock(&op, "deploy v2".into(), Duration::ZERO, async || Ok(2)).await;
+        assert_eq!(again.unwrap(), 2);
+    }
+
+    /// Someone else's lock: the wait is reported once, through the operation's observer, and
+    /// ends in exit code 3 naming the holder; the work never runs.
+    #[tokio::test]
+    async fn a_held_environment_is_waited_for_then_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let progress = Arc::new(Recorded::default());
+        let op = operation(dir.path(), "alice", Arc::clone(&progress));
+        let bob = holder("bob", "lock".into(), Some("release day".into()), false);
+        op.backend
+            .locks
+            .acquire(&op.env, LockSlot::Manual, &bob)
+            .await
+            .unwrap();
+        let work = async || -> Result<(), CliError> {
+            unreachable!("the work runs only with the lock held")
+        };
+        let refused = with_writer_lock(&op, "deploy v1".into(), Duration::from_millis(1200), work)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind, ExitKind::Locked);
+        assert!(refused.to_string().contains("`bob`"), "{refused}");
+        assert_eq!(
+            *progress.0.lock().unwrap(),
+            ["waiting for dev held by bob"],
+            "said once, however long the wait"
+        );
     }
 }

@@ -1,11 +1,12 @@
-//! `lumo`: parse, dispatch, print the error chain, map to an exit code. Nothing else.
+//! `lumo`: parse, dispatch, print the command's outcome or error once, map to an exit code.
+//! Nothing else.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 
-use commands::{CommandResult, Context};
+use commands::{CommandResult, Context, ExitStatus, Outcome, Output};
 use error::{CliError, ErrorBody, ErrorDocument, ExitKind};
 use lumo_cli::args::{self, Cli, Command};
 use lumo_cli::stop::StopSignal;
@@ -60,13 +61,28 @@ fn main() -> ExitCode {
     });
     // Don't wait for stray blocking work (a stuck DNS lookup, a task's pipe) on the way out.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    match result {
-        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-        Err(e) => {
-            report(&printer, &e);
-            ExitCode::from(e.kind.code() as u8)
-        }
+    let error = match result {
+        Ok(outcome) => match print(&printer, outcome) {
+            Ok(ExitStatus::Success) => return ExitCode::SUCCESS,
+            Ok(ExitStatus::TaskFailed) => return ExitCode::from(1),
+            // The report says what happened before the stop; the error says why it stopped.
+            Ok(ExitStatus::Stopped(reason)) => CliError::stopped(reason),
+            Err(e) => CliError::new(ExitKind::Backend, e),
+        },
+        Err(e) => e,
+    };
+    report(&printer, &error);
+    ExitCode::from(error.kind.code() as u8)
+}
+
+/// Prints what the command produced on stdout, once.
+fn print(printer: &Printer, outcome: Outcome) -> std::io::Result<ExitStatus> {
+    match &outcome.output {
+        Output::Report(report) => printer.report(report.as_ref())?,
+        Output::Raw(bytes) => printer.raw(bytes)?,
+        Output::Nothing => {}
     }
+    Ok(outcome.status)
 }
 
 async fn dispatch(command: Command, ctx: &Context) -> CommandResult {
@@ -80,7 +96,7 @@ async fn dispatch(command: Command, ctx: &Context) -> CommandResult {
         Command::Status(args) => commands::status::run(args, ctx).await,
         Command::Lock(args) => commands::lock::lock(args, ctx).await,
         Command::Unlock(args) => commands::lock::unlock(args, ctx).await,
-        Command::Init(args) => commands::init::run(args, ctx).await,
+        Command::Init(args) => commands::init::run(args).await,
     }
 }
 

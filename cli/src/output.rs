@@ -4,13 +4,19 @@
 
 use std::fmt::Display;
 use std::io::{self, IsTerminal, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
+use lumo_runner::contract::RunStatus;
 use lumo_runner::executor::OutputObserver;
 use serde::Serialize;
 
 use crate::args::GlobalArgs;
+use crate::backend::records::{Deployment, LockHolder, TaskRun};
+use crate::progress::{Progress, Step};
+
+/// Serialises whole lines on stderr, from concurrently running tasks and every printer.
+static STDERR_LINES: Mutex<()> = Mutex::new(());
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
@@ -35,15 +41,13 @@ impl Style {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Printer {
     pub json: bool,
     pub quiet: bool,
     pub verbose: bool,
     stderr_color: bool,
     stderr_tty: bool,
-    /// Serialises whole lines from concurrently running tasks.
-    stderr_lock: Mutex<()>,
 }
 
 impl Printer {
@@ -56,7 +60,6 @@ impl Printer {
             verbose: global.verbose,
             stderr_color: !no_color && stderr_tty,
             stderr_tty,
-            stderr_lock: Mutex::new(()),
         }
     }
 
@@ -68,7 +71,6 @@ impl Printer {
             verbose: false,
             stderr_color: false,
             stderr_tty: false,
-            stderr_lock: Mutex::new(()),
         }
     }
 
@@ -78,7 +80,7 @@ impl Printer {
     }
 
     fn stderr_line(&self, line: &str) {
-        let _guard = self.stderr_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = STDERR_LINES.lock().unwrap_or_else(|p| p.into_inner());
         let mut err = io::stderr().lock();
         let _ = writeln!(err, "{line}");
     }
@@ -127,10 +129,15 @@ impl Printer {
 
     /// The command's result: its `Display` on stdout, or its JSON with `--json`.
     pub fn result<T: Serialize + Display>(&self, value: &T) -> io::Result<()> {
+        self.report(value)
+    }
+
+    /// [`Printer::result`] for a report whose type the caller does not know.
+    pub fn report(&self, value: &dyn Report) -> io::Result<()> {
         let mut text = if self.json {
-            serde_json::to_vec_pretty(value).map_err(io::Error::other)?
+            value.to_json().map_err(io::Error::other)?
         } else {
-            value.to_string().into_bytes()
+            value.to_text().into_bytes()
         };
         if !text.is_empty() && !text.ends_with(b"\n") {
             text.push(b'\n');
@@ -162,9 +169,9 @@ impl Printer {
     }
 
     /// An observer that prints a task's output line by line as it arrives.
-    pub fn task_output(self: &Arc<Self>, task: &str) -> TaskOutput {
+    pub fn task_output(&self, task: &str) -> TaskOutput {
         TaskOutput {
-            printer: Arc::clone(self),
+            printer: self.clone(),
             task: task.to_string(),
             partial: Vec::new(),
         }
@@ -189,9 +196,124 @@ impl Spinner {
     }
 }
 
+impl Step for Spinner {
+    fn finish(self: Box<Self>) {
+        Spinner::finish(*self);
+    }
+}
+
+/// Anything a command hands back to be printed once: text for a person, or one JSON document
+/// with `--json` (every `Serialize + Display` type is one).
+pub trait Report {
+    fn to_json(&self) -> serde_json::Result<Vec<u8>>;
+    fn to_text(&self) -> String;
+}
+
+impl<T: Serialize + Display> Report for T {
+    fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self)
+    }
+
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// The terminal's view of an operation: progress lines on stderr (none with `--quiet`, detail
+/// only with `--verbose`), task output prefixed with the task's name.
+impl Progress for Printer {
+    fn step(&self, message: String) -> Box<dyn Step> {
+        Box::new(self.spinner(message))
+    }
+
+    fn detail(&self, message: String) {
+        self.note(message);
+    }
+
+    fn waiting_for_lock(&self, env: &str, holder: &LockHolder) {
+        self.status(format!(
+            "Waiting for `{env}`, locked by {}",
+            holder.describe()
+        ));
+    }
+
+    fn environment_cleaned_up(&self, env: &str, message: &str) {
+        self.warn(format!("`{env}`: {message}"));
+    }
+
+    fn deployment_started(&self, deployment: &Deployment) {
+        self.status(format!(
+            "Deploying {} to {} as {} ({})",
+            self.paint_err(Style::Bold, &deployment.project),
+            self.paint_err(Style::Bold, &deployment.env),
+            self.paint_err(Style::Bold, &deployment.version),
+            match &deployment.previous_version {
+                None => "first deploy".to_string(),
+                Some(v) => format!("update from {v}"),
+            }
+        ));
+    }
+
+    fn run_started(&self, run: &TaskRun) {
+        self.status(format!(
+            "{} {} {}",
+            self.paint_err(Style::Cyan, "▶"),
+            self.paint_err(Style::Bold, &run.task),
+            self.paint_err(Style::Dim, format!("({}, run {})", run.trigger, run.id)),
+        ));
+    }
+
+    fn run_output(&self, task: &str) -> Box<dyn OutputObserver> {
+        Box::new(self.task_output(task))
+    }
+
+    fn run_finished(&self, run: &TaskRun) {
+        let (mark, style) = match run.status {
+            RunStatus::Succeeded => ("✔", Style::Green),
+            RunStatus::TimedOut => ("⏱", Style::Red),
+            _ => ("✘", Style::Red),
+        };
+        let message = run
+            .message
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        self.status(format!(
+            "{} {} {} in {}{message}",
+            self.paint_err(style, mark),
+            self.paint_err(Style::Bold, &run.task),
+            self.paint_err(style, run.status),
+            format_duration(run.duration_ms.unwrap_or(0)),
+        ));
+    }
+
+    fn run_retrying(&self, run: &TaskRun, attempts: u32, backoff: Duration) {
+        self.status(format!(
+            "{} `{}` attempt {}/{attempts} {}; retrying in {}s",
+            self.paint_err(Style::Yellow, "↻"),
+            run.task,
+            run.attempt,
+            run.status,
+            backoff.as_secs()
+        ));
+    }
+}
+
+/// A duration as people read it: `850ms`, `2.3s`, `4m05s`.
+pub fn format_duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
 /// Splits a task's output stream into lines for [`Printer::task_line`].
 pub struct TaskOutput {
-    printer: Arc<Printer>,
+    printer: Printer,
     task: String,
     partial: Vec<u8>,
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{CommandResult, Context};
+use super::{CommandResult, Context, Outcome};
 use crate::args::BuildArgs;
 use crate::bundle::{self, BuiltBundle, assets::human_bytes};
 use crate::error::{CliError, ExitKind};
@@ -29,10 +29,7 @@ pub async fn run(args: BuildArgs, ctx: &Context) -> CommandResult {
         out: args.out.as_ref().map(|p| p.display().to_string()),
         bundles: built,
     };
-    ctx.printer
-        .result(&report)
-        .map_err(|e| CliError::new(ExitKind::Backend, e))?;
-    Ok(0)
+    Ok(Outcome::report(report))
 }
 
 /// Copies each bundle to `<out>/<task>.zip` (a task `db/migrate` lands in `<out>/db/`).

@@ -4,11 +4,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::{CommandResult, Context};
+use super::{CommandResult, Context, Outcome};
 use crate::args::HistoryArgs;
 use crate::backend::records::TaskRun;
-use crate::error::{CliError, ExitKind};
-use crate::execute::format_duration;
+use crate::output::format_duration;
 
 pub async fn run(args: HistoryArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
@@ -24,21 +23,11 @@ pub async fn run(args: HistoryArgs, ctx: &Context) -> CommandResult {
     {
         project.task(task)?;
     }
-    print(
-        ctx,
-        History {
-            env,
-            task: args.task,
-            runs,
-        },
-    )
-}
-
-fn print(ctx: &Context, history: History) -> CommandResult {
-    ctx.printer
-        .result(&history)
-        .map_err(|e| CliError::new(ExitKind::Backend, e))?;
-    Ok(0)
+    Ok(Outcome::report(History {
+        env,
+        task: args.task,
+        runs,
+    }))
 }
 
 #[derive(Serialize)]

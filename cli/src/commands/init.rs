@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{CommandResult, Context};
+use super::{CommandResult, Outcome};
 use crate::args::InitArgs;
 use crate::error::{CliError, ExitKind};
 
@@ -37,7 +37,7 @@ echo "hello from $LUMO_TASK in $LUMO_ENVIRONMENT (version $LUMO_VERSION, first d
 printf '{"success": true, "message": "said hello", "data": {"environment": "%s"}}' "$LUMO_ENVIRONMENT" > "$LUMO_RESULT_FILE"
 "#;
 
-pub async fn run(args: InitArgs, ctx: &Context) -> CommandResult {
+pub async fn run(args: InitArgs) -> CommandResult {
     let dir = std::env::current_dir().map_err(|e| CliError::new(ExitKind::Backend, e))?;
     let name = match args.name {
         Some(n) => {
@@ -96,10 +96,7 @@ pub async fn run(args: InitArgs, ctx: &Context) -> CommandResult {
         project: name,
         created,
     };
-    ctx.printer
-        .result(&report)
-        .map_err(|e| CliError::new(ExitKind::Backend, e))?;
-    Ok(0)
+    Ok(Outcome::report(report))
 }
 
 /// What `lumo init` has created so far, so that a failure part-way removes it again and a

@@ -5,10 +5,11 @@
 //! else's lock (`--force`) needs `maintainer`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{CommandResult, Context};
+use super::{CommandResult, Context, Outcome};
 use crate::access;
 use crate::args::{LockArgs, UnlockArgs};
 use crate::backend::LockSlot;
@@ -18,87 +19,57 @@ use crate::error::{CliError, ExitKind};
 use crate::lock::{self, holder};
 
 pub async fn lock(args: LockArgs, ctx: &Context) -> CommandResult {
-    let project = ctx.project()?;
+    let project = Arc::new(ctx.project()?);
     let env = project.resolve_env(args.env.env.as_deref())?;
     if args.reason.trim().is_empty() {
         return Err(CliError::invalid(
             "`--reason` must say why the environment is locked",
         ));
     }
-    let backend = ctx.connect(&project).await?;
-    let actor = ctx.actor(&project, &backend);
+    let op = ctx.operation(&project, &env).await?;
     access::require(
-        &backend,
-        &project.config,
-        &env,
-        &actor,
+        &op,
         Permission::Developer,
         &format!("locking `{env}` by hand"),
     )
     .await?;
     let me = holder(
-        &actor,
+        &op.actor,
         "lock".to_string(),
         Some(args.reason.trim().to_string()),
         false,
     );
-    lock::acquire_waiting(
-        &backend,
-        &env,
-        LockSlot::Manual,
-        &me,
-        args.wait,
-        &ctx.printer,
-        &ctx.stop,
-    )
-    .await?;
+    lock::acquire_waiting(&op, LockSlot::Manual, &me, args.wait).await?;
     let message = format!("locked by hand: {}", args.reason.trim());
-    lock::record(
-        &backend,
-        &project.config.project_name,
-        &env,
-        &actor,
-        EventKind::Locked,
-        message,
-    )
-    .await;
-    print(
-        ctx,
-        LockReport {
-            env,
-            action: "locked",
-            holder: Some(me),
-            previous: None,
-        },
-    )
+    op.record_event(EventKind::Locked, message).await;
+    Ok(Outcome::report(LockReport {
+        env,
+        action: "locked",
+        holder: Some(me),
+        previous: None,
+    }))
 }
 
 pub async fn unlock(args: UnlockArgs, ctx: &Context) -> CommandResult {
-    let project = ctx.project()?;
+    let project = Arc::new(ctx.project()?);
     let env = project.resolve_env(args.env.env.as_deref())?;
-    let backend = ctx.connect(&project).await?;
-    let actor = ctx.actor(&project, &backend);
+    let op = ctx.operation(&project, &env).await?;
+    let actor = &op.actor;
     access::require(
-        &backend,
-        &project.config,
-        &env,
-        &actor,
+        &op,
         Permission::Developer,
         &format!("unlocking `{env}` by hand"),
     )
     .await?;
-    let Some(current) = backend.locks.current(&env).await?.manual else {
-        return print(
-            ctx,
-            LockReport {
-                env,
-                action: "not_locked",
-                holder: None,
-                previous: None,
-            },
-        );
+    let Some(current) = op.backend.locks.current(&env).await?.manual else {
+        return Ok(Outcome::report(LockReport {
+            env,
+            action: "not_locked",
+            holder: None,
+            previous: None,
+        }));
     };
-    let forced = current.actor != actor;
+    let forced = &current.actor != actor;
     if forced && !args.force {
         return Err(CliError::new(
             ExitKind::Locked,
@@ -108,16 +79,17 @@ pub async fn unlock(args: UnlockArgs, ctx: &Context) -> CommandResult {
     }
     if forced {
         access::require(
-            &backend,
-            &project.config,
-            &env,
-            &actor,
+            &op,
             Permission::Maintainer,
             &format!("releasing the lock `{}` holds (`--force`)", current.actor),
         )
         .await?;
     }
-    let released = backend.locks.release(&env, LockSlot::Manual, None).await?;
+    let released = op
+        .backend
+        .locks
+        .release(&env, LockSlot::Manual, None)
+        .await?;
     let (kind, message) = if forced {
         (
             EventKind::ForceUnlocked,
@@ -126,32 +98,14 @@ pub async fn unlock(args: UnlockArgs, ctx: &Context) -> CommandResult {
     } else {
         (EventKind::Unlocked, "released by hand".to_string())
     };
-    lock::record(
-        &backend,
-        &project.config.project_name,
-        &env,
-        &actor,
-        kind,
-        message,
-    )
-    .await;
+    op.record_event(kind, message).await;
     let action = if forced { "force_unlocked" } else { "unlocked" };
-    print(
-        ctx,
-        LockReport {
-            env,
-            action,
-            holder: None,
-            previous: released.or(Some(current)),
-        },
-    )
-}
-
-fn print(ctx: &Context, report: LockReport) -> CommandResult {
-    ctx.printer
-        .result(&report)
-        .map_err(|e| CliError::new(ExitKind::Backend, e))?;
-    Ok(0)
+    Ok(Outcome::report(LockReport {
+        env,
+        action,
+        holder: None,
+        previous: released.or(Some(current)),
+    }))
 }
 
 /// What `lumo lock` / `lumo unlock` print.

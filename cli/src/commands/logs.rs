@@ -6,10 +6,10 @@ use std::fmt;
 use lumo_runner::contract::RunStatus;
 use serde::Serialize;
 
-use super::{CommandResult, Context};
+use super::{CommandResult, Context, Outcome};
 use crate::args::LogsArgs;
 use crate::backend::records::TaskRun;
-use crate::error::{CliError, ExitKind};
+use crate::error::CliError;
 
 pub async fn run(args: LogsArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
@@ -28,57 +28,49 @@ pub async fn run(args: LogsArgs, ctx: &Context) -> CommandResult {
         ))
         .hint("`lumo history --env ENV` lists recent runs"));
     };
-    let io_err = |e| CliError::new(ExitKind::Backend, e);
     if run.status == RunStatus::Skipped {
         // A skipped run never started: its whole output is empty, not lost.
         if ctx.printer.json {
-            ctx.printer
-                .result(&Logs {
-                    run,
-                    output: Some(String::new()),
-                    complete: true,
-                })
-                .map_err(io_err)?;
-        } else {
-            let why = run
-                .message
-                .as_deref()
-                .filter(|m| !m.is_empty())
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default();
-            ctx.printer.status(format!(
-                "run `{run_id}` of `{}` was skipped{why} and never started, so it has no output",
-                run.task
-            ));
+            return Ok(Outcome::report(Logs {
+                run,
+                output: Some(String::new()),
+                complete: true,
+            }));
         }
-        return Ok(0);
+        let why = run
+            .message
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default();
+        ctx.printer.status(format!(
+            "run `{run_id}` of `{}` was skipped{why} and never started, so it has no output",
+            run.task
+        ));
+        return Ok(Outcome::nothing());
     }
     let log = backend.audit.read_log(&run).await?;
     if ctx.printer.json {
         let output = log
             .as_deref()
             .map(|l| String::from_utf8_lossy(l).into_owned());
-        ctx.printer
-            .result(&Logs {
-                run,
-                complete: output.is_some(),
-                output,
-            })
-            .map_err(io_err)?;
-        return Ok(0);
+        return Ok(Outcome::report(Logs {
+            run,
+            complete: output.is_some(),
+            output,
+        }));
     }
     match log {
-        Some(bytes) => ctx.printer.raw(&bytes).map_err(io_err)?,
+        Some(bytes) => Ok(Outcome::raw(bytes)),
         None => {
             ctx.printer.warn(format!(
                 "the full output of run `{run_id}` is not stored; showing its tail"
             ));
-            ctx.printer
-                .raw(run.output_tail.as_deref().unwrap_or("").as_bytes())
-                .map_err(io_err)?;
+            Ok(Outcome::raw(
+                run.output_tail.unwrap_or_default().into_bytes(),
+            ))
         }
     }
-    Ok(0)
 }
 
 #[derive(Serialize)]

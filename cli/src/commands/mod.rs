@@ -1,6 +1,7 @@
-//! One module per subcommand. Each `run` takes its parsed arguments and the shared
-//! [`Context`], prints its result through the Printer, and returns the exit code (0, or 1 when
-//! a task failed); every other failure is a [`CliError`] carrying its own exit code.
+//! One module per subcommand. Each takes its parsed arguments and the shared [`Context`],
+//! calls the core (the deployment's lifecycle, the manual run, the stores), and returns an
+//! [`Outcome`]: what to print, printed once by `main`, and how lumo exits. Progress goes to the
+//! Printer as it happens; every failure is a [`CliError`] carrying its own exit code.
 
 pub mod build;
 pub mod deploy;
@@ -12,18 +13,84 @@ pub mod run;
 pub mod status;
 pub mod tasks;
 
+use std::fmt::Display;
 use std::sync::Arc;
+
+use serde::Serialize;
 
 use crate::args::GlobalArgs;
 use crate::backend::{self, Backend, ConnectOptions};
 use crate::bundle::{Build, BuildTarget};
 use crate::config::Provider;
 use crate::error::CliError;
-use crate::output::Printer;
+use crate::operation::Operation;
+use crate::output::{Printer, Report};
 use crate::project::Project;
-use crate::stop::StopSignal;
+use crate::stop::{StopReason, StopSignal};
 
-pub type CommandResult = Result<i32, CliError>;
+pub type CommandResult = Result<Outcome, CliError>;
+
+/// What a command that did its work hands back to `main`.
+pub struct Outcome {
+    pub output: Output,
+    pub status: ExitStatus,
+}
+
+/// What a command prints on stdout, once, when it is done.
+pub enum Output {
+    /// Text for a person, or one JSON document with `--json`.
+    Report(Box<dyn Report>),
+    /// Bytes as they are (a run's log, which need not be UTF-8).
+    Raw(Vec<u8>),
+    Nothing,
+}
+
+/// How lumo exits after a command that did its work (uv's `ExitStatus`). Anything else is a
+/// [`CliError`] with its own exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Exit code 0.
+    Success,
+    /// A task failed, timed out or was abandoned: exit code 1.
+    TaskFailed,
+    /// Cut short; the report is printed, then the stop as an error with its exit code.
+    Stopped(StopReason),
+}
+
+impl Outcome {
+    /// A report, on success.
+    pub fn report(report: impl Serialize + Display + 'static) -> Outcome {
+        Outcome {
+            output: Output::Report(Box::new(report)),
+            status: ExitStatus::Success,
+        }
+    }
+
+    pub fn raw(bytes: Vec<u8>) -> Outcome {
+        Outcome {
+            output: Output::Raw(bytes),
+            status: ExitStatus::Success,
+        }
+    }
+
+    /// Nothing on stdout (what there was to say went to stderr), on success.
+    pub fn nothing() -> Outcome {
+        Outcome {
+            output: Output::Nothing,
+            status: ExitStatus::Success,
+        }
+    }
+
+    /// This outcome for work that `succeeded` or not, or was stopped before it ended.
+    pub fn ended(mut self, succeeded: bool, stopped: Option<StopReason>) -> Outcome {
+        self.status = match (stopped, succeeded) {
+            (Some(reason), _) => ExitStatus::Stopped(reason),
+            (None, true) => ExitStatus::Success,
+            (None, false) => ExitStatus::TaskFailed,
+        };
+        self
+    }
+}
 
 pub struct Context {
     pub global: GlobalArgs,
@@ -64,6 +131,25 @@ impl Context {
             needs_identity: crate::actor::from_flag_or_ci(self.global.actor.as_deref()).is_none(),
         };
         backend::connect(project, &options).await
+    }
+
+    /// The operation of this command's actor on `env` of `project`, through the project's
+    /// provider opened for writing.
+    pub async fn operation(
+        &self,
+        project: &Arc<Project>,
+        env: &str,
+    ) -> Result<Operation, CliError> {
+        let backend = self.connect(project).await?;
+        let actor = self.actor(project, &backend);
+        Ok(Operation {
+            project: Arc::clone(project),
+            env: env.to_string(),
+            actor,
+            backend,
+            progress: Arc::clone(&self.printer) as _,
+            stop: self.stop.clone(),
+        })
     }
 
     /// How the project's Rust crate tasks are built: for its provider, cargo quiet with

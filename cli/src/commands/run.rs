@@ -2,123 +2,35 @@
 //! `--arg`s checked against the task's `args`, confirmation when it asks for it.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
-use lumo_runner::contract::{RunStatus, Trigger};
-use serde::Serialize;
-
-use super::{CommandResult, Context};
-use crate::access;
+use super::{CommandResult, Context, Outcome};
 use crate::args::RunArgs;
-use crate::backend::Prepare;
-use crate::backend::records::TaskRun;
 use crate::config::TaskConfig;
 use crate::error::CliError;
-use crate::execute::{self, Session, TaskJob, format_duration};
-use crate::lock::WriterLock;
-use crate::project::Project;
+use crate::manual_run::{self, ManualRun};
 use crate::suggest;
 use crate::task::Task;
 
 pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
-    let project = ctx.project()?;
+    let project = Arc::new(ctx.project()?);
     let env = project.resolve_env(args.env.env.as_deref())?;
     let task = project.task_in(&args.task, &env)?;
     let task_args = parse_args(task, &args.args)?;
     let secrets = project.secret_values()?;
 
-    let backend = ctx.connect(&project).await?;
-    let actor = ctx.actor(&project, &backend);
-    let project_name = &project.config.project_name;
-    access::require(
-        &backend,
-        &project.config,
-        &env,
-        &actor,
-        task.config.permission,
-        &format!("task `{}`", task.name),
-    )
-    .await?;
+    let op = ctx.operation(&project, &env).await?;
+    manual_run::authorize(&op, task).await?;
     confirm(task, &env, args.yes)?;
-
-    let lock = WriterLock::take(
-        &backend,
-        project_name,
-        &env,
-        &actor,
-        format!("run {}", task.name),
-        args.wait,
-        &ctx.printer,
-        &ctx.stop,
-    )
-    .await?;
-    // Everything but the environment's version, which is read under the lock.
-    let session = Session {
-        backend: backend.clone(),
-        printer: Arc::clone(&ctx.printer),
-        project: project_name.clone(),
-        env: env.clone(),
-        actor,
-        version: String::new(),
-        previous_version: None,
-        is_first_deploy: false,
-        deployment_id: None,
-        secrets: Arc::new(secrets),
-        stop: ctx.stop.clone(),
+    let run = ManualRun {
+        task,
+        args: task_args,
+        secrets,
     };
-    let result = run_locked(session, &project, task, task_args, ctx).await;
-    lock.release().await;
-    result
-}
-
-/// The manual run proper, with the environment's writer lock held.
-async fn run_locked(
-    mut session: Session,
-    project: &Project,
-    task: &Task,
-    args: BTreeMap<String, String>,
-    ctx: &Context,
-) -> CommandResult {
-    let env = session.env.clone();
-    let state = session.backend.audit.env_state(&env).await?;
-    let (Some(version), Some(bundle)) = (state.version, state.bundles.get(&task.name).cloned())
-    else {
-        return Err(CliError::invalid(format!(
-            "task `{}` has no deployed bundle in environment `{env}`",
-            task.name
-        ))
-        .hint(format!("deploy it first: `lumo deploy --env {env}`")));
-    };
-    crate::preflight::check_stored(project, &task.name, &bundle)?;
-    session.backend.executor.prepare(&env, Prepare::Run).await?;
-    session.version = version;
-    session.previous_version = state.previous_version;
-    let job = TaskJob {
-        task: task.clone(),
-        bundle,
-        trigger: Trigger::Manual,
-        args,
-    };
-    let run = execute::run_task(&session, &job).await?;
-    let run_status = run.status;
-    let code = if run.status == RunStatus::Succeeded {
-        0
-    } else {
-        1
-    };
-    ctx.printer
-        .result(&RunReport(run))
-        .map_err(|e| CliError::new(crate::error::ExitKind::Backend, e))?;
-    // An abandoned run is one another writer took the environment from.
-    let stopped = ctx.stop.reason().or_else(|| {
-        (run_status == RunStatus::Abandoned).then_some(crate::stop::StopReason::LockLost)
-    });
-    if let Some(stop) = stopped {
-        return Err(CliError::stopped(stop));
-    }
-    Ok(code)
+    let ran = manual_run::run(&op, run, args.wait).await?;
+    let succeeded = ran.succeeded();
+    Ok(Outcome::report(ran.report).ended(succeeded, ran.stopped))
 }
 
 /// `--arg K=V` checked against the task's `args`: known names only, each once, every required
@@ -237,36 +149,6 @@ fn confirm(task: &Task, env: &str, yes: bool) -> Result<(), CliError> {
             "not confirmed; task `{}` was not run",
             task.name
         )))
-    }
-}
-
-/// What `lumo run` prints: the run's record.
-#[derive(Serialize)]
-#[serde(transparent)]
-pub struct RunReport(pub TaskRun);
-
-impl fmt::Display for RunReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = &self.0;
-        writeln!(
-            f,
-            "Run {} of {} in {}: {} in {}",
-            r.id,
-            r.task,
-            r.env,
-            r.status,
-            format_duration(r.duration_ms.unwrap_or(0))
-        )?;
-        if let Some(m) = r.message.as_deref().filter(|m| !m.is_empty()) {
-            writeln!(f, "  message: {m}")?;
-        }
-        if let Some(code) = r.exit_code {
-            writeln!(f, "  exit code: {code}")?;
-        }
-        if let Some(data) = &r.data {
-            writeln!(f, "  data: {data}")?;
-        }
-        Ok(())
     }
 }
 

@@ -4,12 +4,11 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::{CommandResult, Context};
+use super::{CommandResult, Context, Outcome};
 use crate::args::EnvArgs;
 use crate::backend::LockState;
 use crate::backend::records::{AuditEvent, Deployment, EnvState, TaskRun};
-use crate::error::{CliError, ExitKind};
-use crate::execute::format_duration;
+use crate::output::format_duration;
 
 pub async fn run(args: EnvArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
@@ -30,10 +29,7 @@ pub async fn run(args: EnvArgs, ctx: &Context) -> CommandResult {
         lock,
         recent_events: events,
     };
-    ctx.printer
-        .result(&status)
-        .map_err(|e| CliError::new(ExitKind::Backend, e))?;
-    Ok(0)
+    Ok(Outcome::report(status))
 }
 
 #[derive(Serialize)]

@@ -5,10 +5,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::{CommandResult, Context};
+use super::{CommandResult, Context, Outcome};
 use crate::args::TasksArgs;
 use crate::config::{Permission, Provider, RunOn};
-use crate::error::{CliError, ExitKind};
+use crate::error::CliError;
 use crate::project::Project;
 
 pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
@@ -59,10 +59,7 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
         env,
         tasks,
     };
-    ctx.printer
-        .result(&list)
-        .map_err(|e| CliError::new(ExitKind::Backend, e))?;
-    Ok(0)
+    Ok(Outcome::report(list))
 }
 
 /// Who is asking, for "may run": the actor `lumo run` would check ([`Context::actor`]). The

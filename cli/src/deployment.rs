@@ -1,0 +1,359 @@
+//! A deployment's lifecycle (PRODUCT.md §5), once its bundles are built: refuse it if the plan
+//! runs a task above the actor's role, take the environment's lock, plan again under it, store
+//! the bundles, record the deployment, run the tasks the plan calls for, record how it ended,
+//! and say so in a [`DeployReport`]. A dry run plans without the lock and leaves no trace.
+//! `lumo deploy` parses and builds; everything from here on is this module's.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use lumo_runner::contract::RunStatus;
+use serde::Serialize;
+
+use crate::backend::records::{Deployment, DeploymentStatus, EnvState, Timestamp, new_id};
+use crate::backend::{Backend, Prepare};
+use crate::bundle::BuiltBundle;
+use crate::error::CliError;
+use crate::execute::{self, Session, TaskJob};
+use crate::lock;
+use crate::operation::Operation;
+use crate::output::format_duration;
+use crate::plan::{self, Decision, History, Plan};
+use crate::project::Project;
+use crate::stop::StopReason;
+use crate::task::Task;
+
+/// Everything a deployment is made of, settled before the environment is touched.
+pub struct Release<'a> {
+    /// The environment's tasks, in project order.
+    pub tasks: &'a [&'a Task],
+    pub built: &'a [BuiltBundle],
+    pub version: String,
+    /// Secret values by environment variable name.
+    pub secrets: BTreeMap<String, String>,
+    /// `--only`: when non-empty, the only tasks that may run.
+    pub only: &'a [String],
+    /// How many tasks may run at once.
+    pub concurrency: usize,
+}
+
+/// How a deployment ended.
+pub struct Deployed {
+    pub report: DeployReport,
+    /// Why it ended before its tasks did, if it did.
+    pub stopped: Option<StopReason>,
+}
+
+impl Deployed {
+    pub fn succeeded(&self) -> bool {
+        self.report.status == Some(DeploymentStatus::Succeeded)
+    }
+}
+
+impl Release<'_> {
+    fn bundles(&self) -> BTreeMap<String, String> {
+        self.built
+            .iter()
+            .map(|b| (b.task.clone(), b.sha256.clone()))
+            .collect()
+    }
+
+    fn plan(&self, state: &EnvState) -> Plan {
+        let history = History {
+            previous_version: state.version.as_deref(),
+            last_success: &state.last_success,
+        };
+        plan::plan(self.tasks, &self.bundles(), &history, self.only)
+    }
+
+    fn report(
+        &self,
+        project: &Project,
+        env: &str,
+        state: &EnvState,
+        plan: &Plan,
+        dry_run: bool,
+    ) -> DeployReport {
+        DeployReport {
+            project: project.config.project_name.clone(),
+            env: env.to_string(),
+            provider: project.config.provider.as_str(),
+            deployment_id: None,
+            version: self.version.clone(),
+            previous_version: state.version.clone(),
+            is_first_deploy: plan.is_first_deploy,
+            dry_run,
+            status: None,
+            duration_ms: None,
+            tasks: Vec::new(),
+        }
+    }
+}
+
+/// What deploying `release` to `env` would do. Read-only: no lock, nothing uploaded, nothing
+/// recorded.
+pub async fn dry_run(
+    backend: &Backend,
+    project: &Project,
+    env: &str,
+    release: &Release<'_>,
+) -> Result<DeployReport, CliError> {
+    let state = backend.audit.env_state(env).await?;
+    let plan = release.plan(&state);
+    let mut report = release.report(project, env, &state, &plan, true);
+    report.tasks = plan
+        .tasks
+        .iter()
+        .map(|p| TaskLine::planned(p.task.clone(), &p.decision))
+        .collect();
+    Ok(report)
+}
+
+/// Deploys `release` to the operation's environment, waiting up to `wait` for its lock.
+pub async fn deploy(
+    op: &Operation,
+    release: Release<'_>,
+    wait: Duration,
+) -> Result<Deployed, CliError> {
+    // Refused before the lock when the plan would run a task above the actor's role.
+    crate::access::check_deploy(op, |state| release.plan(state)).await?;
+    let what = format!("deploy {}", release.version);
+    lock::with_writer_lock(op, what, wait, async move || {
+        deploy_locked(op, release).await
+    })
+    .await
+}
+
+/// The deployment proper, with the environment's writer lock held.
+async fn deploy_locked(op: &Operation, release: Release<'_>) -> Result<Deployed, CliError> {
+    let backend = &op.backend;
+    let env = op.env.as_str();
+    // Read under the lock: the state cannot move between planning and recording.
+    let state = backend.audit.env_state(env).await?;
+    let plan = release.plan(&state);
+    // Again under the lock: a deploy that landed meanwhile may have changed what runs (a first
+    // deploy became an update).
+    crate::access::check_plan(op, &plan).await?;
+    let mut report = release.report(&op.project, env, &state, &plan, false);
+
+    let uploaded = upload(op, release.built).await?;
+    op.progress.detail(format!(
+        "{uploaded} bundle(s) uploaded, {} already stored",
+        release.built.len() - uploaded
+    ));
+    backend.executor.prepare(env, Prepare::Deploy).await?;
+
+    let mut deployment = Deployment {
+        id: new_id(),
+        project: op.project_name().to_string(),
+        env: env.to_string(),
+        version: release.version.clone(),
+        previous_version: state.version.clone(),
+        is_first_deploy: plan.is_first_deploy,
+        actor: op.actor.clone(),
+        status: DeploymentStatus::Running,
+        started_at: Timestamp::now(),
+        ended_at: None,
+        message: None,
+        bundles: release.bundles(),
+    };
+    backend.audit.start_deployment(&deployment).await?;
+    report.deployment_id = Some(deployment.id.clone());
+    op.progress.deployment_started(&deployment);
+
+    let jobs = jobs(&plan, release.tasks);
+    let session = Session::of_deployment(op, &deployment, release.secrets);
+    let execution = execute::run_plan(&session, &plan.tasks, &jobs, release.concurrency).await;
+
+    let failed: Vec<&str> = execution
+        .runs
+        .values()
+        .filter(|r| matches!(r.status, RunStatus::Failed | RunStatus::TimedOut))
+        .map(|r| r.task.as_str())
+        .collect();
+    let mut stopped = op.stop.reason();
+    deployment.ended_at = Some(Timestamp::now());
+    deployment.status = match stopped {
+        Some(StopReason::LockLost) => DeploymentStatus::Abandoned,
+        Some(StopReason::Interrupted(_)) => DeploymentStatus::Failed,
+        None if failed.is_empty() && execution.backend_error.is_none() => {
+            DeploymentStatus::Succeeded
+        }
+        None => DeploymentStatus::Failed,
+    };
+    deployment.message = match (&execution.backend_error, stopped, failed.as_slice()) {
+        (Some(e), _, _) => Some(format!("backend error: {e}")),
+        (None, Some(stop), _) => Some(format!("stopped: {stop}")),
+        (None, None, []) => None,
+        (None, None, failed) => Some(format!("failed: {}", failed.join(", "))),
+    };
+    let recorded = backend.audit.finish_deployment(&deployment).await;
+    if let Some(e) = execution.backend_error {
+        return Err(e.into());
+    }
+    if !recorded? {
+        // The writer that took the environment over has recorded this deployment abandoned
+        // (before our heartbeat noticed): the version did not move, and this deploy lost.
+        deployment.status = DeploymentStatus::Abandoned;
+        stopped = Some(StopReason::LockLost);
+    }
+
+    report.status = Some(deployment.status);
+    report.duration_ms = deployment
+        .ended_at
+        .map(|e| (e.millis() - deployment.started_at.millis()).max(0) as u64);
+    report.tasks = plan
+        .tasks
+        .iter()
+        .map(|p| match execution.runs.get(&p.task) {
+            Some(run) => TaskLine {
+                task: p.task.clone(),
+                status: run.status.as_str().to_string(),
+                run_id: (run.status != RunStatus::Skipped).then(|| run.id.clone()),
+                duration_ms: run.duration_ms.filter(|_| run.status != RunStatus::Skipped),
+                message: run.message.clone(),
+                reason: reason(&p.decision).to_string(),
+                data: run.data.clone(),
+            },
+            None => TaskLine::planned(p.task.clone(), &p.decision),
+        })
+        .collect();
+    Ok(Deployed { report, stopped })
+}
+
+/// Stores every bundle the backend does not have yet; returns how many were uploaded.
+async fn upload(op: &Operation, built: &[BuiltBundle]) -> Result<usize, CliError> {
+    let step = op
+        .progress
+        .step(format!("Storing {} bundle(s)", built.len()));
+    let mut uploaded = 0;
+    for bundle in built {
+        if op.backend.bundles.put(bundle).await? {
+            uploaded += 1;
+        }
+    }
+    step.finish();
+    Ok(uploaded)
+}
+
+fn jobs(plan: &Plan, tasks: &[&Task]) -> BTreeMap<String, TaskJob> {
+    plan.tasks
+        .iter()
+        .filter_map(|p| {
+            let Decision::Run { trigger, .. } = &p.decision else {
+                return None;
+            };
+            let task = tasks.iter().find(|t| t.name == p.task)?;
+            Some((
+                p.task.clone(),
+                TaskJob {
+                    task: (*task).clone(),
+                    bundle: p.bundle.clone(),
+                    trigger: *trigger,
+                    args: task.config.deploy_args(),
+                },
+            ))
+        })
+        .collect()
+}
+
+fn reason(decision: &Decision) -> &str {
+    match decision {
+        Decision::Run { reason, .. } | Decision::Skip { reason } => reason,
+    }
+}
+
+/// What `lumo deploy` prints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployReport {
+    pub project: String,
+    pub env: String,
+    pub provider: &'static str,
+    pub deployment_id: Option<String>,
+    pub version: String,
+    pub previous_version: Option<String>,
+    pub is_first_deploy: bool,
+    pub dry_run: bool,
+    /// `None` for a dry run.
+    pub status: Option<DeploymentStatus>,
+    pub duration_ms: Option<u64>,
+    pub tasks: Vec<TaskLine>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskLine {
+    pub task: String,
+    /// A run status, `would_run` (dry run) or `not_run`.
+    pub status: String,
+    pub run_id: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub message: Option<String>,
+    /// Why the task ran or did not.
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl TaskLine {
+    fn planned(task: String, decision: &Decision) -> TaskLine {
+        let status = match decision {
+            Decision::Run { .. } => "would_run",
+            Decision::Skip { .. } => "not_run",
+        };
+        TaskLine {
+            task,
+            status: status.to_string(),
+            run_id: None,
+            duration_ms: None,
+            message: None,
+            reason: reason(decision).to_string(),
+            data: None,
+        }
+    }
+}
+
+impl fmt::Display for DeployReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.is_first_deploy {
+            "first deploy".to_string()
+        } else {
+            format!(
+                "update from {}",
+                self.previous_version.as_deref().unwrap_or("?")
+            )
+        };
+        match self.status {
+            None => writeln!(
+                f,
+                "Dry run: {} to {} as {} ({kind})",
+                self.project, self.env, self.version
+            )?,
+            Some(status) => writeln!(
+                f,
+                "Deployment {} of {} to {}: version {} ({kind}) {status} in {}",
+                self.deployment_id.as_deref().unwrap_or("-"),
+                self.project,
+                self.env,
+                self.version,
+                format_duration(self.duration_ms.unwrap_or(0)),
+            )?,
+        }
+        let width = self.tasks.iter().map(|t| t.task.len()).max().unwrap_or(4);
+        for t in &self.tasks {
+            let detail = match (&t.message, t.status.as_str()) {
+                (Some(m), s) if s != "would_run" && s != "not_run" && !m.is_empty() => m.clone(),
+                _ => t.reason.clone(),
+            };
+            let duration = t.duration_ms.map(format_duration).unwrap_or_default();
+            writeln!(
+                f,
+                "  {:<width$}  {:<10} {:>7}  {detail}",
+                t.task, t.status, duration
+            )?;
+        }
+        Ok(())
+    }
+}

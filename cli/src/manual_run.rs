@@ -1,0 +1,119 @@
+//! A task run by hand (PRODUCT.md §5, `lumo run`): from the environment's deployed bundle,
+//! under the environment's lock, recorded like any run, with the task's `permission` checked
+//! first. `lumo run` parses the arguments and asks for confirmation; everything from here on is
+//! this module's, so another verb that runs a task by hand (a retry, say) reuses it whole.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use lumo_runner::contract::{RunStatus, Trigger};
+use serde::Serialize;
+
+use crate::access;
+use crate::backend::Prepare;
+use crate::backend::records::TaskRun;
+use crate::error::CliError;
+use crate::execute::{self, Session, TaskJob};
+use crate::lock;
+use crate::operation::Operation;
+use crate::output::format_duration;
+use crate::stop::StopReason;
+use crate::task::Task;
+
+/// A task to run by hand, with its checked arguments.
+pub struct ManualRun<'a> {
+    pub task: &'a Task,
+    /// `--arg` values, checked against the task's `args`, defaults filled in.
+    pub args: BTreeMap<String, String>,
+    /// Secret values by environment variable name.
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// How a manual run ended.
+pub struct Ran {
+    pub report: RunReport,
+    /// Why it ended before the task did, if it did.
+    pub stopped: Option<StopReason>,
+}
+
+impl Ran {
+    pub fn succeeded(&self) -> bool {
+        self.report.0.status == RunStatus::Succeeded
+    }
+}
+
+/// Whether the operation's actor may run `task` by hand; a refusal is recorded.
+pub async fn authorize(op: &Operation, task: &Task) -> Result<(), CliError> {
+    access::require(op, task.config.permission, &format!("task `{}`", task.name)).await
+}
+
+/// Runs `run` in the operation's environment, waiting up to `wait` for its lock.
+pub async fn run(op: &Operation, run: ManualRun<'_>, wait: Duration) -> Result<Ran, CliError> {
+    let what = format!("run {}", run.task.name);
+    lock::with_writer_lock(op, what, wait, async move || run_locked(op, run).await).await
+}
+
+/// The manual run proper, with the environment's writer lock held.
+async fn run_locked(op: &Operation, run: ManualRun<'_>) -> Result<Ran, CliError> {
+    let env = &op.env;
+    let task = run.task;
+    let state = op.backend.audit.env_state(env).await?;
+    let (Some(version), Some(bundle)) = (state.version, state.bundles.get(&task.name).cloned())
+    else {
+        return Err(CliError::invalid(format!(
+            "task `{}` has no deployed bundle in environment `{env}`",
+            task.name
+        ))
+        .hint(format!("deploy it first: `lumo deploy --env {env}`")));
+    };
+    crate::preflight::check_stored(&op.project, &task.name, &bundle)?;
+    op.backend.executor.prepare(env, Prepare::Run).await?;
+    let session = Session::of_manual_run(op, version, state.previous_version, run.secrets);
+    let job = TaskJob {
+        task: task.clone(),
+        bundle,
+        trigger: Trigger::Manual,
+        args: run.args,
+    };
+    let record = execute::run_task(&session, &job).await?;
+    // An abandoned run is one another writer took the environment from.
+    let stopped = op
+        .stop
+        .reason()
+        .or_else(|| (record.status == RunStatus::Abandoned).then_some(StopReason::LockLost));
+    Ok(Ran {
+        report: RunReport(record),
+        stopped,
+    })
+}
+
+/// What `lumo run` prints: the run's record.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct RunReport(pub TaskRun);
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.0;
+        writeln!(
+            f,
+            "Run {} of {} in {}: {} in {}",
+            r.id,
+            r.task,
+            r.env,
+            r.status,
+            format_duration(r.duration_ms.unwrap_or(0))
+        )?;
+        if let Some(m) = r.message.as_deref().filter(|m| !m.is_empty()) {
+            writeln!(f, "  message: {m}")?;
+        }
+        if let Some(code) = r.exit_code {
+            writeln!(f, "  exit code: {code}")?;
+        }
+        if let Some(data) = &r.data {
+            writeln!(f, "  data: {data}")?;
+        }
+        Ok(())
+    }
+}
