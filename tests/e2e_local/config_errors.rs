@@ -201,6 +201,24 @@ fn config_dependency_cycle() {
     assert_invalid(&p, &["dependsOn`", "dependency cycle", "a → c → b → a"]);
 }
 
+/// Regression (adversarial run, issue 10): a cycle through every one of many tasks printed
+/// them all on one line (1.3 MB for 100,000), after a check that took quadratic time.
+#[test]
+fn config_long_dependency_cycle_is_shown_shortened() {
+    let p = TestProject::new();
+    p.config(
+        "const tasks = {};
+         for (let i = 0; i < 5000; i++) tasks['t' + i] = { command: 'true', dependsOn: ['t' + ((i + 1) % 5000)] };
+         export default { projectName: 'p', tasks };",
+    );
+    let out = p.lumo(&["deploy", "--env", "dev"]).code(2).clone();
+    out.stderr_has(&[
+        "`tasks.t0.dependsOn`",
+        "dependency cycle: t0 → t1 → t2 → t3 → t4 → t5 → … 4992 more … → t4998 → t4999 → t0",
+    ]);
+    assert!(out.stderr.len() < 1000, "{}", out.stderr);
+}
+
 #[test]
 fn config_unknown_depends_on() {
     let p = TestProject::new();
