@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use lumo_cli::backend::records::{
-    AuditEvent, Deployment, DeploymentStatus, EventKind, LockHolder, TaskRun, Timestamp, new_id,
+    AuditEvent, Deployment, DeploymentStatus, EventKind, LockHolder, RunKind, TaskRun, Timestamp,
+    new_id,
 };
 use lumo_cli::backend::{Acquired, Backend, ConnectOptions, LockSlot, Prepare, RunRequest};
 use lumo_cli::bundle::{self, BuildTarget, BuiltBundle};
@@ -151,6 +152,8 @@ fn run_record(f: &Fixture, task: &str, status: RunStatus) -> TaskRun {
         log_ref: None,
         output_tail: None,
         output_bytes: 0,
+        kind: RunKind::Task,
+        args: BTreeMap::from([("target".into(), "users".into())]),
     }
 }
 

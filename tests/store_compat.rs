@@ -10,10 +10,13 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Value, json};
+use support::aws::block_on;
 use support::{DeploymentStatus, RunStatus, TestProject, Trigger};
 
 const FIXTURE: &str = "store-v1-15aa6e6";
@@ -171,4 +174,259 @@ fn the_next_deploy_of_an_old_store_updates_from_its_recorded_version() {
         TestProject::files_containing(&p.lumo_dir(), SECRET).is_empty(),
         "the secret is stored nowhere"
     );
+}
+
+#[test]
+fn a_new_manual_run_records_its_arguments_masked() {
+    let p = old_store();
+    let target = format!("{SECRET}-users");
+    p.lumo(&[
+        "run",
+        "purge",
+        "--env",
+        "dev",
+        "--arg",
+        &format!("target={target}"),
+        "--yes",
+    ])
+    .code(0);
+    let history: Value = p
+        .lumo(&["history", "--env", "dev", "--json", "--task", "purge"])
+        .code(0)
+        .json();
+    let newest = &history["runs"][0];
+    assert_eq!(newest["kind"], json!("task"));
+    assert_eq!(
+        newest["args"],
+        json!({ "target": "***-users", "mode": "soft" }),
+        "every argument the task got, the secret masked"
+    );
+    let logs: Value = p
+        .lumo(&["logs", newest["id"].as_str().unwrap(), "--json"])
+        .code(0)
+        .json();
+    assert_eq!(logs["run"]["args"], newest["args"]);
+    assert_eq!(
+        history["runs"][1]["args"],
+        json!({}),
+        "the run 15aa6e6 recorded has none"
+    );
+    assert!(TestProject::files_containing(&p.lumo_dir(), SECRET).is_empty());
+}
+
+#[test]
+fn a_store_from_a_newer_lumo_is_refused_with_exit_4() {
+    let p = old_store();
+    let db = p.lumo_dir().join("lumo.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_update(None, "user_version", 999)
+        .unwrap();
+    let out = p.lumo(&["history", "--env", "dev"]);
+    out.code(4)
+        .stderr_has(&["was written by a newer lumo;", "schema version is 999"]);
+    let version: u32 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 999, "left as it was");
+}
+
+// ---- aws: items as 15aa6e6 wrote them ----
+
+fn sv(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn nv(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn item(pairs: &[(&str, AttributeValue)]) -> Item {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// The items lumo 15aa6e6 wrote for a first deploy of `v1` that ran `hello`, and a lock event:
+/// its record types serialized with `serde_dynamo` (camelCase, `None` as NULL, times as RFC
+/// 3339) plus the keys, without the `schemaVersion`, `kind` and `args` later lumos write. The
+/// run also carries an attribute no lumo knows yet.
+fn items_of_15aa6e6(project: &str, hash: &str) -> (String, Vec<Item>) {
+    let pk = sv(&format!("ENV#{project}#dev"));
+    let (deployment, run, event) = (
+        "01KBQZ6N0V6ZD5E6T6R0Y8WJ1A",
+        "01KBQZ6N12C3M3JX0V4GQK5T2B",
+        "01KBQZ6P0000000000000000EV",
+    );
+    let null = AttributeValue::Null(true);
+    let bundles = AttributeValue::M(HashMap::from([("hello".to_string(), sv(hash))]));
+    let items = vec![
+        item(&[
+            ("pk", pk.clone()),
+            ("sk", sv(&format!("DEPLOY#{deployment}"))),
+            ("id", sv(deployment)),
+            ("project", sv(project)),
+            ("env", sv("dev")),
+            ("version", sv("v1")),
+            ("previousVersion", null.clone()),
+            ("isFirstDeploy", AttributeValue::Bool(true)),
+            ("actor", sv("old-lumo")),
+            ("status", sv("succeeded")),
+            ("startedAt", sv("2026-12-06T10:00:00.000Z")),
+            ("endedAt", sv("2026-12-06T10:00:02.000Z")),
+            ("message", null.clone()),
+            ("bundles", bundles.clone()),
+        ]),
+        item(&[
+            ("pk", pk.clone()),
+            ("sk", sv(&format!("RUN#{run}"))),
+            ("gsi1pk", sv(&format!("TASK#{project}#dev#hello"))),
+            ("gsi1sk", sv(run)),
+            ("gsi2pk", sv(&format!("RUN#{run}"))),
+            ("id", sv(run)),
+            ("deploymentId", sv(deployment)),
+            ("project", sv(project)),
+            ("env", sv("dev")),
+            ("task", sv("hello")),
+            ("trigger", sv("deploy")),
+            ("version", sv("v1")),
+            ("previousVersion", null.clone()),
+            ("bundleHash", sv(hash)),
+            ("actor", sv("old-lumo")),
+            ("status", sv("succeeded")),
+            ("attempt", nv(1)),
+            ("startedAt", sv("2026-12-06T10:00:01.000Z")),
+            ("endedAt", sv("2026-12-06T10:00:01.500Z")),
+            ("durationMs", nv(500)),
+            ("exitCode", nv(0)),
+            ("message", sv("hello from the old lumo")),
+            ("dataRef", null.clone()),
+            ("logRef", null.clone()),
+            ("outputTail", sv("hello from the old lumo\n")),
+            ("outputBytes", nv(24)),
+            ("dataJson", sv(r#"{"greeted":1}"#)),
+            ("attributeFromTheFuture", sv("ignored")),
+        ]),
+        item(&[
+            ("pk", pk.clone()),
+            ("sk", sv("STATE")),
+            ("version", sv("v1")),
+            ("previousVersion", null.clone()),
+            ("deploymentId", sv(deployment)),
+            ("deployedAt", sv("2026-12-06T10:00:02.000Z")),
+            ("bundles", bundles),
+        ]),
+        item(&[
+            ("pk", pk.clone()),
+            ("sk", sv("TASK#hello")),
+            ("task", sv("hello")),
+            ("lastSuccessHash", sv(hash)),
+            ("lastSuccessRun", sv(run)),
+        ]),
+        item(&[
+            ("pk", pk),
+            ("sk", sv(&format!("EVENT#{event}"))),
+            ("id", sv(event)),
+            ("project", sv(project)),
+            ("env", sv("dev")),
+            ("kind", sv("locked")),
+            ("actor", sv("old-lumo")),
+            ("at", sv("2026-12-06T09:59:00.000Z")),
+            ("message", sv("reason: before the upgrade")),
+        ]),
+    ];
+    (run.to_string(), items)
+}
+
+#[test]
+fn dynamodb_items_written_by_15aa6e6_read_and_the_next_deploy_updates() {
+    let a = aws_project!();
+    a.config("{ hello: {}, purge: { runOn: [], args: { target: { required: true } } } }")
+        .task("hello", "echo hello from the new lumo")
+        .task("purge", "echo \"purging $LUMO_ARG_TARGET\"");
+    let (run_id, items) = items_of_15aa6e6(&a.name, "0000old");
+    block_on(async {
+        let dynamo = aws_sdk_dynamodb::Client::new(&a.sdk().await);
+        for item in items {
+            dynamo
+                .put_item()
+                .table_name(&a.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+
+    let history: Value =
+        a.p.lumo(&["history", "--env", "dev", "--json"])
+            .code(0)
+            .json();
+    let runs = history["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["id"], json!(run_id));
+    assert_eq!(runs[0]["kind"], json!("task"));
+    assert_eq!(runs[0]["args"], json!({}));
+    assert_eq!(runs[0]["data"], json!({ "greeted": 1 }));
+    assert_eq!(runs[0]["message"], json!("hello from the old lumo"));
+    assert!(runs[0].get("attributeFromTheFuture").is_none());
+
+    let status = a.p.status();
+    assert_eq!(status.state.version.as_deref(), Some("v1"));
+    assert_eq!(status.recent_events[0].kind, "locked");
+    assert_eq!(status.last_deployment.unwrap().version, "v1");
+    let logs = a.p.logs(&run_id);
+    assert_eq!(logs.run.trigger, Trigger::Deploy);
+    assert!(!logs.complete, "15aa6e6 wrote no log for this run");
+
+    let report = a.p.deploy(&["--deploy-version", "v2"], 0);
+    assert!(!report.is_first_deploy);
+    assert_eq!(report.previous_version.as_deref(), Some("v1"));
+    assert_eq!(report.task("hello").status, RunStatus::Succeeded);
+    a.p.lumo(&[
+        "run",
+        "purge",
+        "--env",
+        "dev",
+        "--arg",
+        "target=tok-9f8e7d6c5b-users",
+    ])
+    .code(0);
+
+    // What this lumo wrote carries its item version and the masked arguments; the old items
+    // were left as they were.
+    let items = a.items();
+    let sk_of = |i: &Item| match i.get("sk") {
+        Some(AttributeValue::S(sk)) => sk.clone(),
+        _ => String::new(),
+    };
+    let old_run = items
+        .iter()
+        .find(|i| sk_of(i) == format!("RUN#{run_id}"))
+        .unwrap();
+    assert!(!old_run.contains_key("schemaVersion"));
+    let purge = items
+        .iter()
+        .find(|i| sk_of(i).starts_with("RUN#") && i.get("task") == Some(&sv("purge")))
+        .unwrap();
+    assert_eq!(purge.get("schemaVersion"), Some(&nv(2)));
+    assert_eq!(
+        purge.get("args"),
+        Some(&AttributeValue::M(HashMap::from([(
+            "target".to_string(),
+            sv("***-users")
+        )])))
+    );
+    for i in items.iter().filter(|i| {
+        let sk = sk_of(i);
+        sk.starts_with("DEPLOY#") && !sk.ends_with("Z6N0V6ZD5E6T6R0Y8WJ1A")
+            || sk == "STATE"
+            || sk.starts_with("EVENT#") && !sk.ends_with("EV")
+    }) {
+        assert_eq!(i.get("schemaVersion"), Some(&nv(2)), "{i:?}");
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use lumo_runner::contract::{DeploymentInfo, RunStatus, TaskContext, Trigger};
 use tokio::task::JoinSet;
 
-use crate::backend::records::{Deployment, TaskRun, Timestamp, new_id};
+use crate::backend::records::{Deployment, RunKind, TaskRun, Timestamp, masked_args, new_id};
 use crate::backend::{BackendError, RunRequest};
 use crate::operation::Operation;
 use crate::plan::PlannedTask;
@@ -95,6 +95,8 @@ impl Session {
             log_ref: None,
             output_tail: None,
             output_bytes: 0,
+            kind: RunKind::Task,
+            args: masked_args(&job.args, self.secrets.values()),
         }
     }
 }

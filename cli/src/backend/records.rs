@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use lumo_runner::Masker;
 use lumo_runner::contract::{RunStatus, Trigger};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
@@ -145,6 +146,62 @@ pub struct TaskRun {
     /// The end of the output, for a quick look without fetching the log.
     pub output_tail: Option<String>,
     pub output_bytes: u64,
+    /// What ran. Records written before runs had a kind (lumo 15aa6e6) are task runs.
+    #[serde(default)]
+    pub kind: RunKind,
+    /// The arguments the run was given (`--arg`s, defaults filled in), every secret masked.
+    /// Empty in records written before lumo kept them.
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+}
+
+/// What a run ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// One of the project's tasks, from its bundle.
+    #[default]
+    Task,
+    /// An ad-hoc command in the environment (`lumo exec`).
+    Exec,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Task => "task",
+            RunKind::Exec => "exec",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunKind> {
+        Some(match s {
+            "task" => RunKind::Task,
+            "exec" => RunKind::Exec,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for RunKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A run's arguments as its record keeps them: every secret value masked, as in everything
+/// else lumo stores.
+pub fn masked_args<'a>(
+    args: &BTreeMap<String, String>,
+    secret_values: impl IntoIterator<Item = &'a String>,
+) -> BTreeMap<String, String> {
+    if args.is_empty() {
+        return BTreeMap::new();
+    }
+    let masker = Masker::new(secret_values.into_iter().cloned());
+    args.iter()
+        .map(|(name, value)| (name.clone(), masker.mask_str(value)))
+        .collect()
 }
 
 /// An environment's current state: what it runs, and each task's last successful bundle.
@@ -192,6 +249,38 @@ mod tests {
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted);
+    }
+
+    #[test]
+    fn recorded_args_hide_every_secret() {
+        let args = BTreeMap::from([
+            ("target".to_string(), "users".to_string()),
+            (
+                "url".to_string(),
+                "postgres://app:hunter2@db/app".to_string(),
+            ),
+        ]);
+        let secrets = ["hunter2".to_string()];
+        let masked = masked_args(&args, &secrets);
+        assert_eq!(masked["target"], "users");
+        assert_eq!(masked["url"], "postgres://app:***@db/app");
+    }
+
+    #[test]
+    fn a_run_recorded_before_kinds_and_args_reads_as_a_task_run_without_args() {
+        // A run as lumo 15aa6e6 serialized it (its `--json` and its DynamoDB item), plus a
+        // field from a later lumo this one does not know.
+        let old = serde_json::json!({
+            "id": "01M962YZGGD6WCZ2PF293Q2TNN", "deploymentId": null, "project": "p", "env": "dev",
+            "task": "purge", "trigger": "manual", "version": "v2", "previousVersion": "v1",
+            "bundleHash": "abc", "actor": "alice", "status": "succeeded", "attempt": 1,
+            "startedAt": "2026-12-06T16:28:31.600Z", "endedAt": null, "durationMs": 5,
+            "exitCode": 0, "message": "purged", "data": null, "dataRef": null, "logRef": null,
+            "outputTail": "", "outputBytes": 0, "fieldFromTheFuture": 1
+        });
+        let run: TaskRun = serde_json::from_value(old).unwrap();
+        assert_eq!(run.kind, RunKind::Task);
+        assert!(run.args.is_empty());
     }
 
     #[test]

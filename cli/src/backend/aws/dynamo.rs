@@ -14,6 +14,13 @@
 //! environment" is one Query on the partition, "of a task" one Query on `by-task`, "the run with
 //! this id" one Query on `by-id`. Nothing scans. Items stay far below 400 KB: messages and
 //! tails are capped, large `data` lives in S3 and the item keeps a pointer.
+//!
+//! Every item this lumo writes carries its shape's version ([`ITEM_VERSION`] in the number
+//! attribute `schemaVersion`). Items without one were written by lumo 15aa6e6 (version 1) and
+//! read the same: every attribute added since has a default (a run's `kind` is `task`, its
+//! `args` empty). Readers ignore attributes they do not know, so an item from a newer lumo reads
+//! as far as this one understands it; a table is shared by every lumo of a team, so a change
+//! an older reader would misread takes a new attribute, never a new meaning for an old one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -42,6 +49,15 @@ pub(super) type Item = HashMap<String, AttributeValue>;
 const MAX_INLINE_DATA: usize = 64 * 1024;
 const BY_TASK: &str = "by-task";
 const BY_ID: &str = "by-id";
+
+/// The shape version of the items this lumo writes (see the module's doc).
+pub(super) const ITEM_VERSION: u32 = 2;
+/// The attribute holding it; absent = version 1.
+pub(super) const VERSION_ATTRIBUTE: &str = "schemaVersion";
+
+fn item_version() -> AttributeValue {
+    AttributeValue::N(ITEM_VERSION.to_string())
+}
 
 pub struct DynamoStore {
     pub(super) client: Client,
@@ -118,9 +134,13 @@ impl DynamoStore {
         }
     }
 
+    /// `value`'s attributes and the item version: every record this lumo writes passes here.
     pub(super) fn to_item<T: Serialize>(&self, value: &T, what: &str) -> BackendResult<Item> {
-        serde_dynamo::to_item(value)
-            .map_err(|e| BackendError::with_source(format!("cannot encode {what} for DynamoDB"), e))
+        let mut item: Item = serde_dynamo::to_item(value).map_err(|e| {
+            BackendError::with_source(format!("cannot encode {what} for DynamoDB"), e)
+        })?;
+        item.insert(VERSION_ATTRIBUTE.into(), item_version());
+        Ok(item)
     }
 
     /// A run's item: the record's fields, `data` as JSON text (or moved to S3), and the keys.
@@ -193,6 +213,7 @@ impl DynamoStore {
             ("sk".to_string(), s(format!("ACTIVE#{id}"))),
             ("kind".to_string(), s(kind)),
             ("id".to_string(), s(id)),
+            (VERSION_ATTRIBUTE.to_string(), item_version()),
         ])
     }
 
@@ -554,5 +575,52 @@ impl AuditStore for DynamoStore {
         let what = format!("reading the events of `{env}`");
         let items = self.latest(env, "EVENT#", limit, &what).await?;
         items.into_iter().map(|i| decode(i, "an event")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_item_without_a_version_reads_as_a_task_run_without_args() {
+        // The attributes lumo 15aa6e6 wrote for a run (no `schemaVersion`, `kind` or `args`),
+        // the keys, and one attribute from a lumo to come.
+        let null = AttributeValue::Null(true);
+        let item: Item = [
+            ("pk", s("ENV#p#dev")),
+            ("sk", s("RUN#01KBQZ6N12C3M3JX0V4GQK5T2B")),
+            ("gsi2pk", s("RUN#01KBQZ6N12C3M3JX0V4GQK5T2B")),
+            ("id", s("01KBQZ6N12C3M3JX0V4GQK5T2B")),
+            ("deploymentId", null.clone()),
+            ("project", s("p")),
+            ("env", s("dev")),
+            ("task", s("hello")),
+            ("trigger", s("manual")),
+            ("version", s("v1")),
+            ("previousVersion", null.clone()),
+            ("bundleHash", s("abc")),
+            ("actor", s("alice")),
+            ("status", s("succeeded")),
+            ("attempt", AttributeValue::N("1".into())),
+            ("startedAt", s("2026-12-06T10:00:01.000Z")),
+            ("endedAt", null.clone()),
+            ("durationMs", null.clone()),
+            ("exitCode", AttributeValue::N("0".into())),
+            ("message", s("hello")),
+            ("dataRef", null.clone()),
+            ("logRef", null.clone()),
+            ("outputTail", s("hello\n")),
+            ("outputBytes", AttributeValue::N("6".into())),
+            ("dataJson", s(r#"{"n":1}"#)),
+            ("attributeFromTheFuture", s("ignored")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let run: TaskRun = decode(item, "a run").unwrap();
+        assert_eq!(run.kind, crate::backend::records::RunKind::Task);
+        assert!(run.args.is_empty());
+        assert_eq!(run.task, "hello");
     }
 }

@@ -1,5 +1,10 @@
 //! The `local` provider's audit trail and environment state: one SQLite file,
 //! `.lumo/lumo.db` (WAL, so `lumo history` reads while a deploy writes).
+//!
+//! The file outlives the lumo that wrote it, so its schema has a version (SQLite's
+//! `user_version`) and every change is a numbered forward step in [`MIGRATIONS`]: opening a store
+//! brings it to [`SCHEMA_VERSION`] in one transaction, and a store from a newer lumo is refused
+//! rather than misread.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,11 +16,14 @@ use lumo_runner::contract::{RunStatus, Trigger};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::backend::records::{
-    AuditEvent, Deployment, DeploymentStatus, EnvState, EventKind, TaskRun, Timestamp,
+    AuditEvent, Deployment, DeploymentStatus, EnvState, EventKind, RunKind, TaskRun, Timestamp,
 };
 use crate::backend::{AuditStore, BackendError, BackendResult};
 
-const SCHEMA: &str = "
+/// Version 1: the schema of lumo 15aa6e6, the last release without a version. It is written
+/// with `IF NOT EXISTS` (as that release did on every open), so a store that release made
+/// (`user_version` 0, these tables) passes through this step unchanged and counts as version 1.
+const V1_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS deployments (
     id TEXT PRIMARY KEY,
     project TEXT NOT NULL,
@@ -110,6 +118,72 @@ CREATE TABLE IF NOT EXISTS task_state (
 );
 ";
 
+/// Version 2: what kind of run a run is (`task`; `exec` for the ad-hoc commands to come), and
+/// the arguments it was given (a JSON object of masked values; NULL when none were recorded, as
+/// in every run an older lumo wrote).
+const V2_RUN_KIND_AND_ARGS: &str = "
+ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'task';
+ALTER TABLE runs ADD COLUMN args TEXT;
+";
+
+/// The schema's forward steps: `MIGRATIONS[n]` takes a store at version `n` to version `n + 1`.
+/// A released step never changes (stores out there already ran it); a change to the schema is a
+/// new step at the end, with a test that opens a store of the version before it.
+const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_RUN_KIND_AND_ARGS];
+
+/// The schema version this lumo writes and reads.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Why a store could not be brought to [`SCHEMA_VERSION`].
+#[derive(Debug, thiserror::Error)]
+enum MigrationError {
+    #[error("its schema version is {found}; this lumo reads versions up to {SCHEMA_VERSION}")]
+    Newer { found: u32 },
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Brings the store to the last version of `steps` (or finds it there), all steps in one
+/// transaction: a step that fails leaves the store as it was. `IMMEDIATE`, and the version read
+/// again inside it, so two lumos opening an old store at once migrate it once.
+fn migrate(conn: &mut Connection, steps: &[&str]) -> Result<(), MigrationError> {
+    let target = steps.len() as u32;
+    let version =
+        |c: &Connection| c.pragma_query_value(None, "user_version", |r| r.get::<_, u32>(0));
+    let found = version(conn)?;
+    if found > target {
+        return Err(MigrationError::Newer { found });
+    }
+    if found == target {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found = version(&tx)?;
+    if found > target {
+        return Err(MigrationError::Newer { found });
+    }
+    for step in &steps[found as usize..] {
+        tx.execute_batch(step)?;
+    }
+    tx.pragma_update(None, "user_version", target)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Whether lumo may not write where the store lives: the file, or its directory (where SQLite
+/// keeps the write-ahead log). Asked only once opening failed.
+fn read_only(path: &Path, e: &rusqlite::Error) -> bool {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) {
+        return true;
+    }
+    let file_writable =
+        !path.exists() || std::fs::OpenOptions::new().write(true).open(path).is_ok();
+    let dir_writable = path
+        .parent()
+        .is_none_or(|dir| tempfile::tempfile_in(dir).is_ok());
+    !(file_writable && dir_writable)
+}
+
 /// The SQLite store. One connection behind a mutex: every statement is microseconds, and
 /// SQLite serialises writers anyway.
 pub struct SqliteStore {
@@ -129,19 +203,39 @@ impl SqliteStore {
         work_dir: &Path,
     ) -> BackendResult<SqliteStore> {
         let fail = |e: rusqlite::Error| {
+            if read_only(path, &e) {
+                return BackendError::with_source(
+                    format!(
+                        "the local store `{}` is read-only: lumo cannot write to it or beside it",
+                        path.display()
+                    ),
+                    e,
+                )
+                .hint("lumo writes to `.lumo/` even to read it (SQLite keeps its write-ahead log beside `lumo.db`): make it writable for this user, or work on a writable copy");
+            }
             BackendError::with_source(
                 format!("cannot open the local store `{}`", path.display()),
                 e,
             )
-            .hint("it may be corrupt or from a newer lumo; move it away to start a fresh history")
+            .hint("it may be corrupt; move it away to start a fresh history")
         };
-        let conn = Connection::open(path).map_err(fail)?;
+        let mut conn = Connection::open(path).map_err(fail)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(fail)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(fail)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(fail)?;
-        conn.execute_batch(SCHEMA).map_err(fail)?;
+        match migrate(&mut conn, MIGRATIONS) {
+            Ok(()) => {}
+            Err(MigrationError::Sqlite(e)) => return Err(fail(e)),
+            Err(newer @ MigrationError::Newer { .. }) => {
+                return Err(BackendError::new(format!(
+                    "the local store `{}` was written by a newer lumo; {newer}",
+                    path.display()
+                ))
+                .hint("use that lumo (or a newer one) here; moving `.lumo/` away starts a fresh history"));
+            }
+        }
         Ok(SqliteStore {
             path: path.to_path_buf(),
             project: project.to_string(),
@@ -161,10 +255,18 @@ impl SqliteStore {
     ) -> BackendResult<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(|e| {
-            BackendError::with_source(
+            // A store that opened read-only (it was already at this version) fails on its
+            // first write.
+            let read_only = e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly);
+            let error = BackendError::with_source(
                 format!("local store `{}`: cannot {what}", self.path.display()),
                 e,
-            )
+            );
+            if read_only {
+                error.hint("the store is read-only: make `.lumo/` writable for this user")
+            } else {
+                error
+            }
         })
     }
 }
@@ -246,12 +348,13 @@ fn is_abandoned(conn: &Connection, table: &str, id: &str) -> rusqlite::Result<bo
 
 const INSERT_RUN: &str = "INSERT OR REPLACE INTO runs (id, deployment_id, project, env, task, trigger, version,
     previous_version, bundle_hash, actor, status, attempt, started_at, ended_at, duration_ms, exit_code,
-    message, data, data_ref, log_ref, output_tail, output_bytes)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
+    message, data, data_ref, log_ref, output_tail, output_bytes, kind, args)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
+        ?23, ?24)";
 
 const RUN_COLUMNS: &str = "id, deployment_id, project, env, task, trigger, version, previous_version,
     bundle_hash, actor, status, attempt, started_at, ended_at, duration_ms, exit_code, message, data,
-    data_ref, log_ref, output_tail, output_bytes";
+    data_ref, log_ref, output_tail, output_bytes, kind, args";
 
 fn run_params(run: &TaskRun) -> Vec<Box<dyn rusqlite::ToSql + '_>> {
     vec![
@@ -277,6 +380,11 @@ fn run_params(run: &TaskRun) -> Vec<Box<dyn rusqlite::ToSql + '_>> {
         Box::new(&run.log_ref),
         Box::new(&run.output_tail),
         Box::new(run.output_bytes as i64),
+        Box::new(run.kind.as_str()),
+        // No arguments is NULL, as in the runs an older lumo recorded.
+        Box::new(
+            (!run.args.is_empty()).then(|| serde_json::to_string(&run.args).unwrap_or_default()),
+        ),
     ]
 }
 
@@ -292,6 +400,8 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRun> {
     let trigger: String = row.get(5)?;
     let status: String = row.get(10)?;
     let data: Option<String> = row.get(17)?;
+    let kind: String = row.get(22)?;
+    let args: Option<String> = row.get(23)?;
     Ok(TaskRun {
         id: row.get(0)?,
         deployment_id: row.get(1)?,
@@ -320,6 +430,13 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRun> {
         log_ref: row.get(19)?,
         output_tail: row.get(20)?,
         output_bytes: row.get::<_, i64>(21)?.max(0) as u64,
+        kind: RunKind::parse(&kind).ok_or_else(|| bad_value(22, "run kind", &kind))?,
+        args: match args {
+            Some(text) => serde_json::from_str(&text).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(23, rusqlite::types::Type::Text, e.into())
+            })?,
+            None => BTreeMap::new(),
+        },
     })
 }
 
@@ -537,5 +654,193 @@ impl AuditStore for SqliteStore {
             })?
             .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store lumo 15aa6e6 wrote (`tests/fixtures/store-v1-15aa6e6/`): unversioned, v1 tables.
+    fn old_store_in(dir: &Path) -> PathBuf {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/store-v1-15aa6e6/lumo-dir/lumo.db");
+        let db = dir.join("lumo.db");
+        std::fs::copy(fixture, &db).unwrap();
+        db
+    }
+
+    fn open_at(db: &Path) -> BackendResult<SqliteStore> {
+        let dir = db.parent().unwrap();
+        SqliteStore::open(db, "store-v1", &dir.join("logs"), &dir.join("work"))
+    }
+
+    fn user_version(db: &Path) -> u32 {
+        Connection::open(db)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    fn run_columns(db: &Path) -> Vec<String> {
+        let conn = Connection::open(db).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info('runs')")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn a_run() -> TaskRun {
+        TaskRun {
+            id: crate::backend::records::new_id(),
+            deployment_id: None,
+            project: "store-v1".into(),
+            env: "dev".into(),
+            task: "purge".into(),
+            trigger: Trigger::Manual,
+            version: "v3".into(),
+            previous_version: Some("v2".into()),
+            bundle_hash: "abc".into(),
+            actor: "alice".into(),
+            status: RunStatus::Succeeded,
+            attempt: 1,
+            started_at: Timestamp(1_765_000_000_000),
+            ended_at: Some(Timestamp(1_765_000_000_005)),
+            duration_ms: Some(5),
+            exit_code: Some(0),
+            message: Some("purged".into()),
+            data: None,
+            data_ref: None,
+            log_ref: None,
+            output_tail: Some(String::new()),
+            output_bytes: 0,
+            kind: RunKind::Task,
+            args: BTreeMap::from([("target".into(), "users".into())]),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_store_is_at_the_latest_version_and_keeps_kind_and_args() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("lumo.db");
+        let store = open_at(&db).unwrap();
+        let mut run = a_run();
+        run.kind = RunKind::Exec;
+        store.start_run(&run).await.unwrap();
+        assert_eq!(store.run(&run.id).await.unwrap(), Some(run.clone()));
+        run.args.clear();
+        run.id = crate::backend::records::new_id();
+        store.start_run(&run).await.unwrap();
+        assert_eq!(store.run(&run.id).await.unwrap(), Some(run));
+        drop(store);
+        assert_eq!(user_version(&db), SCHEMA_VERSION);
+    }
+
+    #[tokio::test]
+    async fn a_store_from_15aa6e6_is_version_1_and_migrates_to_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = old_store_in(dir.path());
+        assert_eq!(user_version(&db), 0, "15aa6e6 set no version");
+        assert!(!run_columns(&db).contains(&"kind".to_string()));
+
+        let store = open_at(&db).unwrap();
+        let runs = store.runs("dev", None, 100).await.unwrap();
+        assert_eq!(runs.len(), 7);
+        assert!(
+            runs.iter()
+                .all(|r| r.kind == RunKind::Task && r.args.is_empty())
+        );
+        let purge = runs.iter().find(|r| r.task == "purge").unwrap();
+        assert_eq!(store.run(&purge.id).await.unwrap().as_ref(), Some(purge));
+        assert_eq!(
+            store.env_state("dev").await.unwrap().version.as_deref(),
+            Some("v2")
+        );
+        let mut new = a_run();
+        new.status = RunStatus::Running;
+        store.start_run(&new).await.unwrap();
+        assert_eq!(store.run(&new.id).await.unwrap(), Some(new));
+        drop(store);
+        assert_eq!(user_version(&db), SCHEMA_VERSION);
+        assert!(run_columns(&db).ends_with(&["kind".to_string(), "args".to_string()]));
+
+        // Opening again finds it migrated and changes nothing.
+        let again = open_at(&db).unwrap();
+        assert_eq!(again.runs("dev", None, 100).await.unwrap().len(), 8);
+    }
+
+    #[test]
+    fn a_store_from_a_newer_lumo_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("lumo.db");
+        drop(open_at(&db).unwrap());
+        Connection::open(&db)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let Err(e) = open_at(&db) else {
+            panic!("a store of version {} opened", SCHEMA_VERSION + 1)
+        };
+        assert!(
+            e.message.contains("was written by a newer lumo;"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains(&format!(
+                "its schema version is {}; this lumo reads versions up to {SCHEMA_VERSION}",
+                SCHEMA_VERSION + 1
+            )),
+            "{}",
+            e.message
+        );
+        assert_eq!(user_version(&db), SCHEMA_VERSION + 1);
+    }
+
+    #[test]
+    fn a_failing_migration_leaves_the_store_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = old_store_in(dir.path());
+        let before = run_columns(&db);
+        let mut conn = Connection::open(&db).unwrap();
+        let broken = [
+            V1_SCHEMA,
+            V2_RUN_KIND_AND_ARGS,
+            "ALTER TABLE nowhere ADD COLUMN x TEXT;",
+        ];
+        assert!(matches!(
+            migrate(&mut conn, &broken),
+            Err(MigrationError::Sqlite(_))
+        ));
+        drop(conn);
+        assert_eq!(user_version(&db), 0);
+        assert_eq!(
+            run_columns(&db),
+            before,
+            "step 2 was rolled back with step 3"
+        );
+        // And the real steps still take it all the way.
+        let mut conn = Connection::open(&db).unwrap();
+        migrate(&mut conn, MIGRATIONS).unwrap();
+        drop(conn);
+        assert_eq!(user_version(&db), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_read_only_store_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = old_store_in(dir.path());
+        // SQLite's read-only mode stands in for a file this user may not write (root, who runs
+        // these tests in CI, may write any file whatever its mode).
+        let read_only = PathBuf::from(format!("file:{}?mode=ro", db.display()));
+        let Err(e) = open_at(&read_only) else {
+            panic!("a read-only store that needs migrating opened")
+        };
+        assert!(e.message.contains("is read-only"), "{}", e.message);
+        assert!(!e.hint.unwrap_or_default().contains("newer lumo"));
+        assert_eq!(user_version(&db), 0);
     }
 }
