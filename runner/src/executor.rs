@@ -264,6 +264,7 @@ pub async fn execute(
     };
     let started = Instant::now();
     let (pid, pgid) = (task.pid, task.pgid());
+    let task_started = group::start_time(pid);
     let run_id = process.context.run_id.as_str();
     // Should the process running us die (kill -9), whoever finds the run orphaned stops its
     // processes by their `LUMO_RUN_ID` ([`kill_processes_of_run`]); should this future be
@@ -289,7 +290,8 @@ pub async fn execute(
     // The group is gone; what is left of the run had left the group (`setsid`) and, its
     // parent gone, is now our child.
     drop(task.live);
-    out.stop_escaped(run_id, process.kill_grace).await;
+    out.stop_escaped(run_id, task_started, process.kill_grace)
+        .await;
     out.drain(DRAIN_AFTER_GROUP_ENDS).await;
     if let Some(writer) = stdin_writer {
         writer.abort();

@@ -168,11 +168,29 @@ fn deploy_leaving_an_escapee(
     rest: &str,
     code: i32,
 ) -> support::DeployReport {
+    deploy_leaving(
+        &format!("setsid sleep {marker} &"),
+        marker,
+        task,
+        rest,
+        code,
+    )
+}
+
+/// [`deploy_leaving_an_escapee`] with the escape written out (`escape`, which starts a
+/// process with `marker` among its arguments).
+fn deploy_leaving(
+    escape: &str,
+    marker: &str,
+    task: &str,
+    rest: &str,
+    code: i32,
+) -> support::DeployReport {
     let p = TestProject::new();
     p.config(&format!(
         "export default {{ projectName: 'escapes', tasks: {{ {task}: {{ timeout: 1 }} }} }};"
     ));
-    p.task(task, &format!("setsid sleep {marker} &\n{rest}"));
+    p.task(task, &format!("{escape}\n{rest}"));
     let started = std::time::Instant::now();
     let report = p.deploy(&[], code);
     assert!(
@@ -201,4 +219,18 @@ fn a_process_that_left_the_group_does_not_outlive_a_timed_out_task() {
 fn a_process_that_left_the_group_does_not_outlive_a_task_that_exits() {
     let report = deploy_leaving_an_escapee("991.6", "quick", "echo done", 0);
     assert_eq!(report.task("quick").message.as_deref(), Some("done"));
+}
+
+/// Regression (adversarial run, issue 10): a daemon that also cleared its environment
+/// (`setsid env -i …`) carries no `LUMO_RUN_ID` to be known by, and survived the run.
+#[test]
+fn a_daemon_that_cleared_its_environment_does_not_outlive_the_run() {
+    let report = deploy_leaving(
+        "setsid env -i /bin/sh -c 'exec /bin/sleep 991.7' </dev/null >/dev/null 2>&1 &",
+        "991.7",
+        "daemon",
+        "sleep 0.3; echo started",
+        0,
+    );
+    assert_eq!(report.task("daemon").message.as_deref(), Some("started"));
 }

@@ -119,13 +119,20 @@ pub(crate) fn reap_dead_members(pgid: Pid) {
 /// `setsid` process does) and reaped by its pid.
 ///
 /// Stopping one may orphan more (its children, now re-parented to us), so callers go round
-/// until [`Escaped::signal`] finds none. Only processes whose environment carries this run's
-/// `LUMO_RUN_ID` are taken, and the members of groups already being stopped: whatever else is
-/// our child (another run's processes, a `git` the embedding program started) is not ours to
-/// kill. A process that cleared its environment is not found; the output pipe it may hold is
-/// then given up on after a short drain. Does nothing outside Linux.
+/// until [`Escaped::signal`] finds none. Processes whose environment carries this run's
+/// `LUMO_RUN_ID` are taken, and the members of groups already being stopped, and — lumo being
+/// the subreaper, so whatever a task orphans becomes its child — a child that cleared its
+/// environment and started after the task did, when no other task runs here
+/// ([`Escaped::with_strays_since`]). Another run's processes are not ours to kill. Does
+/// nothing outside Linux.
 pub(crate) struct Escaped {
     run_id: String,
+    /// When the run's task started (clock ticks since boot, as `/proc/<pid>/stat` counts):
+    /// set, a child of ours that carries no `LUMO_RUN_ID` at all (it cleared its
+    /// environment: `setsid env -i daemon`) and started since is taken for this run's too,
+    /// provided no other task is running in this process to claim it. With `--concurrency`
+    /// such a stray is left to the last run that ends.
+    strays_since: Option<u64>,
     /// Every process and every group signalled so far.
     signalled: HashSet<i32>,
     groups: HashSet<i32>,
@@ -137,10 +144,18 @@ impl Escaped {
     pub(crate) fn new(run_id: &str) -> Escaped {
         Escaped {
             run_id: run_id.to_owned(),
+            strays_since: None,
             signalled: HashSet::new(),
             groups: HashSet::new(),
             unreaped: HashSet::new(),
         }
+    }
+
+    /// Also takes the children that cleared their environment and started at or after
+    /// `task_started` (see `strays_since`); `None` (the start is unknown) takes none.
+    pub(crate) fn with_strays_since(mut self, task_started: Option<u64>) -> Escaped {
+        self.strays_since = task_started;
+        self
     }
 
     /// Finds the run's escaped processes among our children, sends each `signal` (and SIGCONT,
@@ -168,7 +183,7 @@ impl Escaped {
                     }
                     continue;
                 }
-                if !known && !linux::environment_names_run(child.pid, &self.run_id) {
+                if !known && !self.is_ours(&child, live.is_empty()) {
                     continue;
                 }
                 let pid = Pid::from_raw(child.pid);
@@ -200,6 +215,24 @@ impl Escaped {
         {
             let _ = (signal, &self.run_id, &self.signalled, &self.groups);
             0
+        }
+    }
+
+    /// Whether a live child of ours not yet signalled belongs to this run: its environment
+    /// names the run, or it names no run at all, started after the run's task did, and no
+    /// other task is running (`alone`) that it could belong to instead.
+    #[cfg(target_os = "linux")]
+    fn is_ours(&self, child: &linux::Stat, alone: bool) -> bool {
+        match linux::environment_run_id(child.pid) {
+            Some(Some(id)) => id == self.run_id,
+            Some(None) => {
+                alone
+                    && self
+                        .strays_since
+                        .is_some_and(|since| child.start_time >= since)
+            }
+            // Gone meanwhile, or not ours to read.
+            None => false,
         }
     }
 
@@ -236,6 +269,18 @@ pub fn kill_processes_of_run(run_id: &str) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = run_id;
+}
+
+/// When process `pid` started, in `/proc`'s clock ticks after boot; `None` off Linux or once
+/// it is gone. Read right after a task starts, it bounds which strays can be the run's.
+pub(crate) fn start_time(pid: i32) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    return linux::start_time(pid);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
 }
 
 /// Reaps child `pid` if it has exited, without blocking; whether it is gone.
@@ -282,11 +327,13 @@ mod linux {
 
     /// What `/proc/<pid>/stat` says about a process.
     #[derive(Debug, PartialEq)]
-    pub(super) struct Stat {
+    pub(crate) struct Stat {
         pub pid: i32,
         pub state: char,
         pub ppid: i32,
         pub pgrp: i32,
+        /// Clock ticks after boot when the process started.
+        pub start_time: u64,
     }
 
     impl Stat {
@@ -305,12 +352,21 @@ mod linux {
         let state = fields.next()?.chars().next()?;
         let ppid = fields.next()?.parse().ok()?;
         let pgrp = fields.next()?.parse().ok()?;
+        // `starttime` is field 22 of stat(5); `pgrp` was field 5.
+        let start_time = fields.nth(16)?.parse().ok()?;
         Some(Stat {
             pid,
             state,
             ppid,
             pgrp,
+            start_time,
         })
+    }
+
+    /// When process `pid` started (clock ticks after boot), if it still exists.
+    pub(crate) fn start_time(pid: i32) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        parse_stat(&stat).map(|stat| stat.start_time)
     }
 
     /// Every process, as `/proc` has them now.
@@ -343,13 +399,21 @@ mod linux {
     /// Whether process `pid` was started with `LUMO_RUN_ID=<run_id>` in its environment (which
     /// every process of a run inherits unless it clears its environment).
     pub(super) fn environment_names_run(pid: i32, run_id: &str) -> bool {
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            return false;
-        };
-        let wanted = format!("LUMO_RUN_ID={run_id}");
-        environ
-            .split(|&b| b == 0)
-            .any(|var| var == wanted.as_bytes())
+        environment_run_id(pid)
+            .flatten()
+            .is_some_and(|id| id == run_id)
+    }
+
+    /// The `LUMO_RUN_ID` process `pid` was started with: `Some(None)` when its environment
+    /// has none (it cleared it), `None` when the environment cannot be read.
+    pub(super) fn environment_run_id(pid: i32) -> Option<Option<String>> {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        Some(
+            environ
+                .split(|&b| b == 0)
+                .find_map(|var| var.strip_prefix(b"LUMO_RUN_ID="))
+                .map(|id| String::from_utf8_lossy(id).into_owned()),
+        )
     }
 
     #[cfg(test)]
@@ -358,24 +422,31 @@ mod linux {
 
         #[test]
         fn parses_stat_with_odd_command_names() {
+            // Fields 3 to 22 (state … starttime) as Linux writes them, and more after.
+            let rest =
+                "0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 200 18446744073709551615";
             assert_eq!(
-                parse_stat("42 (sleep) S 1 40 40 0 -1 4194560"),
+                parse_stat(&format!("42 (sleep) S 1 40 40 {rest}")),
                 Some(Stat {
                     pid: 42,
                     state: 'S',
                     ppid: 1,
-                    pgrp: 40
+                    pgrp: 40,
+                    start_time: 123456,
                 })
             );
             assert_eq!(
-                parse_stat("43 (a) b (c) Z 7 77 77 0"),
+                parse_stat(&format!("43 (a) b (c) Z 7 77 77 {rest}")),
                 Some(Stat {
                     pid: 43,
                     state: 'Z',
                     ppid: 7,
-                    pgrp: 77
+                    pgrp: 77,
+                    start_time: 123456,
                 })
             );
+            // Cut short before `starttime`: not a stat line this code can trust.
+            assert_eq!(parse_stat("44 (sleep) S 1 40 40 0 -1 4194560"), None);
             assert_eq!(parse_stat("garbage"), None);
         }
 

@@ -143,8 +143,13 @@ impl OutputPump<'_> {
     /// Stops and reaps the processes of run `run_id` that left its group ([`group::Escaped`]):
     /// SIGTERM, up to `grace` for them to exit, then SIGKILL; again while stopping them
     /// orphans more.
-    pub(super) async fn stop_escaped(&mut self, run_id: &str, grace: Duration) {
-        let mut escaped = group::Escaped::new(run_id);
+    pub(super) async fn stop_escaped(
+        &mut self,
+        run_id: &str,
+        task_started: Option<u64>,
+        grace: Duration,
+    ) {
+        let mut escaped = group::Escaped::new(run_id).with_strays_since(task_started);
         for _ in 0..ESCAPED_ROUNDS {
             if escaped.signal(Signal::SIGTERM) == 0 {
                 return;

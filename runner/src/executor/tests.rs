@@ -575,8 +575,9 @@ async fn a_child_that_escaped_the_group_is_stopped_and_reaped() {
 async fn a_child_that_escaped_and_cleared_its_environment_cannot_hold_the_run_open() {
     let f = fixture();
     let started = Instant::now();
-    // Without `LUMO_RUN_ID` there is no telling the process is the run's: it is left alone,
-    // but the run does not wait for the pipe it holds.
+    // Without `LUMO_RUN_ID` the process is taken for the run's only when no other task runs
+    // in this process (other tests' tasks may, here: the CLI end-to-end suite checks that it is
+    // stopped); either way the run does not wait for the pipe it holds.
     let (outcome, seen) = run(f.command(
         "setsid env -i /bin/sh -c ': > escaped; exec /bin/sleep 30' & echo $! > escaped.pid
          while [ ! -e escaped ]; do sleep 0.01; done; echo bye",
@@ -584,9 +585,7 @@ async fn a_child_that_escaped_and_cleared_its_environment_cannot_hold_the_run_op
     .await;
     let took = started.elapsed();
     let escaped = Pid::from_raw(f.pid("escaped.pid"));
-    let still_there = is_alive(escaped.as_raw());
     let _ = nix::sys::signal::kill(escaped, Signal::SIGKILL);
-    assert!(still_there);
     assert_eq!(outcome.status, RunStatus::Succeeded);
     assert_eq!(seen, "bye\n");
     assert!(took >= DRAIN_AFTER_GROUP_ENDS, "{took:?}");
