@@ -85,6 +85,13 @@ impl Printer {
         let _ = writeln!(err, "{line}");
     }
 
+    /// Whole lines already formatted, in one write under the same lock as [`Self::stderr_line`].
+    fn stderr_bytes(&self, lines: &[u8]) {
+        let _guard = STDERR_LINES.lock().unwrap_or_else(|p| p.into_inner());
+        let mut err = io::stderr().lock();
+        let _ = err.write_all(lines);
+    }
+
     /// A progress line on stderr (not with `--quiet`).
     pub fn status(&self, message: impl Display) {
         if !self.quiet {
@@ -117,14 +124,6 @@ impl Printer {
             ));
         }
         self.stderr_line(&text);
-    }
-
-    /// One line of a task's output, prefixed with the task's name.
-    pub fn task_line(&self, task: &str, line: &str) {
-        if !self.quiet {
-            let prefix = self.paint_err(Style::Dim, format!("{task} │"));
-            self.stderr_line(&format!("{prefix} {line}"));
-        }
     }
 
     /// The command's result: its `Display` on stdout, or its JSON with `--json`.
@@ -168,12 +167,12 @@ impl Printer {
         Spinner(Some(bar))
     }
 
-    /// An observer that prints a task's output line by line as it arrives.
+    /// An observer that prints a task's output, line by line, as it arrives.
     pub fn task_output(&self, task: &str) -> TaskOutput {
         TaskOutput {
             printer: self.clone(),
-            task: task.to_string(),
-            partial: Vec::new(),
+            lines: TaskLines::new(self.paint_err(Style::Dim, format!("{task} │"))),
+            batch: Vec::new(),
         }
     }
 }
@@ -311,43 +310,188 @@ pub fn format_duration(ms: u64) -> String {
     }
 }
 
-/// Splits a task's output stream into lines for [`Printer::task_line`].
+/// Prints a task's output as it arrives, each line prefixed with the task's name.
+///
+/// This is the hot path of a task that prints a lot: the task blocks on its full pipe while
+/// lumo prints, so lumo's time here is taken from the task's own timeout. Each chunk the pump
+/// hands over (up to one 64 KiB read) becomes one batch of prefixed lines written to stderr in
+/// one call under the printer's lock, so lines of concurrent tasks never mix and the order
+/// within a task is the pipe's. With `--quiet` nothing is printed, so nothing is split either.
 pub struct TaskOutput {
     printer: Printer,
-    task: String,
-    partial: Vec<u8>,
+    lines: TaskLines,
+    batch: Vec<u8>,
 }
 
 impl TaskOutput {
     /// Prints what is left of an unterminated last line.
     pub fn flush(&mut self) {
-        if !self.partial.is_empty() {
-            let line = String::from_utf8_lossy(&self.partial).into_owned();
-            self.printer
-                .task_line(&self.task, line.trim_end_matches('\r'));
-            self.partial.clear();
+        self.lines.finish(&mut self.batch);
+        self.write_batch();
+    }
+
+    fn write_batch(&mut self) {
+        if !self.batch.is_empty() {
+            self.printer.stderr_bytes(&self.batch);
+            self.batch.clear();
         }
     }
 }
 
 impl OutputObserver for TaskOutput {
     fn output(&mut self, chunk: &[u8]) {
-        self.partial.extend_from_slice(chunk);
-        while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            self.printer
-                .task_line(&self.task, line.trim_end_matches('\r'));
+        if self.printer.quiet {
+            return;
         }
-        // A task printing one enormous line must not make us hold it all.
-        if self.partial.len() > 64 * 1024 {
-            self.flush();
-        }
+        self.lines.push(chunk, &mut self.batch);
+        self.write_batch();
     }
 }
 
 impl Drop for TaskOutput {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+/// The longest unterminated line held back: a task printing one enormous line (or a progress
+/// bar that only ever returns the carriage) must not make lumo hold it all.
+const PARTIAL_LINE_MAX: usize = 64 * 1024;
+
+/// Splits a byte stream into `{task} │ {line}` lines: invalid UTF-8 replaced, trailing carriage
+/// returns dropped, and a line longer than [`PARTIAL_LINE_MAX`] without a newline printed in
+/// pieces. Lines are appended straight from the chunk; only the line that spans two chunks is
+/// copied, and only the unterminated end of a chunk is kept for the next.
+struct TaskLines {
+    /// `{task} │ `, painted once rather than per line.
+    prefix: Vec<u8>,
+    /// The start of a line whose newline has not arrived yet.
+    partial: Vec<u8>,
+}
+
+impl TaskLines {
+    fn new(prefix: String) -> TaskLines {
+        let mut prefix = prefix.into_bytes();
+        prefix.push(b' ');
+        TaskLines {
+            prefix,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Appends every line `chunk` completes to `out`.
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let mut rest = chunk;
+        if let Some(pos) = newline(rest) {
+            if self.partial.is_empty() {
+                self.line(&rest[..pos], out);
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(&rest[..pos]);
+                self.line(&line, out);
+                line.clear();
+                self.partial = line;
+            }
+            rest = &rest[pos + 1..];
+            while let Some(pos) = newline(rest) {
+                self.line(&rest[..pos], out);
+                rest = &rest[pos + 1..];
+            }
+        }
+        self.partial.extend_from_slice(rest);
+        if self.partial.len() > PARTIAL_LINE_MAX {
+            self.finish(out);
+        }
+    }
+
+    /// Appends what is left of an unterminated line to `out`.
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.partial.is_empty() {
+            let partial = std::mem::take(&mut self.partial);
+            self.line(&partial, out);
+            self.partial = partial;
+            self.partial.clear();
+        }
+    }
+
+    fn line(&self, line: &[u8], out: &mut Vec<u8>) {
+        let mut end = line.len();
+        while end > 0 && line[end - 1] == b'\r' {
+            end -= 1;
+        }
+        out.extend_from_slice(&self.prefix);
+        // `\r` is ASCII and never part of an invalid sequence, so trimming it before the
+        // conversion gives the same text as trimming after.
+        out.extend_from_slice(String::from_utf8_lossy(&line[..end]).as_bytes());
+        out.push(b'\n');
+    }
+}
+
+fn newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a task's output looks like on stderr when it arrives in these chunks.
+    fn printed(chunks: &[&[u8]]) -> String {
+        let mut lines = TaskLines::new("t │".to_string());
+        let mut out = Vec::new();
+        for chunk in chunks {
+            lines.push(chunk, &mut out);
+        }
+        lines.finish(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn lines_are_prefixed_whatever_the_chunks() {
+        let whole = printed(&[b"one\ntwo\r\n\nthree\nfour"]);
+        assert_eq!(whole, "t │ one\nt │ two\nt │ \nt │ three\nt │ four\n");
+        let bytewise: Vec<&[u8]> = b"one\ntwo\r\n\nthree\nfour".chunks(1).collect();
+        assert_eq!(printed(&bytewise), whole);
+        assert_eq!(
+            printed(&[b"on", b"e\ntw", b"o\r", b"\n\nthr", b"ee\nfour"]),
+            whole
+        );
+        assert_eq!(printed(&[]), "");
+        assert_eq!(printed(&[b"\n"]), "t │ \n");
+    }
+
+    #[test]
+    fn carriage_return_only_output_is_one_line() {
+        // A progress bar redrawing itself: one line, its inner returns kept for the terminal.
+        assert_eq!(printed(&[b"10%\r50%\r", b"100%\r"]), "t │ 10%\r50%\r100%\n");
+        assert_eq!(printed(&[b"\r\r\n"]), "t │ \n");
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_even_when_split_across_chunks() {
+        // `€` split between two reads stays one character; a lone continuation byte does not.
+        assert_eq!(
+            printed(&[b"5 \xe2\x82", b"\xac\n\x82x\n"]),
+            "t │ 5 €\nt │ \u{fffd}x\n"
+        );
+    }
+
+    #[test]
+    fn a_long_line_without_newline_is_printed_in_pieces_not_held() {
+        let mut lines = TaskLines::new("t │".to_string());
+        let mut out = Vec::new();
+        let block = vec![b'x'; 40 * 1024];
+        lines.push(&block, &mut out);
+        assert!(out.is_empty(), "40 KiB is held until its newline");
+        lines.push(&block, &mut out);
+        assert_eq!(
+            out.len(),
+            "t │ ".len() + 80 * 1024 + 1,
+            "80 KiB is printed at once"
+        );
+        assert!(lines.partial.is_empty());
+        out.clear();
+        lines.push(b"end\n", &mut out);
+        assert_eq!(out, b"t \xe2\x94\x82 end\n");
     }
 }

@@ -350,3 +350,60 @@ fn the_log_holds_the_output_while_the_task_runs_and_after_lumo_is_killed() {
         "{live_logs:?}"
     );
 }
+
+/// Output is printed a pipe read (up to 64 KiB) at a time, not a line at a time: a secret split
+/// between two reads is still masked, stdout and stderr lines keep their order, a progress bar
+/// that only returns the carriage is one line, and a long line without a newline is all shown.
+#[test]
+fn output_streamed_in_batches_keeps_masking_order_and_whole_lines() {
+    const SECRET: &str = "tok-b4tch-5ecr3t";
+    let mut p = TestProject::new();
+    p.set_env("E2E_BATCH_TOKEN", SECRET);
+    p.config(
+        r#"export default {
+          projectName: 'batches',
+          secrets: { token: { value: () => process.env.E2E_BATCH_TOKEN } },
+          tasks: { chatty: {} },
+        };"#,
+    );
+    // 20,000 lines of growing length (over 600 KB, many reads), odd ones on stderr; a read
+    // boundary falls inside some secret. Then a carriage-return-only progress bar and 100 KiB
+    // with no newline at all.
+    p.task(
+        "chatty",
+        r#"awk -v s="$TOKEN" 'BEGIN { for (i = 0; i < 20000; i++) { pad = substr("................", 1, i % 17); line = "line " i " " pad s; if (i % 2) print line > "/dev/stderr"; else print line; fflush() } }'
+printf 'p10\rp50\rp100\r\n'
+head -c 102400 /dev/zero | tr '\0' x"#,
+    );
+    let run = p.lumo(&["deploy", "--env", "dev"]).code(0).clone();
+    assert!(!run.stderr.contains(SECRET), "the secret was shown");
+    assert!(
+        !run.stderr.contains("tok-b4"),
+        "part of the secret was shown"
+    );
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("chatty │ "))
+        .collect();
+    let numbered: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("line "))
+        .collect();
+    assert_eq!(numbered.len(), 20_000);
+    for (i, line) in numbered.iter().enumerate() {
+        let pad = ".".repeat(i % 17);
+        assert_eq!(*line, format!("line {i} {pad}***"));
+    }
+    assert!(lines.contains(&"p10\rp50\rp100"), "{lines:?}");
+    let xs: usize = lines
+        .iter()
+        .filter(|l| l.starts_with('x'))
+        .map(|l| {
+            assert!(l.bytes().all(|b| b == b'x'));
+            l.len()
+        })
+        .sum();
+    assert_eq!(xs, 102_400, "the unterminated line is shown in full");
+}
