@@ -11,11 +11,11 @@ use std::time::Duration;
 use lumo_runner::contract::RunStatus;
 use serde::Serialize;
 
-use crate::backend::records::{Deployment, DeploymentStatus, EnvState, Timestamp, new_id};
+use crate::backend::records::{Deployment, DeploymentStatus, EnvState, TaskRun, Timestamp, new_id};
 use crate::backend::{Backend, Prepare};
 use crate::bundle::BuiltBundle;
 use crate::error::CliError;
-use crate::execute::{self, Session, TaskJob};
+use crate::execute::{self, Execution, Session, TaskJob};
 use crate::lock;
 use crate::operation::Operation;
 use crate::output::format_duration;
@@ -166,28 +166,8 @@ async fn deploy_locked(op: &Operation, release: Release<'_>) -> Result<Deployed,
     let session = Session::of_deployment(op, &deployment, release.secrets);
     let execution = execute::run_plan(&session, &plan.tasks, &jobs, release.concurrency).await;
 
-    let failed: Vec<&str> = execution
-        .runs
-        .values()
-        .filter(|r| matches!(r.status, RunStatus::Failed | RunStatus::TimedOut))
-        .map(|r| r.task.as_str())
-        .collect();
     let mut stopped = op.stop.reason();
-    deployment.ended_at = Some(Timestamp::now());
-    deployment.status = match stopped {
-        Some(StopReason::LockLost) => DeploymentStatus::Abandoned,
-        Some(StopReason::Interrupted(_)) => DeploymentStatus::Failed,
-        None if failed.is_empty() && execution.backend_error.is_none() => {
-            DeploymentStatus::Succeeded
-        }
-        None => DeploymentStatus::Failed,
-    };
-    deployment.message = match (&execution.backend_error, stopped, failed.as_slice()) {
-        (Some(e), _, _) => Some(format!("backend error: {e}")),
-        (None, Some(stop), _) => Some(format!("stopped: {stop}")),
-        (None, None, []) => None,
-        (None, None, failed) => Some(format!("failed: {}", failed.join(", "))),
-    };
+    conclude(&mut deployment, &execution, stopped);
     let recorded = backend.audit.finish_deployment(&deployment).await;
     if let Some(e) = execution.backend_error {
         return Err(e.into());
@@ -203,10 +183,40 @@ async fn deploy_locked(op: &Operation, release: Release<'_>) -> Result<Deployed,
     report.duration_ms = deployment
         .ended_at
         .map(|e| (e.millis() - deployment.started_at.millis()).max(0) as u64);
-    report.tasks = plan
-        .tasks
+    report.tasks = task_lines(&plan, &execution.runs);
+    Ok(Deployed { report, stopped })
+}
+
+/// Ends `deployment`: how it went, from its runs and from why it was stopped, if it was.
+fn conclude(deployment: &mut Deployment, execution: &Execution, stopped: Option<StopReason>) {
+    let failed: Vec<&str> = execution
+        .runs
+        .values()
+        .filter(|r| matches!(r.status, RunStatus::Failed | RunStatus::TimedOut))
+        .map(|r| r.task.as_str())
+        .collect();
+    deployment.ended_at = Some(Timestamp::now());
+    deployment.status = match stopped {
+        Some(StopReason::LockLost) => DeploymentStatus::Abandoned,
+        Some(StopReason::Interrupted(_)) => DeploymentStatus::Failed,
+        None if failed.is_empty() && execution.backend_error.is_none() => {
+            DeploymentStatus::Succeeded
+        }
+        None => DeploymentStatus::Failed,
+    };
+    deployment.message = match (&execution.backend_error, stopped, failed.as_slice()) {
+        (Some(e), _, _) => Some(format!("backend error: {e}")),
+        (None, Some(stop), _) => Some(format!("stopped: {stop}")),
+        (None, None, []) => None,
+        (None, None, failed) => Some(format!("failed: {}", failed.join(", "))),
+    };
+}
+
+/// Every task of the plan as the report shows it: its run, or why it did not run.
+fn task_lines(plan: &Plan, runs: &BTreeMap<String, TaskRun>) -> Vec<TaskLine> {
+    plan.tasks
         .iter()
-        .map(|p| match execution.runs.get(&p.task) {
+        .map(|p| match runs.get(&p.task) {
             Some(run) => TaskLine {
                 task: p.task.clone(),
                 status: run.status.as_str().to_string(),
@@ -218,8 +228,7 @@ async fn deploy_locked(op: &Operation, release: Release<'_>) -> Result<Deployed,
             },
             None => TaskLine::planned(p.task.clone(), &p.decision),
         })
-        .collect();
-    Ok(Deployed { report, stopped })
+        .collect()
 }
 
 /// Stores every bundle the backend does not have yet; returns how many were uploaded.
