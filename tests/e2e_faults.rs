@@ -12,6 +12,8 @@ use std::process::{Child, Stdio};
 use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use support::aws::AwsProject;
 use support::{History, RunStatus, Status, TaskList, TestProject};
 
@@ -441,6 +443,9 @@ fn a_hung_up_run_stops_its_task_and_records_why(env: Env) {
 }
 
 fn a_run_stopped_by_a_signal_stops_its_task_and_records_why(env: Env, sig: &str, code: i32) {
+    // With SIGHUP, as `--json`: exactly one document on stdout, the error (regression: the
+    // run's report and then the error were printed, two documents).
+    let json = sig == "HUP";
     let interrupted_by = format!("interrupted by SIG{sig}");
     env.config("", "{ slow: { runOn: [], timeout: 120 } }");
     env.p().task(
@@ -451,7 +456,11 @@ echo $! > "@OUT@/child"
 wait"#,
     );
     env.p().deploy(&[], 0);
-    let lumo = env.spawn(support::ACTOR, &["run", "slow", "--env", "dev"]);
+    let mut args = vec!["run", "slow", "--env", "dev"];
+    if json {
+        args.push("--json");
+    }
+    let lumo = env.spawn(support::ACTOR, &args);
     wait_for_out(env.p(), "child", Duration::from_secs(60));
     let interrupted = Instant::now();
     signal(lumo.id(), sig);
@@ -464,6 +473,24 @@ wait"#,
         interrupted.elapsed()
     );
     assert!(stderr.contains(&interrupted_by), "{stderr}");
+    if json {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let mut documents = serde_json::Deserializer::from_str(&stdout).into_iter::<Value>();
+        let doc = documents.next().unwrap().unwrap();
+        assert!(
+            documents.next().is_none(),
+            "more than one document: {stdout}"
+        );
+        assert_eq!(doc["error"]["exitCode"], code, "{stdout}");
+        assert!(
+            doc["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&interrupted_by),
+            "{stdout}"
+        );
+        assert_eq!(doc["report"]["status"], "failed", "{stdout}");
+    }
 
     let runs = env.history();
     let run = runs.iter().find(|r| r.task == "slow").unwrap();

@@ -169,6 +169,10 @@ impl From<BackendError> for CliError {
 #[serde(rename_all = "camelCase")]
 pub struct ErrorDocument {
     pub error: ErrorBody,
+    /// What the command had done when it was stopped (a deploy's report up to the stop):
+    /// `--json` prints one document, so the error carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]

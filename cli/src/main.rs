@@ -61,7 +61,21 @@ fn main() -> ExitCode {
     });
     // Don't wait for stray blocking work (a stuck DNS lookup, a task's pipe) on the way out.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    let mut partial = None;
     let error = match result {
+        // `--json` promises one document: a stopped command's report goes inside the error's.
+        Ok(Outcome {
+            output,
+            status: ExitStatus::Stopped(reason),
+        }) if printer.json => {
+            if let Output::Report(report) = output {
+                partial = report
+                    .to_json()
+                    .ok()
+                    .and_then(|json| serde_json::from_slice(&json).ok());
+            }
+            CliError::stopped(reason)
+        }
         Ok(outcome) => match print(&printer, outcome) {
             Ok(ExitStatus::Success) => return ExitCode::SUCCESS,
             Ok(ExitStatus::TaskFailed) => return ExitCode::from(1),
@@ -71,7 +85,7 @@ fn main() -> ExitCode {
         },
         Err(e) => e,
     };
-    report(&printer, &error);
+    report(&printer, &error, partial);
     ExitCode::from(error.kind.code() as u8)
 }
 
@@ -100,7 +114,7 @@ async fn dispatch(command: Command, ctx: &Context) -> CommandResult {
     }
 }
 
-fn report(printer: &Printer, e: &CliError) {
+fn report(printer: &Printer, e: &CliError, partial: Option<serde_json::Value>) {
     let (message, causes) = e.chain();
     printer.error(&message, &causes, e.hint.as_deref());
     if printer.json {
@@ -113,6 +127,7 @@ fn report(printer: &Printer, e: &CliError) {
                 hint: e.hint.clone(),
                 problems: e.problems.clone(),
             },
+            report: partial,
         };
         let _ = printer.result(&doc);
     }
@@ -149,6 +164,7 @@ fn usage_error_document(e: &clap::Error) -> ErrorDocument {
             ),
             problems: Vec::new(),
         },
+        report: None,
     }
 }
 
