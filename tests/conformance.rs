@@ -20,6 +20,7 @@ use lumo_cli::backend::{Acquired, Backend, ConnectOptions, LockSlot, Prepare, Ru
 use lumo_cli::bundle::{self, BuildTarget, BuiltBundle};
 use lumo_cli::{project::Project, task::Task};
 use lumo_runner::contract::{DeploymentInfo, RunStatus, TaskContext, Trigger};
+use lumo_runner::{BundleHash, TaskSpec};
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -180,27 +181,25 @@ fn deployment(
 }
 
 fn request(f: &Fixture, bundle: &BuiltBundle, run_id: &str) -> RunRequest {
-    RunRequest {
-        env: f.env.clone(),
-        task: bundle.task.clone(),
-        bundle: bundle.sha256.clone(),
-        context: TaskContext {
-            deployment: DeploymentInfo {
-                is_first_deploy: true,
-                previous_version: None,
-                environment: f.env.clone(),
-                version: "v1".into(),
-            },
-            config: json!({}),
-            args: BTreeMap::new(),
-            working_directory: String::new(),
-            task: bundle.task.clone(),
-            run_id: run_id.into(),
-            trigger: Trigger::Deploy,
+    let context = TaskContext {
+        deployment: DeploymentInfo {
+            is_first_deploy: true,
+            previous_version: None,
+            environment: f.env.clone(),
+            version: "v1".into(),
         },
-        timeout: Duration::from_secs(30),
-        env_vars: BTreeMap::new(),
-        secrets: f.project.secret_values().unwrap(),
+        config: json!({}),
+        args: BTreeMap::new(),
+        working_directory: String::new(),
+        task: bundle.task.clone(),
+        run_id: run_id.into(),
+        trigger: Trigger::Deploy,
+    };
+    let mut spec = TaskSpec::new(context, Duration::from_secs(30));
+    spec.secrets = f.project.secret_values().unwrap();
+    RunRequest {
+        bundle: BundleHash::parse(&bundle.sha256).unwrap(),
+        spec,
         stop: lumo_cli::stop::StopSignal::new(),
     }
 }
@@ -365,9 +364,9 @@ async fn tasks_run_and_their_output_is_kept(f: Fixture) {
         .run(request(&f, &built[0], &id), &mut output)
         .await
         .unwrap();
-    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
-    assert_eq!(report.message, "done with ***");
-    assert_eq!(report.data, Some(json!({ "n": 1 })));
+    assert_eq!(report.outcome.status, RunStatus::Succeeded, "{report:?}");
+    assert_eq!(report.outcome.message, "done with ***");
+    assert_eq!(report.outcome.data, Some(json!({ "n": 1 })));
     let shown = String::from_utf8_lossy(&output);
     assert!(
         shown.contains(&format!("hello from ok in {}", f.env)),
@@ -397,12 +396,12 @@ async fn tasks_run_and_their_output_is_kept(f: Fixture) {
         .run(request(&f, &built[1], &new_id()), &mut Vec::new())
         .await
         .unwrap();
-    assert_eq!(report.status, RunStatus::Failed);
-    assert_eq!(report.exit_code, Some(3));
+    assert_eq!(report.outcome.status, RunStatus::Failed);
+    assert_eq!(report.outcome.exit_code, Some(3));
     assert!(
-        report.message.contains("about to fail"),
+        report.outcome.message.contains("about to fail"),
         "{}",
-        report.message
+        report.outcome.message
     );
 }
 

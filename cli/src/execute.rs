@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lumo_runner::contract::{DeploymentInfo, RunStatus, TaskContext, Trigger};
+use lumo_runner::{BundleHash, TaskSpec};
 use tokio::task::JoinSet;
 
 use crate::backend::records::{Deployment, RunKind, TaskRun, Timestamp, masked_args, new_id};
@@ -147,40 +148,50 @@ async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<Task
     let mut run = session.record(job, attempt, RunStatus::Running);
     op.backend.audit.start_run(&run).await?;
     op.progress.run_started(&run);
-    let request = RunRequest {
-        env: op.env.clone(),
+    // A hash lumo recorded itself; one that is not a hash fails the run like a backend error.
+    let bundle = BundleHash::parse(&job.bundle).map_err(|e| {
+        BackendError::with_source(
+            format!(
+                "the bundle recorded for task `{}` is not a bundle hash",
+                task.name
+            ),
+            e,
+        )
+    });
+    let context = TaskContext {
+        deployment: session.deployment.clone(),
+        config: task.config.config.clone(),
+        args: job.args.clone(),
+        // The executor fills this in once the bundle is unpacked.
+        working_directory: String::new(),
         task: task.name.clone(),
-        bundle: job.bundle.clone(),
-        context: TaskContext {
-            deployment: session.deployment.clone(),
-            config: task.config.config.clone(),
-            args: job.args.clone(),
-            // The executor fills this in once the bundle is unpacked.
-            working_directory: String::new(),
-            task: task.name.clone(),
-            run_id: run.id.clone(),
-            trigger: job.trigger,
-        },
+        run_id: run.id.clone(),
+        trigger: job.trigger,
+    };
+    let spec = TaskSpec {
+        context,
         timeout: Duration::from_secs(task.config.timeout.into()),
-        env_vars: task.config.env.clone(),
+        env: task.config.env.clone(),
         secrets: (*session.secrets).clone(),
-        stop: op.stop.clone(),
     };
     let mut output = op.progress.run_output(&task.name);
-    let result = op.backend.executor.run(request, output.as_mut()).await;
+    let result = match bundle {
+        Ok(bundle) => {
+            let request = RunRequest {
+                bundle,
+                spec,
+                stop: op.stop.clone(),
+            };
+            op.backend.executor.run(request, output.as_mut()).await
+        }
+        Err(e) => Err(e),
+    };
     // The observer shows what it still holds of an unterminated last line when dropped.
     drop(output);
     match result {
         Ok(report) => {
-            run.status = report.status;
-            run.exit_code = report.exit_code;
-            run.message = Some(cap_message(report.message));
-            run.data = report.data;
-            run.data_ref = report.data_ref;
-            run.log_ref = report.log_ref;
-            run.output_tail = Some(report.output_tail);
-            run.output_bytes = report.output_bytes;
-            run.ended_at = Some(report.ended_at.max(run.started_at));
+            report.record_on(&mut run);
+            run.message = run.message.take().map(cap_message);
         }
         Err(e) => {
             // Record what we know before giving up: the run did not happen as asked.

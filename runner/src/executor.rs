@@ -23,18 +23,16 @@ mod pump;
 mod spawn;
 mod stop;
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::contract::{Entry, RunStatus, TaskContext};
+use crate::contract::Entry;
 use crate::mask::Masker;
+use crate::task_run::{RunOutcome, TaskSpec};
 pub use group::{become_subreaper, kill_processes_of_run};
 #[cfg(any(test, feature = "lambda"))]
 pub(crate) use judge::format_duration;
@@ -46,7 +44,7 @@ use stop::GroupGuard;
 /// How long a task gets between SIGTERM and SIGKILL, unless the caller says otherwise.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
 
-/// How much of the end of a task's output an [`ExecOutcome`] keeps.
+/// How much of the end of a task's output a [`RunOutcome`] keeps.
 pub const TAIL_BYTES: usize = 4096;
 
 /// The largest result file read; a bigger one fails the run.
@@ -62,21 +60,18 @@ pub const RESULT_FILE_NAME: &str = "result.json";
 /// ([`OutputPump::drain`]).
 const DRAIN_AFTER_GROUP_ENDS: Duration = Duration::from_millis(500);
 
-/// One task run, as the executor needs it.
-#[derive(Clone)]
+/// One task run, as the executor needs it: the shared [`TaskSpec`] and where and how its
+/// process runs.
+#[derive(Clone, Debug)]
 pub struct TaskProcess {
+    /// What the task is told and how long it may take; `context` is written to the task's
+    /// stdin (then closed) and to `<scratch_dir>/context.json`, the secrets are masked in
+    /// everything the run produces.
+    pub spec: TaskSpec,
     /// What to start: a program relative to the working directory, or an `sh -c` command.
     pub entry: Entry,
     /// The unpacked bundle; the task's current directory.
     pub working_directory: PathBuf,
-    /// Written to the task's stdin (then closed) and to `<scratch_dir>/context.json`.
-    pub context: TaskContext,
-    /// The task's `env` from the config.
-    pub env: BTreeMap<String, String>,
-    /// Environment variable name (already upper snake case) → secret value. The values are
-    /// masked in everything the run produces.
-    pub secrets: BTreeMap<String, String>,
-    pub timeout: Duration,
     /// Time between SIGTERM and SIGKILL when the group is stopped ([`DEFAULT_KILL_GRACE`]).
     pub kill_grace: Duration,
     /// An existing directory outside the working directory, for the context and result files.
@@ -89,42 +84,22 @@ pub struct TaskProcess {
 }
 
 impl TaskProcess {
-    /// A run with no env, no secrets, no log file, a 300 s timeout and the default grace.
+    /// A run of `spec` with no log file, no stop and the default grace.
     pub fn new(
+        spec: TaskSpec,
         entry: Entry,
         working_directory: PathBuf,
-        context: TaskContext,
         scratch_dir: PathBuf,
     ) -> TaskProcess {
         TaskProcess {
+            spec,
             entry,
             working_directory,
-            context,
-            env: BTreeMap::new(),
-            secrets: BTreeMap::new(),
-            timeout: Duration::from_secs(300),
             kill_grace: DEFAULT_KILL_GRACE,
             scratch_dir,
             log_file: None,
             stop: None,
         }
-    }
-}
-
-impl fmt::Debug for TaskProcess {
-    // Secret values must not reach a log through `{:?}`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskProcess")
-            .field("entry", &self.entry)
-            .field("working_directory", &self.working_directory)
-            .field("context", &self.context)
-            .field("env", &self.env)
-            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .field("kill_grace", &self.kill_grace)
-            .field("scratch_dir", &self.scratch_dir)
-            .field("log_file", &self.log_file)
-            .finish()
     }
 }
 
@@ -154,30 +129,8 @@ impl OutputObserver for Vec<u8> {
     }
 }
 
-/// How a task run ended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExecOutcome {
-    /// `Succeeded`, `Failed` or `TimedOut`.
-    pub status: RunStatus,
-    /// The task's exit code; `None` when it was killed by a signal or could not be started.
-    pub exit_code: Option<i32>,
-    /// The signal that ended the task's main process, if one did.
-    pub signal: Option<i32>,
-    /// One line for the record (masked): the result's message, else the last output line, else
-    /// the exit code; prefixed with why the run failed where that is not the task's own word.
-    pub message: String,
-    /// The result's `data` (masked), only from a valid result file.
-    pub data: Option<Value>,
-    /// The last [`TAIL_BYTES`] bytes of masked output, cut at a character boundary.
-    pub output_tail: String,
-    /// Size of the whole masked output.
-    pub output_bytes: u64,
-    pub started_at: SystemTime,
-    pub ended_at: SystemTime,
-}
-
 /// lumo's own I/O failed around a task run. A task that fails in any way is not an error but an
-/// [`ExecOutcome`]; these say that lumo could not do its part.
+/// [`RunOutcome`]; these say that lumo could not do its part.
 ///
 /// The display says what lumo was doing and with which file; the operating system's reason is
 /// the error's `source()`.
@@ -218,7 +171,7 @@ pub enum ExecError {
         path: PathBuf,
         #[source]
         source: io::Error,
-        outcome: Box<ExecOutcome>,
+        outcome: Box<RunOutcome>,
     },
     #[error("could not create the pipe for the task's output")]
     Pipe {
@@ -244,8 +197,8 @@ pub enum ExecError {
 pub async fn execute(
     process: TaskProcess,
     observer: &mut dyn OutputObserver,
-) -> Result<ExecOutcome, ExecError> {
-    let masker = Masker::new(process.secrets.values().cloned());
+) -> Result<RunOutcome, ExecError> {
+    let masker = Masker::new(process.spec.secrets.values().cloned());
     let scratch = spawn::prepare_scratch(&process).await?;
     let log = output::create_log(process.log_file.as_deref()).await?;
     let (pipe, writers) = spawn::output_pipe()?;
@@ -265,16 +218,16 @@ pub async fn execute(
     let started = Instant::now();
     let (pid, pgid) = (task.pid, task.pgid());
     let task_started = group::start_time(pid);
-    let run_id = process.context.run_id.as_str();
+    let run_id = process.spec.run_id();
     // Should the process running us die (kill -9), whoever finds the run orphaned stops its
     // processes by their `LUMO_RUN_ID` ([`kill_processes_of_run`]); should this future be
     // dropped, the guard does.
     let mut guard = GroupGuard::new(pgid, run_id);
-    tracing::debug!(pid, task = %process.context.task, "task started");
+    tracing::debug!(pid, task = %process.spec.task(), "task started");
     let stdin_writer = task.feed_stdin(scratch.context_json);
 
     let mut out = OutputPump::new(OutputSink::new(masker.stream(), observer, log), pipe);
-    let deadline = stop::deadline(started, process.timeout);
+    let deadline = stop::deadline(started, process.spec.timeout);
     let (waited, cut) = out
         .wait_or_cut(
             &mut task.child,
@@ -300,7 +253,14 @@ pub async fn execute(
     let summary = out.finish().await;
 
     let outcome = match cut {
-        Some(cut) => judge::cut_short(cut, exit, process.timeout, &summary, started_at, ended_at),
+        Some(cut) => judge::cut_short(
+            cut,
+            exit,
+            process.spec.timeout,
+            &summary,
+            started_at,
+            ended_at,
+        ),
         None => {
             let result = judge::read_result_file(&scratch.result_file).await;
             judge::judge(exit, result, &summary, &masker, started_at, ended_at)

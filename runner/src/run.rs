@@ -2,54 +2,34 @@
 //! the Lambda runner per invocation and of the `local` provider per task, kept in one function
 //! so both do exactly the same.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bundle::{self, BundleError};
-use crate::contract::TaskContext;
-use crate::executor::{self, ExecError, ExecOutcome, OutputObserver, TaskProcess};
+use crate::executor::{self, ExecError, OutputObserver, TaskProcess};
+use crate::ids::{BundleHash, RunId};
+use crate::task_run::{RunOutcome, TaskSpec};
 
-/// Everything needed to run one task from its bundle.
-#[derive(Clone)]
+/// Everything needed to run one task from its bundle: the shared [`TaskSpec`], the bundle and
+/// where this run keeps its files.
+#[derive(Debug, Clone)]
 pub struct BundleRun {
+    /// The run; `context.working_directory` is set by [`run_bundle`].
+    pub spec: TaskSpec,
     pub bundle_zip: PathBuf,
-    /// The sha256 the bundle must have (hex, as recorded when it was built).
-    pub sha256: String,
+    /// The hash the bundle must have, as recorded when it was built.
+    pub bundle: BundleHash,
     /// Where the run's directory `<work_root>/<run_id>` is made; removed when the run ends.
     pub work_root: PathBuf,
-    /// The run's context; `working_directory` is set by [`run_bundle`].
-    pub context: TaskContext,
-    pub env: BTreeMap<String, String>,
-    /// Environment variable name → secret value; masked in everything the run produces.
-    pub secrets: BTreeMap<String, String>,
-    pub timeout: Duration,
     pub kill_grace: Duration,
     pub log_file: Option<PathBuf>,
     /// See [`TaskProcess::stop`].
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
-impl std::fmt::Debug for BundleRun {
-    // Secret values must not reach a log through `{:?}`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BundleRun")
-            .field("bundle_zip", &self.bundle_zip)
-            .field("sha256", &self.sha256)
-            .field("work_root", &self.work_root)
-            .field("context", &self.context)
-            .field("env", &self.env)
-            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
-            .field("timeout", &self.timeout)
-            .field("kill_grace", &self.kill_grace)
-            .field("log_file", &self.log_file)
-            .finish()
-    }
-}
-
 /// Why a bundle run could not take place (or, for [`RunnerError::Exec`], could not be recorded
-/// in full). A task that fails is not an error: it is an [`ExecOutcome`].
+/// in full). A task that fails is not an error: it is a [`RunOutcome`].
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     #[error(
@@ -67,11 +47,8 @@ pub enum RunnerError {
         #[source]
         source: io::Error,
     },
-    #[error("the run id `{run_id}` cannot name a directory: {reason}")]
-    InvalidRunId {
-        run_id: String,
-        reason: &'static str,
-    },
+    #[error("the run id cannot name the run's directory")]
+    InvalidRunId(#[source] crate::ids::IdError),
     #[error("could not prepare the run directory `{}`", path.display())]
     WorkDir {
         path: PathBuf,
@@ -91,10 +68,10 @@ pub enum RunnerError {
 pub async fn run_bundle(
     run: BundleRun,
     observer: &mut dyn OutputObserver,
-) -> Result<ExecOutcome, RunnerError> {
-    check_run_id(&run.context.run_id)?;
-    verify_hash(&run.bundle_zip, &run.sha256).await?;
-    let run_dir = run.work_root.join(&run.context.run_id);
+) -> Result<RunOutcome, RunnerError> {
+    let run_id = RunId::parse(run.spec.run_id()).map_err(RunnerError::InvalidRunId)?;
+    verify_hash(&run.bundle_zip, &run.bundle).await?;
+    let run_dir = run.work_root.join(run_id.as_str());
     let result = run_in(&run_dir, run, observer).await;
     let dir = run_dir.clone();
     let removed = tokio::task::spawn_blocking(move || remove_dir_if_present(&dir))
@@ -113,7 +90,7 @@ pub async fn run_bundle(
 }
 
 /// Refuses a bundle whose content is not the one that was built (and recorded) for this run.
-async fn verify_hash(bundle_zip: &Path, expected: &str) -> Result<(), RunnerError> {
+async fn verify_hash(bundle_zip: &Path, expected: &BundleHash) -> Result<(), RunnerError> {
     let hash_err = |source| RunnerError::Hash {
         path: bundle_zip.to_owned(),
         source,
@@ -123,12 +100,12 @@ async fn verify_hash(bundle_zip: &Path, expected: &str) -> Result<(), RunnerErro
         .await
         .map_err(|join| hash_err(io::Error::other(join)))?
         .map_err(hash_err)?;
-    if actual.eq_ignore_ascii_case(expected.trim()) {
+    if actual == expected.as_str() {
         Ok(())
     } else {
         Err(RunnerError::HashMismatch {
             path: bundle_zip.to_owned(),
-            expected: expected.to_owned(),
+            expected: expected.to_string(),
             actual,
         })
     }
@@ -139,7 +116,7 @@ async fn run_in(
     run_dir: &Path,
     run: BundleRun,
     observer: &mut dyn OutputObserver,
-) -> Result<ExecOutcome, RunnerError> {
+) -> Result<RunOutcome, RunnerError> {
     let work_dir_err = |path: &Path, source| RunnerError::WorkDir {
         path: path.to_owned(),
         source,
@@ -158,23 +135,20 @@ async fn run_in(
     let bundle_dir = bundle_dir
         .canonicalize()
         .map_err(|e| work_dir_err(&bundle_dir, e))?;
-    let mut context = run.context;
-    if manifest.task != context.task {
+    let mut spec = run.spec;
+    if manifest.task != spec.context.task {
         tracing::warn!(
             "the bundle was built for task `{}` but runs as `{}`",
             manifest.task,
-            context.task
+            spec.context.task
         );
     }
-    context.working_directory = bundle_dir.to_string_lossy().into_owned();
+    spec.context.working_directory = bundle_dir.to_string_lossy().into_owned();
 
     let process = TaskProcess {
+        spec,
         entry: manifest.entry,
         working_directory: bundle_dir,
-        context,
-        env: run.env,
-        secrets: run.secrets,
-        timeout: run.timeout,
         kill_grace: run.kill_grace,
         scratch_dir,
         log_file: run.log_file,
@@ -188,23 +162,6 @@ fn remove_dir_if_present(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
-}
-
-/// The run id names a directory under `work_root`, so it must be one plain path component.
-fn check_run_id(run_id: &str) -> Result<(), RunnerError> {
-    let reason = if run_id.is_empty() {
-        "it is empty"
-    } else if run_id == "." || run_id == ".." {
-        "it is `.` or `..`"
-    } else if run_id.contains(['/', '\\', '\0']) {
-        "it contains a path separator or NUL"
-    } else {
-        return Ok(());
-    };
-    Err(RunnerError::InvalidRunId {
-        run_id: run_id.to_owned(),
-        reason,
-    })
 }
 
 #[cfg(test)]

@@ -7,25 +7,22 @@
 pub mod aws;
 pub mod local;
 pub mod records;
+mod task_run;
 
-use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use lumo_runner::contract::{RunStatus, TaskContext};
 use lumo_runner::executor::OutputObserver;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::bundle::BuiltBundle;
 use crate::config::Provider;
 use crate::error::CliError;
 use crate::project::Project;
-use crate::stop::{StopReason, StopSignal};
 use records::{AuditEvent, Deployment, EnvState, LockHolder, TaskRun, Timestamp};
+pub use task_run::{RunReport, RunRequest};
 
 /// Anything that went wrong in the backend itself (unreachable, denied, missing table, a
 /// corrupt store): exit code 4. A task that fails is not a `BackendError`.
@@ -75,73 +72,6 @@ pub type BackendResult<T> = Result<T, BackendError>;
 pub trait BundleStore: Send + Sync {
     /// Stores the bundle unless its hash is already there; returns whether it was uploaded.
     async fn put(&self, bundle: &BuiltBundle) -> BackendResult<bool>;
-}
-
-/// Everything the executor needs to run one task.
-#[derive(Debug, Clone)]
-pub struct RunRequest {
-    pub env: String,
-    pub task: String,
-    /// The bundle's sha256, already in the [`BundleStore`].
-    pub bundle: String,
-    pub context: TaskContext,
-    pub timeout: Duration,
-    /// The task's `env`.
-    pub env_vars: BTreeMap<String, String>,
-    /// Secret values by environment variable name; masked in everything the run produces.
-    pub secrets: BTreeMap<String, String>,
-    /// Pulled when the run must end early (an interrupt, a lost lock).
-    pub stop: StopSignal,
-}
-
-/// How a run ended, as the executor saw it.
-#[derive(Debug, Clone)]
-pub struct RunReport {
-    pub status: RunStatus,
-    pub exit_code: Option<i32>,
-    pub message: String,
-    pub data: Option<Value>,
-    /// Where `data` was stored instead, when it was too large to return.
-    pub data_ref: Option<String>,
-    pub output_tail: String,
-    pub output_bytes: u64,
-    /// Where the full output was stored.
-    pub log_ref: Option<String>,
-    pub started_at: Timestamp,
-    pub ended_at: Timestamp,
-}
-
-impl RunReport {
-    /// A run ended early by a [`StopSignal`]: `failed`, saying why and what became of the
-    /// task (`fate`).
-    pub fn stopped(reason: StopReason, fate: &str, started_at: Timestamp) -> RunReport {
-        RunReport {
-            message: RunReport::stop_message(reason, fate),
-            ..RunReport::not_started(String::new(), started_at)
-        }
-    }
-
-    /// The message of a run stopped for `reason`, saying what became of its task.
-    pub fn stop_message(reason: StopReason, fate: &str) -> String {
-        format!("stopped: {reason}; {fate}")
-    }
-
-    /// A run that failed before its task could start (a refused bundle, a runner that could
-    /// not fetch it): no exit code, no output.
-    pub fn not_started(message: String, started_at: Timestamp) -> RunReport {
-        RunReport {
-            status: RunStatus::Failed,
-            exit_code: None,
-            message,
-            data: None,
-            data_ref: None,
-            output_tail: String::new(),
-            output_bytes: 0,
-            log_ref: None,
-            started_at,
-            ended_at: Timestamp::now(),
-        }
-    }
 }
 
 /// What [`TaskExecutor::prepare`] may do.

@@ -15,11 +15,12 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
+use super::MAX_RESULT_FILE_BYTES;
 use super::output::OutputSummary;
 use super::stop::Cut;
-use super::{ExecOutcome, MAX_RESULT_FILE_BYTES};
 use crate::contract::{Entry, RunStatus, TaskResult};
 use crate::mask::Masker;
+use crate::task_run::RunOutcome;
 
 /// The outcome of a task that never ran: recorded like any failed run.
 pub(super) fn not_started(
@@ -27,8 +28,8 @@ pub(super) fn not_started(
     reason: &str,
     masker: &Masker,
     at: SystemTime,
-) -> ExecOutcome {
-    ExecOutcome {
+) -> RunOutcome {
+    RunOutcome {
         status: RunStatus::Failed,
         exit_code: None,
         signal: None,
@@ -50,7 +51,7 @@ pub(super) fn cut_short(
     output: &OutputSummary,
     started_at: SystemTime,
     ended_at: SystemTime,
-) -> ExecOutcome {
+) -> RunOutcome {
     let (status, message) = match cut {
         Cut::TimedOut => (
             RunStatus::TimedOut,
@@ -58,7 +59,7 @@ pub(super) fn cut_short(
         ),
         Cut::Stopped => (RunStatus::Failed, "stopped before it ended".to_string()),
     };
-    ExecOutcome {
+    RunOutcome {
         status,
         exit_code: exit.code(),
         signal: exit.signal(),
@@ -136,7 +137,7 @@ pub(super) fn judge(
     masker: &Masker,
     started_at: SystemTime,
     ended_at: SystemTime,
-) -> ExecOutcome {
+) -> RunOutcome {
     let (result, invalid_result) = match result {
         Ok(result) => (result, None),
         Err(reason) => (None, Some(reason)),
@@ -175,7 +176,7 @@ pub(super) fn judge(
         (None, false) => task_message,
         (None, true) => format!("exit code {}", exit.code().unwrap_or(0)),
     };
-    ExecOutcome {
+    RunOutcome {
         status,
         exit_code: exit.code(),
         signal: exit.signal(),

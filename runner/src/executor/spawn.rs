@@ -44,7 +44,7 @@ pub(super) async fn prepare_scratch(process: &TaskProcess) -> Result<ScratchFile
         source,
     };
     let mut context_json =
-        serde_json::to_vec(&process.context).map_err(|e| write_err(io::Error::other(e)))?;
+        serde_json::to_vec(&process.spec.context).map_err(|e| write_err(io::Error::other(e)))?;
     // A trailing newline lets a shell task `read` the context line as well as parse it.
     context_json.push(b'\n');
     tokio::fs::write(&context_file, &context_json)
@@ -195,7 +195,7 @@ fn task_command(
             command.env_remove(name);
         }
     }
-    let ctx = &process.context;
+    let ctx = &process.spec.context;
     let deployment = &ctx.deployment;
     command
         .env("LUMO_ENVIRONMENT", &deployment.environment)
@@ -221,8 +221,8 @@ fn task_command(
         command.env(arg_env_name(name), value);
     }
     // Later settings win: the task's env over lumo's, secrets over both.
-    command.envs(&process.env);
-    command.envs(&process.secrets);
+    command.envs(&process.spec.env);
+    command.envs(&process.spec.secrets);
     Ok(command)
 }
 

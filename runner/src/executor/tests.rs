@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use serde_json::json;
 
 use super::*;
-use crate::contract::{DeploymentInfo, Trigger};
+use crate::contract::{DeploymentInfo, RunStatus, TaskContext, Trigger};
 
 const GRACE: Duration = Duration::from_millis(300);
 
@@ -67,12 +67,11 @@ fn context(work: &Path) -> TaskContext {
 impl Fixture {
     fn command(&self, script: &str) -> TaskProcess {
         let mut p = TaskProcess::new(
+            TaskSpec::new(context(&self.work), Duration::from_secs(20)),
             Entry::Command(script.to_owned()),
             self.work.clone(),
-            context(&self.work),
             self.scratch.clone(),
         );
-        p.timeout = Duration::from_secs(20);
         p.kill_grace = GRACE;
         p
     }
@@ -96,7 +95,7 @@ impl Fixture {
 }
 
 /// Runs the task, collecting what the observer saw.
-async fn run(process: TaskProcess) -> (ExecOutcome, String) {
+async fn run(process: TaskProcess) -> (RunOutcome, String) {
     let mut seen = Vec::new();
     let outcome = execute(process, &mut seen).await.unwrap();
     (outcome, String::from_utf8(seen).unwrap())
@@ -125,7 +124,7 @@ fn env_file(text: &str) -> BTreeMap<String, String> {
 async fn context_on_stdin_equals_context_file() {
     let f = fixture();
     let p = f.command(r#"cat > stdin.json; cp "$LUMO_CONTEXT_FILE" file.json"#);
-    let expected = p.context.clone();
+    let expected = p.spec.context.clone();
     let (outcome, _) = run(p).await;
     assert_eq!(outcome.status, RunStatus::Succeeded, "{outcome:?}");
     let stdin = f.read("stdin.json");
@@ -138,7 +137,7 @@ async fn context_on_stdin_equals_context_file() {
 async fn sets_every_lumo_variable() {
     let f = fixture();
     let p = f.command("env > env.txt");
-    let run_id = p.context.run_id.clone();
+    let run_id = p.spec.context.run_id.clone();
     let (outcome, _) = run(p).await;
     assert_eq!(outcome.status, RunStatus::Succeeded);
     let env = env_file(&f.read("env.txt"));
@@ -166,9 +165,9 @@ async fn sets_every_lumo_variable() {
     assert!(env.contains_key("PATH"));
 
     let mut p = f.command("env > env2.txt");
-    p.context.deployment.is_first_deploy = false;
-    p.context.deployment.previous_version = Some("0ld".into());
-    p.context.trigger = Trigger::Manual;
+    p.spec.context.deployment.is_first_deploy = false;
+    p.spec.context.deployment.previous_version = Some("0ld".into());
+    p.spec.context.trigger = Trigger::Manual;
     run(p).await;
     let env = env_file(&f.read("env2.txt"));
     assert_eq!(env["LUMO_PREVIOUS_VERSION"], "0ld");
@@ -180,12 +179,13 @@ async fn sets_every_lumo_variable() {
 async fn args_env_and_secrets_reach_the_task() {
     let f = fixture();
     let mut p = f.command("env > env.txt");
-    p.context.args.insert("target".into(), "eu-1".into());
-    p.context.args.insert("dry-run".into(), "yes".into());
-    p.env.insert("GREETING".into(), "hello world".into());
-    p.env.insert("DATABASE_URL".into(), "from-env".into());
-    p.env.insert("LUMO_TASK".into(), "overridden".into());
-    p.secrets
+    p.spec.context.args.insert("target".into(), "eu-1".into());
+    p.spec.context.args.insert("dry-run".into(), "yes".into());
+    p.spec.env.insert("GREETING".into(), "hello world".into());
+    p.spec.env.insert("DATABASE_URL".into(), "from-env".into());
+    p.spec.env.insert("LUMO_TASK".into(), "overridden".into());
+    p.spec
+        .secrets
         .insert("DATABASE_URL".into(), "postgres://u:pw@db/app".into());
     let (outcome, _) = run(p).await;
     assert_eq!(outcome.status, RunStatus::Succeeded);
@@ -420,7 +420,7 @@ async fn the_log_file_holds_the_output_while_the_task_runs() {
 async fn timeout_stops_the_task_and_the_children_it_forked() {
     let f = fixture();
     let mut p = f.command("sleep 100 & echo $! > child.pid; echo started; sleep 100");
-    p.timeout = Duration::from_secs(1);
+    p.spec.timeout = Duration::from_secs(1);
     let started = Instant::now();
     let (outcome, seen) = run(p).await;
     let took = started.elapsed();
@@ -442,7 +442,7 @@ async fn a_task_that_ignores_sigterm_is_killed_after_the_grace() {
     let mut p = f.command(
         "trap '' TERM; sleep 100 & echo $! > child.pid; echo ready; while :; do sleep 0.05; done",
     );
-    p.timeout = Duration::from_secs(1);
+    p.spec.timeout = Duration::from_secs(1);
     let started = Instant::now();
     let (outcome, _) = run(p).await;
     let took = started.elapsed();
@@ -466,7 +466,7 @@ async fn a_leader_that_left_its_group_is_still_stopped() {
         nix::unistd::getpgrp()
     );
     let mut p = f.command(&script);
-    p.timeout = Duration::from_secs(1);
+    p.spec.timeout = Duration::from_secs(1);
     let started = Instant::now();
     let (outcome, seen) = run(p).await;
     let took = started.elapsed();
@@ -487,7 +487,7 @@ fn libc_sigkill() -> i32 {
 async fn sub_second_timeouts_read_in_milliseconds() {
     let f = fixture();
     let mut p = f.command("sleep 10");
-    p.timeout = Duration::from_millis(300);
+    p.spec.timeout = Duration::from_millis(300);
     let (outcome, _) = run(p).await;
     assert_eq!(outcome.status, RunStatus::TimedOut);
     assert_eq!(outcome.message, "timed out after 300ms");
@@ -562,7 +562,7 @@ async fn a_child_that_escaped_the_group_is_stopped_and_reaped() {
          echo $! > escaped2.pid
          while [ ! -e escaped2 ]; do sleep 0.01; done; sleep 30",
     );
-    p.timeout = Duration::from_millis(500);
+    p.spec.timeout = Duration::from_millis(500);
     let (outcome, _) = run(p).await;
     assert_eq!(outcome.status, RunStatus::TimedOut);
     for file in ["escaped2.pid", "inner.pid"] {
@@ -600,7 +600,7 @@ async fn an_ending_run_leaves_the_processes_of_running_ones_alone() {
     let f = fixture();
     let spawn_long = |script: &str, run_id: &str| {
         let mut p = f.command(script);
-        p.context.run_id = run_id.into();
+        p.spec.context.run_id = run_id.into();
         tokio::spawn(async move {
             let mut seen = Vec::new();
             execute(p, &mut seen).await.map(|o| o.message)
@@ -622,7 +622,7 @@ async fn an_ending_run_leaves_the_processes_of_running_ones_alone() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut short = f.command("setsid sleep 30 & echo $! > short.pid; echo bye");
-    short.context.run_id = "01SAME".into();
+    short.spec.context.run_id = "01SAME".into();
     let (outcome, _) = run(short).await;
     assert_eq!(outcome.status, RunStatus::Succeeded);
     assert!(reaped_soon(f.pid("short.pid")).await);
@@ -638,7 +638,7 @@ async fn a_task_that_never_reads_stdin_does_not_hang() {
     let f = fixture();
     let mut p = f.command("echo ignoring stdin");
     // Far more than a pipe buffer holds.
-    p.context.config = json!({ "blob": "x".repeat(1 << 20) });
+    p.spec.context.config = json!({ "blob": "x".repeat(1 << 20) });
     let (outcome, _) = run(p).await;
     assert_eq!(outcome.status, RunStatus::Succeeded);
     assert_eq!(outcome.message, "ignoring stdin");
@@ -667,8 +667,8 @@ cat > "$LUMO_RESULT_FILE" <<EOF
 EOF
 "#;
     let mut p = f.command(script);
-    p.secrets.insert("API_TOKEN".into(), "secret".into());
-    p.secrets.insert("PASSWORD".into(), "pa\"ss".into());
+    p.spec.secrets.insert("API_TOKEN".into(), "secret".into());
+    p.spec.secrets.insert("PASSWORD".into(), "pa\"ss".into());
     p.log_file = Some(log.clone());
     let (outcome, seen) = run(p).await;
     assert_eq!(outcome.status, RunStatus::Succeeded, "{outcome:?}");
@@ -685,7 +685,7 @@ EOF
 
     // Without a result file the message comes from the (masked) output.
     let mut p = f.command("echo \"failed with $API_TOKEN\"; exit 1");
-    p.secrets.insert("API_TOKEN".into(), "secret".into());
+    p.spec.secrets.insert("API_TOKEN".into(), "secret".into());
     let (outcome, _) = run(p).await;
     assert_eq!(outcome.message, "exit code 1: failed with ***");
 }
@@ -851,7 +851,7 @@ fn the_execute_future_can_be_spawned() {
 fn debug_output_hides_secret_values() {
     let f = fixture();
     let mut p = f.command("true");
-    p.secrets.insert("TOKEN".into(), "do-not-print".into());
+    p.spec.secrets.insert("TOKEN".into(), "do-not-print".into());
     let shown = format!("{p:?}");
     assert!(shown.contains("TOKEN"));
     assert!(!shown.contains("do-not-print"));

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::transfer::{self, TransferError};
-use crate::contract::BundleLocation;
+use crate::invoke::BundleLocation;
 
 /// What [`BundleCache::fetch`] found.
 #[derive(Debug)]

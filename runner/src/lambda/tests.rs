@@ -15,9 +15,14 @@ use sha2::{Digest, Sha256};
 use super::*;
 use crate::bundle::tests::{ZipItem, write_zip};
 use crate::bundle::to_hex;
+use lambda_runtime::Diagnostic;
+
+use super::run::{cap_message, effective_timeout};
 use crate::contract::{
-    BundleManifest, DeploymentInfo, Entry, MANIFEST_PATH, TaskContext, Trigger, UploadTarget,
+    BundleManifest, DeploymentInfo, Entry, MANIFEST_PATH, RunStatus, TaskContext, Trigger,
 };
+use crate::invoke::UploadTarget;
+use crate::task_run::TaskSpec;
 
 /// The part of a presigned URL that must never show: it holds the signature.
 const SIGNATURE: &str = "X-Amz-Signature=do-not-print-me";
@@ -234,34 +239,33 @@ impl Fixture {
             url: self.server.url(&key),
             key,
         };
-        InvokeRequest {
+        let context = TaskContext {
+            deployment: DeploymentInfo {
+                is_first_deploy: false,
+                previous_version: Some("v1".into()),
+                environment: "prod".into(),
+                version: "v2".into(),
+            },
+            config: json!({}),
+            args: BTreeMap::new(),
+            working_directory: String::new(),
             task: "migrate".into(),
-            bundle: BundleLocation {
-                key: self.key.clone(),
-                sha256: self.sha256.clone(),
-                url: self.server.url(&self.key),
-            },
-            context: TaskContext {
-                deployment: DeploymentInfo {
-                    is_first_deploy: false,
-                    previous_version: Some("v1".into()),
-                    environment: "prod".into(),
-                    version: "v2".into(),
-                },
-                config: json!({}),
-                args: BTreeMap::new(),
-                working_directory: String::new(),
-                task: "migrate".into(),
-                run_id: run_id.into(),
-                trigger: Trigger::Update,
-            },
-            timeout_ms: 20_000,
-            env: BTreeMap::new(),
-            secrets: BTreeMap::from([("API_TOKEN".to_owned(), SECRET.to_owned())]),
+            run_id: run_id.into(),
+            trigger: Trigger::Update,
+        };
+        let mut spec = TaskSpec::new(context, Duration::from_secs(20));
+        spec.secrets = BTreeMap::from([("API_TOKEN".to_owned(), SECRET.to_owned())]);
+        let bundle = BundleLocation {
+            key: self.key.clone(),
+            sha256: BundleHash::parse(&self.sha256).unwrap(),
+            url: self.server.url(&self.key),
+        };
+        InvokeRequest {
             log_upload: Some(target(format!("my-app/logs/{run_id}.log"))),
             data_upload: Some(target(format!("my-app/logs/{run_id}.data.json"))),
             // Never written unless a test does: every run looks for it and goes on.
             cancel_url: Some(self.server.url(&format!("my-app/logs/{run_id}.cancel"))),
+            ..InvokeRequest::new(spec, bundle)
         }
     }
 
@@ -316,9 +320,9 @@ async fn the_cli_s_cancel_object_stops_the_task_as_on_a_timeout() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(response.status, RunStatus::Failed, "{response:?}");
-    assert_eq!(response.message, "stopped before it ended");
-    assert_eq!(response.output_tail, "started\ngot TERM\n");
+    assert_eq!(response.outcome.status, RunStatus::Failed, "{response:?}");
+    assert_eq!(response.outcome.message, "stopped before it ended");
+    assert_eq!(response.outcome.output_tail, "started\ngot TERM\n");
     assert!(response.log_uploaded, "the output is kept");
 }
 
@@ -332,7 +336,11 @@ async fn a_cancel_object_s3_refuses_to_show_is_not_there() {
     let response = invoke(&fixture.config(), fixture.request("run-f"), far_deadline())
         .await
         .unwrap();
-    assert_eq!(response.status, RunStatus::Succeeded, "{response:?}");
+    assert_eq!(
+        response.outcome.status,
+        RunStatus::Succeeded,
+        "{response:?}"
+    );
     assert!(fixture.server.gets("my-app/logs/run-f.cancel") >= 2);
 }
 
@@ -344,7 +352,11 @@ async fn a_run_without_a_cancel_url_is_not_watched() {
     let response = invoke(&fixture.config(), request, far_deadline())
         .await
         .unwrap();
-    assert_eq!(response.status, RunStatus::Succeeded, "{response:?}");
+    assert_eq!(
+        response.outcome.status,
+        RunStatus::Succeeded,
+        "{response:?}"
+    );
     assert_eq!(fixture.server.gets("my-app/logs/run-n.cancel"), 0);
 }
 
@@ -363,18 +375,24 @@ async fn runs_the_task_and_uploads_its_full_masked_output() {
         .unwrap();
 
     let expected_log = "starting\ntoken is ***\nfinished\n";
-    assert_eq!(response.status, RunStatus::Succeeded, "{response:?}");
-    assert_eq!(response.exit_code, Some(0));
-    assert_eq!(response.signal, None);
-    assert_eq!(response.message, "done");
-    assert_eq!(response.data, Some(json!({"n": 1})));
+    assert_eq!(
+        response.outcome.status,
+        RunStatus::Succeeded,
+        "{response:?}"
+    );
+    assert_eq!(response.outcome.exit_code, Some(0));
+    assert_eq!(response.outcome.signal, None);
+    assert_eq!(response.outcome.message, "done");
+    assert_eq!(response.outcome.data, Some(json!({"n": 1})));
     assert!(!response.data_uploaded);
-    assert_eq!(response.output_tail, expected_log);
-    assert_eq!(response.output_bytes, expected_log.len() as u64);
+    assert_eq!(response.outcome.output_tail, expected_log);
+    assert_eq!(response.outcome.output_bytes, expected_log.len() as u64);
     assert!(response.log_uploaded);
     assert_eq!(response.upload_error, None);
     assert_eq!(response.runner_version, env!("CARGO_PKG_VERSION"));
-    assert!(response.started_at_ms > 0 && response.started_at_ms <= response.ended_at_ms);
+    let wire = serde_json::to_value(&response).unwrap();
+    let (started_at_ms, ended_at_ms) = (&wire["startedAtMs"], &wire["endedAtMs"]);
+    assert!(started_at_ms.as_i64() > Some(0) && started_at_ms.as_i64() <= ended_at_ms.as_i64());
 
     let log = fixture.server.put("my-app/logs/run-1.log").unwrap();
     assert_eq!(String::from_utf8(log.body).unwrap(), expected_log);
@@ -411,8 +429,12 @@ async fn data_over_256_kib_goes_to_data_upload() {
     let response = invoke(&config, fixture.request("run-1"), far_deadline())
         .await
         .unwrap();
-    assert_eq!(response.status, RunStatus::Succeeded, "{response:?}");
-    assert_eq!(response.data, None);
+    assert_eq!(
+        response.outcome.status,
+        RunStatus::Succeeded,
+        "{response:?}"
+    );
+    assert_eq!(response.outcome.data, None);
     assert!(response.data_uploaded);
     assert_eq!(response.upload_error, None);
     let put = fixture.server.put("my-app/logs/run-1.data.json").unwrap();
@@ -427,7 +449,10 @@ async fn data_over_256_kib_goes_to_data_upload() {
     let mut request = fixture.request("run-2");
     request.data_upload = None;
     let response = invoke(&config, request, far_deadline()).await.unwrap();
-    assert_eq!(response.data, Some(json!({"blob": "a".repeat(300_000)})));
+    assert_eq!(
+        response.outcome.data,
+        Some(json!({"blob": "a".repeat(300_000)}))
+    );
     assert!(!response.data_uploaded);
 }
 
@@ -445,20 +470,25 @@ async fn a_download_with_the_wrong_sha256_is_refused_and_nothing_runs() {
         .await
         .unwrap();
 
-    assert_eq!(response.status, RunStatus::Failed, "{response:?}");
-    assert_eq!(response.exit_code, None);
-    assert!(response.message.contains("sha256"), "{}", response.message);
+    assert_eq!(response.outcome.status, RunStatus::Failed, "{response:?}");
+    assert_eq!(response.outcome.exit_code, None);
+    assert!(
+        response.outcome.message.contains("sha256"),
+        "{}",
+        response.outcome.message
+    );
     assert!(
         response
+            .outcome
             .message
             .contains(&format!("has sha256 {served}, expected {}", fixture.sha256)),
         "{}",
-        response.message
+        response.outcome.message
     );
     assert!(
-        response.message.contains(&fixture.key),
+        response.outcome.message.contains(&fixture.key),
         "{}",
-        response.message
+        response.outcome.message
     );
     assert!(!marker.exists(), "the refused bundle ran");
     assert!(!response.log_uploaded);
@@ -474,15 +504,15 @@ async fn a_cached_bundle_runs_without_downloading_again() {
     let first = invoke(&config, fixture.request("run-1"), far_deadline())
         .await
         .unwrap();
-    assert_eq!(first.status, RunStatus::Succeeded, "{first:?}");
+    assert_eq!(first.outcome.status, RunStatus::Succeeded, "{first:?}");
 
     // S3 now fails every GET: only the cache can make the second run work.
     fixture.server.serve_object(&fixture.key, 500, Vec::new());
     let second = invoke(&config, fixture.request("run-2"), far_deadline())
         .await
         .unwrap();
-    assert_eq!(second.status, RunStatus::Succeeded, "{second:?}");
-    assert_eq!(second.message, "ok");
+    assert_eq!(second.outcome.status, RunStatus::Succeeded, "{second:?}");
+    assert_eq!(second.outcome.message, "ok");
     assert_eq!(fixture.server.gets(&fixture.key), 1);
 }
 
@@ -497,7 +527,11 @@ async fn a_corrupt_cached_bundle_is_downloaded_again() {
     let response = invoke(&config, fixture.request("run-1"), far_deadline())
         .await
         .unwrap();
-    assert_eq!(response.status, RunStatus::Succeeded, "{response:?}");
+    assert_eq!(
+        response.outcome.status,
+        RunStatus::Succeeded,
+        "{response:?}"
+    );
     assert_eq!(fixture.server.gets(&fixture.key), 1);
     assert_eq!(crate::bundle::sha256_file(&cached).unwrap(), fixture.sha256);
 }
@@ -506,14 +540,14 @@ async fn a_corrupt_cached_bundle_is_downloaded_again() {
 async fn a_task_past_its_timeout_is_timed_out() {
     let fixture = Fixture::new(script_bundle("#!/bin/sh\necho waiting\nsleep 30\n"));
     let mut request = fixture.request("run-1");
-    request.timeout_ms = 300;
+    request.spec.timeout = Duration::from_millis(300);
     let started = Instant::now();
     let response = invoke(&fixture.config(), request, far_deadline())
         .await
         .unwrap();
-    assert_eq!(response.status, RunStatus::TimedOut, "{response:?}");
-    assert_eq!(response.message, "timed out after 300ms");
-    assert_eq!(response.output_tail, "waiting\n");
+    assert_eq!(response.outcome.status, RunStatus::TimedOut, "{response:?}");
+    assert_eq!(response.outcome.message, "timed out after 300ms");
+    assert_eq!(response.outcome.output_tail, "waiting\n");
     assert!(response.log_uploaded);
     assert!(started.elapsed() < Duration::from_secs(10));
 }
@@ -522,7 +556,7 @@ async fn a_task_past_its_timeout_is_timed_out() {
 async fn a_near_deadline_lowers_the_timeout_so_the_run_ends_before_it() {
     let fixture = Fixture::new(script_bundle("#!/bin/sh\nsleep 30\n"));
     let mut request = fixture.request("run-1");
-    request.timeout_ms = 60_000;
+    request.spec.timeout = Duration::from_secs(60);
     // 3 s left, of which 0.5 s margin and 0.3 s kill grace are kept: about 2.2 s for the task,
     // less the download.
     let deadline = SystemTime::now() + Duration::from_secs(3);
@@ -531,18 +565,19 @@ async fn a_near_deadline_lowers_the_timeout_so_the_run_ends_before_it() {
         SystemTime::now() < deadline,
         "the run went past the deadline"
     );
-    assert_eq!(response.status, RunStatus::TimedOut, "{response:?}");
+    assert_eq!(response.outcome.status, RunStatus::TimedOut, "{response:?}");
     assert!(
-        response.message.starts_with("timed out after "),
+        response.outcome.message.starts_with("timed out after "),
         "{}",
-        response.message
+        response.outcome.message
     );
     assert!(
         response
+            .outcome
             .message
             .contains("the task's timeout of 60s was lowered"),
         "{}",
-        response.message
+        response.outcome.message
     );
     // The output was still uploaded in the time kept for it.
     assert!(response.log_uploaded);
@@ -588,9 +623,9 @@ async fn a_failed_upload_still_returns_the_outcome() {
     let response = invoke(&fixture.config(), fixture.request("run-1"), far_deadline())
         .await
         .unwrap();
-    assert_eq!(response.status, RunStatus::Failed, "{response:?}");
-    assert_eq!(response.exit_code, Some(3));
-    assert_eq!(response.message, "exit code 3: done");
+    assert_eq!(response.outcome.status, RunStatus::Failed, "{response:?}");
+    assert_eq!(response.outcome.exit_code, Some(3));
+    assert_eq!(response.outcome.message, "exit code 3: done");
     assert!(!response.log_uploaded);
     let reason = response.upload_error.unwrap();
     assert!(reason.contains("my-app/logs/run-1.log"), "{reason}");
@@ -614,13 +649,40 @@ async fn a_payload_that_is_not_an_invoke_request_is_an_error() {
     assert!(err.to_string().contains("***"), "{err}");
 
     // A hash that cannot name a cached file is refused before anything is fetched.
-    let mut request = fixture.request("run-1");
-    request.bundle.sha256 = "../../../etc/passwd".into();
-    let err = invoke(&fixture.config(), request, far_deadline())
-        .await
-        .unwrap_err();
+    let mut payload = serde_json::to_value(fixture.request("run-1")).unwrap();
+    payload["bundle"]["sha256"] = json!("../../../etc/passwd");
+    let err = parse_request(payload).unwrap_err();
     assert!(matches!(err, InvokeError::Payload { .. }), "{err}");
     assert_eq!(fixture.server.gets(&fixture.key), 0);
+}
+
+/// A CLI before the payload's version sends none, and is served; a newer CLI's payload of a
+/// version this runner does not know runs nothing and says so (the CLI then says to deploy).
+#[tokio::test]
+async fn a_payload_of_an_unknown_version_is_refused_and_one_without_a_version_runs() {
+    let fixture = Fixture::new(script_bundle("#!/bin/sh\necho ran\n"));
+    let mut payload = serde_json::to_value(fixture.request("run-1")).unwrap();
+    payload["v"] = json!(INVOKE_VERSION + 1);
+    let err = parse_request(payload.clone()).unwrap_err();
+    assert!(matches!(err, InvokeError::Payload { .. }), "{err}");
+    assert!(
+        err.to_string().contains("version 2 of the payload"),
+        "{err}"
+    );
+
+    payload.as_object_mut().unwrap().remove("v");
+    let request = parse_request(payload).unwrap();
+    assert_eq!(request.v, 1);
+    let response = invoke(&fixture.config(), request, far_deadline())
+        .await
+        .unwrap();
+    assert_eq!(
+        response.outcome.status,
+        RunStatus::Succeeded,
+        "{response:?}"
+    );
+    assert_eq!(response.outcome.output_tail, "ran\n");
+    assert_eq!(response.v, INVOKE_VERSION);
 }
 
 #[test]

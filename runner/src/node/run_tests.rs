@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::contract::{DeploymentInfo, Entry, RunStatus, TaskContext, Trigger};
-use crate::executor::{ExecOutcome, TaskProcess, become_subreaper, execute};
+use crate::executor::{TaskProcess, become_subreaper, execute};
+use crate::task_run::{RunOutcome, TaskSpec};
 
 struct Bundle {
     _dir: tempfile::TempDir,
@@ -57,12 +58,11 @@ impl Bundle {
             trigger: Trigger::Update,
         };
         let mut p = TaskProcess::new(
+            TaskSpec::new(context, Duration::from_secs(20)),
             Entry::Node("handler.mjs".into()),
             self.work.clone(),
-            context,
             self.scratch.clone(),
         );
-        p.timeout = Duration::from_secs(20);
         p.kill_grace = Duration::from_millis(300);
         p
     }
@@ -76,7 +76,7 @@ impl Bundle {
     }
 }
 
-async fn run(process: TaskProcess) -> (ExecOutcome, String) {
+async fn run(process: TaskProcess) -> (RunOutcome, String) {
     let mut seen = Vec::new();
     let outcome = execute(process, &mut seen).await.unwrap();
     (outcome, String::from_utf8(seen).unwrap())
@@ -254,6 +254,7 @@ async fn secrets_are_masked_in_console_output_and_the_result() {
     );
     let mut process = b.process();
     process
+        .spec
         .secrets
         .insert("API_KEY".into(), "s3cr3t-hyphen-key".into());
     let (outcome, output) = run(process).await;
@@ -278,7 +279,7 @@ export const run = async () => {
 "#,
     );
     let mut process = b.process();
-    process.timeout = Duration::from_millis(1500);
+    process.spec.timeout = Duration::from_millis(1500);
     let (outcome, output) = run(process).await;
     assert_eq!(outcome.status, RunStatus::TimedOut);
     assert_eq!(outcome.message, "timed out after 1.5s");

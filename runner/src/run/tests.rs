@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::bundle::tests::{ZipItem, manifest_json, write_zip};
-use crate::contract::{DeploymentInfo, Entry, MANIFEST_PATH, RunStatus, Trigger};
+use crate::contract::{DeploymentInfo, Entry, MANIFEST_PATH, RunStatus, TaskContext, Trigger};
 use crate::executor::DiscardOutput;
 
 fn bundle_run(dir: &Path, entry: Entry, files: &[(&str, &[u8], u32)]) -> BundleRun {
@@ -29,27 +29,25 @@ fn bundle_run(dir: &Path, entry: Entry, files: &[(&str, &[u8], u32)]) -> BundleR
     }
     write_zip(&zip, &items);
     let sha256 = bundle::sha256_file(&zip).unwrap();
-    BundleRun {
-        bundle_zip: zip,
-        sha256,
-        work_root: dir.join("runs"),
-        context: TaskContext {
-            deployment: DeploymentInfo {
-                is_first_deploy: false,
-                previous_version: Some("v1".into()),
-                environment: "prod".into(),
-                version: "v2".into(),
-            },
-            config: json!({}),
-            args: BTreeMap::new(),
-            working_directory: String::new(),
-            task: "t".into(),
-            run_id: "run-1".into(),
-            trigger: Trigger::Update,
+    let context = TaskContext {
+        deployment: DeploymentInfo {
+            is_first_deploy: false,
+            previous_version: Some("v1".into()),
+            environment: "prod".into(),
+            version: "v2".into(),
         },
-        env: BTreeMap::new(),
-        secrets: BTreeMap::new(),
-        timeout: Duration::from_secs(20),
+        config: json!({}),
+        args: BTreeMap::new(),
+        working_directory: String::new(),
+        task: "t".into(),
+        run_id: "run-1".into(),
+        trigger: Trigger::Update,
+    };
+    BundleRun {
+        spec: TaskSpec::new(context, Duration::from_secs(20)),
+        bundle_zip: zip,
+        bundle: BundleHash::parse(&sha256).unwrap(),
+        work_root: dir.join("runs"),
         kill_grace: Duration::from_millis(300),
         log_file: None,
         stop: None,
@@ -115,8 +113,8 @@ async fn context_names_the_absolute_bundle_directory() {
 async fn sha_mismatch_refuses_to_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut run = bundle_run(dir.path(), Entry::Command("touch ../../ran".into()), &[]);
-    let actual = run.sha256.clone();
-    run.sha256 = "0".repeat(64);
+    let actual = run.bundle.to_string();
+    run.bundle = BundleHash::parse(&"0".repeat(64)).unwrap();
     let err = run_bundle(run, &mut DiscardOutput).await.unwrap_err();
     match &err {
         RunnerError::HashMismatch {
@@ -156,7 +154,7 @@ async fn an_unsafe_bundle_is_an_error_and_nothing_runs() {
 async fn a_run_id_that_is_not_one_path_component_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut run = bundle_run(dir.path(), Entry::Command("true".into()), &[]);
-    run.context.run_id = "../escape".into();
+    run.spec.context.run_id = "../escape".into();
     let err = run_bundle(run, &mut DiscardOutput).await.unwrap_err();
     assert!(matches!(err, RunnerError::InvalidRunId { .. }), "{err}");
 }
@@ -167,7 +165,7 @@ async fn a_failing_task_still_cleans_up() {
     let mut run = bundle_run(dir.path(), Entry::Command("echo nope; exit 7".into()), &[]);
     // Leftovers of an earlier attempt with the same id are cleared first.
     fs::create_dir_all(dir.path().join("runs/run-1/bundle/stale")).unwrap();
-    run.secrets.insert("TOKEN".into(), "nope".into());
+    run.spec.secrets.insert("TOKEN".into(), "nope".into());
     let outcome = run_bundle(run, &mut DiscardOutput).await.unwrap();
     assert_eq!(outcome.status, RunStatus::Failed);
     assert_eq!(outcome.message, "exit code 7: ***");

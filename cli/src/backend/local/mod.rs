@@ -13,15 +13,14 @@ mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
-use lumo_runner::contract::RunStatus;
 use lumo_runner::executor::{DEFAULT_KILL_GRACE, OutputObserver};
 use lumo_runner::{BundleRun, RunnerError};
 
 pub use store::SqliteStore;
 
-use super::records::Timestamp;
 use super::{
     Backend, BackendError, BackendResult, BundleStore, Prepare, RunReport, RunRequest, TaskExecutor,
 };
@@ -124,69 +123,53 @@ impl TaskExecutor for LocalExecutor {
         request: RunRequest,
         output: &mut dyn OutputObserver,
     ) -> BackendResult<RunReport> {
-        let bundle_zip = self
-            .layout
-            .bundles()
-            .join(format!("{}.zip", request.bundle));
+        let RunRequest { bundle, spec, stop } = request;
+        let bundle_zip = self.layout.bundles().join(format!("{bundle}.zip"));
         if !bundle_zip.is_file() {
             return Err(BackendError::new(format!(
-                "the bundle {} of task `{}` is missing from `{}`",
-                request.bundle,
-                request.task,
+                "the bundle {bundle} of task `{}` is missing from `{}`",
+                spec.task(),
                 self.layout.bundles().display()
             ))
             .hint(format!(
                 "deploy again (`lumo deploy --env {}`) to rebuild it",
-                request.env
+                spec.environment()
             )));
         }
-        let log_name = log_file_name(&request.context.run_id);
-        let started_at = Timestamp::now();
+        let task = spec.task().to_owned();
+        let log_name = log_file_name(spec.run_id());
+        let started_at = SystemTime::now();
         let run = BundleRun {
+            spec,
             bundle_zip,
-            sha256: request.bundle.clone(),
+            bundle,
             work_root: self.layout.work(),
-            context: request.context,
-            env: request.env_vars,
-            secrets: request.secrets,
-            timeout: request.timeout,
             kill_grace: DEFAULT_KILL_GRACE,
             log_file: Some(self.layout.logs().join(&log_name)),
             // On a stop the executor stops the task's group as on a timeout (SIGTERM, grace,
             // SIGKILL), keeping its output.
-            stop: Some(request.stop.flag()),
+            stop: Some(stop.flag()),
         };
         match lumo_runner::run_bundle(run, output).await {
             Ok(outcome) => Ok(RunReport {
-                status: outcome.status,
-                exit_code: outcome.exit_code,
-                message: match request.stop.reason() {
-                    Some(reason) if outcome.status != RunStatus::Succeeded => {
-                        RunReport::stop_message(
-                            reason,
-                            &format!(
-                                "the task got SIGTERM (then SIGKILL after {})",
-                                humantime::format_duration(DEFAULT_KILL_GRACE)
-                            ),
-                        )
-                    }
-                    _ => outcome.message,
-                },
-                data: outcome.data,
+                outcome,
                 data_ref: None,
-                output_tail: outcome.output_tail,
-                output_bytes: outcome.output_bytes,
                 log_ref: Some(format!("logs/{log_name}")),
-                started_at: Timestamp::from(outcome.started_at),
-                ended_at: Timestamp::from(outcome.ended_at),
-            }),
+            }
+            .after_stop(
+                stop.reason(),
+                &format!(
+                    "the task got SIGTERM (then SIGKILL after {})",
+                    humantime::format_duration(DEFAULT_KILL_GRACE)
+                ),
+            )),
             // A bundle that does not match its hash never runs; that is the run's failure,
             // recorded like any other, not a broken backend.
             Err(e @ RunnerError::HashMismatch { .. }) => {
                 Ok(RunReport::not_started(e.to_string(), started_at))
             }
             Err(e) => Err(BackendError::with_source(
-                format!("cannot run task `{}`", request.task),
+                format!("cannot run task `{task}`"),
                 e,
             )),
         }

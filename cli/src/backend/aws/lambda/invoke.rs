@@ -2,24 +2,25 @@
 //! the cancel object), one synchronous Invoke that the SDK never retries, a stop passed on
 //! through the cancel object, and the response read back into a [`RunReport`].
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use aws_sdk_lambda::operation::invoke::InvokeOutput;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use aws_smithy_types::timeout::TimeoutConfig;
-use lumo_runner::contract::{
-    BundleLocation, InvokeRequest, InvokeResponse, RunStatus, UploadTarget,
-};
 use lumo_runner::executor::{DEFAULT_KILL_GRACE, OutputObserver};
+use lumo_runner::invoke::{
+    BundleLocation, INVOKE_VERSION, InvokeRequest, InvokeResponse, UploadTarget,
+};
 use lumo_runner::mask::Masker;
+use lumo_runner::{BundleHash, TaskSpec};
 
 use super::function_error::{FailedRun, FunctionError};
 use super::provision::FUNCTION_TIMEOUT_SECS;
 use super::{LambdaExecutor, function_name};
 use crate::backend::aws::errors::sdk_error;
-use crate::backend::records::Timestamp;
 use crate::backend::{BackendError, BackendResult, RunReport, RunRequest};
-use crate::stop::StopReason;
+use crate::stop::{StopReason, StopSignal};
 
 /// How long the CLI waits for an Invoke beyond the function's timeout: Lambda's own overhead
 /// (a cold start is not part of the function's timeout) and the response's way back.
@@ -32,45 +33,140 @@ const SHOW_FULL_OUTPUT_BYTES: u64 = 1 << 20;
 /// cancel object (every second), the task's kill grace (3 s), the log upload, with room.
 const CANCEL_WAIT: Duration = Duration::from_secs(20);
 
+/// The S3 keys of one run's objects.
+struct RunKeys {
+    bundle: String,
+    log: String,
+    data: String,
+    cancel: String,
+}
+
+/// How the Invoke of a run ended.
+enum Invoked {
+    /// The function answered (`stopped`: after the CLI asked it to stop the task).
+    Answered {
+        response: InvokeOutput,
+        stopped: Option<StopReason>,
+    },
+    /// The run was stopped and the invocation did not answer in time (`why`); it was left to
+    /// finish on its own.
+    LeftRunning { reason: StopReason, why: String },
+}
+
 impl LambdaExecutor {
-    /// Runs one task on the environment's runner function ([`TaskExecutor::run`](crate::backend::TaskExecutor::run)).
+    /// Runs one task on the environment's runner function
+    /// ([`TaskExecutor::run`](crate::backend::TaskExecutor::run)).
     pub(super) async fn invoke_task(
         &self,
         request: RunRequest,
         output: &mut dyn OutputObserver,
     ) -> BackendResult<RunReport> {
-        let name = function_name(&self.target.project, &request.env);
-        let run_id = request.context.run_id.clone();
+        let RunRequest { bundle, spec, stop } = request;
+        let name = function_name(&self.target.project, spec.environment());
+        let (task, env, timeout) = (
+            spec.task().to_owned(),
+            spec.environment().to_owned(),
+            spec.timeout,
+        );
+        let run_id = spec.run_id().to_owned();
+        let keys = RunKeys {
+            bundle: self.s3.bundle_key(bundle.as_str()),
+            log: self.s3.log_key(&run_id),
+            data: self.s3.data_key(&run_id),
+            cancel: self.s3.cancel_key(&run_id),
+        };
+        let masker = Masker::new(spec.secrets.values().cloned());
         // The runner uploads the log when the run ends, which may be as late as the function's
         // deadline: the URLs must outlive the whole wait.
-        let wait = invoke_wait(request.timeout);
-        let expires = wait + PRESIGN_SLACK;
-        let bundle_key = self.s3.bundle_key(&request.bundle);
-        let log_key = self.s3.log_key(&run_id);
-        let data_key = self.s3.data_key(&run_id);
-        let cancel_key = self.s3.cancel_key(&run_id);
-        let payload = InvokeRequest {
-            task: request.task.clone(),
-            bundle: BundleLocation {
-                url: self.s3.presign_get(&bundle_key, expires).await?,
-                key: bundle_key,
-                sha256: request.bundle.clone(),
-            },
-            context: request.context,
-            timeout_ms: request.timeout.as_millis() as u64,
-            env: request.env_vars,
-            secrets: request.secrets,
+        let wait = invoke_wait(timeout);
+        let payload = self
+            .payload(spec, bundle.clone(), &keys, wait + PRESIGN_SLACK)
+            .await?;
+        let started_at = SystemTime::now();
+        let (response, stopped) = match self.send(&name, &payload, wait, &stop, &keys).await? {
+            Invoked::Answered { response, stopped } => (response, stopped),
+            Invoked::LeftRunning { reason, why } => {
+                return Ok(RunReport::stopped(
+                    reason,
+                    &format!(
+                        "its Lambda invocation {why} and was left to finish on its own (the task's timeout, {}, still applies there)",
+                        humantime::format_duration(timeout)
+                    ),
+                    started_at,
+                ));
+            }
+        };
+        let body = response.payload().map(|b| b.as_ref()).unwrap_or_default();
+        if let Some(kind) = response.function_error() {
+            let error = FunctionError::parse(kind, body, &masker);
+            let failed = FailedRun {
+                function: &name,
+                env: &env,
+                task: &task,
+                bundle: bundle.as_str(),
+            };
+            return Err(self.function_failed(failed, error).await);
+        }
+        let answer = read_response(&name, body)?;
+        self.show_output(&answer, &keys.log, output).await;
+        if let Some(problem) = &answer.upload_error {
+            tracing::warn!("run {run_id}: the runner could not upload an artifact: {problem}");
+        }
+        Ok(RunReport {
+            data_ref: answer.data_uploaded.then(|| self.s3.url(&keys.data)),
+            log_ref: answer.log_uploaded.then(|| self.s3.url(&keys.log)),
+            outcome: answer.outcome,
+        }
+        .after_stop(
+            stopped,
+            &format!(
+                "the task got SIGTERM in Lambda (then SIGKILL after {})",
+                humantime::format_duration(DEFAULT_KILL_GRACE)
+            ),
+        ))
+    }
+
+    /// The Invoke payload for `spec`: presigned URLs, valid for `expires`, to fetch the bundle,
+    /// upload the log and the data, and look for the cancel object.
+    async fn payload(
+        &self,
+        spec: TaskSpec,
+        bundle: BundleHash,
+        keys: &RunKeys,
+        expires: Duration,
+    ) -> BackendResult<InvokeRequest> {
+        let location = BundleLocation {
+            url: self.s3.presign_get(&keys.bundle, expires).await?,
+            key: keys.bundle.clone(),
+            sha256: bundle,
+        };
+        Ok(InvokeRequest {
             log_upload: Some(UploadTarget {
-                url: self.s3.presign_put(&log_key, expires).await?,
-                key: log_key.clone(),
+                url: self.s3.presign_put(&keys.log, expires).await?,
+                key: keys.log.clone(),
             }),
             data_upload: Some(UploadTarget {
-                url: self.s3.presign_put(&data_key, expires).await?,
-                key: data_key.clone(),
+                url: self.s3.presign_put(&keys.data, expires).await?,
+                key: keys.data.clone(),
             }),
-            cancel_url: Some(self.s3.presign_get(&cancel_key, expires).await?),
-        };
-        let body = serde_json::to_vec(&payload)
+            cancel_url: Some(self.s3.presign_get(&keys.cancel, expires).await?),
+            ..InvokeRequest::new(spec, location)
+        })
+    }
+
+    /// One synchronous Invoke of `name` with `payload`, waiting up to `wait`. When `stop` is
+    /// pulled meanwhile, the runner is asked to stop the task (it looks for the cancel object
+    /// and stops the task as on a timeout, then answers as usual): a synchronous Invoke cannot
+    /// be called back.
+    async fn send(
+        &self,
+        name: &str,
+        payload: &InvokeRequest,
+        wait: Duration,
+        stop: &StopSignal,
+        keys: &RunKeys,
+    ) -> BackendResult<Invoked> {
+        let body = serde_json::to_vec(payload)
             .map_err(|e| BackendError::with_source("cannot encode the runner payload", e))?;
         // The call lasts as long as the function may run: see `invoke_wait`.
         let timeouts = TimeoutConfig::builder()
@@ -78,94 +174,38 @@ impl LambdaExecutor {
             .operation_timeout(wait)
             .operation_attempt_timeout(wait)
             .build();
-        let started_at = Timestamp::now();
-        let masker = Masker::new(payload.secrets.values().cloned());
         let invoke = self
             .invoke
             .invoke()
-            .function_name(&name)
+            .function_name(name)
             .invocation_type(InvocationType::RequestResponse)
             .payload(Blob::new(body))
             .customize()
             .config_override(aws_sdk_lambda::config::Builder::default().timeout_config(timeouts))
             .send();
         tokio::pin!(invoke);
-        let mut stopped = None;
-        let response = tokio::select! {
-            response = &mut invoke => response,
-            // A synchronous Invoke cannot be called back; the runner looks for the cancel
-            // object and stops the task as on a timeout, then answers as usual.
-            reason = request.stop.stopped() => {
-                let answered = match self.cancel(&cancel_key, &reason).await {
+        let (response, stopped) = tokio::select! {
+            response = &mut invoke => (response, None),
+            reason = stop.stopped() => {
+                let answered = match self.cancel(&keys.cancel, &reason).await {
                     Ok(()) => tokio::time::timeout(CANCEL_WAIT, &mut invoke)
                         .await
                         .map_err(|_| format!("did not stop within {}s", CANCEL_WAIT.as_secs())),
                     Err(e) => Err(format!("could not be asked to stop ({e})")),
                 };
-                let response = match answered {
-                    Ok(response) => response,
-                    Err(why) => {
-                        return Ok(RunReport::stopped(
-                            reason,
-                            &format!(
-                                "its Lambda invocation {why} and was left to finish on its own (the task's timeout, {}, still applies there)",
-                                humantime::format_duration(request.timeout)
-                            ),
-                            started_at,
-                        ));
-                    }
-                };
-                stopped = Some(reason);
-                response
+                match answered {
+                    Ok(response) => (response, Some(reason)),
+                    Err(why) => return Ok(Invoked::LeftRunning { reason, why }),
+                }
             }
         };
-        let response = response
-            .map_err(|e| sdk_error(&format!("invoking `{name}` for task `{}`", request.task), e))?;
-        let payload = response.payload().map(|b| b.as_ref()).unwrap_or_default();
-
-        if let Some(kind) = response.function_error() {
-            let error = FunctionError::parse(kind, payload, &masker);
-            let failed = FailedRun {
-                function: &name,
-                env: &request.env,
-                task: &request.task,
-                bundle: &request.bundle,
-            };
-            return Err(self.function_failed(failed, error).await);
-        }
-        let outcome: InvokeResponse = serde_json::from_slice(payload).map_err(|e| {
-            BackendError::with_source(
-                format!("`{name}` answered with something that is not a lumo runner response"),
+        let response = response.map_err(|e| {
+            sdk_error(
+                &format!("invoking `{name}` for task `{}`", payload.spec.task()),
                 e,
             )
-            .hint("is the function running an older or foreign runner? deploy again to update it")
         })?;
-        self.show_output(&outcome, &log_key, output).await;
-        if let Some(problem) = &outcome.upload_error {
-            tracing::warn!("run {run_id}: the runner could not upload an artifact: {problem}");
-        }
-        let message = match stopped {
-            Some(reason) if outcome.status != RunStatus::Succeeded => RunReport::stop_message(
-                reason,
-                &format!(
-                    "the task got SIGTERM in Lambda (then SIGKILL after {})",
-                    humantime::format_duration(DEFAULT_KILL_GRACE)
-                ),
-            ),
-            _ => outcome.message,
-        };
-        Ok(RunReport {
-            status: outcome.status,
-            exit_code: outcome.exit_code,
-            message,
-            data: outcome.data,
-            data_ref: outcome.data_uploaded.then(|| self.s3.url(&data_key)),
-            output_tail: outcome.output_tail,
-            output_bytes: outcome.output_bytes,
-            log_ref: outcome.log_uploaded.then(|| self.s3.url(&log_key)),
-            started_at: Timestamp(outcome.started_at_ms),
-            ended_at: Timestamp(outcome.ended_at_ms),
-        })
+        Ok(Invoked::Answered { response, stopped })
     }
 
     /// Asks the runner of a run to stop its task: writes the cancel object it looks for.
@@ -179,11 +219,12 @@ impl LambdaExecutor {
     /// from S3 when it is small enough, else its tail.
     async fn show_output(
         &self,
-        outcome: &InvokeResponse,
+        answer: &InvokeResponse,
         log_key: &str,
         output: &mut dyn OutputObserver,
     ) {
-        if outcome.log_uploaded
+        let outcome = &answer.outcome;
+        if answer.log_uploaded
             && outcome.output_bytes <= SHOW_FULL_OUTPUT_BYTES
             && let Ok(Some(bytes)) = self.s3.get(log_key).await
         {
@@ -199,6 +240,25 @@ impl LambdaExecutor {
         }
         output.output(outcome.output_tail.as_bytes());
     }
+}
+
+/// The runner's response, of a version this lumo reads (one without `v` is version 1).
+fn read_response(name: &str, body: &[u8]) -> BackendResult<InvokeResponse> {
+    let response: InvokeResponse = serde_json::from_slice(body).map_err(|e| {
+        BackendError::with_source(
+            format!("`{name}` answered with something that is not a lumo runner response"),
+            e,
+        )
+        .hint("is the function running an older or foreign runner? deploy again to update it")
+    })?;
+    if response.v > INVOKE_VERSION {
+        return Err(BackendError::new(format!(
+            "`{name}` answered in version {} of lumo's runner response, and this lumo reads versions up to {INVOKE_VERSION}",
+            response.v
+        ))
+        .hint("its runner is newer than this lumo: upgrade lumo, or deploy with this one"));
+    }
+    Ok(response)
 }
 
 /// How long to wait for one Invoke before giving up on it.
