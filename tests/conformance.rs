@@ -2,6 +2,10 @@
 //! on a temp project, and `aws` on the emulators (moto + the real runner; skipped, loudly, when
 //! they are not installed, and failing in CI). What `deploy`, `run`, `history` and `logs` rely
 //! on is pinned here, once, rather than per backend.
+//!
+//! The providers are listed once, in [`conformance!`]: a new provider adds its name there and a
+//! fixture in [`fixtures`], plus its look behind the traits in the `Fixture` methods that
+//! match on the provider, and gets every contract check.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,11 +16,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use lumo_cli::backend::aws::settings::AwsFlags;
 use lumo_cli::backend::records::{
     AuditEvent, Deployment, DeploymentStatus, EventKind, LockHolder, RunKind, TaskRun, Timestamp,
     new_id,
 };
-use lumo_cli::backend::{Acquired, Backend, ConnectOptions, LockSlot, Prepare, RunRequest};
+use lumo_cli::backend::{
+    Acquired, Backend, BackendErrorKind, ConnectOptions, LockSlot, Prepare, RunRequest,
+};
 use lumo_cli::bundle::{self, BuildTarget, BuiltBundle};
 use lumo_cli::{project::Project, task::Task};
 use lumo_runner::contract::{DeploymentInfo, RunStatus, TaskContext, Trigger};
@@ -67,6 +74,20 @@ fn write_project(root: &Path, provider: &str) {
     script("fails.sh", "#!/bin/sh\necho about to fail\nexit 3\n");
 }
 
+/// One fixture per provider, named as the provider; `None` when the provider cannot be tested
+/// here (the emulators are missing outside CI).
+mod fixtures {
+    use super::Fixture;
+
+    pub async fn local() -> Option<Fixture> {
+        Some(super::local_fixture().await)
+    }
+
+    pub async fn aws() -> Option<Fixture> {
+        Some(super::aws_fixture(lumo_testkit::emulators()?).await)
+    }
+}
+
 async fn local_fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     write_project(dir.path(), "provider: 'local'");
@@ -97,7 +118,10 @@ async fn aws_fixture(emulators: &lumo_testkit::Emulators) -> Fixture {
     );
     let project = Project::load(Some(&dir.path().join("lumo.config.js")), None).unwrap();
     let options = ConnectOptions {
-        runner: Some(emulators.runner_bin.clone()),
+        aws: AwsFlags {
+            runner: Some(emulators.runner_bin.clone()),
+            ..AwsFlags::default()
+        },
         ..ConnectOptions::default()
     };
     let sdk = emulators.sdk_config().await;
@@ -441,17 +465,21 @@ async fn large_data_is_kept(f: Fixture) {
 }
 
 impl AwsStores {
+    fn s3(&self) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&self.sdk)
+                .force_path_style(true)
+                .build(),
+        )
+    }
+
     /// The bytes of an `s3://bucket/key` pointer.
     async fn object(&self, pointer: &str) -> Vec<u8> {
         let key = pointer
             .strip_prefix(&format!("s3://{}/", self.bucket))
             .unwrap_or_else(|| panic!("`{pointer}` is not in `{}`", self.bucket));
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&self.sdk)
-                .force_path_style(true)
-                .build(),
-        );
-        let out = s3
+        let out = self
+            .s3()
             .get_object()
             .bucket(&self.bucket)
             .key(key)
@@ -783,6 +811,156 @@ async fn a_late_finish_cannot_overwrite_abandoned(f: Fixture) {
     assert!(audit.finish_run(&fresh).await.unwrap());
 }
 
+/// Cleaning up after a dead writer (`Backend::abandon_unfinished`) stops what its runs left
+/// going, not only their records: on `local` the run's processes and its unpacked bundle, on
+/// `aws` the runner, through the run's cancel object. Deployments run nothing to stop.
+async fn orphans_of_a_dead_writer_are_stopped(f: Fixture) {
+    let orphan = run_record(&f, "ok", RunStatus::Running);
+    f.backend.audit.start_run(&orphan).await.unwrap();
+    let deploy = Deployment {
+        status: DeploymentStatus::Running,
+        ended_at: None,
+        ..deployment(&f, "v9", DeploymentStatus::Running, None)
+    };
+    f.backend.audit.start_deployment(&deploy).await.unwrap();
+    let leftovers = f.leave_running(&orphan.id);
+
+    let mut abandoned = f
+        .backend
+        .abandon_unfinished(&f.env, "abandoned: writer died")
+        .await
+        .unwrap();
+    abandoned.sort();
+    let mut expected = vec![orphan.id.clone(), deploy.id.clone()];
+    expected.sort();
+    assert_eq!(abandoned, expected);
+    assert_eq!(
+        f.backend
+            .audit
+            .run(&orphan.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        RunStatus::Abandoned
+    );
+    f.assert_stopped(&orphan.id, leftovers).await;
+    f.assert_not_stopped(&deploy.id).await;
+}
+
+/// A record the backend cannot read back is an error of kind `Corrupt`, whichever provider
+/// stores it: callers can tell it from a backend that is missing, refusing or unreachable.
+async fn a_record_that_does_not_read_back_is_corrupt(f: Fixture) {
+    let run = run_record(&f, "ok", RunStatus::Running);
+    f.backend.audit.start_run(&run).await.unwrap();
+    f.damage_run(&run.id).await;
+    let error = f.backend.audit.run(&run.id).await.unwrap_err();
+    assert_eq!(error.kind, BackendErrorKind::Corrupt, "{error}");
+}
+
+/// What a run of a dead writer left behind, for [`Fixture::assert_stopped`].
+enum Leftovers {
+    /// A process carrying the run's id, in its own process group as the executor starts
+    /// tasks, and the run's unpacked bundle.
+    Local {
+        process: std::process::Child,
+        work_dir: std::path::PathBuf,
+    },
+    /// Nothing to plant: a Lambda invocation cannot be faked, only its cancel object read.
+    Aws,
+}
+
+impl Fixture {
+    fn leave_running(&self, run_id: &str) -> Leftovers {
+        match &self.aws {
+            None => {
+                use std::os::unix::process::CommandExt;
+                let work_dir = self.project.lumo_dir().join("work").join(run_id);
+                fs::create_dir_all(&work_dir).unwrap();
+                fs::write(work_dir.join("bundle-file"), "x").unwrap();
+                let process = std::process::Command::new("sleep")
+                    .arg("60")
+                    .env("LUMO_RUN_ID", run_id)
+                    .process_group(0)
+                    .spawn()
+                    .unwrap();
+                Leftovers::Local { process, work_dir }
+            }
+            Some(_) => Leftovers::Aws,
+        }
+    }
+
+    async fn assert_stopped(&self, run_id: &str, leftovers: Leftovers) {
+        match leftovers {
+            Leftovers::Local {
+                mut process,
+                work_dir,
+            } => {
+                let waited = std::time::Instant::now();
+                while process.try_wait().unwrap().is_none() {
+                    assert!(
+                        waited.elapsed() < Duration::from_secs(5),
+                        "the orphan's process still runs"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                assert!(!work_dir.exists(), "the orphan's work dir is still there");
+            }
+            Leftovers::Aws => {
+                let aws = self.aws.as_ref().unwrap();
+                let pointer = format!(
+                    "s3://{}/{}/logs/{run_id}.cancel",
+                    aws.bucket, self.project.config.project_name
+                );
+                let body = aws.object(&pointer).await;
+                assert_eq!(body, b"abandoned: writer died");
+            }
+        }
+    }
+
+    async fn assert_not_stopped(&self, id: &str) {
+        if let Some(aws) = &self.aws {
+            let key = format!("{}/logs/{id}.cancel", self.project.config.project_name);
+            assert!(
+                aws.s3()
+                    .head_object()
+                    .bucket(&aws.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .is_err(),
+                "a cancel object was written for `{id}`, which is no run"
+            );
+        }
+    }
+
+    /// Makes the stored run `id` unreadable, as a hand edit or a bug would.
+    async fn damage_run(&self, id: &str) {
+        match &self.aws {
+            None => {
+                let db =
+                    rusqlite::Connection::open(self.project.lumo_dir().join("lumo.db")).unwrap();
+                db.execute("UPDATE runs SET status = 'bogus' WHERE id = ?1", [id])
+                    .unwrap();
+            }
+            Some(aws) => {
+                let item = aws.run_item(id).await;
+                aws_sdk_dynamodb::Client::new(&aws.sdk)
+                    .update_item()
+                    .table_name(&aws.table)
+                    .key("pk", item["pk"].clone())
+                    .key("sk", item["sk"].clone())
+                    .update_expression("SET #status = :bogus")
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(":bogus", AttributeValue::S("bogus".into()))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
 /// Events are kept and listed newest first.
 async fn events_are_recorded(f: Fixture) {
     for (i, kind) in [
@@ -810,22 +988,22 @@ async fn events_are_recorded(f: Fixture) {
     assert_eq!(events[0].actor, "actor-2");
 }
 
+/// Every contract check against every provider: one test module per provider, one test per
+/// check. The list of providers is here and nowhere else.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
-        mod local {
+        conformance!(@providers [local, aws] [$($name),*]);
+    };
+    (@providers [$($provider:ident),*] $checks:tt) => {
+        $(conformance!(@provider $provider $checks);)*
+    };
+    (@provider $provider:ident [$($name:ident),*]) => {
+        mod $provider {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::$name(super::local_fixture().await).await;
-                }
-            )*
-        }
-        mod aws {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(emulators) = lumo_testkit::emulators() else { return };
-                    super::$name(super::aws_fixture(emulators).await).await;
+                    let Some(fixture) = super::fixtures::$provider().await else { return };
+                    super::$name(fixture).await;
                 }
             )*
         }
@@ -843,5 +1021,73 @@ conformance!(
     a_manual_lock_keeps_others_out,
     unfinished_work_is_abandoned,
     a_late_finish_cannot_overwrite_abandoned,
+    orphans_of_a_dead_writer_are_stopped,
+    a_record_that_does_not_read_back_is_corrupt,
     events_are_recorded,
 );
+
+/// What only one provider can be made to do here, asserted on its error's kind.
+mod provider_specific {
+    use super::*;
+
+    /// A table that is not there (a wrong `aws.table`, another region) is `NotFound`.
+    #[tokio::test]
+    async fn aws_a_missing_table_is_not_found() {
+        let Some(emulators) = lumo_testkit::emulators() else {
+            return;
+        };
+        let mut f = aws_fixture(emulators).await;
+        let aws = f.aws.as_mut().unwrap();
+        aws.table = lumo_testkit::unique("no-such-table");
+        write_project(
+            f.project.root(),
+            &format!(
+                "provider: 'aws', region: 'us-east-1', aws: {{ bucket: '{}', table: '{}' }}",
+                aws.bucket, aws.table
+            ),
+        );
+        let project = Project::load(Some(&f.project.root().join("lumo.config.js")), None).unwrap();
+        let options = ConnectOptions {
+            aws: AwsFlags {
+                runner: Some(emulators.runner_bin.clone()),
+                ..AwsFlags::default()
+            },
+            ..ConnectOptions::default()
+        };
+        let backend = lumo_cli::backend::aws::with_sdk_config(&project, &options, &aws.sdk)
+            .await
+            .unwrap();
+        let error = backend.audit.env_state(&f.env).await.unwrap_err();
+        assert_eq!(error.kind, BackendErrorKind::NotFound, "{error}");
+    }
+
+    /// A `.lumo/lumo.db` that is not a database is `Corrupt`, and says how to start afresh.
+    #[tokio::test]
+    async fn local_a_store_that_is_not_a_database_is_corrupt() {
+        let f = local_fixture().await;
+        drop(f.backend);
+        fs::write(f.project.lumo_dir().join("lumo.db"), vec![7u8; 8192]).unwrap();
+        let error = match lumo_cli::backend::connect(&f.project, &ConnectOptions::default()).await {
+            Ok(_) => panic!("a store of garbage opened"),
+            Err(e) => e,
+        };
+        assert_eq!(error.kind, BackendErrorKind::Corrupt, "{error}");
+        assert!(error.hint.unwrap_or_default().contains("move it away"));
+    }
+
+    /// A config that cannot open the provider is the backend's own error, of kind `Invalid`
+    /// (exit code 2 at the CLI), with the config's problems by key path.
+    #[tokio::test]
+    async fn aws_without_a_bucket_and_table_is_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        write_project(dir.path(), "provider: 'aws', region: 'us-east-1'");
+        let project = Project::load(Some(&dir.path().join("lumo.config.js")), None).unwrap();
+        let error = match lumo_cli::backend::connect(&project, &ConnectOptions::default()).await {
+            Ok(_) => panic!("the aws backend opened without a bucket"),
+            Err(e) => e,
+        };
+        assert_eq!(error.kind, BackendErrorKind::Invalid, "{error}");
+        let keys: Vec<&str> = error.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["aws.bucket", "aws.table"]);
+    }
+}

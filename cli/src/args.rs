@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::backend::aws::settings::AwsFlags;
 use crate::config::Provider;
 
 #[derive(Debug, Parser)]
@@ -44,22 +45,13 @@ pub struct GlobalArgs {
     #[arg(long, short, global = true)]
     pub verbose: bool,
 
-    /// AWS profile (aws provider).
-    #[arg(long, global = true, env = "AWS_PROFILE", hide_env_values = true)]
-    pub profile: Option<String>,
-
-    /// AWS region (aws provider) [default: the config's `region`, then the AWS chain].
-    #[arg(long, global = true)]
-    pub region: Option<String>,
-
     /// Who is acting, for the audit trail [default: CI user, AWS caller, git user, OS user].
     #[arg(long, global = true, env = "LUMO_ACTOR")]
     pub actor: Option<String>,
 
-    /// The runner's Lambda `bootstrap` binary (aws provider) [default: `aws.runner`, then
-    /// `target/lambda/lumo-runner/bootstrap`].
-    #[arg(long, global = true, env = "LUMO_RUNNER", value_name = "PATH")]
-    pub runner: Option<PathBuf>,
+    /// The `aws` provider's own flags, declared with it.
+    #[command(flatten)]
+    pub aws: AwsFlags,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, BackendErrorKind};
 use crate::bundle::BundleError;
 use crate::config::{ConfigError, ConfigProblem};
 use crate::project::ProjectError;
@@ -152,14 +152,20 @@ impl CliError {
     }
 }
 
+/// Exit code 4, except for settings that cannot open the backend: those are an invalid config
+/// (2), with their problems for `--json` like any other.
 impl From<BackendError> for CliError {
     fn from(mut e: BackendError) -> Self {
         let hint = e.hint.take();
+        let problems = std::mem::take(&mut e.problems);
         CliError {
-            kind: ExitKind::Backend,
+            kind: match e.kind {
+                BackendErrorKind::Invalid => ExitKind::Invalid,
+                _ => ExitKind::Backend,
+            },
             error: Box::new(e),
             hint,
-            problems: Vec::new(),
+            problems,
         }
     }
 }

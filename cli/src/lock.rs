@@ -154,7 +154,6 @@ impl WriterLock {
         }
         let abandoned = op
             .backend
-            .audit
             .abandon_unfinished(
                 env,
                 "abandoned: the lumo process running it stopped before it ended",

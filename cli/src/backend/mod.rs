@@ -10,7 +10,6 @@ pub mod records;
 mod task_run;
 
 use std::error::Error as StdError;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,28 +17,57 @@ use lumo_runner::executor::OutputObserver;
 use serde::Serialize;
 
 use crate::bundle::BuiltBundle;
-use crate::config::Provider;
-use crate::error::CliError;
+use crate::config::{ConfigError, ConfigProblem, Provider};
 use crate::project::Project;
 use records::{AuditEvent, Deployment, EnvState, LockHolder, TaskRun, Timestamp};
 pub use task_run::{RunReport, RunRequest};
 
+/// What kind of trouble a [`BackendError`] is, so callers and tests can tell "not there" from
+/// "not allowed" from "cannot get there" without reading messages. Every kind but
+/// [`Invalid`](Self::Invalid) is exit code 4; a task that fails is not a `BackendError` at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendErrorKind {
+    /// What the backend needs is not there: a table, a bucket, a bundle, the runner function.
+    NotFound,
+    /// The provider refused: missing permissions, bad or expired credentials, a read-only path.
+    Denied,
+    /// The provider could not be reached (network, endpoint, timeout).
+    Unreachable,
+    /// Another writer changed the same thing first.
+    Conflict,
+    /// What is stored cannot be read back: a record of an unexpected shape, a broken store.
+    Corrupt,
+    /// The project's settings cannot open this backend (a missing `aws.bucket`, no region): the
+    /// same class of error as an invalid config, exit code 2.
+    Invalid,
+    /// Anything else.
+    Other,
+}
+
 /// Anything that went wrong in the backend itself (unreachable, denied, missing table, a
-/// corrupt store): exit code 4. A task that fails is not a `BackendError`.
+/// corrupt store): exit code 4, or 2 for settings that cannot open the backend. A task that
+/// fails is not a `BackendError`.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct BackendError {
+    pub kind: BackendErrorKind,
     pub message: String,
     pub hint: Option<String>,
+    /// With [`BackendErrorKind::Invalid`] from the config: each problem with its key path.
+    pub problems: Vec<ConfigProblem>,
     #[source]
     pub source: Option<Box<dyn StdError + Send + Sync>>,
 }
 
 impl BackendError {
+    /// An error of kind [`Other`](BackendErrorKind::Other); see [`of_kind`](Self::of_kind).
     pub fn new(message: impl Into<String>) -> Self {
         BackendError {
+            kind: BackendErrorKind::Other,
             message: message.into(),
             hint: None,
+            problems: Vec::new(),
             source: None,
         }
     }
@@ -49,15 +77,51 @@ impl BackendError {
         source: impl StdError + Send + Sync + 'static,
     ) -> Self {
         BackendError {
-            message: message.into(),
-            hint: None,
             source: Some(Box::new(source)),
+            ..BackendError::new(message)
         }
+    }
+
+    /// A filesystem error, of the kind its `io::ErrorKind` says.
+    pub fn from_io(message: impl Into<String>, source: std::io::Error) -> Self {
+        let kind = match source.kind() {
+            std::io::ErrorKind::NotFound => BackendErrorKind::NotFound,
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                BackendErrorKind::Denied
+            }
+            _ => BackendErrorKind::Other,
+        };
+        BackendError::with_source(message, source).of_kind(kind)
+    }
+
+    /// Settings that cannot open the backend (exit code 2).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        BackendError::new(message).of_kind(BackendErrorKind::Invalid)
+    }
+
+    pub fn of_kind(mut self, kind: BackendErrorKind) -> Self {
+        self.kind = kind;
+        self
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
+    }
+}
+
+/// A config that cannot open the backend: its message and problems as they are, so the user
+/// reads the same `lumo.config.js` error whether the config load or the backend found it.
+impl From<ConfigError> for BackendError {
+    fn from(e: ConfigError) -> Self {
+        let problems = match &e {
+            ConfigError::Invalid { problems, .. } => problems.clone(),
+            _ => Vec::new(),
+        };
+        BackendError {
+            problems,
+            ..BackendError::invalid(e.to_string())
+        }
     }
 }
 
@@ -132,7 +196,8 @@ pub trait AuditStore: Send + Sync {
     async fn read_log(&self, run: &TaskRun) -> BackendResult<Option<Vec<u8>>>;
     /// Marks every run and deployment of `env` still `running` as `abandoned` (ended now, with
     /// `message`), returning their ids. Only called by the lock's holder, for whom any such
-    /// record is an orphan of a writer that died.
+    /// record is an orphan of a writer that died; it only writes records: stopping what such
+    /// a run left going is [`Orphans::stop`], and [`Backend::abandon_unfinished`] does both.
     async fn abandon_unfinished(&self, env: &str, message: &str) -> BackendResult<Vec<String>>;
     async fn record_event(&self, event: &AuditEvent) -> BackendResult<()>;
     /// The latest `limit` events of `env`, newest first.
@@ -195,6 +260,25 @@ pub trait EnvLocks: Send + Sync {
     async fn current(&self, env: &str) -> BackendResult<LockState>;
 }
 
+/// What a writer that died left running.
+///
+/// # Contract
+/// - `stop` is called by the holder of the environment's writer lock, for runs it has just
+///   marked `abandoned` (their writer's lease is gone, so nobody else will end them). It asks
+///   whatever may still be running each task to stop, and removes what a run keeps only while
+///   it runs; records are not touched.
+/// - It is best effort and idempotent: a run that already ended, or an id with nothing left
+///   behind, is no error; `Err` means the provider could not be asked at all.
+/// - `local`: every process carrying the run's `LUMO_RUN_ID` is killed with its process group
+///   (the writer that would have stopped them is dead), and `.lumo/work/<run-id>/` is removed.
+/// - `aws`: the run's cancel object (`<project>/logs/<run-id>.cancel`, the one a Ctrl-C writes)
+///   is written; a runner still going finds it within a second and stops its task as on a stop
+///   (SIGTERM, grace, SIGKILL), keeping its log.
+#[async_trait]
+pub trait Orphans: Send + Sync {
+    async fn stop(&self, env: &str, run_ids: &[String], reason: &str) -> BackendResult<()>;
+}
+
 /// One provider's implementations of every trait.
 #[derive(Clone)]
 pub struct Backend {
@@ -202,17 +286,48 @@ pub struct Backend {
     pub executor: Arc<dyn TaskExecutor>,
     pub audit: Arc<dyn AuditStore>,
     pub locks: Arc<dyn EnvLocks>,
+    pub orphans: Arc<dyn Orphans>,
     /// Who the backend says we are (the AWS caller's ARN), when asked for.
     pub caller: Option<String>,
+}
+
+impl Backend {
+    /// Cleans up after a writer that died, for the new holder of `env`'s writer lock: marks
+    /// its unfinished runs and deployments `abandoned` ([`AuditStore::abandon_unfinished`],
+    /// returning their ids), then stops what those runs left going ([`Orphans::stop`]).
+    ///
+    /// # Contract
+    /// - Only the writer lock's holder calls it; every record of `env` still `running` is an
+    ///   orphan then.
+    /// - The records are the verdict: once they are written, a failure to stop an orphan is
+    ///   logged, not returned (the orphan still ends at its own timeout).
+    pub async fn abandon_unfinished(&self, env: &str, message: &str) -> BackendResult<Vec<String>> {
+        let abandoned = self.audit.abandon_unfinished(env, message).await?;
+        let mut runs = Vec::new();
+        for id in &abandoned {
+            // Deployments run nothing themselves; only runs are stopped. When the record
+            // cannot be read, stopping is the safe guess.
+            if !matches!(self.audit.run(id).await, Ok(None)) {
+                runs.push(id.clone());
+            }
+        }
+        if !runs.is_empty()
+            && let Err(e) = self.orphans.stop(env, &runs, message).await
+        {
+            tracing::warn!(
+                "`{env}`: cannot stop the abandoned runs {}: {e}",
+                runs.join(", ")
+            );
+        }
+        Ok(abandoned)
+    }
 }
 
 /// What opening a provider may need beyond the project.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
-    pub profile: Option<String>,
-    pub region: Option<String>,
-    /// The runner's Lambda binary (`--runner`), `aws` only.
-    pub runner: Option<PathBuf>,
+    /// The `aws` provider's flags (`--profile`, `--region`, `--runner`).
+    pub aws: aws::settings::AwsFlags,
     /// Look up the caller's identity for the audit trail (when no actor was given).
     pub needs_identity: bool,
     /// The command only reads (`history`, `status`, `deploy --dry-run`): a `local` project
@@ -220,10 +335,19 @@ pub struct ConnectOptions {
     pub read_only: bool,
 }
 
+/// Whether the provider can say who is calling ([`Backend::caller`]: the AWS caller's ARN), so
+/// opening it is worth it just to name the actor.
+pub fn identifies_caller(provider: Provider) -> bool {
+    match provider {
+        Provider::Local => false,
+        Provider::Aws => true,
+    }
+}
+
 /// Opens the project's provider.
-pub async fn connect(project: &Project, options: &ConnectOptions) -> Result<Backend, CliError> {
+pub async fn connect(project: &Project, options: &ConnectOptions) -> BackendResult<Backend> {
     match project.config.provider {
-        Provider::Local => Ok(local::open(project, options.read_only)?),
+        Provider::Local => local::open(project, options.read_only),
         Provider::Aws => aws::open(project, options).await,
     }
 }

@@ -125,12 +125,10 @@ impl Context {
         project.backend_ready()?;
         let options = ConnectOptions {
             read_only,
-            profile: self.global.profile.clone(),
-            region: self.global.region.clone(),
-            runner: self.global.runner.clone(),
+            aws: self.global.aws.clone(),
             needs_identity: crate::actor::from_flag_or_ci(self.global.actor.as_deref()).is_none(),
         };
-        backend::connect(project, &options).await
+        Ok(backend::connect(project, &options).await?)
     }
 
     /// The operation of this command's actor on `env` of `project`, through the project's

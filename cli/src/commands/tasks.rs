@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{CommandResult, Context, Outcome};
 use crate::args::TasksArgs;
-use crate::config::{Permission, Provider, RunOn};
+use crate::config::{Permission, RunOn};
 use crate::error::CliError;
 use crate::project::Project;
 
@@ -66,7 +66,7 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
 /// backend is opened only when its answer can matter: on `aws` (the caller identity) with
 /// `--env`, an `access` map for that environment, and no actor from the flag or the CI.
 async fn actor(project: &Project, env: Option<&str>, ctx: &Context) -> Result<String, CliError> {
-    let needs_caller = project.config.provider == Provider::Aws
+    let needs_caller = crate::backend::identifies_caller(project.config.provider)
         && env.is_some_and(|e| project.config.access.contains_key(e))
         && crate::actor::from_flag_or_ci(ctx.global.actor.as_deref()).is_none();
     if needs_caller {

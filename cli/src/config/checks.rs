@@ -12,7 +12,7 @@ use crate::suggest;
 
 /// Every problem found so far, in the order the config declares the keys.
 #[derive(Debug, Default)]
-pub(super) struct Problems(Vec<ConfigProblem>);
+pub(crate) struct Problems(Vec<ConfigProblem>);
 
 impl Problems {
     pub fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
@@ -28,7 +28,7 @@ impl Problems {
 }
 
 /// `tasks` + `timeout` → `tasks.timeout`; the top level has an empty prefix.
-pub(super) fn child(prefix: &str, key: &str) -> String {
+pub(crate) fn child(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {
         key.to_string()
     } else {
@@ -37,7 +37,7 @@ pub(super) fn child(prefix: &str, key: &str) -> String {
 }
 
 /// How a value reads in "got ...": `1200`, `"abc"`, `an array`, `a function`.
-pub(super) fn got(value: &Value) -> String {
+pub(crate) fn got(value: &Value) -> String {
     match value {
         Value::Null => "null".to_string(),
         Value::Bool(b) => b.to_string(),
@@ -80,7 +80,7 @@ pub(super) fn kind_of(value: &Value) -> &'static str {
 }
 
 /// The marker the engine puts where JSON cannot hold a value (see `prelude.js`).
-pub(super) fn unserializable(map: &Map<String, Value>) -> Option<&str> {
+pub(crate) fn unserializable(map: &Map<String, Value>) -> Option<&str> {
     if map.len() == 1 {
         map.get(UNSERIALIZABLE_MARK).and_then(Value::as_str)
     } else {
@@ -89,7 +89,7 @@ pub(super) fn unserializable(map: &Map<String, Value>) -> Option<&str> {
 }
 
 /// `"a"`, `"a" or "b"`, `"a", "b" or "c"`, each in backticks.
-pub(super) fn alternatives(allowed: &[&str]) -> String {
+pub(crate) fn alternatives(allowed: &[&str]) -> String {
     let quoted: Vec<String> = allowed.iter().map(|a| format!("`{a}`")).collect();
     match quoted.split_last() {
         None => String::new(),
@@ -99,7 +99,7 @@ pub(super) fn alternatives(allowed: &[&str]) -> String {
 }
 
 /// Records every key of `map` that is not in `allowed`, with a did-you-mean.
-pub(super) fn unknown_keys(
+pub(crate) fn unknown_keys(
     problems: &mut Problems,
     prefix: &str,
     map: &Map<String, Value>,
@@ -110,7 +110,7 @@ pub(super) fn unknown_keys(
 
 /// [`unknown_keys`], listing only `listed` when there is no close match (the top level accepts
 /// Lumo Framework keys that would only clutter the list).
-pub(super) fn unknown_keys_listing(
+pub(crate) fn unknown_keys_listing(
     problems: &mut Problems,
     prefix: &str,
     map: &Map<String, Value>,
@@ -131,7 +131,7 @@ pub(super) fn unknown_keys_listing(
     }
 }
 
-pub(super) fn object<'v>(
+pub(crate) fn object<'v>(
     problems: &mut Problems,
     key: &str,
     value: &'v Value,
@@ -146,7 +146,7 @@ pub(super) fn object<'v>(
     }
 }
 
-pub(super) fn string(problems: &mut Problems, key: &str, value: &Value) -> Option<String> {
+pub(crate) fn string(problems: &mut Problems, key: &str, value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
         other => {
@@ -157,7 +157,7 @@ pub(super) fn string(problems: &mut Problems, key: &str, value: &Value) -> Optio
 }
 
 /// A string with something in it besides whitespace.
-pub(super) fn non_empty_string(
+pub(crate) fn non_empty_string(
     problems: &mut Problems,
     key: &str,
     value: &Value,
@@ -178,7 +178,7 @@ pub(super) fn non_empty_string(
     }
 }
 
-pub(super) fn boolean(problems: &mut Problems, key: &str, value: &Value) -> Option<bool> {
+pub(crate) fn boolean(problems: &mut Problems, key: &str, value: &Value) -> Option<bool> {
     match value {
         Value::Bool(b) => Some(*b),
         other => {
@@ -192,7 +192,7 @@ pub(super) fn boolean(problems: &mut Problems, key: &str, value: &Value) -> Opti
 }
 
 /// A whole number in `range`; `what` reads "a whole number of seconds".
-pub(super) fn integer(
+pub(crate) fn integer(
     problems: &mut Problems,
     key: &str,
     value: &Value,
@@ -225,7 +225,7 @@ pub(super) fn integer(
 }
 
 /// One of a fixed set of strings (an enum), with a did-you-mean for near misses.
-pub(super) fn one_of<'a>(
+pub(crate) fn one_of<'a>(
     problems: &mut Problems,
     key: &str,
     value: &Value,
@@ -254,7 +254,7 @@ pub(super) fn one_of<'a>(
 /// A list of strings, each with its key (`runOn[1]`). With `single`, a lone string counts as a
 /// one-item list. `None` (and a recorded problem) when the value is not a list; bad items are
 /// recorded and skipped.
-pub(super) fn string_list(
+pub(crate) fn string_list(
     problems: &mut Problems,
     key: &str,
     value: &Value,
@@ -286,7 +286,7 @@ pub(super) fn string_list(
 }
 
 /// Environment names end up in resource names (`<project>-<env>-lumo-runner`) and keys.
-pub(super) fn is_environment_name(name: &str) -> bool {
+pub(crate) fn is_environment_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
@@ -295,11 +295,11 @@ pub(super) fn is_environment_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-pub(super) const ENVIRONMENT_NAME_RULE: &str =
+pub(crate) const ENVIRONMENT_NAME_RULE: &str =
     "must be 1 to 40 characters of a-z, 0-9 and `-`, starting with a letter or digit";
 
 /// A name usable as a shell environment variable.
-pub(super) fn is_variable_name(name: &str) -> bool {
+pub(crate) fn is_variable_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

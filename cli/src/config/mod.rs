@@ -7,7 +7,7 @@
 //! Nothing is bundled, uploaded or run before `load` returns `Ok`; every failure is a
 //! [`ConfigError`] (exit code 2).
 
-mod checks;
+pub(crate) mod checks;
 mod engine;
 mod error;
 mod model;

@@ -67,25 +67,8 @@ impl Permission {
     }
 }
 
-/// `aws: {...}` settings; all optional so a `local` project needs none of them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AwsSettings {
-    pub bucket: Option<String>,
-    pub table: Option<String>,
-    pub role_arn: Option<String>,
-    pub architecture: Option<Architecture>,
-    pub memory_size: Option<u32>,
-    /// Path of the runner's Lambda `bootstrap` binary (or a directory holding it).
-    pub runner: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Architecture {
-    Arm64,
-    X86_64,
-}
+/// The `aws` provider's settings live with it; they are part of every loaded config.
+pub use crate::backend::aws::settings::{Architecture, AwsSettings};
 
 /// A secret the config declares. The value is resolved when the config is loaded (a function
 /// value is called then); a function that threw is kept as the error and reported only when a

@@ -1,9 +1,10 @@
 //! Validation of the evaluated config (plain JSON) into a [`ProjectConfig`]: the top-level keys,
-//! `aws`, `secrets` and `access` here, each task in `task.rs`. Every problem is collected before
+//! `secrets` and `access` here, each task in `task.rs`, the `aws` section where the `aws`
+//! provider keeps everything it asks of the user (`backend/aws/settings.rs`). Every problem is collected before
 //! anything is returned, so the user fixes the whole config in one round (PRODUCT.md §3).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
@@ -11,10 +12,8 @@ use serde_json::{Map, Value};
 use super::checks::{self, Problems, child, got};
 use super::engine::Evaluated;
 use super::task::{self, TaskScope};
-use super::{
-    Architecture, AwsSettings, ConfigProblem, Permission, ProjectConfig, Provider, SecretDef,
-    secret_env_var,
-};
+use super::{ConfigProblem, Permission, ProjectConfig, Provider, SecretDef, secret_env_var};
+use crate::backend::aws::settings as aws_settings;
 
 /// Keys lumo reads.
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -39,15 +38,6 @@ const LUMO_FRAMEWORK_KEYS: &[&str] = &[
     "events",
     "build",
     "resources",
-];
-
-const AWS_KEYS: &[&str] = &[
-    "bucket",
-    "table",
-    "roleArn",
-    "architecture",
-    "memorySize",
-    "runner",
 ];
 
 const ROLES: &[&str] = &["guest", "developer", "maintainer"];
@@ -111,14 +101,17 @@ pub(super) fn validate(
     let region = map
         .get("region")
         .and_then(|v| checks::non_empty_string(&mut p, "region", v));
-    let aws = map.get("aws").map(|v| aws(&mut p, v)).unwrap_or_default();
+    let aws = map
+        .get("aws")
+        .map(|v| aws_settings::validate(&mut p, v))
+        .unwrap_or_default();
     // Not a load error: a Lumo Framework config naming `provider: 'aws'` loads unchanged
     // (PRODUCT.md §3), and `build` or `tasks` (without an `access` map to check) need no
     // bucket. Whatever opens the `aws` backend, and every deploy (dry runs too, which read the
     // environment's state), asks [`ProjectConfig::backend_ready`] first.
     let mut missing = Problems::default();
     if provider == Provider::Aws {
-        require_aws_resources(&mut missing, map.get("aws"), provider_override.is_some());
+        aws_settings::require_resources(&mut missing, map.get("aws"), provider_override.is_some());
     }
     let secrets = map
         .get("secrets")
@@ -228,125 +221,6 @@ fn environment_list(p: &mut Problems, value: &Value) -> Option<Vec<String>> {
         }
     }
     Some(names)
-}
-
-fn aws(p: &mut Problems, value: &Value) -> AwsSettings {
-    let mut aws = AwsSettings::default();
-    let Some(map) = checks::object(
-        p,
-        "aws",
-        value,
-        "an object `{ bucket, table, roleArn, architecture, memorySize, runner }`",
-    ) else {
-        return aws;
-    };
-    checks::unknown_keys(p, "aws", map, AWS_KEYS);
-    aws.bucket = map.get("bucket").and_then(|v| {
-        let bucket = checks::string(p, "aws.bucket", v)?;
-        is_bucket_name(&bucket).then_some(bucket).or_else(|| {
-            p.add(
-                "aws.bucket",
-                format!(
-                    "must be an S3 bucket name: 3 to 63 characters of a-z, 0-9, `.` and `-`, \
-                     starting and ending with a letter or digit, got {}",
-                    got(v)
-                ),
-            );
-            None
-        })
-    });
-    aws.table = map.get("table").and_then(|v| {
-        let table = checks::string(p, "aws.table", v)?;
-        let valid = (3..=255).contains(&table.len())
-            && table
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        valid.then_some(table).or_else(|| {
-            p.add(
-                "aws.table",
-                format!(
-                    "must be a DynamoDB table name: 3 to 255 characters of letters, digits, \
-                     `_`, `-` and `.`, got {}",
-                    got(v)
-                ),
-            );
-            None
-        })
-    });
-    aws.role_arn = map.get("roleArn").and_then(|v| {
-        let arn = checks::string(p, "aws.roleArn", v)?;
-        let valid = arn.starts_with("arn:") && arn.contains(":iam::") && arn.contains(":role/");
-        valid.then_some(arn).or_else(|| {
-            p.add(
-                "aws.roleArn",
-                format!(
-                    "must be an IAM role ARN like `arn:aws:iam::123456789012:role/name`, got {}",
-                    got(v)
-                ),
-            );
-            None
-        })
-    });
-    aws.architecture = map.get("architecture").and_then(|v| {
-        match checks::one_of(p, "aws.architecture", v, &["arm64", "x86_64"])? {
-            "arm64" => Some(Architecture::Arm64),
-            _ => Some(Architecture::X86_64),
-        }
-    });
-    aws.memory_size = map
-        .get("memorySize")
-        .and_then(|v| checks::integer(p, "aws.memorySize", v, 128..=10240, "a whole number of MB"));
-    aws.runner = map
-        .get("runner")
-        .and_then(|v| checks::non_empty_string(p, "aws.runner", v))
-        .map(PathBuf::from);
-    aws
-}
-
-/// The `aws` provider cannot open its backend without its bucket and table: these problems are
-/// kept apart from the load's ([`ProjectConfig::backend_ready`] reports them, before anything
-/// is bundled). A key that is there but invalid already has its own problem; an `aws` that is
-/// not an object too.
-fn require_aws_resources(p: &mut Problems, aws: Option<&Value>, from_flag: bool) {
-    let section = match aws {
-        None => None,
-        Some(Value::Object(map)) => Some(map),
-        Some(_) => return,
-    };
-    let provider = if from_flag {
-        "`--provider aws`"
-    } else {
-        "provider `aws`"
-    };
-    for (key, what, output) in [
-        ("bucket", "the S3 bucket for bundles and logs", "BucketName"),
-        (
-            "table",
-            "the DynamoDB table for the audit trail and locks",
-            "TableName",
-        ),
-    ] {
-        if section.is_none_or(|m| !m.contains_key(key)) {
-            p.add(
-                child("aws", key),
-                format!(
-                    "is required with {provider}: {what}, the `{output}` output of the stack \
-                     in `infra/` (see the README's \"Deploying to AWS\"); or run with \
-                     `--provider local`"
-                ),
-            );
-        }
-    }
-}
-
-fn is_bucket_name(name: &str) -> bool {
-    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    (3..=63).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
-        && edge_ok(name.chars().next())
-        && edge_ok(name.chars().last())
 }
 
 fn secrets(

@@ -41,7 +41,7 @@ use super::s3::S3Store;
 use crate::backend::records::{
     AuditEvent, Deployment, DeploymentStatus, EnvState, TaskRun, Timestamp,
 };
-use crate::backend::{AuditStore, BackendError, BackendResult};
+use crate::backend::{AuditStore, BackendError, BackendErrorKind, BackendResult};
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
@@ -316,6 +316,7 @@ impl DynamoStore {
 pub(super) fn decode<T: serde::de::DeserializeOwned>(item: Item, what: &str) -> BackendResult<T> {
     serde_dynamo::from_item(item).map_err(|e| {
         BackendError::with_source(format!("{what} in the table has an unexpected shape"), e)
+            .of_kind(BackendErrorKind::Corrupt)
     })
 }
 

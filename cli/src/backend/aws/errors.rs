@@ -1,5 +1,6 @@
 //! Turning AWS SDK errors into [`BackendError`]s a user can act on: unreachable, denied,
-//! missing — with the service's own message kept as the cause.
+//! missing — with the service's own message kept as the cause, and the
+//! [`BackendErrorKind`] callers and tests tell them apart by.
 
 use std::error::Error as StdError;
 
@@ -7,7 +8,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::error::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, BackendErrorKind};
 
 /// A message the SDK error's `Display` chain renders, as the cause of our error.
 #[derive(Debug, thiserror::Error)]
@@ -22,10 +23,11 @@ where
 {
     let detail = SdkCause(DisplayErrorContext(&err).to_string());
     let code = err.code().unwrap_or_default().to_string();
-    let (message, hint) = match &err {
+    let (kind, message, hint) = match &err {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
             let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
             (
+                BackendErrorKind::Unreachable,
                 format!("cannot reach AWS while {what}"),
                 Some(match endpoint {
                     Some(e) => format!("is the endpoint `{e}` (AWS_ENDPOINT_URL) up?"),
@@ -34,19 +36,53 @@ where
             )
         }
         SdkError::ConstructionFailure(_) => (
+            BackendErrorKind::Other,
             format!("cannot build the AWS request while {what}"),
             Some("check your AWS credentials and region (`--profile`, `--region`, `AWS_PROFILE`)".to_string()),
         ),
         _ if is_denied(&code) => (
+            BackendErrorKind::Denied,
             format!("AWS denied {what}: {code}"),
             Some("check the caller's IAM permissions: `infra/` has a DeployerPolicy with what lumo needs".to_string()),
         ),
-        _ if !code.is_empty() => (format!("AWS error while {what}: {code}"), None),
-        _ => (format!("AWS error while {what}"), None),
+        _ if !code.is_empty() => (
+            kind_of_code(&code),
+            format!("AWS error while {what}: {code}"),
+            None,
+        ),
+        _ => (BackendErrorKind::Other, format!("AWS error while {what}"), None),
     };
-    let mut e = BackendError::with_source(message, detail);
+    let mut e = BackendError::with_source(message, detail).of_kind(kind);
     e.hint = hint;
     e
+}
+
+/// The kind of a service error by its code (denials are told apart before, for their message).
+fn kind_of_code(code: &str) -> BackendErrorKind {
+    match code {
+        _ if is_denied(code) => BackendErrorKind::Denied,
+        "ResourceNotFoundException"
+        | "ResourceNotFound"
+        | "NoSuchBucket"
+        | "NoSuchKey"
+        | "NotFound"
+        | "TableNotFoundException" => BackendErrorKind::NotFound,
+        // S3's answer to a HEAD it refuses carries no body, so no `AccessDenied` code.
+        "Forbidden" => BackendErrorKind::Denied,
+        "ConditionalCheckFailedException"
+        | "TransactionConflictException"
+        | "TransactionCanceledException"
+        | "ResourceConflictException"
+        | "ResourceInUseException"
+        | "ConcurrentModificationException"
+        | "PreconditionFailed"
+        | "OperationAborted" => BackendErrorKind::Conflict,
+        "RequestTimeout"
+        | "RequestTimeoutException"
+        | "ServiceUnavailable"
+        | "ServiceUnavailableException" => BackendErrorKind::Unreachable,
+        _ => BackendErrorKind::Other,
+    }
 }
 
 fn is_denied(code: &str) -> bool {
@@ -69,5 +105,31 @@ pub fn code_of<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str>
     match err {
         SdkError::ServiceError(e) => e.err().code(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_codes_have_the_kind_callers_tell_them_apart_by() {
+        for (code, kind) in [
+            ("AccessDenied", BackendErrorKind::Denied),
+            ("AccessDeniedException", BackendErrorKind::Denied),
+            ("ExpiredToken", BackendErrorKind::Denied),
+            ("ResourceNotFoundException", BackendErrorKind::NotFound),
+            ("NoSuchBucket", BackendErrorKind::NotFound),
+            ("NoSuchKey", BackendErrorKind::NotFound),
+            (
+                "ConditionalCheckFailedException",
+                BackendErrorKind::Conflict,
+            ),
+            ("TransactionConflictException", BackendErrorKind::Conflict),
+            ("ResourceConflictException", BackendErrorKind::Conflict),
+            ("ThrottlingException", BackendErrorKind::Other),
+        ] {
+            assert_eq!(kind_of_code(code), kind, "{code}");
+        }
     }
 }

@@ -11,7 +11,9 @@ use aws_sdk_dynamodb::types::{
 
 use super::dynamo::{DynamoStore, Item, decode, s};
 use crate::backend::records::{LockHolder, Timestamp};
-use crate::backend::{Acquired, BackendError, BackendResult, EnvLocks, LockSlot, LockState};
+use crate::backend::{
+    Acquired, BackendError, BackendErrorKind, BackendResult, EnvLocks, LockSlot, LockState,
+};
 
 /// How many times a take is retried when the lock changed between reading and writing it.
 const ATTEMPTS: usize = 5;
@@ -173,9 +175,10 @@ impl EnvLocks for DynamoStore {
         let (writer, manual) = self.read_locks(env).await?;
         match manual.or(writer) {
             Some(holder) => Ok(Acquired::Held(holder)),
-            None => Err(BackendError::new(format!(
-                "the lock of `{env}` kept changing; try again"
-            ))),
+            None => Err(
+                BackendError::new(format!("the lock of `{env}` kept changing; try again"))
+                    .of_kind(BackendErrorKind::Conflict),
+            ),
         }
     }
 

@@ -10,6 +10,7 @@ mod errors;
 mod lambda;
 mod locks;
 mod s3;
+pub mod settings;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,10 +18,9 @@ use std::sync::Arc;
 use aws_config::{BehaviorVersion, Region};
 use aws_smithy_http_client::tls;
 
-use super::{Backend, BackendError, ConnectOptions};
-use crate::config::Architecture;
-use crate::error::CliError;
+use super::{Backend, BackendError, BackendErrorKind, BackendResult, ConnectOptions};
 use crate::project::Project;
+use settings::Architecture;
 
 pub use errors::sdk_error;
 
@@ -45,23 +45,13 @@ pub struct AwsTarget {
 const DEFAULT_MEMORY_MB: u32 = 512;
 
 impl AwsTarget {
-    fn from_project(project: &Project, opts: &ConnectOptions) -> Result<AwsTarget, CliError> {
+    /// The config's load already checked the `aws` settings; what it found missing for this
+    /// provider (`aws.bucket`, `aws.table`) is reported here as the same config error, so a
+    /// caller that did not ask [`ProjectConfig::backend_ready`](crate::config::ProjectConfig)
+    /// first gets it too.
+    fn from_project(project: &Project, opts: &ConnectOptions) -> BackendResult<AwsTarget> {
+        project.config.backend_ready()?;
         let aws = &project.config.aws;
-        let mut missing = Vec::new();
-        if aws.bucket.is_none() {
-            missing.push("`aws.bucket`");
-        }
-        if aws.table.is_none() {
-            missing.push("`aws.table`");
-        }
-        if !missing.is_empty() {
-            return Err(CliError::invalid(format!(
-                "`{}`: the `aws` provider needs {}",
-                project.config.path.display(),
-                missing.join(" and ")
-            ))
-            .hint("create them with the stack in `infra/` (see the README's \"Deploying to AWS\") and copy its outputs into `aws: { bucket, table, roleArn }`"));
-        }
         let memory_size = aws
             .memory_size
             .or_else(|| {
@@ -95,7 +85,7 @@ impl AwsTarget {
 fn find_runner(project: &Project, opts: &ConnectOptions) -> (Option<PathBuf>, Vec<PathBuf>) {
     let root = project.root();
     let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = &opts.runner {
+    if let Some(p) = &opts.aws.runner {
         candidates.push(p.clone());
     } else if let Some(p) = &project.config.aws.runner {
         candidates.push(root.join(p));
@@ -121,7 +111,7 @@ fn endpoint_override() -> Option<String> {
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
 }
 
-pub async fn open(project: &Project, opts: &ConnectOptions) -> Result<Backend, CliError> {
+pub async fn open(project: &Project, opts: &ConnectOptions) -> BackendResult<Backend> {
     // One explicit HTTP client (rustls with ring) for every service, instead of the SDK's
     // default stack: fewer crates, faster builds, the same TLS the runner uses.
     let http_client = aws_smithy_http_client::Builder::new()
@@ -130,10 +120,11 @@ pub async fn open(project: &Project, opts: &ConnectOptions) -> Result<Backend, C
         ))
         .build_https();
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client);
-    if let Some(profile) = &opts.profile {
+    if let Some(profile) = &opts.aws.profile {
         loader = loader.profile_name(profile);
     }
     if let Some(region) = opts
+        .aws
         .region
         .clone()
         .or_else(|| project.config.region.clone())
@@ -149,10 +140,10 @@ pub async fn with_sdk_config(
     project: &Project,
     opts: &ConnectOptions,
     sdk: &aws_config::SdkConfig,
-) -> Result<Backend, CliError> {
+) -> BackendResult<Backend> {
     let target = Arc::new(AwsTarget::from_project(project, opts)?);
     if sdk.region().is_none() {
-        return Err(CliError::invalid(
+        return Err(BackendError::invalid(
             "no AWS region: pass `--region`, set `region` in the config, or set `AWS_REGION`",
         ));
     }
@@ -176,10 +167,11 @@ pub async fn with_sdk_config(
         None
     };
     Ok(Backend {
-        bundles: Arc::new(s3),
+        bundles: Arc::new(s3.clone()),
         executor: Arc::new(executor),
         audit: dynamo.clone(),
         locks: dynamo,
+        orphans: Arc::new(s3),
         caller,
     })
 }
@@ -216,6 +208,7 @@ pub fn runner_missing(target: &AwsTarget) -> BackendError {
     BackendError::new(format!(
         "the lumo runner binary for Lambda is missing (looked for {searched})"
     ))
+    .of_kind(BackendErrorKind::NotFound)
     .hint(format!(
         "build it in the lumo repository with `cargo lambda build --release -p lumo-runner {arch}`, \
          then point lumo at the absolute path of the `bootstrap` it wrote \

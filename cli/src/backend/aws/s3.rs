@@ -15,7 +15,7 @@ use aws_sdk_s3::primitives::ByteStream;
 
 use super::AwsTarget;
 use super::errors::{code_of, sdk_error};
-use crate::backend::{BackendError, BackendResult, BundleStore};
+use crate::backend::{BackendError, BackendResult, BundleStore, Orphans};
 use crate::bundle::BuiltBundle;
 
 #[derive(Clone)]
@@ -195,6 +195,23 @@ impl BundleStore for S3Store {
                 )
             })?;
         Ok(true)
+    }
+}
+
+/// A Lambda invocation cannot be called back, so an orphaned run is stopped the way a Ctrl-C
+/// stops one: its runner polls for the run's cancel object.
+#[async_trait]
+impl Orphans for S3Store {
+    async fn stop(&self, _env: &str, run_ids: &[String], reason: &str) -> BackendResult<()> {
+        for run_id in run_ids {
+            self.put_bytes(
+                &self.cancel_key(run_id),
+                reason.as_bytes().to_vec(),
+                "text/plain",
+            )
+            .await?;
+        }
+        Ok(())
     }
 }
 

@@ -22,7 +22,8 @@ use lumo_runner::{BundleRun, RunnerError};
 pub use store::SqliteStore;
 
 use super::{
-    Backend, BackendError, BackendResult, BundleStore, Prepare, RunReport, RunRequest, TaskExecutor,
+    Backend, BackendError, BackendErrorKind, BackendResult, BundleStore, Orphans, Prepare,
+    RunReport, RunRequest, TaskExecutor,
 };
 use crate::bundle::BuiltBundle;
 use crate::project::Project;
@@ -66,7 +67,7 @@ pub fn open(project: &Project, read_only: bool) -> BackendResult<Backend> {
             layout.work(),
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| {
-                BackendError::with_source(format!("cannot create `{}`", dir.display()), e)
+                BackendError::from_io(format!("cannot create `{}`", dir.display()), e)
             })?;
         }
         layout.db()
@@ -75,15 +76,16 @@ pub fn open(project: &Project, read_only: bool) -> BackendResult<Backend> {
         &db,
         &project.config.project_name,
         &layout.logs(),
-        &layout.work(),
     )?);
+    let executor = Arc::new(LocalExecutor { layout });
     Ok(Backend {
         bundles: Arc::new(LocalBundles {
-            dir: layout.bundles(),
+            dir: executor.layout.bundles(),
         }),
-        executor: Arc::new(LocalExecutor { layout }),
+        executor: executor.clone(),
         audit: store.clone(),
         locks: store,
+        orphans: executor,
         caller: None,
     })
 }
@@ -101,7 +103,7 @@ impl BundleStore for LocalBundles {
             return Ok(false);
         }
         std::fs::copy(&bundle.path, &path).map_err(|e| {
-            BackendError::with_source(format!("cannot store bundle `{}`", path.display()), e)
+            BackendError::from_io(format!("cannot store bundle `{}`", path.display()), e)
         })?;
         Ok(true)
     }
@@ -131,6 +133,7 @@ impl TaskExecutor for LocalExecutor {
                 spec.task(),
                 self.layout.bundles().display()
             ))
+            .of_kind(BackendErrorKind::NotFound)
             .hint(format!(
                 "deploy again (`lumo deploy --env {}`) to rebuild it",
                 spec.environment()
@@ -176,17 +179,40 @@ impl TaskExecutor for LocalExecutor {
     }
 }
 
-/// Stops what is left of a run whose `lumo` died (every process carrying its `LUMO_RUN_ID`,
-/// with their process groups), then removes its unpacked bundle.
+/// The kind of a SQLite failure: a file that is not a database (or a damaged one) or a row
+/// that does not read back is corrupt; a store the user may not write is denied.
+pub(super) fn sqlite_kind(e: &rusqlite::Error) -> BackendErrorKind {
+    use rusqlite::ErrorCode;
+    match e {
+        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+            ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => BackendErrorKind::Corrupt,
+            ErrorCode::ReadOnly | ErrorCode::PermissionDenied => BackendErrorKind::Denied,
+            _ => BackendErrorKind::Other,
+        },
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => BackendErrorKind::Corrupt,
+        _ => BackendErrorKind::Other,
+    }
+}
+
 /// The file under `.lumo/logs/` a run's output is written to as it arrives.
 pub(super) fn log_file_name(run_id: &str) -> String {
     format!("{run_id}.log")
 }
 
-fn stop_orphan(work_dir: &Path, run_id: &str) {
-    lumo_runner::executor::kill_processes_of_run(run_id);
-    let run_dir = work_dir.join(run_id);
-    if run_dir.is_dir() {
-        let _ = std::fs::remove_dir_all(&run_dir);
+/// A run's processes outlive a `lumo` killed with SIGKILL (they are in their own process
+/// group); only the run id in their environment still ties them to it.
+#[async_trait]
+impl Orphans for LocalExecutor {
+    async fn stop(&self, _env: &str, run_ids: &[String], _reason: &str) -> BackendResult<()> {
+        for run_id in run_ids {
+            lumo_runner::executor::kill_processes_of_run(run_id);
+            let run_dir = self.layout.work().join(run_id);
+            if run_dir.is_dir() {
+                let _ = std::fs::remove_dir_all(&run_dir);
+            }
+        }
+        Ok(())
     }
 }

@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use crate::backend::records::{
     AuditEvent, Deployment, DeploymentStatus, EnvState, EventKind, RunKind, TaskRun, Timestamp,
 };
-use crate::backend::{AuditStore, BackendError, BackendResult};
+use crate::backend::{AuditStore, BackendError, BackendErrorKind, BackendResult};
 
 /// Version 1: the schema of lumo 15aa6e6, the last release without a version. It is written
 /// with `IF NOT EXISTS` (as that release did on every open), so a store that release made
@@ -191,17 +191,10 @@ pub struct SqliteStore {
     pub(super) project: String,
     conn: Mutex<Connection>,
     logs_dir: PathBuf,
-    /// Where runs unpack (`.lumo/work/<run-id>/`): an abandoned run's leftovers are here.
-    work_dir: PathBuf,
 }
 
 impl SqliteStore {
-    pub fn open(
-        path: &Path,
-        project: &str,
-        logs_dir: &Path,
-        work_dir: &Path,
-    ) -> BackendResult<SqliteStore> {
+    pub fn open(path: &Path, project: &str, logs_dir: &Path) -> BackendResult<SqliteStore> {
         let fail = |e: rusqlite::Error| {
             if read_only(path, &e) {
                 return BackendError::with_source(
@@ -211,12 +204,15 @@ impl SqliteStore {
                     ),
                     e,
                 )
+                .of_kind(BackendErrorKind::Denied)
                 .hint("lumo writes to `.lumo/` even to read it (SQLite keeps its write-ahead log beside `lumo.db`): make it writable for this user, or work on a writable copy");
             }
+            let kind = super::sqlite_kind(&e);
             BackendError::with_source(
                 format!("cannot open the local store `{}`", path.display()),
                 e,
             )
+            .of_kind(kind)
             .hint("it may be corrupt; move it away to start a fresh history")
         };
         let mut conn = Connection::open(path).map_err(fail)?;
@@ -241,7 +237,6 @@ impl SqliteStore {
             project: project.to_string(),
             conn: Mutex::new(conn),
             logs_dir: logs_dir.to_path_buf(),
-            work_dir: work_dir.to_path_buf(),
         })
     }
 
@@ -258,10 +253,12 @@ impl SqliteStore {
             // A store that opened read-only (it was already at this version) fails on its
             // first write.
             let read_only = e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly);
+            let kind = super::sqlite_kind(&e);
             let error = BackendError::with_source(
                 format!("local store `{}`: cannot {what}", self.path.display()),
                 e,
-            );
+            )
+            .of_kind(kind);
             if read_only {
                 error.hint("the store is read-only: make `.lumo/` writable for this user")
             } else {
@@ -568,7 +565,7 @@ impl AuditStore for SqliteStore {
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(BackendError::with_source(
+            Err(e) => Err(BackendError::from_io(
                 format!("cannot read the log `{}`", path.display()),
                 e,
             )),
@@ -606,11 +603,6 @@ impl AuditStore for SqliteStore {
             tx.commit()?;
             ids.extend(deployments);
             Ok(ids)
-        })
-        .inspect(|ids| {
-            for id in ids {
-                super::stop_orphan(&self.work_dir, id);
-            }
         })
     }
 
@@ -672,7 +664,7 @@ mod tests {
 
     fn open_at(db: &Path) -> BackendResult<SqliteStore> {
         let dir = db.parent().unwrap();
-        SqliteStore::open(db, "store-v1", &dir.join("logs"), &dir.join("work"))
+        SqliteStore::open(db, "store-v1", &dir.join("logs"))
     }
 
     fn user_version(db: &Path) -> u32 {

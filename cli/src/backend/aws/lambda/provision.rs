@@ -26,7 +26,7 @@ use aws_sdk_lambda::types::{
 use super::{LambdaExecutor, function_name};
 use crate::backend::aws::errors::sdk_error;
 use crate::backend::aws::runner_missing;
-use crate::backend::{BackendError, BackendResult};
+use crate::backend::{BackendError, BackendErrorKind, BackendResult};
 use crate::bundle::assets::{BundleEntry, EntrySource};
 use crate::config::Architecture;
 
@@ -338,9 +338,11 @@ impl LambdaExecutor {
         match self.function_configuration(&name).await? {
             Some(_) => Ok(()),
             None => Err(
-                BackendError::new(format!("the runner function `{name}` does not exist")).hint(
-                    format!("deploy the environment first: `lumo deploy --env {env}`"),
-                ),
+                BackendError::new(format!("the runner function `{name}` does not exist"))
+                    .of_kind(BackendErrorKind::NotFound)
+                    .hint(format!(
+                        "deploy the environment first: `lumo deploy --env {env}`"
+                    )),
             ),
         }
     }
