@@ -77,6 +77,14 @@ process.on('unhandledRejection', function (reason) {
   printError('Unhandled promise rejection: ', reason);
   if (!settled) fail('unhandled promise rejection: ' + errorMessage(reason));
 });
+// Node ends a process whose event loop is empty even while a promise is pending: a handler
+// awaiting a promise nobody can resolve any more would otherwise end as a success. (An explicit
+// process.exit() does not come here: that is the exit code the handler chose.)
+process.on('beforeExit', function () {
+  if (!settled) {
+    fail('the handler never finished: it awaited a promise that nothing was left to settle');
+  }
+});
 process.on('uncaughtException', function (error) {
   printError('Uncaught exception: ', error);
   if (!settled) fail('uncaught exception: ' + errorMessage(error));

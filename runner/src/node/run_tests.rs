@@ -204,6 +204,22 @@ async fn an_unhandled_rejection_and_process_exit_are_outcomes() {
     assert_eq!(outcome.message, "exit code 3: giving up");
 }
 
+/// Regression: Node ends a process with nothing left in its event loop even while the
+/// handler's promise is pending, and the run was recorded `succeeded`.
+#[tokio::test]
+async fn a_handler_whose_promise_can_never_settle_fails() {
+    let (outcome, _) = run(bundle(
+        "export const run = async () => { console.log('waiting'); await new Promise(() => {}); };",
+    )
+    .process())
+    .await;
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert_eq!(
+        outcome.message,
+        "the handler never finished: it awaited a promise that nothing was left to settle"
+    );
+}
+
 #[tokio::test]
 async fn returning_nothing_follows_the_rule_for_tasks_without_a_result() {
     let (outcome, _) = run(bundle(
