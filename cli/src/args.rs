@@ -26,11 +26,11 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Path of the config file [default: `lumo.config.js` here or in a parent directory].
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, env = "LUMO_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
     /// Run on this provider, whatever the config says.
-    #[arg(long, global = true, value_enum)]
+    #[arg(long, global = true, env = "LUMO_PROVIDER", value_enum)]
     pub provider: Option<Provider>,
 
     /// Print one JSON document on stdout and nothing else there.

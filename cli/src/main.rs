@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::error::{ContextKind, ContextValue};
+use clap::{CommandFactory, Parser};
 
 use commands::{CommandResult, Context, ExitStatus, Outcome, Output};
 use error::{CliError, ErrorBody, ErrorDocument, ExitKind};
@@ -16,7 +17,14 @@ use output::Printer;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
+        Err(mut e) => {
+            let from_variable = variable_behind(&e);
+            if let Some(note) = &from_variable {
+                e.insert(
+                    ContextKind::Suggested,
+                    ContextValue::StyledStrs(vec![note.clone().into()]),
+                );
+            }
             // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
             let _ = e.print();
             if !e.use_stderr() {
@@ -24,7 +32,9 @@ fn main() -> ExitCode {
             }
             // `--json` promises one document on stdout, a usage error included.
             if wants_json() {
-                let _ = Printer::json_only().result(&usage_error_document(&e));
+                let mut document = usage_error_document(&e);
+                document.error.causes.extend(from_variable);
+                let _ = Printer::json_only().result(&document);
             }
             return ExitCode::from(ExitKind::Invalid.code() as u8);
         }
@@ -139,6 +149,35 @@ fn wants_json() -> bool {
         .skip(1)
         .take_while(|a| a != "--")
         .any(|a| a == "--json")
+}
+
+/// When clap rejected a value that came from an environment variable (`LUMO_PROVIDER=gcp`)
+/// rather than the command line, a note naming the variable: clap's error names only the flag,
+/// which the user never typed.
+fn variable_behind(e: &clap::Error) -> Option<String> {
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // clap names the argument as `--provider <PROVIDER>`.
+    let flag = arg.split_whitespace().next()?;
+    let long = flag.strip_prefix("--")?;
+    let command = Cli::command();
+    let variable = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))?
+        .get_env()?
+        .to_string_lossy()
+        .into_owned();
+    let typed = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a.to_string_lossy().split('=').next() == Some(flag));
+    if typed || std::env::var_os(&variable).is_none() {
+        return None;
+    }
+    Some(format!(
+        "the value comes from the environment variable `{variable}`; unset it or pass `{flag}`"
+    ))
 }
 
 /// A usage error as the `--json` error document: clap's message without its usage lines.

@@ -180,3 +180,58 @@ fn a_broken_local_store_exits_4() {
     }
     assert_eq!(p.out_lines("hello.log"), ["deploy"]);
 }
+
+/// `LUMO_CONFIG` and `LUMO_PROVIDER` stand for `--config` and `--provider` (a repo whose config
+/// has another name, or a Lumo config run locally, would need the flags on every command); a
+/// flag on the command line wins over its variable.
+#[test]
+fn lumo_config_and_lumo_provider_stand_for_their_flags() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'default-app', tasks: { hello: {} } };")
+        .write(
+            "lumo.other.js",
+            "export default { projectName: 'other-app', provider: 'aws', region: 'eu-west-1', tasks: { hello: {} } };",
+        )
+        .task("hello", "echo hello");
+
+    let from_env: support::DeployReport = p
+        .lumo_with_env(
+            &["deploy", "--env", "dev", "--json"],
+            &[("LUMO_CONFIG", "lumo.other.js"), ("LUMO_PROVIDER", "local")],
+        )
+        .code(0)
+        .json();
+    assert_eq!(
+        (from_env.project.as_str(), from_env.provider.as_str()),
+        ("other-app", "local"),
+        "the variables choose the config file and the provider"
+    );
+
+    let flags_win: support::DeployReport = p
+        .lumo_with_env(
+            &[
+                "deploy",
+                "--env",
+                "dev",
+                "--json",
+                "--config",
+                "lumo.config.js",
+                "--provider",
+                "local",
+            ],
+            &[("LUMO_CONFIG", "lumo.other.js"), ("LUMO_PROVIDER", "aws")],
+        )
+        .code(0)
+        .json();
+    assert_eq!(
+        (flags_win.project.as_str(), flags_win.provider.as_str()),
+        ("default-app", "local"),
+        "--config and --provider win over LUMO_CONFIG and LUMO_PROVIDER"
+    );
+
+    let bad = p
+        .lumo_with_env(&["tasks"], &[("LUMO_PROVIDER", "gcp")])
+        .code(2)
+        .clone();
+    bad.stderr_has(&["gcp", "LUMO_PROVIDER", "local", "aws"]);
+}
