@@ -588,7 +588,7 @@ async fn a_child_that_escaped_and_cleared_its_environment_cannot_hold_the_run_op
     let _ = nix::sys::signal::kill(escaped, Signal::SIGKILL);
     assert_eq!(outcome.status, RunStatus::Succeeded);
     assert_eq!(seen, "bye\n");
-    assert!(took >= DRAIN_AFTER_GROUP_ENDS, "{took:?}");
+    // Stopped (sooner) or left alone after the drain: either way not held open.
     assert!(took < Duration::from_secs(2), "{took:?}");
 }
 
