@@ -164,6 +164,10 @@ pub struct HistoryArgs {
 pub struct LogsArgs {
     /// The run id (from `lumo history`).
     pub run_id: String,
+
+    /// Only the last N lines of the output.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
 }
 
 #[derive(Debug, Args)]

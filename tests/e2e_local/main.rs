@@ -17,6 +17,7 @@ mod deploy_flags;
 mod init_and_build;
 mod json_and_exit_codes;
 mod lifecycle;
+mod logs;
 mod lumo_compat;
 mod manual_run;
 mod output_and_secrets;

@@ -1,5 +1,5 @@
-//! `lumo logs RUN_ID`: the full output of a run (raw on stdout), or with `--json` the run's
-//! record and its output. A skipped run never started and has none.
+//! `lumo logs RUN_ID [--tail N]`: the full output of a run, or its last N lines (raw on stdout),
+//! or with `--json` the run's record and that output. A skipped run never started and has none.
 
 use std::fmt;
 
@@ -49,7 +49,11 @@ pub async fn run(args: LogsArgs, ctx: &Context) -> CommandResult {
         ));
         return Ok(Outcome::nothing());
     }
-    let log = backend.audit.read_log(&run).await?;
+    let mut log = backend.audit.read_log(&run).await?;
+    if let (Some(n), Some(bytes)) = (args.tail, log.as_mut()) {
+        let keep = last_lines(bytes, n).len();
+        bytes.drain(..bytes.len() - keep);
+    }
     if ctx.printer.json {
         let output = log
             .as_deref()
@@ -66,9 +70,12 @@ pub async fn run(args: LogsArgs, ctx: &Context) -> CommandResult {
             ctx.printer.warn(format!(
                 "the full output of run `{run_id}` is not stored; showing its tail"
             ));
-            Ok(Outcome::raw(
-                run.output_tail.unwrap_or_default().into_bytes(),
-            ))
+            let tail = run.output_tail.unwrap_or_default().into_bytes();
+            let shown = match args.tail {
+                Some(n) => last_lines(&tail, n).to_vec(),
+                None => tail,
+            };
+            Ok(Outcome::raw(shown))
         }
     }
 }
@@ -90,5 +97,40 @@ impl fmt::Display for Logs {
                 .or(self.run.output_tail.as_deref())
                 .unwrap_or(""),
         )
+    }
+}
+
+/// The last `n` lines of `output`. A last line without a newline is a line; a trailing newline
+/// does not start an empty one.
+fn last_lines(output: &[u8], n: usize) -> &[u8] {
+    if n == 0 {
+        return &[];
+    }
+    let body = output.strip_suffix(b"\n").unwrap_or(output);
+    let mut newlines = 0;
+    for (at, byte) in body.iter().enumerate().rev() {
+        if *byte == b'\n' {
+            newlines += 1;
+            if newlines == n {
+                return &output[at + 1..];
+            }
+        }
+    }
+    output
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_lines;
+
+    #[test]
+    fn last_lines_counts_a_final_line_without_a_newline_and_no_empty_one_after_a_newline() {
+        assert_eq!(last_lines(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(last_lines(b"a\nb\nc", 2), b"b\nc");
+        assert_eq!(last_lines(b"a\nb\nc\n", 1), b"c\n");
+        assert_eq!(last_lines(b"a\nb\n", 5), b"a\nb\n");
+        assert_eq!(last_lines(b"a\n\n\nb\n", 3), b"\n\nb\n");
+        assert_eq!(last_lines(b"a\nb\n", 0), b"");
+        assert_eq!(last_lines(b"", 3), b"");
     }
 }
