@@ -565,3 +565,32 @@ fn logs_of_a_skipped_run_say_it_never_started() {
     assert_eq!(logs.run.status, RunStatus::Skipped);
     assert_eq!((logs.output.as_deref(), logs.complete), (Some(""), true));
 }
+
+/// Under `CI=true`, the `local` provider starting from an empty `.lumo/` says so: each CI job
+/// would otherwise silently be a first deploy. Not once the store exists, nor outside CI.
+#[test]
+fn ci_starting_from_an_empty_lumo_dir_is_warned() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'ci', tasks: { migrate: {} } };")
+        .task("migrate", RECORDER);
+    let warned = |stderr: &str| stderr.contains("warning:") && stderr.contains("CI=true");
+
+    let outside_ci = p.lumo(&["deploy", "--env", "dev"]).code(0).clone();
+    assert!(!warned(&outside_ci.stderr), "{}", outside_ci.show());
+
+    fs::remove_dir_all(p.lumo_dir()).unwrap();
+    let first = p
+        .lumo_with_env(&["deploy", "--env", "dev", "--json"], &[("CI", "true")])
+        .code(0)
+        .clone();
+    assert!(warned(&first.stderr), "{}", first.show());
+    first.stderr_has(&[".lumo", "first deploy", "`aws` provider", "cache"]);
+    let report: support::DeployReport = first.json();
+    assert!(report.is_first_deploy);
+
+    let next = p
+        .lumo_with_env(&["deploy", "--env", "dev"], &[("CI", "true")])
+        .code(0)
+        .clone();
+    assert!(!warned(&next.stderr), "{}", next.show());
+}

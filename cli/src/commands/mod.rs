@@ -123,12 +123,34 @@ impl Context {
 
     async fn connect_with(&self, project: &Project, read_only: bool) -> Result<Backend, CliError> {
         project.backend_ready()?;
+        if !read_only {
+            self.warn_of_an_empty_store_in_ci(project);
+        }
         let options = ConnectOptions {
             read_only,
             aws: self.global.aws.clone(),
             needs_identity: crate::actor::from_flag_or_ci(self.global.actor.as_deref()).is_none(),
         };
         Ok(backend::connect(project, &options).await?)
+    }
+
+    /// A CI job starts from a fresh checkout, so on `local` its `.lumo/` is new every time
+    /// unless it is cached: each deploy is silently a first deploy (every `runOn: deploy` task
+    /// runs again) and the history is lost with the job. Said once, where the store is opened.
+    fn warn_of_an_empty_store_in_ci(&self, project: &Project) {
+        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        let layout = backend::local::LocalLayout::new(&project.lumo_dir());
+        if !in_ci || project.config.provider != Provider::Local || layout.db().exists() {
+            return;
+        }
+        self.printer.warn(format!(
+            "CI=true and `{}` holds no history yet: on the `local` provider each CI job starts \
+             from an empty `.lumo/` unless it is kept, so every deploy is a first deploy (tasks \
+             that run on `deploy` run again) and the audit trail ends with the job; use the `aws` \
+             provider (`provider: 'aws'`, or `--provider aws`/`LUMO_PROVIDER=aws`), or cache \
+             `.lumo/` between jobs",
+            project.lumo_dir().display()
+        ));
     }
 
     /// The operation of this command's actor on `env` of `project`, through the project's
