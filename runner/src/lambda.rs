@@ -40,6 +40,7 @@ use std::time::{Duration, SystemTime};
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 
+use crate::executor::{DiscardOutput, OutputObserver};
 use crate::ids::BundleHash;
 use crate::invoke::{BundleLocation, INVOKE_VERSION, InvokeRequest, InvokeResponse};
 use crate::mask::Masker;
@@ -82,7 +83,9 @@ pub async fn handler(event: LambdaEvent<Value>) -> Result<InvokeResponse, Invoke
         context.deadline()
     };
     let result = match parse_request(payload) {
-        Ok(request) => invoke(config, request, deadline).await,
+        // Lambda's buffered response cannot carry output as it comes: the response has the
+        // tail, the uploaded log the rest.
+        Ok(request) => invoke(config, request, deadline, &mut DiscardOutput).await,
         Err(e) => Err(e),
     };
     match &result {
@@ -130,12 +133,14 @@ fn secret_values(secrets: &Value) -> Vec<String> {
     }
 }
 
-/// Runs one invocation: fetch the bundle, run the task, upload its artifacts, say how it went.
-/// Everything the run does ends before `deadline` (the function's), less the configured margin.
+/// Runs one invocation: fetch the bundle, run the task (its masked output to `output` as it
+/// comes, for a response that streams it), upload its artifacts, say how it went. Everything
+/// the run does ends before `deadline` (the function's), less the configured margin.
 pub async fn invoke(
     config: &RunnerConfig,
     request: InvokeRequest,
     deadline: SystemTime,
+    output: &mut dyn OutputObserver,
 ) -> Result<InvokeResponse, InvokeError> {
     let sha256 = request.bundle.sha256.clone();
     let cache = config.cache();
@@ -144,7 +149,7 @@ pub async fn invoke(
             Fetched::Ready { zip, from_cache } => (zip, from_cache),
             Fetched::Mismatch { actual } => return Ok(refused(&request.bundle, actual)),
         };
-    match run_once(config, &request, &zip, &sha256, deadline).await {
+    match run_once(config, &request, &zip, &sha256, deadline, output).await {
         Err(InvokeError::Run {
             source: RunnerError::HashMismatch { actual, .. },
             ..
@@ -159,7 +164,7 @@ pub async fn invoke(
             match fetch(&cache, &request.bundle, &sha256, deadline, config, false).await? {
                 Fetched::Ready { zip, .. } => finish_refused(
                     &request.bundle,
-                    run_once(config, &request, &zip, &sha256, deadline).await,
+                    run_once(config, &request, &zip, &sha256, deadline, output).await,
                 ),
                 Fetched::Mismatch { actual } => Ok(refused(&request.bundle, actual)),
             }

@@ -11,7 +11,7 @@ use super::artifacts::{Artifacts, upload_artifacts};
 use super::cancel::CancelWatch;
 use super::{InvokeError, RUNNER_VERSION, RunnerConfig};
 use crate::contract::RunStatus;
-use crate::executor::{DiscardOutput, ExecError, format_duration};
+use crate::executor::{ExecError, OutputObserver, format_duration};
 use crate::ids::BundleHash;
 use crate::invoke::{INVOKE_VERSION, InvokeRequest, InvokeResponse};
 use crate::run::{BundleRun, RunnerError, run_bundle};
@@ -20,13 +20,15 @@ use crate::task_run::RunOutcome;
 /// The longest message returned (a task's result file may hold a message of megabytes).
 pub const MESSAGE_MAX_BYTES: usize = 64 * 1024;
 
-/// Runs the task from `zip` and uploads what it produced.
+/// Runs the task from `zip`, its masked output to `output` as it comes, and uploads what it
+/// produced.
 pub(super) async fn run_once(
     config: &RunnerConfig,
     request: &InvokeRequest,
     zip: &Path,
     sha256: &BundleHash,
     deadline: SystemTime,
+    output: &mut dyn OutputObserver,
 ) -> Result<InvokeResponse, InvokeError> {
     // The full output only goes to a file when there is somewhere to upload it; the response
     // carries the tail either way.
@@ -62,29 +64,12 @@ pub(super) async fn run_once(
         log_file: log.as_ref().map(|log| log.path.clone()),
         stop: cancel.as_ref().map(|watch| watch.stop.clone()),
     };
-    // Nothing to stream live: the response carries the tail, the log file the rest.
-    let ran = run_bundle(run, &mut DiscardOutput).await;
+    let ran = run_bundle(run, output).await;
     drop(cancel);
-    let (mut outcome, log_error) = match ran {
-        Ok(outcome) => (outcome, None),
-        Err(RunnerError::Exec(ExecError::WriteLog {
-            path,
-            source,
-            outcome,
-        })) => {
-            let reason = format!(
-                "could not write the full output to `{}` ({source}), so it was not uploaded",
-                path.display()
-            );
-            (*outcome, Some(reason))
-        }
-        Err(source) => {
-            return Err(InvokeError::Run {
-                task: request.spec.task().to_owned(),
-                source,
-            });
-        }
-    };
+    let (mut outcome, log_error) = split_log_error(ran).map_err(|source| InvokeError::Run {
+        task: request.spec.task().to_owned(),
+        source,
+    })?;
     if lowered && outcome.status == RunStatus::TimedOut {
         outcome.message = format!(
             "{} (the task's timeout of {} was lowered to end before the runner function's own)",
@@ -102,6 +87,28 @@ pub(super) async fn run_once(
         artifacts.errors.insert(0, reason);
     }
     Ok(response(outcome, artifacts))
+}
+
+/// The outcome of a run, with why its log is not uploaded when writing the log failed (the
+/// task ran to its end regardless, and its outcome stands).
+fn split_log_error(
+    ran: Result<RunOutcome, RunnerError>,
+) -> Result<(RunOutcome, Option<String>), RunnerError> {
+    match ran {
+        Ok(outcome) => Ok((outcome, None)),
+        Err(RunnerError::Exec(ExecError::WriteLog {
+            path,
+            source,
+            outcome,
+        })) => {
+            let reason = format!(
+                "could not write the full output to `{}` ({source}), so it was not uploaded",
+                path.display()
+            );
+            Ok((*outcome, Some(reason)))
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// The task's timeout, lowered when needed so the task (and its kill grace, within `reserve`)

@@ -305,9 +305,15 @@ async fn the_cli_s_cancel_object_stops_the_task_as_on_a_timeout() {
             .server
             .serve_object("my-app/logs/run-c.cancel", 200, b"interrupted".to_vec());
     };
+    let mut output = DiscardOutput;
     let both = async {
         tokio::join!(
-            invoke(&config, fixture.request("run-c"), far_deadline()),
+            invoke(
+                &config,
+                fixture.request("run-c"),
+                far_deadline(),
+                &mut output
+            ),
             cancel
         )
     };
@@ -333,9 +339,14 @@ async fn a_cancel_object_s3_refuses_to_show_is_not_there() {
     fixture
         .server
         .serve_object("my-app/logs/run-f.cancel", 403, b"AccessDenied".to_vec());
-    let response = invoke(&fixture.config(), fixture.request("run-f"), far_deadline())
-        .await
-        .unwrap();
+    let response = invoke(
+        &fixture.config(),
+        fixture.request("run-f"),
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         response.outcome.status,
         RunStatus::Succeeded,
@@ -349,15 +360,43 @@ async fn a_run_without_a_cancel_url_is_not_watched() {
     let fixture = Fixture::new(script_bundle("#!/bin/sh\nsleep 0.3; echo ok\n"));
     let mut request = fixture.request("run-n");
     request.cancel_url = None;
-    let response = invoke(&fixture.config(), request, far_deadline())
-        .await
-        .unwrap();
+    let response = invoke(
+        &fixture.config(),
+        request,
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         response.outcome.status,
         RunStatus::Succeeded,
         "{response:?}"
     );
     assert_eq!(fixture.server.gets("my-app/logs/run-n.cancel"), 0);
+}
+
+/// What a streaming response (issue 11) builds on: the observer gets the task's output as it
+/// comes, masked like the log, while the response and the uploaded log stay as they were.
+#[tokio::test]
+async fn the_observer_sees_the_masked_output_while_the_log_still_gets_it_all() {
+    let fixture = Fixture::new(script_bundle(
+        "#!/bin/sh\necho starting\necho \"token is $API_TOKEN\" >&2\necho finished\n",
+    ));
+    let mut seen = Vec::new();
+    let response = invoke(
+        &fixture.config(),
+        fixture.request("run-1"),
+        far_deadline(),
+        &mut seen,
+    )
+    .await
+    .unwrap();
+    let expected = "starting\ntoken is ***\nfinished\n";
+    assert_eq!(String::from_utf8(seen).unwrap(), expected);
+    assert_eq!(response.outcome.output_tail, expected);
+    let log = fixture.server.put("my-app/logs/run-1.log").unwrap();
+    assert_eq!(String::from_utf8(log.body).unwrap(), expected);
 }
 
 #[tokio::test]
@@ -370,9 +409,14 @@ async fn runs_the_task_and_uploads_its_full_masked_output() {
          echo finished\n",
     ));
     let config = fixture.config();
-    let response = invoke(&config, fixture.request("run-1"), far_deadline())
-        .await
-        .unwrap();
+    let response = invoke(
+        &config,
+        fixture.request("run-1"),
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap();
 
     let expected_log = "starting\ntoken is ***\nfinished\n";
     assert_eq!(
@@ -426,9 +470,14 @@ async fn data_over_256_kib_goes_to_data_upload() {
          printf '{\"success\":true,\"message\":\"big\",\"data\":{\"blob\":\"%s\"}}' \"$big\" > \"$LUMO_RESULT_FILE\"\n",
     ));
     let config = fixture.config();
-    let response = invoke(&config, fixture.request("run-1"), far_deadline())
-        .await
-        .unwrap();
+    let response = invoke(
+        &config,
+        fixture.request("run-1"),
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         response.outcome.status,
         RunStatus::Succeeded,
@@ -448,7 +497,9 @@ async fn data_over_256_kib_goes_to_data_upload() {
     // With nowhere to upload it, data that still fits the response is returned.
     let mut request = fixture.request("run-2");
     request.data_upload = None;
-    let response = invoke(&config, request, far_deadline()).await.unwrap();
+    let response = invoke(&config, request, far_deadline(), &mut DiscardOutput)
+        .await
+        .unwrap();
     assert_eq!(
         response.outcome.data,
         Some(json!({"blob": "a".repeat(300_000)}))
@@ -466,9 +517,14 @@ async fn a_download_with_the_wrong_sha256_is_refused_and_nothing_runs() {
     ));
     let served = fixture.sha256.clone();
     fixture.sha256 = sha256(b"the bundle that was built");
-    let response = invoke(&fixture.config(), fixture.request("run-1"), far_deadline())
-        .await
-        .unwrap();
+    let response = invoke(
+        &fixture.config(),
+        fixture.request("run-1"),
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap();
 
     assert_eq!(response.outcome.status, RunStatus::Failed, "{response:?}");
     assert_eq!(response.outcome.exit_code, None);
@@ -501,16 +557,26 @@ async fn a_download_with_the_wrong_sha256_is_refused_and_nothing_runs() {
 async fn a_cached_bundle_runs_without_downloading_again() {
     let fixture = Fixture::new(script_bundle("#!/bin/sh\necho ok\n"));
     let config = fixture.config();
-    let first = invoke(&config, fixture.request("run-1"), far_deadline())
-        .await
-        .unwrap();
+    let first = invoke(
+        &config,
+        fixture.request("run-1"),
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap();
     assert_eq!(first.outcome.status, RunStatus::Succeeded, "{first:?}");
 
     // S3 now fails every GET: only the cache can make the second run work.
     fixture.server.serve_object(&fixture.key, 500, Vec::new());
-    let second = invoke(&config, fixture.request("run-2"), far_deadline())
-        .await
-        .unwrap();
+    let second = invoke(
+        &config,
+        fixture.request("run-2"),
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap();
     assert_eq!(second.outcome.status, RunStatus::Succeeded, "{second:?}");
     assert_eq!(second.outcome.message, "ok");
     assert_eq!(fixture.server.gets(&fixture.key), 1);
@@ -524,9 +590,14 @@ async fn a_corrupt_cached_bundle_is_downloaded_again() {
     std::fs::create_dir_all(config.bundles_dir()).unwrap();
     std::fs::write(&cached, b"not the bundle").unwrap();
 
-    let response = invoke(&config, fixture.request("run-1"), far_deadline())
-        .await
-        .unwrap();
+    let response = invoke(
+        &config,
+        fixture.request("run-1"),
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         response.outcome.status,
         RunStatus::Succeeded,
@@ -542,9 +613,14 @@ async fn a_task_past_its_timeout_is_timed_out() {
     let mut request = fixture.request("run-1");
     request.spec.timeout = Duration::from_millis(300);
     let started = Instant::now();
-    let response = invoke(&fixture.config(), request, far_deadline())
-        .await
-        .unwrap();
+    let response = invoke(
+        &fixture.config(),
+        request,
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap();
     assert_eq!(response.outcome.status, RunStatus::TimedOut, "{response:?}");
     assert_eq!(response.outcome.message, "timed out after 300ms");
     assert_eq!(response.outcome.output_tail, "waiting\n");
@@ -560,7 +636,9 @@ async fn a_near_deadline_lowers_the_timeout_so_the_run_ends_before_it() {
     // 3 s left, of which 0.5 s margin and 0.3 s kill grace are kept: about 2.2 s for the task,
     // less the download.
     let deadline = SystemTime::now() + Duration::from_secs(3);
-    let response = invoke(&fixture.config(), request, deadline).await.unwrap();
+    let response = invoke(&fixture.config(), request, deadline, &mut DiscardOutput)
+        .await
+        .unwrap();
     assert!(
         SystemTime::now() < deadline,
         "the run went past the deadline"
@@ -589,9 +667,14 @@ async fn a_failed_download_is_an_error_naming_the_key_but_not_the_signature() {
     fixture
         .server
         .serve_object(&fixture.key, 500, b"InternalError".to_vec());
-    let err = invoke(&fixture.config(), fixture.request("run-1"), far_deadline())
-        .await
-        .unwrap_err();
+    let err = invoke(
+        &fixture.config(),
+        fixture.request("run-1"),
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap_err();
     let message = error_chain(&err);
     assert!(message.contains(&fixture.key), "{message}");
     assert!(message.contains("HTTP 500"), "{message}");
@@ -608,9 +691,14 @@ async fn a_failed_download_is_an_error_naming_the_key_but_not_the_signature() {
     drop(closed);
     let mut request = fixture.request("run-2");
     request.bundle.url = format!("http://{addr}/{}?{SIGNATURE}", fixture.key);
-    let err = invoke(&fixture.config(), request, far_deadline())
-        .await
-        .unwrap_err();
+    let err = invoke(
+        &fixture.config(),
+        request,
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap_err();
     let message = error_chain(&err);
     assert!(message.contains(&fixture.key), "{message}");
     assert!(!message.contains("do-not-print-me"), "{message}");
@@ -620,9 +708,14 @@ async fn a_failed_download_is_an_error_naming_the_key_but_not_the_signature() {
 async fn a_failed_upload_still_returns_the_outcome() {
     let fixture = Fixture::new(script_bundle("#!/bin/sh\necho done\nexit 3\n"));
     fixture.server.fail_puts(403);
-    let response = invoke(&fixture.config(), fixture.request("run-1"), far_deadline())
-        .await
-        .unwrap();
+    let response = invoke(
+        &fixture.config(),
+        fixture.request("run-1"),
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap();
     assert_eq!(response.outcome.status, RunStatus::Failed, "{response:?}");
     assert_eq!(response.outcome.exit_code, Some(3));
     assert_eq!(response.outcome.message, "exit code 3: done");
@@ -673,9 +766,14 @@ async fn a_payload_of_an_unknown_version_is_refused_and_one_without_a_version_ru
     payload.as_object_mut().unwrap().remove("v");
     let request = parse_request(payload).unwrap();
     assert_eq!(request.v, 1);
-    let response = invoke(&fixture.config(), request, far_deadline())
-        .await
-        .unwrap();
+    let response = invoke(
+        &fixture.config(),
+        request,
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         response.outcome.status,
         RunStatus::Succeeded,
