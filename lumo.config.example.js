@@ -48,7 +48,7 @@ export default defineConfig({
       permission: 'maintainer',
       args: {
         target: { description: 'the cache namespace to purge', required: true },
-        mode: { description: 'soft or hard', default: 'soft' },
+        mode: { description: 'how hard to purge', choices: ['soft', 'hard'], default: 'soft' },
       },
     },
   },

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{CommandResult, Context, Outcome};
 use crate::args::TasksArgs;
-use crate::config::{Permission, RunOn};
+use crate::config::{ArgType, Permission, RunOn};
 use crate::error::CliError;
 use crate::project::Project;
 
@@ -45,6 +45,8 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
                     required: def.required,
                     default: def.default.clone(),
                     description: def.description.clone(),
+                    kind: def.kind,
+                    choices: def.choices.clone(),
                 })
                 .collect(),
             confirm: t.config.confirm.clone(),
@@ -119,15 +121,26 @@ pub struct ArgInfo {
     pub required: bool,
     pub default: Option<String>,
     pub description: Option<String>,
+    /// `string`, `number`, `boolean` or `environment`.
+    #[serde(rename = "type")]
+    pub kind: ArgType,
+    /// The values allowed; `null` = any value of its type.
+    pub choices: Option<Vec<String>>,
 }
 
+/// `--arg mode=soft|hard (string, default `soft`): how hard`: the choices stand in for the
+/// value, then the type and whether it must be given.
 impl fmt::Display for ArgInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "--arg {}=…", self.name)?;
+        match &self.choices {
+            Some(choices) => write!(f, "--arg {}={}", self.name, choices.join("|"))?,
+            None => write!(f, "--arg {}=…", self.name)?,
+        }
+        let kind = self.kind.as_str();
         match (&self.default, self.required) {
-            (Some(default), _) => write!(f, " (default `{default}`)")?,
-            (None, true) => write!(f, " (required)")?,
-            (None, false) => write!(f, " (optional)")?,
+            (Some(default), _) => write!(f, " ({kind}, default `{default}`)")?,
+            (None, true) => write!(f, " ({kind}, required)")?,
+            (None, false) => write!(f, " ({kind}, optional)")?,
         }
         match &self.description {
             Some(d) => write!(f, ": {d}"),

@@ -108,8 +108,87 @@ pub fn secret_env_var(name: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ArgDef {
     pub description: Option<String>,
+    /// Present and not blank on every manual run.
     pub required: bool,
+    /// Fits `kind` and `choices` (checked when the config loads).
     pub default: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: ArgType,
+    /// The values allowed; `None` = any value of `kind`.
+    pub choices: Option<Vec<String>>,
+}
+
+impl Default for ArgDef {
+    fn default() -> Self {
+        ArgDef {
+            description: None,
+            required: false,
+            default: None,
+            kind: ArgType::String,
+            choices: None,
+        }
+    }
+}
+
+/// What an argument's value must be (`args.<name>.type`). Values reach the task as strings
+/// either way (`LUMO_ARG_<NAME>`, `ctx.args`); the type is what lumo checks before it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArgType {
+    String,
+    /// A decimal number: `3`, `-1`, `2.5`, `1e3`.
+    Number,
+    /// `true` or `false`.
+    Boolean,
+    /// The name of another environment of this project (Lagoon's source-environment argument):
+    /// one of the config's `environments` when it declares them, else any valid environment
+    /// name; never the environment the run is in.
+    Environment,
+}
+
+impl ArgType {
+    pub const NAMES: &[&str] = &["string", "number", "boolean", "environment"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArgType::String => "string",
+            ArgType::Number => "number",
+            ArgType::Boolean => "boolean",
+            ArgType::Environment => "environment",
+        }
+    }
+
+    /// Whether `value` is of this type, leaving out what depends on the run (which environment
+    /// it is in) and on the project (which environments it declares).
+    pub fn admits(self, value: &str) -> bool {
+        match self {
+            ArgType::String => true,
+            ArgType::Number => is_number(value),
+            ArgType::Boolean => matches!(value, "true" | "false"),
+            ArgType::Environment => super::checks::is_environment_name(value),
+        }
+    }
+
+    /// What a value of this type looks like, for errors.
+    pub fn described(self) -> &'static str {
+        match self {
+            ArgType::String => "any text",
+            ArgType::Number => "a number (like `3`, `-1` or `2.5`)",
+            ArgType::Boolean => "`true` or `false`",
+            ArgType::Environment => "the name of another environment of this project",
+        }
+    }
+}
+
+/// A decimal number as JavaScript would print or read it: `-12`, `0.5`, `1e3`; not `inf`,
+/// `NaN`, `0x10`, `.5` or an empty string.
+fn is_number(value: &str) -> bool {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    digits.starts_with(|c: char| c.is_ascii_digit())
+        && digits
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+        && value.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
 /// `tasks.<name>` with every default applied.

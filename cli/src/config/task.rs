@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
 use super::checks::{self, Problems, child, got};
-use super::{ArgDef, CopyAsset, Permission, RunOn, TaskConfig};
+use super::{ArgDef, ArgType, CopyAsset, Permission, RunOn, TaskConfig};
 use crate::suggest;
 
 const TASK_KEYS: &[&str] = &[
@@ -128,7 +128,7 @@ pub(super) fn task(
         }
     }
     if let Some(v) = map.get("args") {
-        task.args = args(p, &key("args"), v);
+        task.args = args(p, &key("args"), v, scope);
     }
     if let Some(v) = map.get("confirm") {
         task.confirm = checks::non_empty_string(p, &key("confirm"), v);
@@ -438,11 +438,19 @@ fn scalar_string(value: &Value) -> Option<String> {
     }
 }
 
-fn args(p: &mut Problems, key: &str, value: &Value) -> IndexMap<String, ArgDef> {
+fn args(
+    p: &mut Problems,
+    key: &str,
+    value: &Value,
+    scope: &TaskScope<'_>,
+) -> IndexMap<String, ArgDef> {
     let mut args = IndexMap::new();
     let Some(map) = checks::object(p, key, value, "an object of argument definitions") else {
         return args;
     };
+    // `--arg` names are matched case-insensitively and reach the task as `LUMO_ARG_<NAME>`, so
+    // two names that differ only in case (or `dryRun` and `dry_run`) would be one argument.
+    let mut variables: BTreeMap<String, &str> = BTreeMap::new();
     for (name, value) in map {
         let arg_key = child(key, name);
         if !checks::is_variable_name(name) {
@@ -453,24 +461,44 @@ fn args(p: &mut Problems, key: &str, value: &Value) -> IndexMap<String, ArgDef> 
                      (it is passed as `LUMO_ARG_{name}`)"
                 ),
             );
+        } else {
+            let variable = lumo_runner::contract::arg_env_name(name);
+            if let Some(first) = variables.get(&variable) {
+                p.add(
+                    arg_key.clone(),
+                    format!(
+                        "is the same argument as `{first}`: `--arg` names are matched without \
+                         regard to case and both would be passed as `{variable}`; rename one"
+                    ),
+                );
+            } else {
+                variables.insert(variable, name);
+            }
         }
         let Some(def) = checks::object(
             p,
             &arg_key,
             value,
-            "an object `{ description?, required?, default? }`",
+            "an object `{ description?, required?, default?, type?, choices? }`",
         ) else {
             continue;
         };
-        if let Some(arg) = arg(p, &arg_key, def) {
+        if let Some(arg) = arg(p, &arg_key, def, scope) {
             args.insert(name.clone(), arg);
         }
     }
     args
 }
 
-fn arg(p: &mut Problems, key: &str, def: &Map<String, Value>) -> Option<ArgDef> {
-    checks::unknown_keys(p, key, def, &["description", "required", "default"]);
+const ARG_KEYS: &[&str] = &["description", "required", "default", "type", "choices"];
+
+fn arg(
+    p: &mut Problems,
+    key: &str,
+    def: &Map<String, Value>,
+    scope: &TaskScope<'_>,
+) -> Option<ArgDef> {
+    checks::unknown_keys(p, key, def, ARG_KEYS);
     let description = def
         .get("description")
         .and_then(|v| checks::string(p, &child(key, "description"), v));
@@ -478,10 +506,29 @@ fn arg(p: &mut Problems, key: &str, def: &Map<String, Value>) -> Option<ArgDef> 
         .get("required")
         .and_then(|v| checks::boolean(p, &child(key, "required"), v))
         .unwrap_or(false);
+    let kind = match def.get("type") {
+        None => ArgType::String,
+        Some(v) => match checks::one_of(p, &child(key, "type"), v, ArgType::NAMES) {
+            Some("number") => ArgType::Number,
+            Some("boolean") => ArgType::Boolean,
+            Some("environment") => ArgType::Environment,
+            Some(_) => ArgType::String,
+            // The type is unknown, so nothing can be said of the default or the choices.
+            None => return None,
+        },
+    };
+    let choices = def
+        .get("choices")
+        .and_then(|v| choices(p, &child(key, "choices"), v, kind, scope));
     let default = match def.get("default") {
         None => None,
         Some(v) => match scalar_string(v) {
-            Some(s) => Some(s),
+            Some(s) => {
+                let default_key = child(key, "default");
+                let fits = check_arg_value(p, &default_key, v, &s, kind, scope)
+                    && check_choice(p, &default_key, v, &s, choices.as_deref());
+                fits.then_some(s)
+            }
             None => {
                 p.add(
                     child(key, "default"),
@@ -505,7 +552,143 @@ fn arg(p: &mut Problems, key: &str, def: &Map<String, Value>) -> Option<ArgDef> 
         description,
         required,
         default,
+        kind,
+        choices,
     })
+}
+
+/// `args.<name>.choices`: a non-empty list of distinct values, each of the argument's type.
+fn choices(
+    p: &mut Problems,
+    key: &str,
+    value: &Value,
+    kind: ArgType,
+    scope: &TaskScope<'_>,
+) -> Option<Vec<String>> {
+    let shape = "a non-empty array of the values allowed (strings, numbers or booleans)";
+    let items = match value {
+        Value::Array(items) if !items.is_empty() => items,
+        other => {
+            p.add(key, format!("must be {shape}, got {}", got(other)));
+            return None;
+        }
+    };
+    let mut choices: Vec<String> = Vec::new();
+    let mut fine = true;
+    for (i, item) in items.iter().enumerate() {
+        let item_key = format!("{key}[{i}]");
+        let Some(s) = scalar_string(item).filter(|s| !s.trim().is_empty()) else {
+            p.add(
+                item_key,
+                format!(
+                    "must be a non-empty string, number or boolean, got {}",
+                    got(item)
+                ),
+            );
+            fine = false;
+            continue;
+        };
+        if !check_arg_value(p, &item_key, item, &s, kind, scope) {
+            fine = false;
+        } else if choices.contains(&s) {
+            p.add(item_key, format!("{} is listed twice", got(item)));
+            fine = false;
+        } else {
+            choices.push(s);
+        }
+    }
+    fine.then_some(choices)
+}
+
+/// Whether `text` (`value` as the config wrote it) is a value of `kind`; records a problem at
+/// `key` when it is not. An `environment` must be one of the declared environments, if any.
+fn check_arg_value(
+    p: &mut Problems,
+    key: &str,
+    value: &Value,
+    text: &str,
+    kind: ArgType,
+    scope: &TaskScope<'_>,
+) -> bool {
+    if kind == ArgType::Environment {
+        return match scope.environments {
+            Some(known) if !known.iter().any(|e| e == text) => {
+                p.add(
+                    key,
+                    format!(
+                        "must be one of the project's environments ({}) as the argument's \
+                         `type` is 'environment', got {}{}",
+                        known
+                            .iter()
+                            .map(|e| format!("`{e}`"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        got(value),
+                        suggest::hint_suffix(text, known.iter().map(String::as_str))
+                    ),
+                );
+                false
+            }
+            Some(_) => true,
+            None if !kind.admits(text) => {
+                p.add(
+                    key,
+                    format!(
+                        "must be an environment name as the argument's `type` is \
+                         'environment': it {}, got {}",
+                        checks::ENVIRONMENT_NAME_RULE,
+                        got(value)
+                    ),
+                );
+                false
+            }
+            None => true,
+        };
+    }
+    if kind.admits(text) {
+        return true;
+    }
+    p.add(
+        key,
+        format!(
+            "must be {} as the argument's `type` is '{}', got {}",
+            kind.described(),
+            kind.as_str(),
+            got(value)
+        ),
+    );
+    false
+}
+
+/// Whether `text` is one of `choices` (any value when there are none); records a problem when
+/// it is not.
+fn check_choice(
+    p: &mut Problems,
+    key: &str,
+    value: &Value,
+    text: &str,
+    choices: Option<&[String]>,
+) -> bool {
+    let Some(choices) = choices else {
+        return true;
+    };
+    if choices.iter().any(|c| c == text) {
+        return true;
+    }
+    p.add(
+        key,
+        format!(
+            "must be one of the argument's `choices` ({}), got {}{}",
+            choices
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            got(value),
+            suggest::hint_suffix(text, choices.iter().map(String::as_str))
+        ),
+    );
+    false
 }
 
 /// `config` is handed to the task as JSON; a function in it would vanish on the way.

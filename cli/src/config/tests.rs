@@ -599,7 +599,7 @@ fn every_task_setting_is_read() {
         ArgDef {
             description: Some("where".into()),
             required: true,
-            default: None
+            ..ArgDef::default()
         }
     );
     assert_eq!(task.args["LIMIT"].default.as_deref(), Some("10"));
@@ -1245,4 +1245,141 @@ fn a_secret_too_large_for_the_environment_is_refused_at_load() {
     );
     assert_problem(&problems, "secrets", "at most 1024 KiB together");
     assert!(!format!("{problems:?}").contains("zzzz"));
+}
+
+#[test]
+fn typed_args_load_with_their_type_choices_and_a_fitting_default() {
+    let config = loads(
+        "export default { projectName: 'x', environments: ['dev', 'staging', 'prod'], tasks: {
+           copy: { runOn: [], args: {
+             source: { type: 'environment', required: true },
+             mode: { choices: ['soft', 'hard'], default: 'soft' },
+             batch: { type: 'number', choices: [100, 1000], default: 100 },
+             dryRun: { type: 'boolean', default: true },
+             from: { type: 'environment', choices: ['staging', 'prod'], default: 'prod' },
+             note: {},
+           } },
+         } };",
+    );
+    let args = &config.tasks["copy"].args;
+    assert_eq!(args["source"].kind, ArgType::Environment);
+    assert!(args["source"].required);
+    assert_eq!(args["mode"].kind, ArgType::String);
+    assert_eq!(
+        args["mode"].choices.as_deref(),
+        Some(&["soft".to_string(), "hard".into()][..])
+    );
+    assert_eq!(args["batch"].kind, ArgType::Number);
+    assert_eq!(
+        args["batch"].choices.as_deref(),
+        Some(&["100".to_string(), "1000".into()][..])
+    );
+    assert_eq!(args["dryRun"].default.as_deref(), Some("true"));
+    assert_eq!(args["from"].default.as_deref(), Some("prod"));
+    assert_eq!(args["note"], ArgDef::default());
+}
+
+#[test]
+fn an_args_default_is_checked_against_its_type_and_choices_at_load() {
+    let problems = invalid(
+        "export default { projectName: 'x', environments: ['dev', 'prod'], tasks: { t: { args: {
+           mode: { choices: ['soft', 'hard'], default: 'banana' },
+           count: { type: 'number', default: 'many' },
+           dry: { type: 'boolean', default: 'yes' },
+           source: { type: 'environment', default: 'staging' },
+           kind: { type: 'text' },
+         } } } };",
+    );
+    assert_eq!(
+        problem_at(&problems, "tasks.t.args.mode.default"),
+        "must be one of the argument's `choices` (`soft`, `hard`), got \"banana\""
+    );
+    assert_eq!(
+        problem_at(&problems, "tasks.t.args.count.default"),
+        "must be a number (like `3`, `-1` or `2.5`) as the argument's `type` is 'number', \
+         got \"many\""
+    );
+    assert_problem(
+        &problems,
+        "tasks.t.args.dry.default",
+        "must be `true` or `false`",
+    );
+    assert_eq!(
+        problem_at(&problems, "tasks.t.args.source.default"),
+        "must be one of the project's environments (`dev`, `prod`) as the argument's `type` \
+         is 'environment', got \"staging\""
+    );
+    assert_problem(
+        &problems,
+        "tasks.t.args.kind.type",
+        "must be `string`, `number`, `boolean` or `environment`, got \"text\"",
+    );
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+}
+
+#[test]
+fn an_environment_arg_without_declared_environments_takes_any_valid_name() {
+    let config = loads(
+        "export default { projectName: 'x', tasks: { t: { args: {
+           source: { type: 'environment', default: 'staging' } } } } };",
+    );
+    assert_eq!(
+        config.tasks["t"].args["source"].default.as_deref(),
+        Some("staging")
+    );
+    let problems = invalid(
+        "export default { projectName: 'x', tasks: { t: { args: {
+           source: { type: 'environment', default: 'Staging DB' } } } } };",
+    );
+    assert_problem(
+        &problems,
+        "tasks.t.args.source.default",
+        "must be an environment name",
+    );
+}
+
+#[test]
+fn args_choices_are_a_non_empty_list_of_distinct_values_of_the_type() {
+    let problems = invalid(
+        "export default { projectName: 'x', environments: ['dev', 'prod'], tasks: { t: { args: {
+           none: { choices: [] },
+           notList: { choices: 'soft' },
+           twice: { choices: ['a', 'a'] },
+           blank: { choices: ['a', ''] },
+           numbers: { type: 'number', choices: [1, 'two'] },
+           envs: { type: 'environment', choices: ['dev', 'qa'] },
+         } } } };",
+    );
+    assert_problem(&problems, "tasks.t.args.none.choices", "a non-empty array");
+    assert_problem(&problems, "tasks.t.args.notList.choices", "got \"soft\"");
+    assert_problem(&problems, "tasks.t.args.twice.choices[1]", "listed twice");
+    assert_problem(&problems, "tasks.t.args.blank.choices[1]", "non-empty");
+    assert_problem(
+        &problems,
+        "tasks.t.args.numbers.choices[1]",
+        "must be a number",
+    );
+    assert_problem(
+        &problems,
+        "tasks.t.args.envs.choices[1]",
+        "one of the project's environments (`dev`, `prod`)",
+    );
+    assert_eq!(problems.len(), 6, "{problems:#?}");
+}
+
+/// `--arg` names are matched without regard to case, so two names a run cannot tell apart are
+/// refused where they are declared.
+#[test]
+fn args_that_differ_only_in_case_are_refused() {
+    let problems = invalid(
+        "export default { projectName: 'x', tasks: { t: { args: {
+           target: {}, TARGET: {}, dryRun: {}, dry_run: {} } } } };",
+    );
+    assert_problem(
+        &problems,
+        "tasks.t.args.TARGET",
+        "is the same argument as `target`",
+    );
+    assert_problem(&problems, "tasks.t.args.dry_run", "`LUMO_ARG_DRY_RUN`");
+    assert_eq!(problems.len(), 2, "{problems:#?}");
 }
