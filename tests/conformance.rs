@@ -367,6 +367,42 @@ async fn runs_are_recorded_and_queried_newest_first(f: Fixture) {
     );
 }
 
+/// A run is found by a prefix of its id through an index (`local`), or the provider says the
+/// whole id is needed (`aws`: DynamoDB matches a prefix only on a sort key, and `by-id` has none).
+async fn runs_are_found_by_a_prefix_of_their_id(f: Fixture) {
+    let audit = &f.backend.audit;
+    let first = run_record(&f, "ok", RunStatus::Succeeded);
+    audit.start_run(&first).await.unwrap();
+    let second = run_record(&f, "ok", RunStatus::Succeeded);
+    audit.start_run(&second).await.unwrap();
+    let shared = first
+        .id
+        .chars()
+        .zip(second.id.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let found = audit.runs_by_id_prefix(&first.id[..shared + 1], 5).await;
+    if f.aws.is_some() {
+        assert_eq!(found.unwrap_err().kind, BackendErrorKind::Invalid);
+        return;
+    }
+    let ids = |runs: Vec<TaskRun>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(found.unwrap()), vec![first.id.clone()]);
+    let both = audit
+        .runs_by_id_prefix(&first.id[..shared], 5)
+        .await
+        .unwrap();
+    let mut in_id_order = [first.id.clone(), second.id.clone()];
+    in_id_order.sort();
+    assert_eq!(ids(both), in_id_order);
+    let capped = audit
+        .runs_by_id_prefix(&first.id[..shared], 1)
+        .await
+        .unwrap();
+    assert_eq!(capped.len(), 1);
+    assert!(audit.runs_by_id_prefix("ZZZZ", 5).await.unwrap().is_empty());
+}
+
 /// The executor runs a bundle under the task contract: result, data, exit code, the full
 /// output kept and readable, secrets masked everywhere.
 async fn tasks_run_and_their_output_is_kept(f: Fixture) {
@@ -1014,6 +1050,7 @@ conformance!(
     bundles_are_stored_once,
     state_moves_only_with_a_successful_deployment,
     runs_are_recorded_and_queried_newest_first,
+    runs_are_found_by_a_prefix_of_their_id,
     tasks_run_and_their_output_is_kept,
     large_data_is_kept,
     the_writer_lock_is_exclusive,

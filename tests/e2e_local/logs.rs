@@ -28,3 +28,51 @@ fn logs_tail_shows_the_last_lines_in_text_and_json() {
     let not_a_number = p.lumo(&["logs", &run_id, "--tail", "some"]).code(2).clone();
     not_a_number.stderr_has(&["--tail"]);
 }
+
+/// A run id may be shortened to any unique prefix (as git and docker take them), in any case; a
+/// prefix several runs start with is an error listing them (exit 2), one no run starts with is
+/// "no run".
+#[test]
+fn a_unique_prefix_of_a_run_id_finds_the_run() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'logs', tasks: { one: {}, two: {} } };")
+        .task("one", "echo from one")
+        .task("two", "echo from two");
+    p.deploy(&[], 0);
+    let runs = p.history();
+    let (one, two) = (&runs[0].id, &runs[1].id);
+    let shared = one
+        .chars()
+        .zip(two.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        shared > 0,
+        "ids made in the same second share their time: {one} {two}"
+    );
+
+    let unique = &one[..shared + 1];
+    let by_prefix = p.lumo(&["logs", unique]).code(0).clone();
+    assert_eq!(by_prefix.stdout, "from one\n", "{}", by_prefix.show());
+    let lower = unique.to_ascii_lowercase();
+    let json: Logs = p.lumo(&["logs", &lower, "--json"]).code(0).json();
+    assert_eq!(&json.run.id, one);
+
+    let ambiguous = p.lumo(&["logs", &one[..shared]]).code(2).clone();
+    ambiguous.stderr_has(&["ambiguous", one, two, "2 runs"]);
+    assert!(ambiguous.stdout.is_empty());
+    let error = p
+        .lumo(&["logs", &one[..shared], "--json"])
+        .code(2)
+        .json_error();
+    assert_eq!(error.kind, "invalid");
+    assert!(error.message.contains(two.as_str()), "{error:?}");
+
+    let none = p.lumo(&["logs", "ZZZZ"]).code(2).clone();
+    none.stderr_has(&["no run `ZZZZ`"]);
+    let too_long = format!("{one}0");
+    p.lumo(&["logs", &too_long])
+        .code(2)
+        .clone()
+        .stderr_has(&["is not a run id"]);
+}

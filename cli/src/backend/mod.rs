@@ -191,6 +191,16 @@ pub trait AuditStore: Send + Sync {
     /// The latest `limit` runs of `env` (of one task when `task` is given).
     async fn runs(&self, env: &str, task: Option<&str>, limit: u32) -> BackendResult<Vec<TaskRun>>;
     async fn run(&self, id: &str) -> BackendResult<Option<TaskRun>>;
+    /// The runs of this project whose id starts with `prefix`, in id order, at most `limit`:
+    /// how a user's shortened run id (`lumo logs 01KBQZ6N`) is found.
+    ///
+    /// # Contract
+    /// - `prefix` is upper-case letters and digits, shorter than a run id; only this project's
+    ///   runs match, of any environment.
+    /// - Looked up through an index, never by scanning the store. A provider whose store has no
+    ///   index that can answer it returns an [`Invalid`](BackendErrorKind::Invalid) error saying
+    ///   to give the whole run id.
+    async fn runs_by_id_prefix(&self, prefix: &str, limit: u32) -> BackendResult<Vec<TaskRun>>;
     async fn deployments(&self, env: &str, limit: u32) -> BackendResult<Vec<Deployment>>;
     /// The full output of a run, if it was stored.
     async fn read_log(&self, run: &TaskRun) -> BackendResult<Option<Vec<u8>>>;

@@ -1,5 +1,6 @@
 //! `lumo logs RUN_ID [--tail N]`: the full output of a run, or its last N lines (raw on stdout),
 //! or with `--json` the run's record and that output. A skipped run never started and has none.
+//! RUN_ID may be a unique prefix of the id ([`find_run`]), where the provider can look one up.
 
 use std::fmt;
 
@@ -8,26 +9,17 @@ use serde::Serialize;
 
 use super::{CommandResult, Context, Outcome};
 use crate::args::LogsArgs;
+use crate::backend::Backend;
 use crate::backend::records::TaskRun;
 use crate::error::CliError;
+use crate::project::Project;
 
 pub async fn run(args: LogsArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
-    let run_id = args.run_id.trim().to_ascii_uppercase();
-    if run_id.len() != 26 || !run_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(CliError::invalid(format!(
-            "`{}` is not a run id (26 letters and digits, as `lumo history` shows)",
-            args.run_id
-        )));
-    }
+    let id_or_prefix = run_id_or_prefix(&args.run_id)?;
     let backend = ctx.connect(&project).await?;
-    let Some(run) = backend.audit.run(&run_id).await? else {
-        return Err(CliError::invalid(format!(
-            "no run `{run_id}` in project `{}`",
-            project.config.project_name
-        ))
-        .hint("`lumo history --env ENV` lists recent runs"));
-    };
+    let run = find_run(&backend, &project, &id_or_prefix).await?;
+    let run_id = run.id.clone();
     if run.status == RunStatus::Skipped {
         // A skipped run never started: its whole output is empty, not lost.
         if ctx.printer.json {
@@ -78,6 +70,60 @@ pub async fn run(args: LogsArgs, ctx: &Context) -> CommandResult {
             Ok(Outcome::raw(shown))
         }
     }
+}
+
+/// How long a run id is (a ULID).
+const RUN_ID_LEN: usize = 26;
+/// How many runs an ambiguous prefix lists.
+const MAX_MATCHES_SHOWN: usize = 10;
+
+/// A run id as typed: the whole id, or the start of one (as git and docker take them).
+pub fn run_id_or_prefix(text: &str) -> Result<String, CliError> {
+    let id = text.trim().to_ascii_uppercase();
+    if id.is_empty() || id.len() > RUN_ID_LEN || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(CliError::invalid(format!(
+            "`{text}` is not a run id (26 letters and digits, as `lumo history` shows) nor the \
+             start of one"
+        )));
+    }
+    Ok(id)
+}
+
+/// The run `id` names: the run with that whole id, or the one run whose id starts with it. A
+/// prefix that several ids start with is an error listing them.
+pub async fn find_run(backend: &Backend, project: &Project, id: &str) -> Result<TaskRun, CliError> {
+    let no_run = || {
+        CliError::invalid(format!(
+            "no run `{id}` in project `{}`",
+            project.config.project_name
+        ))
+        .hint("`lumo history --env ENV` lists recent runs")
+    };
+    if id.len() == RUN_ID_LEN {
+        return backend.audit.run(id).await?.ok_or_else(no_run);
+    }
+    let mut matches = backend
+        .audit
+        .runs_by_id_prefix(id, MAX_MATCHES_SHOWN as u32 + 1)
+        .await?;
+    if matches.len() <= 1 {
+        return matches.pop().ok_or_else(no_run);
+    }
+    let count = if matches.len() > MAX_MATCHES_SHOWN {
+        format!("more than {MAX_MATCHES_SHOWN} runs")
+    } else {
+        format!("{} runs", matches.len())
+    };
+    let listed: Vec<String> = matches
+        .iter()
+        .take(MAX_MATCHES_SHOWN)
+        .map(|r| format!("{}  {} on `{}`, {}", r.id, r.task, r.env, r.started_at))
+        .collect();
+    Err(CliError::invalid(format!(
+        "the run id `{id}` is ambiguous: {count} start with it:\n  {}",
+        listed.join("\n  ")
+    ))
+    .hint("type more of the run id"))
 }
 
 #[derive(Serialize)]

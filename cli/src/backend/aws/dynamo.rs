@@ -474,6 +474,16 @@ impl AuditStore for DynamoStore {
         Ok(None)
     }
 
+    async fn runs_by_id_prefix(&self, prefix: &str, _limit: u32) -> BackendResult<Vec<TaskRun>> {
+        // `by-id` is keyed on the whole id alone, and DynamoDB matches a prefix (`begins_with`)
+        // only on a sort key: across environments a prefix could only be found by a Scan.
+        Err(BackendError::invalid(format!(
+            "`{prefix}` is not a whole run id, and the `aws` provider looks runs up by their \
+             whole id (26 letters and digits) only"
+        ))
+        .hint("`lumo history --env ENV` shows the whole run ids"))
+    }
+
     async fn deployments(&self, env: &str, limit: u32) -> BackendResult<Vec<Deployment>> {
         let what = format!("reading the deployments of `{env}`");
         let items = self.latest(env, "DEPLOY#", limit, &what).await?;
