@@ -23,3 +23,6 @@ pub mod stop;
 pub mod suggest;
 pub mod task;
 pub mod version;
+
+#[cfg(test)]
+mod import_cycles;
