@@ -109,6 +109,16 @@ impl fmt::Display for CliError {
     }
 }
 
+impl From<crate::preflight::PreflightError> for CliError {
+    fn from(e: crate::preflight::PreflightError) -> Self {
+        let message = format!("{e}:\n{}", crate::project::list(&e.problems));
+        CliError {
+            problems: e.problems,
+            ..CliError::invalid(message).hint("fix each task above and run the command again")
+        }
+    }
+}
+
 impl From<ProjectError> for CliError {
     fn from(e: ProjectError) -> Self {
         let hint = match &e {

@@ -67,7 +67,12 @@ async fn run_locked(op: &Operation, run: ManualRun<'_>) -> Result<Ran, CliError>
         ))
         .hint(format!("deploy it first: `lumo deploy --env {env}`")));
     };
-    crate::preflight::check_stored(&op.project, &task.name, &bundle)?;
+    crate::preflight::check_stored(
+        op.project.config.provider,
+        &op.project.lumo_dir(),
+        &task.name,
+        &bundle,
+    )?;
     op.backend.executor.prepare(env, Prepare::Run).await?;
     let session = Session::of_manual_run(op, version, state.previous_version, run.secrets);
     let job = TaskJob {

@@ -18,7 +18,13 @@ use lumo_runner::contract::{BundleManifest, Entry, MANIFEST_PATH};
 use lumo_runner::node::{self, NodeError};
 
 use crate::config::{ConfigProblem, Provider};
-use crate::error::CliError;
+
+/// Tasks that could not start: the problems, one per task (exit code 2 at the CLI boundary).
+#[derive(Debug, thiserror::Error)]
+#[error("{} task(s) could not start, so nothing was run", problems.len())]
+pub struct PreflightError {
+    pub problems: Vec<ConfigProblem>,
+}
 
 /// A task's bundle, as pre-flight needs it.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +39,7 @@ pub struct PlannedBundle<'a> {
 pub fn check<'a>(
     bundles: impl IntoIterator<Item = PlannedBundle<'a>>,
     provider: Provider,
-) -> Result<(), CliError> {
+) -> Result<(), PreflightError> {
     let mut node: Option<Result<(), NodeError>> = None;
     let mut problems = Vec::new();
     for bundle in bundles {
@@ -59,37 +65,27 @@ pub fn check<'a>(
     if problems.is_empty() {
         return Ok(());
     }
-    Err(CliError {
-        problems: problems.clone(),
-        ..CliError::invalid(format!(
-            "{} task(s) could not start, so nothing was run:\n{}",
-            problems.len(),
-            crate::project::list(&problems)
-        ))
-        .hint("fix each task above and run the command again")
-    })
+    Err(PreflightError { problems })
 }
 
 /// Pre-flight of a manual run of `task`, whose deployed bundle is `sha256`. On `local` the
 /// bundle is in the project's store and checked like a deploy's (Node.js may have gone since
 /// the deploy); on `aws` it was checked when deployed and runs where nothing here changes it.
 pub fn check_stored(
-    project: &crate::project::Project,
+    provider: Provider,
+    lumo_dir: &Path,
     task: &str,
     sha256: &str,
-) -> Result<(), CliError> {
-    if project.config.provider != Provider::Local {
+) -> Result<(), PreflightError> {
+    if provider != Provider::Local {
         return Ok(());
     }
-    let zip: PathBuf = project
-        .lumo_dir()
-        .join("bundles")
-        .join(format!("{sha256}.zip"));
+    let zip: PathBuf = lumo_dir.join("bundles").join(format!("{sha256}.zip"));
     if !zip.is_file() {
         // A bundle gone from the store is the backend's error to report, as it always was.
         return Ok(());
     }
-    check([PlannedBundle { task, zip: &zip }], project.config.provider)
+    check([PlannedBundle { task, zip: &zip }], provider)
 }
 
 /// What a bundle's manifest says to start, with what pre-flight needs of the entry file.

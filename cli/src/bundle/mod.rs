@@ -37,16 +37,6 @@ pub struct BuiltBundle {
     pub files: usize,
 }
 
-impl BuiltBundle {
-    /// The bundle as pre-flight checks it.
-    pub fn planned(&self) -> crate::preflight::PlannedBundle<'_> {
-        crate::preflight::PlannedBundle {
-            task: &self.task,
-            zip: &self.path,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("cannot bundle the tasks")]

@@ -44,7 +44,11 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     let built = bundle::build_all(project.root(), &bundles_dir, &tasks, ctx.build(&project));
     spinner.finish();
     let built = built.map_err(|e| CliError::bundle(e, &project.config.path))?;
-    crate::preflight::check(built.iter().map(|b| b.planned()), project.config.provider)?;
+    let planned = built.iter().map(|b| crate::preflight::PlannedBundle {
+        task: &b.task,
+        zip: &b.path,
+    });
+    crate::preflight::check(planned, project.config.provider)?;
     let release = Release {
         tasks: &tasks,
         built: &built,
