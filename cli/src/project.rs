@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::bundle;
-use crate::bundle::discover::{self, Discovery};
+use crate::bundle::discover::{self, Discovery, Unrunnable};
 use crate::config::{self, ConfigError, ConfigProblem, ProjectConfig, Provider, TaskConfig};
 use crate::suggest;
 use crate::task::{self, Task, TaskSource};
@@ -16,6 +16,9 @@ pub struct Project {
     pub config: ProjectConfig,
     /// Declared tasks in declaration order, then undeclared ones by name.
     pub tasks: Vec<Task>,
+    /// Files in `functions/tasks/` that are not tasks and that no config key names (a config
+    /// naming one is an error): listed under `--verbose`, never silently dropped.
+    pub not_tasks: Vec<Unrunnable>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,10 +163,10 @@ impl Project {
                 // Discovery has said why this task's file was refused.
                 (None, None) if discovery.refused.contains(name) => None,
                 (None, None) => {
-                    let message = match discovery.not_executable.get(name) {
-                        Some(path) => format!("`{path}` is not executable; run `chmod +x {path}`"),
+                    let message = match discovery.unrunnable.get(name) {
+                        Some(file) => file.problem(),
                         None => format!(
-                            "no task file `{}/{name}` (an executable file, a directory with an executable `run`, or a Rust crate) and no `command`{}",
+                            "no task file `{}/{name}` (a JS/TS module exporting `run`, an executable file, a directory with an executable `run`, or a Rust crate) and no `command`{}",
                             discover::TASKS_DIR,
                             suggest::hint_suffix(name, disk_names.iter().map(String::as_str)),
                         ),
@@ -194,7 +197,20 @@ impl Project {
         }
         check_command_collisions(&tasks, &mut problems);
         check_dependencies(&config, &tasks, &mut problems);
-        (Project { config, tasks }, problems)
+        let not_tasks = discovery
+            .unrunnable
+            .into_iter()
+            .filter(|(name, _)| !config.tasks.contains_key(name))
+            .map(|(_, file)| file)
+            .collect();
+        (
+            Project {
+                config,
+                tasks,
+                not_tasks,
+            },
+            problems,
+        )
     }
 
     pub fn root(&self) -> &Path {

@@ -38,6 +38,9 @@ pub enum TaskSource {
     Directory { dir: PathBuf, entry: String },
     /// A Rust crate built with cargo; its binary becomes the bundle's entry point.
     Crate { dir: PathBuf },
+    /// A JS/TS module exporting a handler, bundled with what it imports into one ES module
+    /// that lumo's Node entry calls (see `bundle::handler`).
+    Handler { path: PathBuf },
     /// `command:` in the config, run with `sh -c` in the bundle root.
     Command { command: String },
 }
@@ -48,6 +51,7 @@ impl TaskSource {
             TaskSource::File { .. } => "file",
             TaskSource::Directory { .. } => "directory",
             TaskSource::Crate { .. } => "rust",
+            TaskSource::Handler { .. } => "handler",
             TaskSource::Command { .. } => "command",
         }
     }

@@ -157,22 +157,32 @@ impl Entry {
 pub const MANIFEST_PATH: &str = "lumo-bundle.json";
 
 /// The environment variable a secret named `name` in the config is handed to tasks as:
-/// upper snake case, `databaseUrl` → `DATABASE_URL`, `api-key` → `API_KEY`.
+/// upper snake case, `databaseUrl` → `DATABASE_URL`, `api-key` → `API_KEY`, `apiURLValue` →
+/// `API_URL_VALUE`. Any run of other characters (`-`, `.`, `_`, spaces) is one `_`. The CLI
+/// validates secret names with this same function (two names with one variable are an error),
+/// and lumo's `@lumo-framework/core` module for handlers mirrors it in `getSecret`.
 pub fn secret_env_name(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
     let mut out = String::with_capacity(name.len() + 4);
-    let mut prev: Option<char> = None;
-    for c in name.chars() {
+    for (i, &c) in chars.iter().enumerate() {
         if c.is_ascii_alphanumeric() {
-            if c.is_ascii_uppercase()
-                && prev.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit())
-            {
+            let previous = i.checked_sub(1).map(|p| chars[p]);
+            let next_is_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            // A capital starts a word after a lower-case letter or a digit (`databaseUrl`), or
+            // ends an acronym when a lower-case letter follows (`URLValue` → `URL_VALUE`).
+            let word_starts = c.is_ascii_uppercase()
+                && previous.is_some_and(|p| {
+                    p.is_ascii_lowercase()
+                        || p.is_ascii_digit()
+                        || (p.is_ascii_uppercase() && next_is_lower)
+                });
+            if word_starts && !out.is_empty() && !out.ends_with('_') {
                 out.push('_');
             }
             out.push(c.to_ascii_uppercase());
         } else if !out.is_empty() && !out.ends_with('_') {
             out.push('_');
         }
-        prev = Some(c);
     }
     while out.ends_with('_') {
         out.pop();
@@ -195,6 +205,9 @@ mod tests {
         assert_eq!(secret_env_name("api-key"), "API_KEY");
         assert_eq!(secret_env_name("STRIPE_KEY"), "STRIPE_KEY");
         assert_eq!(secret_env_name("oauth2Token"), "OAUTH2_TOKEN");
+        assert_eq!(secret_env_name("apiURLValue"), "API_URL_VALUE");
+        assert_eq!(secret_env_name("db.password"), "DB_PASSWORD");
+        assert_eq!(secret_env_name("--x--"), "X");
         assert_eq!(arg_env_name("target"), "LUMO_ARG_TARGET");
         assert_eq!(arg_env_name("dry-run"), "LUMO_ARG_DRY_RUN");
     }

@@ -1,14 +1,21 @@
 //! Finding the tasks that live in `functions/tasks/` (PRODUCT.md §2).
 //!
-//! A task is an executable file (named by its path without extension), a directory holding an
-//! executable `run` / `run.<ext>` entry point, or a Rust crate (a directory with `Cargo.toml`).
-//! Any other directory is a namespace: `functions/tasks/db/migrate.sh` is the task `db/migrate`.
+//! A task is a JS/TS module exporting a handler (Lumo's form: `.ts .mts .cts .js .mjs .cjs`
+//! exporting `run`, a default export or `handler`; no `x` bit or `#!` needed), an executable
+//! file, a directory holding an executable `run` / `run.<ext>` entry point, or a Rust crate (a
+//! directory with `Cargo.toml`); each is named by its path without extension. Any other
+//! directory is a namespace: `functions/tasks/db/migrate.ts` is the task `db/migrate`.
+//!
+//! Files that are not tasks by convention (`*.d.ts`, tests, `_`/`.` names, READMEs) are left
+//! alone; every other file lumo cannot run is remembered in [`Discovery::unrunnable`] with the
+//! reason, so `--verbose` lists it and a config naming it gets that reason, never silence.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::bundle::handler;
 use crate::config::ConfigProblem;
 use crate::task::TaskSource;
 
@@ -29,13 +36,61 @@ pub struct DiscoveredTask {
 pub struct Discovery {
     /// Sorted by name.
     pub tasks: Vec<DiscoveredTask>,
-    /// Regular files that are not executable, by the task name they would have had; kept so a
-    /// config naming one can say "not executable" instead of "not found". A task directory
-    /// whose `run` entry point is not executable is here under the directory's name.
-    pub not_executable: BTreeMap<String, String>,
+    /// Files in `functions/tasks/` lumo cannot run, by the task name they would have had: kept
+    /// so `--verbose` lists them and a config naming one says why instead of "not found". A
+    /// task directory whose `run` entry point is not executable is here under its own name.
+    pub unrunnable: BTreeMap<String, Unrunnable>,
     /// Names whose file or directory was refused (a symlink resolving outside the project);
     /// the refusal is already reported, so a config naming one gets no second error.
     pub refused: BTreeSet<String>,
+}
+
+/// A file lumo found but cannot run, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unrunnable {
+    /// Relative to the project root (`functions/tasks/notes.md`).
+    pub display_path: String,
+    pub reason: UnrunnableReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnrunnableReason {
+    /// Not a JS/TS module and without its `x` bit.
+    NotExecutable,
+    /// A JS/TS module exporting none of `run`, a default export or `handler` (a helper, most
+    /// likely, that the tasks import).
+    NoHandlerExport,
+}
+
+impl Unrunnable {
+    /// Why a config naming this file as a task is wrong, and what to do.
+    pub fn problem(&self) -> String {
+        let path = &self.display_path;
+        match self.reason {
+            UnrunnableReason::NotExecutable => {
+                format!("`{path}` is not executable; run `chmod +x {path}`")
+            }
+            UnrunnableReason::NoHandlerExport => format!(
+                "`{path}` exports none of `run`, a default export or `handler`, so it is not a \
+                 task; export the handler lumo calls, e.g. \
+                 `export const run = async (ctx) => ({{ success: true, message: 'done' }})`"
+            ),
+        }
+    }
+
+    /// The `--verbose` line for a file that is left alone.
+    pub fn note(&self) -> String {
+        let path = &self.display_path;
+        match self.reason {
+            UnrunnableReason::NotExecutable => format!(
+                "`{path}` is not a task (not a JS/TS handler, and not executable); ignored"
+            ),
+            UnrunnableReason::NoHandlerExport => format!(
+                "`{path}` is not a task (it exports none of `run`, a default export or \
+                 `handler`); ignored"
+            ),
+        }
+    }
 }
 
 /// Scan `<root>/functions/tasks`: every task found, and every problem (collisions, symlinks
@@ -98,10 +153,10 @@ impl Scan<'_> {
                 ));
                 continue;
             };
-            if file_name.starts_with('.') {
+            let path = entry.path();
+            if not_a_task_by_convention(file_name, path.is_dir()) {
                 continue;
             }
-            let path = entry.path();
             // Follow symlinks: a task may be linked in from elsewhere in the project, but not
             // from outside it (a bundle holds only what is inside the project, as with
             // `copyAssets`), so a link that resolves outside is refused here.
@@ -141,9 +196,13 @@ impl Scan<'_> {
                         // Meant as a task directory, but `run` lacks its `x` bit: a config
                         // naming the task says `chmod +x` on that file. The directory is still
                         // scanned as a namespace, as any directory without an entry point is.
-                        self.found
-                            .not_executable
-                            .insert(name.clone(), display(root, &path.join(entry)));
+                        self.found.unrunnable.insert(
+                            name.clone(),
+                            Unrunnable {
+                                display_path: display(root, &path.join(entry)),
+                                reason: UnrunnableReason::NotExecutable,
+                            },
+                        );
                         self.scan_dir(&path, &format!("{name}/"));
                     }
                     Ok(EntryPoint::Absent) => self.scan_dir(&path, &format!("{name}/")),
@@ -154,14 +213,43 @@ impl Scan<'_> {
                 let name = format!("{prefix}{stem}");
                 if is_link && self.outside_root(&path) {
                     self.refuse_outside(&path, name);
-                } else if meta.permissions().mode() & 0o111 != 0 {
-                    self.found.tasks.push(DiscoveredTask {
-                        name,
-                        source: TaskSource::File { path: path.clone() },
-                        display_path: display(root, &path),
-                    });
+                    continue;
+                }
+                let executable = meta.permissions().mode() & 0o111 != 0;
+                let source = if handler::is_module_file(file_name) {
+                    match handler::file_exports_handler(&path) {
+                        Ok(true) => Ok(TaskSource::Handler { path: path.clone() }),
+                        // An executable script that happens to be JS (`#!/usr/bin/env node`)
+                        // stays a program, as before handlers were known.
+                        Ok(false) if executable => Ok(TaskSource::File { path: path.clone() }),
+                        Ok(false) => Err(UnrunnableReason::NoHandlerExport),
+                        Err(e) => {
+                            self.problems
+                                .push(problem_at(root, &path, format!("cannot read: {e}")));
+                            continue;
+                        }
+                    }
+                } else if executable {
+                    Ok(TaskSource::File { path: path.clone() })
                 } else {
-                    self.found.not_executable.insert(name, display(root, &path));
+                    Err(UnrunnableReason::NotExecutable)
+                };
+                let display_path = display(root, &path);
+                match source {
+                    Ok(source) => self.found.tasks.push(DiscoveredTask {
+                        name,
+                        source,
+                        display_path,
+                    }),
+                    Err(reason) => {
+                        self.found.unrunnable.insert(
+                            name,
+                            Unrunnable {
+                                display_path,
+                                reason,
+                            },
+                        );
+                    }
                 }
             }
         }
@@ -243,6 +331,26 @@ fn find_entry_point(dir: &Path) -> Result<EntryPoint, String> {
                 .join(", ")
         )),
     }
+}
+
+/// Files and directories in `functions/tasks/` that are never tasks, whatever they hold, and
+/// are not reported: hidden and `_`-prefixed names (helpers, editor files), type declarations,
+/// tests and their `__tests__` folders, READMEs, and a nested `node_modules`. Documented in the
+/// README ("Writing tasks").
+fn not_a_task_by_convention(file_name: &str, is_dir: bool) -> bool {
+    if file_name.starts_with('.') || file_name.starts_with('_') {
+        return true;
+    }
+    if is_dir {
+        return file_name == "node_modules";
+    }
+    let lower = file_name.to_ascii_lowercase();
+    lower.starts_with("readme")
+        || [".d.ts", ".d.mts", ".d.cts"]
+            .iter()
+            .any(|ext| lower.ends_with(ext))
+        || lower.contains(".test.")
+        || lower.contains(".spec.")
 }
 
 /// `migrate.sh` → `migrate`; `archive.tar.gz` → `archive.tar`; `run` → `run`.
@@ -330,6 +438,7 @@ mod tests {
         );
         write(root, "functions/tasks/notes.md", "", false);
         write(root, "functions/tasks/.hidden.sh", "", true);
+        write(root, "functions/tasks/_private.sh", "", true);
 
         let (found, problems) = discover(root);
         assert!(problems.is_empty(), "{problems:?}");
@@ -340,7 +449,118 @@ mod tests {
         );
         assert_eq!(found.tasks[3].source.kind(), "directory");
         assert_eq!(found.tasks[2].source.kind(), "rust");
-        assert!(found.not_executable.contains_key("notes"));
+        assert_eq!(
+            found.unrunnable["notes"].reason,
+            UnrunnableReason::NotExecutable
+        );
+    }
+
+    const HANDLER: &str = "import { tasks } from '@lumo-framework/core';\n\
+        export const run: tasks.TaskHandler = async (ctx) => ({ success: true, message: 'ok' });\n";
+
+    /// Regression (issue 9): an undeclared `warm-cache.ts` was silently ignored, and a declared
+    /// one was told to `chmod +x`. Every handler module is a task, without an `x` bit.
+    #[test]
+    fn every_js_or_ts_module_exporting_a_handler_is_a_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for ext in handler::MODULE_EXTENSIONS {
+            write(root, &format!("functions/tasks/t-{ext}.{ext}"), HANDLER, false);
+        }
+        write(root, "functions/tasks/database/migrate.ts", HANDLER, false);
+        write(
+            root,
+            "functions/tasks/default.mjs",
+            "export default async () => ({ success: true, message: 'ok' });",
+            false,
+        );
+        write(
+            root,
+            "functions/tasks/legacy.cjs",
+            "module.exports.handler = async () => ({ success: true, message: 'ok' });",
+            false,
+        );
+        let (found, problems) = discover(root);
+        assert!(problems.is_empty(), "{problems:?}");
+        let handlers: Vec<_> = found
+            .tasks
+            .iter()
+            .filter(|t| matches!(t.source, TaskSource::Handler { .. }))
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(
+            handlers,
+            [
+                "database/migrate",
+                "default",
+                "legacy",
+                "t-cjs",
+                "t-cts",
+                "t-js",
+                "t-mjs",
+                "t-mts",
+                "t-ts"
+            ]
+        );
+        assert!(found.unrunnable.is_empty(), "{:?}", found.unrunnable);
+        assert_eq!(found.tasks[0].display_path, "functions/tasks/database/migrate.ts");
+        assert_eq!(found.tasks[0].source.kind(), "handler");
+    }
+
+    #[test]
+    fn files_that_are_not_tasks_by_convention_are_left_alone_and_not_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for rel in [
+            "functions/tasks/types.d.ts",
+            "functions/tasks/env.d.mts",
+            "functions/tasks/migrate.test.ts",
+            "functions/tasks/migrate.spec.js",
+            "functions/tasks/__tests__/migrate.ts",
+            "functions/tasks/_shared.ts",
+            "functions/tasks/_lib/db.ts",
+            "functions/tasks/.eslintrc.js",
+            "functions/tasks/README.md",
+            "functions/tasks/readme.txt",
+            "functions/tasks/node_modules/pkg/index.js",
+        ] {
+            write(root, rel, HANDLER, false);
+        }
+        let (found, problems) = discover(root);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(found.tasks.is_empty(), "{:?}", found.tasks);
+        assert!(found.unrunnable.is_empty(), "{:?}", found.unrunnable);
+    }
+
+    #[test]
+    fn a_module_without_a_handler_and_a_plain_data_file_are_remembered_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(
+            root,
+            "functions/tasks/lib/helper.ts",
+            "export enum Level { Low, High }\n",
+            false,
+        );
+        write(root, "functions/tasks/pages.txt", "/\n", false);
+        // An executable JS script without a handler stays a program, as before.
+        write(
+            root,
+            "functions/tasks/script.mjs",
+            "#!/usr/bin/env node\nconsole.log('hi')\n",
+            true,
+        );
+        let (found, problems) = discover(root);
+        assert!(problems.is_empty(), "{problems:?}");
+        let helper = &found.unrunnable["lib/helper"];
+        assert_eq!(helper.reason, UnrunnableReason::NoHandlerExport);
+        assert!(helper.problem().contains("exports none of `run`"), "{helper:?}");
+        assert!(helper.note().contains("functions/tasks/lib/helper.ts"));
+        assert!(!helper.problem().contains("chmod"));
+        let data = &found.unrunnable["pages"];
+        assert!(data.problem().contains("chmod +x functions/tasks/pages.txt"));
+        assert_eq!(found.tasks.len(), 1);
+        assert_eq!(found.tasks[0].source.kind(), "file");
     }
 
     #[test]
@@ -440,8 +660,8 @@ mod tests {
             "{problems:?}"
         );
         assert_eq!(
-            found.not_executable.get("warm").map(String::as_str),
-            Some("functions/tasks/warm/run.sh")
+            found.unrunnable["warm"].display_path,
+            "functions/tasks/warm/run.sh"
         );
     }
 }

@@ -8,6 +8,7 @@
 pub mod assets;
 mod crate_task;
 pub mod discover;
+pub mod handler;
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter};
@@ -140,6 +141,22 @@ fn collect(
                 );
             }
             Entry::Program(crate_task::ENTRY.to_string())
+        }
+        TaskSource::Handler { path } => {
+            // A bundling problem is one more problem of this task: its `copyAssets` are still
+            // checked, so one round of fixes is enough.
+            match handler::bundle(root, path) {
+                Ok(code) => set.add(
+                    handler::BUNDLED_MODULE.to_string(),
+                    EntrySource::Bytes(code.into_bytes()),
+                    &task.display_path,
+                ),
+                Err(e) => set.problems.push(ConfigProblem {
+                    key: task.display_path.clone(),
+                    message: format!("cannot bundle the task `{}`: {e}", task.name),
+                }),
+            }
+            Entry::Node(handler::BUNDLED_MODULE.to_string())
         }
         TaskSource::Command { command } => Entry::Command(command.clone()),
     };

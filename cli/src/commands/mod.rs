@@ -108,6 +108,9 @@ impl Context {
                 "`{key}` is a Lumo Framework setting lumo does not use; ignored"
             ));
         }
+        for file in &project.not_tasks {
+            self.printer.note(file.note());
+        }
         Ok(project)
     }
 

@@ -80,28 +80,10 @@ pub struct SecretDef {
 }
 
 /// The environment variable a task receives a secret in: `databaseUrl` → `DATABASE_URL`,
-/// `apiURL` → `API_URL`, `DATABASE_URL` stays as it is (PRODUCT.md §4).
+/// `api-key` → `API_KEY`, `DATABASE_URL` stays as it is (PRODUCT.md §4). The runner's rule,
+/// so what validation checks is what tasks get.
 pub fn secret_env_var(name: &str) -> String {
-    let chars: Vec<char> = name.chars().collect();
-    let mut var = String::with_capacity(name.len() + 4);
-    for (i, &c) in chars.iter().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            let previous = chars[i - 1];
-            let next_is_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
-            let word_starts = previous.is_ascii_lowercase()
-                || previous.is_ascii_digit()
-                || (previous.is_ascii_uppercase() && next_is_lower);
-            if word_starts {
-                var.push('_');
-            }
-        }
-        var.push(if c == '-' {
-            '_'
-        } else {
-            c.to_ascii_uppercase()
-        });
-    }
-    var
+    lumo_runner::contract::secret_env_name(name)
 }
 
 /// One declared argument of a manual run.

@@ -18,9 +18,10 @@
     argv: [],
   };
 
-  // Lumo's `env` reads `process.env` at call time, so a config may set defaults first; an empty
-  // variable counts as unset, as in the Lumo Framework.
-  function env(name, fallback) {
+  // Lumo's `env` reads `process.env` at call time, so a config may set defaults first. As in
+  // the Lumo Framework (`fromEnv` in @lumo-framework/core), an empty variable counts as unset
+  // and the fallback defaults to '' (not `undefined`).
+  function env(name, fallback = '') {
     const value = processObject.env[name];
     return value === undefined || value === '' ? fallback : value;
   }

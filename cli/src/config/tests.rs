@@ -121,7 +121,8 @@ fn define_config_and_env_from_the_core_module() {
         "import { defineConfig, env } from '@lumo-framework/core';
          export default defineConfig({
            projectName: env('LUMO_TEST_SURELY_UNSET_VARIABLE', 'from-fallback'),
-           region: env('LUMO_TEST_SURELY_UNSET_VARIABLE') === undefined ? 'eu-west-2' : 'set',
+           // As in the Lumo Framework, the fallback defaults to '' (not `undefined`).
+           region: env('LUMO_TEST_SURELY_UNSET_VARIABLE') === '' ? 'eu-west-2' : 'set',
          });",
     );
     assert_eq!(config.project_name, "from-fallback");
@@ -1089,7 +1090,8 @@ fn secrets_are_checked() {
            noValue: { description: 'd' },
            shorthand: 'value',
            typo: { value: 'v', descripton: 'd' },
-           'bad-name': { value: 'v' },
+           '1password': { value: 'v' },
+           '--': { value: 'v' },
            lumoToken: { value: 'v' },
            apiKey: { value: 'a' },
            API_KEY: { value: 'b' },
@@ -1111,10 +1113,66 @@ fn secrets_are_checked() {
         "secrets.typo.descripton",
         "did you mean `description`?",
     );
-    assert_problem(&problems, "secrets.bad-name", "invalid secret name");
+    assert_problem(&problems, "secrets.1password", "`1PASSWORD`, which is not a variable");
+    assert_problem(&problems, "secrets.--", "an empty name");
     assert_problem(&problems, "secrets.lumoToken", "`LUMO_TOKEN`");
     assert_problem(&problems, "secrets.API_KEY", "like the secret `apiKey`");
-    assert_eq!(problems.len(), 7, "{problems:#?}");
+    assert_eq!(problems.len(), 8, "{problems:#?}");
+}
+
+/// Regression (issue 9): the Lumo Framework's own full example, with `api-key` and
+/// `db-password`, was refused with "invalid secret name".
+#[test]
+fn any_secret_name_the_lumo_framework_accepts_works_as_its_upper_snake_variable() {
+    let config = loads(
+        "export default { projectName: 'x', secrets: {
+           'api-key': { value: 'a' },
+           'db-password': { value: 'b' },
+           databaseUrl: { value: 'c' },
+           'smtp.user': { value: 'd' },
+         } };",
+    );
+    let vars: Vec<_> = config.secrets.keys().map(|n| secret_env_var(n)).collect();
+    assert_eq!(vars, ["API_KEY", "DB_PASSWORD", "DATABASE_URL", "SMTP_USER"]);
+
+    // Two names with one variable: an error naming both, whichever way they are spelt.
+    let problems = invalid(
+        "export default { projectName: 'x', secrets: {
+           'db-password': { value: 'a' },
+           dbPassword: { value: 'b' },
+           db_password: { value: 'c' },
+         } };",
+    );
+    assert_problem(
+        &problems,
+        "secrets.dbPassword",
+        "is passed as `DB_PASSWORD`, like the secret `db-password`",
+    );
+    assert_problem(
+        &problems,
+        "secrets.db_password",
+        "is passed as `DB_PASSWORD`, like the secret `db-password`",
+    );
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+}
+
+/// A Lumo Framework config for another provider (`cloudflare`) loads, and opening a backend
+/// says how to run it here, as for `aws` without its bucket (issue 9).
+#[test]
+fn another_lumo_provider_loads_and_the_backend_asks_for_provider_local() {
+    let source = "export default { projectName: 'x', provider: 'cloudflare' };";
+    let config = loads(source);
+    let Err(ConfigError::Invalid { problems, .. }) = config.backend_ready() else {
+        panic!("expected a backend problem");
+    };
+    assert_problem(&problems, "provider", "`cloudflare` is not a provider lumo deploys to");
+    assert_problem(&problems, "provider", "`--provider local`");
+    let dir = project(&[(CONFIG_FILE_NAME, source)]);
+    let local = load_with_provider(&config_path(&dir), Some(Provider::Local)).expect("loads");
+    assert!(local.backend_ready().is_ok());
+    // Not a string is still a load error.
+    let problems = invalid("export default { projectName: 'x', provider: 5 };");
+    assert_problem(&problems, "provider", "must be");
 }
 
 #[test]

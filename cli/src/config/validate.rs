@@ -80,8 +80,25 @@ pub(super) fn validate(
             None
         }
     };
+    // Backend problems: not load errors (see below), reported by whatever opens the backend.
+    let mut missing = Problems::default();
     let provider = match (provider_override, map.get("provider")) {
         (Some(provider), _) => provider,
+        (None, Some(Value::String(other))) if other != "local" && other != "aws" => {
+            // A Lumo Framework config names its own providers (`cloudflare`): it loads, so
+            // `lumo tasks` works, and whatever would deploy says how to run it here. `local`
+            // stands in meanwhile; it is never opened while this problem is there.
+            missing.add(
+                "provider",
+                format!(
+                    "`{other}` is not a provider lumo deploys to (it runs tasks on `local` or \
+                     `aws`); run with `--provider local`, or set `provider: 'local'` or \
+                     `'aws'`{}",
+                    crate::suggest::hint_suffix(other, ["local", "aws"])
+                ),
+            );
+            Provider::Local
+        }
         (None, Some(v)) => match checks::one_of(&mut p, "provider", v, &["local", "aws"]) {
             Some("aws") => Provider::Aws,
             _ => Provider::Local,
@@ -109,7 +126,6 @@ pub(super) fn validate(
     // (PRODUCT.md §3), and `build` or `tasks` (without an `access` map to check) need no
     // bucket. Whatever opens the `aws` backend, and every deploy (dry runs too, which read the
     // environment's state), asks [`ProjectConfig::backend_ready`] first.
-    let mut missing = Problems::default();
     if provider == Provider::Aws {
         aws_settings::require_resources(&mut missing, map.get("aws"), provider_override.is_some());
     }
@@ -238,15 +254,24 @@ fn secrets(
     let mut env_vars: HashMap<String, &str> = HashMap::new();
     for (name, entry) in map {
         let key = child("secrets", name);
-        if !checks::is_variable_name(name) {
+        // Any name the Lumo Framework accepts (`api-key`, `db.password`, `databaseUrl`) is
+        // fine as long as its upper-snake-case form is a variable name tasks can be given.
+        let var = secret_env_var(name);
+        if !checks::is_variable_name(&var) {
             p.add(
                 key.clone(),
-                "invalid secret name: letters, digits and `_`, not starting with a digit \
-                 (it is passed to tasks as an upper-snake-case variable)",
+                format!(
+                    "invalid secret name: it is passed to tasks as the upper-snake-case form of \
+                     its name, {}, which is not a variable name; use letters and digits, \
+                     starting with a letter (`-`, `_` or `.` may separate words)",
+                    if var.is_empty() {
+                        "an empty name".to_string()
+                    } else {
+                        format!("`{var}`")
+                    }
+                ),
             );
-        } else {
-            let var = secret_env_var(name);
-            if var.starts_with("LUMO_") {
+        } else if var.starts_with("LUMO_") {
                 p.add(
                     key.clone(),
                     format!(
@@ -256,9 +281,10 @@ fn secrets(
             } else if let Some(other) = env_vars.insert(var.clone(), name) {
                 p.add(
                     key.clone(),
-                    format!("is passed as `{var}`, like the secret `{other}`; rename one of them"),
+                    format!(
+                        "is passed as `{var}`, like the secret `{other}`; rename one of them"
+                    ),
                 );
-            }
         }
         let Some(def) = secret_object(p, &key, entry, "an object `{ value, description? }`") else {
             continue;
