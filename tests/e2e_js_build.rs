@@ -113,10 +113,12 @@ fn a_handler_builds_into_one_module_with_the_node_entry_and_the_same_hash_twice(
         serde_json::json!({ "task": "run-migrations", "entry": { "node": "handler.mjs" } })
     );
     let mut code = String::new();
-    std::io::Read::read_to_string(&mut archive.by_name("handler.mjs").unwrap(), &mut code)
-        .unwrap();
+    std::io::Read::read_to_string(&mut archive.by_name("handler.mjs").unwrap(), &mut code).unwrap();
     assert!(code.contains("export { run }"), "{code}");
-    assert!(!code.contains("@lumo-framework/core"), "resolved, not imported: {code}");
+    assert!(
+        !code.contains("@lumo-framework/core"),
+        "resolved, not imported: {code}"
+    );
 }
 
 #[test]

@@ -303,7 +303,11 @@ fn a_secret_that_cannot_be_resolved_stops_a_deploy_but_not_tasks() {
 fn no_env_and_no_default_environment() {
     let p = TestProject::new();
     with_task(&p, "a");
-    p.config("export default { projectName: 'p', tasks: { a: {} } };");
+    // Without `environment` a config means `dev`, as in the Lumo Framework — unless its
+    // `environments` have no `dev`.
+    p.config(
+        "export default { projectName: 'p', environments: ['staging', 'prod'], tasks: { a: {} } };",
+    );
     assert_invalid_with(
         &p,
         &["deploy"],

@@ -82,9 +82,9 @@ impl Unrunnable {
     pub fn note(&self) -> String {
         let path = &self.display_path;
         match self.reason {
-            UnrunnableReason::NotExecutable => format!(
-                "`{path}` is not a task (not a JS/TS handler, and not executable); ignored"
-            ),
+            UnrunnableReason::NotExecutable => {
+                format!("`{path}` is not a task (not a JS/TS handler, and not executable); ignored")
+            }
             UnrunnableReason::NoHandlerExport => format!(
                 "`{path}` is not a task (it exports none of `run`, a default export or \
                  `handler`); ignored"
@@ -224,8 +224,11 @@ impl Scan<'_> {
                         Ok(false) if executable => Ok(TaskSource::File { path: path.clone() }),
                         Ok(false) => Err(UnrunnableReason::NoHandlerExport),
                         Err(e) => {
-                            self.problems
-                                .push(problem_at(root, &path, format!("cannot read: {e}")));
+                            self.problems.push(problem_at(
+                                root,
+                                &path,
+                                format!("cannot read: {e}"),
+                            ));
                             continue;
                         }
                     }
@@ -465,7 +468,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         for ext in handler::MODULE_EXTENSIONS {
-            write(root, &format!("functions/tasks/t-{ext}.{ext}"), HANDLER, false);
+            write(
+                root,
+                &format!("functions/tasks/t-{ext}.{ext}"),
+                HANDLER,
+                false,
+            );
         }
         write(root, "functions/tasks/database/migrate.ts", HANDLER, false);
         write(
@@ -503,7 +511,10 @@ mod tests {
             ]
         );
         assert!(found.unrunnable.is_empty(), "{:?}", found.unrunnable);
-        assert_eq!(found.tasks[0].display_path, "functions/tasks/database/migrate.ts");
+        assert_eq!(
+            found.tasks[0].display_path,
+            "functions/tasks/database/migrate.ts"
+        );
         assert_eq!(found.tasks[0].source.kind(), "handler");
     }
 
@@ -554,11 +565,17 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         let helper = &found.unrunnable["lib/helper"];
         assert_eq!(helper.reason, UnrunnableReason::NoHandlerExport);
-        assert!(helper.problem().contains("exports none of `run`"), "{helper:?}");
+        assert!(
+            helper.problem().contains("exports none of `run`"),
+            "{helper:?}"
+        );
         assert!(helper.note().contains("functions/tasks/lib/helper.ts"));
         assert!(!helper.problem().contains("chmod"));
         let data = &found.unrunnable["pages"];
-        assert!(data.problem().contains("chmod +x functions/tasks/pages.txt"));
+        assert!(
+            data.problem()
+                .contains("chmod +x functions/tasks/pages.txt")
+        );
         assert_eq!(found.tasks.len(), 1);
         assert_eq!(found.tasks[0].source.kind(), "file");
     }

@@ -1113,7 +1113,11 @@ fn secrets_are_checked() {
         "secrets.typo.descripton",
         "did you mean `description`?",
     );
-    assert_problem(&problems, "secrets.1password", "`1PASSWORD`, which is not a variable");
+    assert_problem(
+        &problems,
+        "secrets.1password",
+        "`1PASSWORD`, which is not a variable",
+    );
     assert_problem(&problems, "secrets.--", "an empty name");
     assert_problem(&problems, "secrets.lumoToken", "`LUMO_TOKEN`");
     assert_problem(&problems, "secrets.API_KEY", "like the secret `apiKey`");
@@ -1133,7 +1137,10 @@ fn any_secret_name_the_lumo_framework_accepts_works_as_its_upper_snake_variable(
          } };",
     );
     let vars: Vec<_> = config.secrets.keys().map(|n| secret_env_var(n)).collect();
-    assert_eq!(vars, ["API_KEY", "DB_PASSWORD", "DATABASE_URL", "SMTP_USER"]);
+    assert_eq!(
+        vars,
+        ["API_KEY", "DB_PASSWORD", "DATABASE_URL", "SMTP_USER"]
+    );
 
     // Two names with one variable: an error naming both, whichever way they are spelt.
     let problems = invalid(
@@ -1165,7 +1172,11 @@ fn another_lumo_provider_loads_and_the_backend_asks_for_provider_local() {
     let Err(ConfigError::Invalid { problems, .. }) = config.backend_ready() else {
         panic!("expected a backend problem");
     };
-    assert_problem(&problems, "provider", "`cloudflare` is not a provider lumo deploys to");
+    assert_problem(
+        &problems,
+        "provider",
+        "`cloudflare` is not a provider lumo deploys to",
+    );
     assert_problem(&problems, "provider", "`--provider local`");
     let dir = project(&[(CONFIG_FILE_NAME, source)]);
     let local = load_with_provider(&config_path(&dir), Some(Provider::Local)).expect("loads");
@@ -1303,6 +1314,19 @@ fn a_secret_too_large_for_the_environment_is_refused_at_load() {
     );
     assert_problem(&problems, "secrets", "at most 1024 KiB together");
     assert!(!format!("{problems:?}").contains("zzzz"));
+
+/// As in the Lumo Framework, a config without `environment` means `dev` — unless it lists its
+/// environments and `dev` is not one of them (then `--env` has to say which).
+#[test]
+fn a_config_without_environment_defaults_to_dev_as_in_lumo() {
+    let config = loads("export default { projectName: 'x' };");
+    assert_eq!(config.environment.as_deref(), Some("dev"));
+    let config = loads("export default { projectName: 'x', environments: ['dev', 'prod'] };");
+    assert_eq!(config.environment.as_deref(), Some("dev"));
+    let config = loads("export default { projectName: 'x', environments: ['staging', 'prod'] };");
+    assert_eq!(config.environment, None);
+    let config = loads("export default { projectName: 'x', environment: 'prod' };");
+    assert_eq!(config.environment.as_deref(), Some("prod"));
 }
 
 #[test]

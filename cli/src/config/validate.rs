@@ -28,6 +28,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "access",
 ];
 
+/// The environment of a config without `environment`, as in the Lumo Framework.
+const DEFAULT_ENVIRONMENT: &str = "dev";
+
 /// Lumo Framework keys that mean nothing to lumo: accepted so a Lumo config loads unchanged,
 /// and recorded in `ignored_keys` for `--verbose`.
 const LUMO_FRAMEWORK_KEYS: &[&str] = &[
@@ -108,13 +111,19 @@ pub(super) fn validate(
     let environments = map
         .get("environments")
         .and_then(|v| environment_list(&mut p, v));
-    let environment = map.get("environment").and_then(|v| {
-        let name = environment_name(&mut p, "environment", v)?;
-        if let Some(declared) = &environments {
-            task::check_declared_environment(&mut p, "environment", &name, declared);
-        }
-        Some(name)
-    });
+    let environment = match map.get("environment") {
+        Some(v) => environment_name(&mut p, "environment", v).inspect(|name| {
+            if let Some(declared) = &environments {
+                task::check_declared_environment(&mut p, "environment", name, declared);
+            }
+        }),
+        // The Lumo Framework's default (`environment: z.string().default('dev')`), unless the
+        // config lists its environments without a `dev`: then `--env` must say which.
+        None => environments
+            .as_ref()
+            .is_none_or(|declared| declared.iter().any(|e| e == DEFAULT_ENVIRONMENT))
+            .then(|| DEFAULT_ENVIRONMENT.to_string()),
+    };
     let region = map
         .get("region")
         .and_then(|v| checks::non_empty_string(&mut p, "region", v));
@@ -272,19 +281,15 @@ fn secrets(
                 ),
             );
         } else if var.starts_with("LUMO_") {
-                p.add(
-                    key.clone(),
-                    format!(
-                        "would be passed as `{var}`, and `LUMO_` variables are reserved for lumo"
-                    ),
-                );
-            } else if let Some(other) = env_vars.insert(var.clone(), name) {
-                p.add(
-                    key.clone(),
-                    format!(
-                        "is passed as `{var}`, like the secret `{other}`; rename one of them"
-                    ),
-                );
+            p.add(
+                key.clone(),
+                format!("would be passed as `{var}`, and `LUMO_` variables are reserved for lumo"),
+            );
+        } else if let Some(other) = env_vars.insert(var.clone(), name) {
+            p.add(
+                key.clone(),
+                format!("is passed as `{var}`, like the secret `{other}`; rename one of them"),
+            );
         }
         let Some(def) = secret_object(p, &key, entry, "an object `{ value, description? }`") else {
             continue;

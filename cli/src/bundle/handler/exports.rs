@@ -18,34 +18,34 @@ pub fn exports_handler(source: &str) -> bool {
         let next = |n: usize| tokens.get(i + n).copied().unwrap_or("");
         match *token {
             // `export` must not be a property (`obj.export`) to count.
-            "export" if i == 0 || tokens[i - 1] != "." => {
-                match next(1) {
-                    "default" | "*" | "=" => return true,
-                    "{" => {
-                        let names = tokens[i + 2..].iter().take_while(|t| **t != "}");
-                        if names.clone().any(|t| is_handler(t)) {
-                            return true;
-                        }
+            "export" if i == 0 || tokens[i - 1] != "." => match next(1) {
+                "default" | "*" | "=" => return true,
+                "{" => {
+                    let names = tokens[i + 2..].iter().take_while(|t| **t != "}");
+                    if names.clone().any(|t| is_handler(t)) {
+                        return true;
                     }
-                    "async" if next(2) == "function" => {
-                        let name = if next(3) == "*" { next(4) } else { next(3) };
-                        if is_handler(name) {
-                            return true;
-                        }
-                    }
-                    "function" => {
-                        let name = if next(2) == "*" { next(3) } else { next(2) };
-                        if is_handler(name) {
-                            return true;
-                        }
-                    }
-                    "const" | "let" | "var" | "class" if is_handler(next(2)) => return true,
-                    _ => {}
                 }
-            }
+                "async" if next(2) == "function" => {
+                    let name = if next(3) == "*" { next(4) } else { next(3) };
+                    if is_handler(name) {
+                        return true;
+                    }
+                }
+                "function" => {
+                    let name = if next(2) == "*" { next(3) } else { next(2) };
+                    if is_handler(name) {
+                        return true;
+                    }
+                }
+                "const" | "let" | "var" | "class" if is_handler(next(2)) => return true,
+                _ => {}
+            },
             // CommonJS: `module.exports = …`, `exports.run = …`.
             "module" if next(1) == "." && next(2) == "exports" => return true,
-            "exports" if next(1) == "." && is_handler(next(2)) && (i == 0 || tokens[i - 1] != ".") => {
+            "exports"
+                if next(1) == "." && is_handler(next(2)) && (i == 0 || tokens[i - 1] != ".") =>
+            {
                 return true;
             }
             _ => {}

@@ -25,9 +25,7 @@ use rolldown::plugin::{
     HookLoadArgs, HookLoadOutput, HookLoadReturn, HookResolveIdArgs, HookResolveIdOutput,
     HookResolveIdReturn, HookUsage, Plugin, PluginContext, SharedLoadPluginContext,
 };
-use rolldown::{
-    Bundler, BundlerOptions, CodeSplittingMode, InputItem, OutputFormat, Platform,
-};
+use rolldown::{Bundler, BundlerOptions, CodeSplittingMode, InputItem, OutputFormat, Platform};
 use rolldown_error::{BuildDiagnostic, DiagnosticOptions, EventKind};
 
 pub use exports::HANDLER_EXPORTS;
@@ -82,8 +80,6 @@ pub enum HandlerBundleError {
 pub fn bundle(root: &Path, entry: &Path) -> Result<String, HandlerBundleError> {
     // rolldown is async and spawns onto the current tokio runtime; a thread of its own keeps
     // this callable from synchronous code and from inside lumo's runtime alike.
-    let root = root.to_path_buf();
-    let entry = entry.to_path_buf();
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -91,7 +87,7 @@ pub fn bundle(root: &Path, entry: &Path) -> Result<String, HandlerBundleError> {
                     .enable_all()
                     .build()
                     .map_err(|e| HandlerBundleError::Internal(e.to_string()))?;
-                runtime.block_on(bundle_async(&root, &entry))
+                runtime.block_on(bundle_async(root, entry))
             })
             .join()
             .unwrap_or_else(|_| Err(HandlerBundleError::Internal("the bundler panicked".into())))
@@ -187,10 +183,12 @@ impl Plugin for CoreModule {
         _ctx: &PluginContext,
         args: &HookResolveIdArgs<'_>,
     ) -> HookResolveIdReturn {
-        Ok((args.specifier == CORE_SPECIFIER).then(|| HookResolveIdOutput {
-            id: CORE_ID.into(),
-            ..Default::default()
-        }))
+        Ok(
+            (args.specifier == CORE_SPECIFIER).then(|| HookResolveIdOutput {
+                id: CORE_ID.into(),
+                ..Default::default()
+            }),
+        )
     }
 
     async fn load(&self, _ctx: SharedLoadPluginContext, args: &HookLoadArgs<'_>) -> HookLoadReturn {

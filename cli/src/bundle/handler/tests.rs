@@ -163,10 +163,7 @@ fn a_syntax_error_names_the_file_line_and_column() {
     );
     let err = bundle(root, &root.join("functions/tasks/warm.ts")).unwrap_err();
     let text = err.to_string();
-    assert!(
-        text.contains("functions/tasks/lib/level.ts:2:"),
-        "{text}"
-    );
+    assert!(text.contains("functions/tasks/lib/level.ts:2:"), "{text}");
     assert!(!text.contains(&*root.to_string_lossy()), "{text}");
 }
 
@@ -199,7 +196,11 @@ fn a_module_whose_handler_export_is_not_there_is_refused() {
     let root = dir.path();
     fixture(root);
     // Looks like a task to discovery (`export *`), but re-exports no handler.
-    write(root, "functions/tasks/reexport.ts", "export * from './lib/level';\n");
+    write(
+        root,
+        "functions/tasks/reexport.ts",
+        "export * from './lib/level';\n",
+    );
     let err = bundle(root, &root.join("functions/tasks/reexport.ts")).unwrap_err();
     assert_eq!(
         err,
