@@ -311,7 +311,9 @@ fn find_entry_point(dir: &Path) -> Result<EntryPoint, String> {
         }
         if meta.permissions().mode() & 0o111 != 0 {
             candidates.push(name.to_string());
-        } else {
+        } else if !handler::is_module_file(name) {
+            // A `run.ts` needs no `x` bit: it is a handler task of its own (`<dir>/run`), so
+            // `chmod +x` would be the wrong advice.
             not_executable.push(name.to_string());
         }
     }

@@ -87,7 +87,12 @@ pub(super) fn validate(
     let mut missing = Problems::default();
     let provider = match (provider_override, map.get("provider")) {
         (Some(provider), _) => provider,
-        (None, Some(Value::String(other))) if other != "local" && other != "aws" => {
+        // A near miss (`AWS`, `lcoal`) is a typo, reported at load with its "did you mean".
+        (None, Some(Value::String(other)))
+            if other != "local"
+                && other != "aws"
+                && crate::suggest::hint_suffix(other, ["local", "aws"]).is_empty() =>
+        {
             // A Lumo Framework config names its own providers (`cloudflare`): it loads, so
             // `lumo tasks` works, and whatever would deploy says how to run it here. `local`
             // stands in meanwhile; it is never opened while this problem is there.
@@ -96,8 +101,7 @@ pub(super) fn validate(
                 format!(
                     "`{other}` is not a provider lumo deploys to (it runs tasks on `local` or \
                      `aws`); run with `--provider local`, or set `provider: 'local'` or \
-                     `'aws'`{}",
-                    crate::suggest::hint_suffix(other, ["local", "aws"])
+                     `'aws'`"
                 ),
             );
             Provider::Local
@@ -285,11 +289,13 @@ fn secrets(
                 key.clone(),
                 format!("would be passed as `{var}`, and `LUMO_` variables are reserved for lumo"),
             );
-        } else if let Some(other) = env_vars.insert(var.clone(), name) {
+        } else if let Some(other) = env_vars.get(&var) {
             p.add(
                 key.clone(),
                 format!("is passed as `{var}`, like the secret `{other}`; rename one of them"),
             );
+        } else {
+            env_vars.insert(var, name);
         }
         let Some(def) = secret_object(p, &key, entry, "an object `{ value, description? }`") else {
             continue;

@@ -124,6 +124,22 @@ async fn bundle_async(root: &Path, entry: &Path) -> Result<String, HandlerBundle
         .generate()
         .await
         .map_err(|e| HandlerBundleError::Build(messages(&e.into_vec())))?;
+    // rolldown only warns about a package it cannot find (and leaves the import in): the
+    // bundle must hold everything, since nothing next to it is installed where it runs. (An
+    // optional `require` inside `try` is not warned about, so it stays allowed.)
+    let unresolved: Vec<_> = output
+        .warnings
+        .iter()
+        .filter(|w| matches!(w.kind(), EventKind::UnresolvedImport))
+        .collect();
+    if !unresolved.is_empty() {
+        return Err(HandlerBundleError::Build(
+            unresolved
+                .iter()
+                .map(|d| describe(d, &diagnostic_options))
+                .collect(),
+        ));
+    }
     let mut chunks = output.assets.into_iter().filter_map(|asset| match asset {
         rolldown_common::Output::Chunk(chunk) => Some(chunk),
         _ => None,

@@ -159,7 +159,7 @@ fn a_syntax_error_names_the_file_line_and_column() {
     write(
         root,
         "functions/tasks/lib/level.ts",
-        "export enum Level { Low = 1, High }\nexport const describe = (l: Level) => {{;\n",
+        "export enum Level { Low = 1, High }\nexport const describe = (l: Level) => ) ;\n",
     );
     let err = bundle(root, &root.join("functions/tasks/warm.ts")).unwrap_err();
     let text = err.to_string();
@@ -172,21 +172,33 @@ fn an_unresolved_import_names_the_importer_and_the_specifier() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     fixture(root);
+    // A package that is not installed is an error too, not an import left for run time.
     write(
         root,
-        "functions/tasks/broken.ts",
-        "import { x } from 'not-installed';\nimport { y } from './nope';\n\
-         export const run = async () => ({ success: true, message: x + y });\n",
+        "functions/tasks/package.ts",
+        "import { x } from 'not-installed';\n\
+         export const run = async () => ({ success: true, message: x });\n",
     );
-    let err = bundle(root, &root.join("functions/tasks/broken.ts")).unwrap_err();
-    let text = err.to_string();
-    for part in [
-        "functions/tasks/broken.ts:1:19: ",
-        "'not-installed'",
-        "'./nope'",
-        "is it installed?",
+    write(
+        root,
+        "functions/tasks/relative.ts",
+        "\nimport { y } from './nope';\n\
+         export const run = async () => ({ success: true, message: y });\n",
+    );
+    for (entry, parts) in [
+        (
+            "functions/tasks/package.ts",
+            ["functions/tasks/package.ts:1:19: ", "'not-installed'"],
+        ),
+        (
+            "functions/tasks/relative.ts",
+            ["functions/tasks/relative.ts:2:19: ", "'./nope'"],
+        ),
     ] {
-        assert!(text.contains(part), "{part} in {text}");
+        let text = bundle(root, &root.join(entry)).unwrap_err().to_string();
+        for part in parts.iter().chain(&["is it installed?"]) {
+            assert!(text.contains(part), "{part} in {text}");
+        }
     }
 }
 
