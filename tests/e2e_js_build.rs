@@ -27,7 +27,10 @@ fn lumo_project() -> TestProject {
     );
     p.write("functions/tasks/run-migrations.ts", HANDLER);
     p.write("functions/tasks/warm-cache.ts", HANDLER);
-    p.write("functions/tasks/database/migrate.ts", HANDLER);
+    p.write(
+        "functions/tasks/database/migrate.ts",
+        HANDLER.replace("./lib/level", "../lib/level"),
+    );
     p.write(
         "functions/tasks/lib/level.ts",
         "export enum Level { Low = 1, High }\n",

@@ -290,6 +290,7 @@ mod tests {
         let project = Project {
             config,
             tasks: Vec::new(),
+            not_tasks: Vec::new(),
         };
         let backend = crate::backend::local::open(&project, false).unwrap();
         Operation {

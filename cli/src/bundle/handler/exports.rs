@@ -115,9 +115,8 @@ fn blank_comments_and_strings(source: &str) -> String {
                         escaped = false;
                     } else if c == '\\' {
                         escaped = true;
-                    } else if c == quote {
-                        break;
-                    } else if c == '\n' && quote != '`' {
+                    } else if c == quote || (c == '\n' && quote != '`') {
+                        // A line break ends an unterminated '…' or "…" too.
                         break;
                     }
                 }
