@@ -12,6 +12,9 @@ Figures (medians of repeated runs, wall clock, on this machine):
   2. `lumo deploy --env dev` of 10 no-op tasks            target <= 150 ms
   3. config load of lumo.config.example.js (in-process)    target <= 10 ms
   4. `lumo history --env dev --limit 50` over 1,000,000 runs  target <= 50 ms
+  5. `lumo run hello-ts --env dev` minus `node -e '…'` doing the same work  target <= 40 ms
+     (the TypeScript handler is bundled by the deploy beforehand; the baseline is Node importing
+     nothing and printing one line and a result object: what the handler itself does)
 """
 
 import argparse
@@ -119,6 +122,24 @@ def main():
                              capture_output=True, text=True, check=True)
         assert len(json.loads(out.stdout)["runs"]) == 50
         results.append((f"history --limit 50 over {args.history_rows:,} runs", history, 50.0, "whole process"))
+
+        # 5. a manual run of a TypeScript handler over the bare Node.js doing the same work.
+        ts = tmp / "ts"
+        (ts / "functions" / "tasks").mkdir(parents=True)
+        (ts / "lumo.config.js").write_text(
+            "export default { projectName: 'bench', environment: 'dev', tasks: { 'hello-ts': { runOn: [] } } };\n")
+        (ts / "functions" / "tasks" / "hello-ts.ts").write_text(
+            "export const run = async (ctx: { deployment: { environment: string } }) => {\n"
+            "  console.log('hello');\n"
+            "  return { success: true, message: `hello ${ctx.deployment.environment}` };\n"
+            "};\n")
+        subprocess.run([lumo, "deploy", "--env", "dev"], cwd=ts, env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        lumo_ts = timed([lumo, "run", "hello-ts", "--env", "dev", "--quiet"], args.runs, cwd=ts, env=env)
+        node = timed(["node", "-e", "console.log('hello'); "
+                      "JSON.stringify({ success: true, message: 'hello dev' })"], args.runs)
+        results.append(("lumo run hello-ts - node -e", lumo_ts - node, 40.0,
+                        f"lumo run {lumo_ts:.1f} ms, node -e {node:.1f} ms"))
 
     print(f"{'figure':<48} {'measured':>10} {'target':>8} {'ratio':>7}")
     failed = False
