@@ -36,6 +36,11 @@ export default defineConfig({
       dependsOn: ['run-migrations'],
       env: { CACHE_HOST: 'cache.internal' },
     },
+    'announce-release': {
+      description: 'Announces the release (a TypeScript handler, as in the Lumo Framework)',
+      timeout: 30,
+      dependsOn: ['warm-cache'],
+    },
     'disk-report': {
       description: 'Reports the bundle size (a command task, as in Lagoon)',
       command: 'du -sk . | cut -f1 | xargs -I{} echo "bundle uses {} KB"',
