@@ -21,8 +21,9 @@ use support::{DeploymentStatus, RunStatus, TaskRun, TestProject};
 const API_KEY: &str = "ak-7f3e-hyphenated-key";
 const DB_PASSWORD: &str = "pw-91c2-db-password";
 
-/// The handlers every deploy runs (`broken` and `slow` are manual only).
-const DEPLOYED: [&str; 3] = ["database/migrate", "run-migrations", "warm-cache"];
+/// The handlers every deploy runs, in the order it runs them: the declared ones in declaration
+/// order, then the undeclared (`broken` and `slow` are manual only).
+const DEPLOYED: [&str; 3] = ["run-migrations", "database/migrate", "warm-cache"];
 
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
@@ -43,6 +44,13 @@ fn with_fixture(p: &mut TestProject) {
     copy_dir(&fixture, p.root());
     p.set_env("FIXTURE_API_KEY", API_KEY);
     p.set_env("FIXTURE_DB_PASSWORD", DB_PASSWORD);
+}
+
+/// `lumo logs RUN_ID --json` of the fixture run locally (its config says `provider: 'aws'`).
+fn local_logs(p: &TestProject, run_id: &str) -> support::Logs {
+    p.lumo(&["logs", run_id, "--json", "--provider", "local"])
+        .code(0)
+        .json()
 }
 
 fn is_alive(pid: i32) -> bool {
@@ -100,13 +108,13 @@ fn a_lumo_framework_project_deploys_unchanged_on_local_twice() {
     assert_eq!(migrations.data.as_ref().unwrap()["previousVersion"], "v1");
 
     // console.* is the task's output, streamed and stored, with both secrets masked.
-    let logs = p.logs(migrations.run_id.as_deref().unwrap());
+    let logs = local_logs(&p, migrations.run_id.as_deref().unwrap());
     let output = logs.output.unwrap_or_default();
     assert!(
         output.contains("Updating from version v1\nusing key *** and password ***"),
         "{output}"
     );
-    let warm = p.logs(second.task("warm-cache").run_id.as_deref().unwrap());
+    let warm = local_logs(&p, second.task("warm-cache").run_id.as_deref().unwrap());
     assert!(
         warm.output
             .unwrap_or_default()
@@ -143,7 +151,7 @@ fn a_throwing_handler_fails_with_its_message_and_a_slow_one_leaves_no_node_behin
         run.message.as_deref(),
         Some("the payment provider is unreachable")
     );
-    let output = p.logs(&run.id).output.unwrap_or_default();
+    let output = local_logs(&p, &run.id).output.unwrap_or_default();
     assert!(
         output.contains("about to fail\nError: the payment provider is unreachable\n    at "),
         "the stack is in the output: {output}"
