@@ -101,9 +101,10 @@ fn main() -> ExitCode {
 
 /// Prints what the command produced on stdout, once.
 fn print(printer: &Printer, outcome: Outcome) -> std::io::Result<ExitStatus> {
-    match &outcome.output {
+    match outcome.output {
         Output::Report(report) => printer.report(report.as_ref())?,
-        Output::Raw(bytes) => printer.raw(bytes)?,
+        Output::Raw(bytes) => printer.raw(&bytes)?,
+        Output::Stream(mut reader) => printer.raw_from(&mut reader)?,
         Output::Nothing => {}
     }
     Ok(outcome.status)

@@ -155,6 +155,29 @@ impl Printer {
         }
     }
 
+    /// [`Printer::raw`] for bytes read as they are written, a 64 KiB block at a time. An error
+    /// reading is returned; a reader of stdout that went away is not an error, as for `raw`.
+    pub fn raw_from(&self, reader: &mut dyn io::Read) -> io::Result<()> {
+        let mut buf = vec![0; 64 * 1024];
+        let mut out = io::stdout().lock();
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            match out.write_all(&buf[..n]) {
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+                other => other?,
+            }
+        }
+        match out.flush() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        }
+    }
+
     /// A spinner on stderr while something slow happens; nothing when stderr is not a terminal.
     pub fn spinner(&self, message: impl Into<String>) -> Spinner {
         let message = message.into();

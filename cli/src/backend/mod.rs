@@ -127,6 +127,9 @@ impl From<ConfigError> for BackendError {
 
 pub type BackendResult<T> = Result<T, BackendError>;
 
+/// A run's stored output, read as it is copied out.
+pub type LogReader = Box<dyn std::io::Read + Send>;
+
 /// Where bundles live so the executor can fetch them.
 ///
 /// # Contract
@@ -204,6 +207,14 @@ pub trait AuditStore: Send + Sync {
     async fn deployments(&self, env: &str, limit: u32) -> BackendResult<Vec<Deployment>>;
     /// The full output of a run, if it was stored.
     async fn read_log(&self, run: &TaskRun) -> BackendResult<Option<Vec<u8>>>;
+    /// [`AuditStore::read_log`] as a reader, for output too large to hold (`lumo logs` of a
+    /// run that printed gigabytes). Reads the whole log first unless the store overrides it.
+    async fn open_log(&self, run: &TaskRun) -> BackendResult<Option<LogReader>> {
+        Ok(self
+            .read_log(run)
+            .await?
+            .map(|bytes| Box::new(std::io::Cursor::new(bytes)) as LogReader))
+    }
     /// Marks every run and deployment of `env` still `running` as `abandoned` (ended now, with
     /// `message`), returning their ids. Only called by the lock's holder, for whom any such
     /// record is an orphan of a writer that died; it only writes records: stopping what such

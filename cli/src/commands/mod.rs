@@ -42,6 +42,8 @@ pub enum Output {
     Report(Box<dyn Report>),
     /// Bytes as they are (a run's log, which need not be UTF-8).
     Raw(Vec<u8>),
+    /// Bytes as they are read: a run's log can be larger than lumo should hold in memory.
+    Stream(crate::backend::LogReader),
     Nothing,
 }
 
@@ -69,6 +71,13 @@ impl Outcome {
     pub fn raw(bytes: Vec<u8>) -> Outcome {
         Outcome {
             output: Output::Raw(bytes),
+            status: ExitStatus::Success,
+        }
+    }
+
+    pub fn stream(reader: crate::backend::LogReader) -> Outcome {
+        Outcome {
+            output: Output::Stream(reader),
             status: ExitStatus::Success,
         }
     }

@@ -7,6 +7,7 @@
 //! rather than misread.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use crate::backend::records::{
     AuditEvent, Deployment, DeploymentStatus, EnvState, EventKind, RunKind, TaskRun, Timestamp,
 };
-use crate::backend::{AuditStore, BackendError, BackendErrorKind, BackendResult};
+use crate::backend::{AuditStore, BackendError, BackendErrorKind, BackendResult, LogReader};
 
 /// Version 1: the schema of lumo 15aa6e6, the last release without a version. It is written
 /// with `IF NOT EXISTS` (as that release did on every open), so a store that release made
@@ -567,6 +568,17 @@ impl AuditStore for SqliteStore {
     }
 
     async fn read_log(&self, run: &TaskRun) -> BackendResult<Option<Vec<u8>>> {
+        let Some(mut log) = self.open_log(run).await? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        log.read_to_end(&mut bytes).map_err(|e| {
+            BackendError::from_io(format!("cannot read the log of run `{}`", run.id), e)
+        })?;
+        Ok(Some(bytes))
+    }
+
+    async fn open_log(&self, run: &TaskRun) -> BackendResult<Option<LogReader>> {
         // A run still going, abandoned, or cut off by a backend error has no ref, but its log
         // was written as the output arrived.
         let own_log = super::log_file_name(&run.id);
@@ -576,8 +588,8 @@ impl AuditStore for SqliteStore {
             return Ok(None);
         };
         let path = self.logs_dir.join(name);
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
+        match std::fs::File::open(&path) {
+            Ok(file) => Ok(Some(Box::new(LogFile { path, file }))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(BackendError::from_io(
                 format!("cannot read the log `{}`", path.display()),
@@ -659,6 +671,23 @@ impl AuditStore for SqliteStore {
                 })
             })?
             .collect()
+        })
+    }
+}
+
+/// A log file being read: a read error names the file, as opening it would.
+struct LogFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl std::io::Read for LogFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.file.read(buf).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot read the log `{}`: {e}", self.path.display()),
+            )
         })
     }
 }
