@@ -13,6 +13,7 @@ Figures (medians, wall clock, whole `lumo run` process):
   4. `lumo logs RUN` of that 100 MB run: peak RSS, text and --json   goal <= 32 MB (text)
 
 The machine's load average is printed with the figures: on a shared machine they move with it.
+It needs about 500 MB in the temp dir (TMPDIR=/dev/shm keeps it off a small disk).
 """
 
 import argparse
@@ -44,13 +45,17 @@ def bench_env():
 
 
 def seconds(shell: str, runs: int, cwd=None, env=None) -> float:
-    """Median wall-clock seconds of `sh -c shell`, stdout and stderr discarded unless redirected."""
+    """Median wall-clock seconds of `sh -c shell`, stdout and stderr discarded unless redirected.
+    Each run's log is deleted after it: a hundred-megabyte log per run fills a small disk."""
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
         subprocess.run(["sh", "-c", shell], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=True)
         samples.append(time.perf_counter() - start)
+        if cwd is not None:
+            for log in (Path(cwd) / ".lumo" / "logs").glob("*.log"):
+                log.unlink()
     return statistics.median(samples)
 
 
@@ -139,7 +144,8 @@ def main():
                              f"lumo {took:.2f} s, baseline {base_took:.2f} s, load {load:.1f}"))
 
             # `lumo logs` of the 100 MB run: its peak memory, text and --json, against `cat`'s.
-            subprocess.run(run.format(task="short") + " --quiet", shell=True, cwd=root, env=env, check=True)
+            subprocess.run(run.format(task="short") + " --quiet", shell=True, cwd=root, env=env, check=True,
+                           stdout=subprocess.DEVNULL)
             run_id = last_run_id(lumo, root, env)
             cat_rss = peak_rss_mb(["cat", str(short)], root, env)
             for mode, extra, goal in (("text", [], 32), ("--json", ["--json"], None)):

@@ -128,7 +128,9 @@ impl<'a> OutputSink<'a> {
         self.bytes += masked.len() as u64;
         self.observer.output(masked);
         self.lines.push(masked);
-        self.tail.extend_from_slice(masked);
+        // Only the end of a chunk can be in the tail: a 64 KiB read is not copied whole.
+        self.tail
+            .extend_from_slice(&masked[masked.len().saturating_sub(TAIL_BYTES)..]);
         if self.tail.len() > 2 * TAIL_BYTES {
             self.tail.drain(..self.tail.len() - TAIL_BYTES);
         }
@@ -194,7 +196,11 @@ impl LastLine {
 
     fn end_line(&mut self) {
         if self.current.iter().any(|b| !b.is_ascii_whitespace()) {
-            self.last = Some((std::mem::take(&mut self.current), self.current_cut));
+            // Swapped, not taken: a task printing millions of lines must not cost an
+            // allocation and a free for each.
+            let last = self.last.get_or_insert_with(|| (Vec::new(), false));
+            std::mem::swap(&mut last.0, &mut self.current);
+            last.1 = self.current_cut;
         }
         self.current.clear();
         self.current_cut = false;
