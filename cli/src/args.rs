@@ -76,6 +76,8 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Scaffold `lumo.config.js` and an example task in the current directory.
     Init(InitArgs),
+    /// Print the shell completion script (`source <(lumo completions bash)`).
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +201,22 @@ pub struct InitArgs {
     /// Project name [default: the directory's name].
     #[arg(long)]
     pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells `lumo completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -122,6 +122,7 @@ async fn dispatch(command: Command, ctx: &Context) -> CommandResult {
         Command::Lock(args) => commands::lock::lock(args, ctx).await,
         Command::Unlock(args) => commands::lock::unlock(args, ctx).await,
         Command::Init(args) => commands::init::run(args).await,
+        Command::Completions(args) => commands::completions::run(args),
     }
 }
 

@@ -1,5 +1,6 @@
-//! `lumo init` and `lumo build`: a scaffold that deploys, is never overwritten and leaves
-//! nothing behind when it fails; zips whose SHA-256 is the printed hash, built reproducibly.
+//! Getting started: `lumo init` and `lumo build` (a scaffold that deploys, is never overwritten
+//! and leaves nothing behind when it fails; zips whose SHA-256 is the printed hash, built
+//! reproducibly), and `lumo completions` for the shell.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -174,4 +175,27 @@ fn a_failed_init_leaves_nothing_behind() {
     let init: InitReport = p.lumo_in(&dir, &["init", "--json"]).code(0).json();
     assert_eq!(init.created.len(), 3, "{init:?}");
     assert_eq!(left(), [".gitignore", "functions", "lumo.config.js"]);
+}
+
+/// `lumo completions bash|zsh|fish` prints a script for that shell naming lumo's commands and
+/// flags (generated from the same definition lumo parses with); another shell is a usage error.
+#[test]
+fn completions_are_printed_for_bash_zsh_and_fish() {
+    let p = TestProject::new();
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef lumo"),
+        ("fish", "complete -c lumo"),
+    ] {
+        let out = p.lumo(&["completions", shell]).code(0).clone();
+        assert!(out.stdout.contains(marker), "{shell}: {}", out.show());
+        for word in ["deploy", "logs", "tail", "provider"] {
+            assert!(out.stdout.contains(word), "{shell} completes {word}");
+        }
+        assert!(out.stderr.is_empty(), "{}", out.show());
+    }
+    p.lumo(&["completions", "powershell"])
+        .code(2)
+        .clone()
+        .stderr_has(&["bash", "zsh", "fish"]);
 }

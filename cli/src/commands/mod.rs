@@ -4,6 +4,7 @@
 //! Printer as it happens; every failure is a [`CliError`] carrying its own exit code.
 
 pub mod build;
+pub mod completions;
 pub mod deploy;
 pub mod history;
 pub mod init;
