@@ -27,6 +27,7 @@ import io
 import itertools
 import json
 import os
+import queue
 import re
 import signal
 import socket
@@ -36,8 +37,10 @@ import threading
 import time
 import traceback
 import urllib.parse
+import struct
 import uuid
 import zipfile
+import zlib
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_ACCOUNT = "123456789012"
@@ -48,6 +51,9 @@ DEFAULT_ROLE_NAME = "lumo-runner-role"
 # Lambda's limits for synchronous invocations.
 MAX_REQUEST_PAYLOAD = 6291456
 MAX_RESPONSE_PAYLOAD = 6291556
+# Lambda's (soft) limit on a streamed response: --stream-limit changes it.
+DEFAULT_STREAM_LIMIT = 20 * 1024 * 1024
+STREAMING_PREFIX = "/2021-11-15/functions"
 # Where a managed runtime's package is unpacked and where its Node.js is, on Lambda.
 LAMBDA_TASK_ROOT = "/var/task"
 LAMBDA_NODE = "/var/lang/bin/node"
@@ -252,6 +258,9 @@ class BodyReader:
         self.remaining = 0 if self.chunked else int(headers.get("Content-Length") or 0)
         self.chunk_left = 0
         self.done = not self.chunked and self.remaining == 0
+        # trailer fields after the last chunk (a streamed function response reports an error
+        # that happens mid-stream in them), names lower-cased
+        self.trailers: dict[str, str] = {}
 
     def read(self, n: int = 65536) -> bytes:
         if self.done:
@@ -273,6 +282,9 @@ class BodyReader:
                     t = self.rfile.readline(65537)
                     if t in (b"\r\n", b"\n", b""):
                         break
+                    name, sep, value = t.decode("latin-1").partition(":")
+                    if sep:
+                        self.trailers[name.strip().lower()] = value.strip()
                 self.done = True
                 return b""
             self.chunk_left = size
@@ -303,6 +315,39 @@ class BodyReader:
 
 def json_bytes(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+# --------------------------------------------------------------------------------------------
+# application/vnd.amazon.eventstream, as InvokeWithResponseStream answers (and as the SDKs'
+# decoders check it): each message is
+#   total length (u32) | headers length (u32) | CRC32 of those 8 bytes (u32)
+#   | headers | payload | CRC32 of everything before it (u32)
+# all big-endian; a header is name length (u8), name, value type (7 = string), value length
+# (u16), value. Lambda sends `:event-type`, `:content-type`, `:message-type`, in that order.
+
+EVENTSTREAM_STRING = 7
+
+
+def eventstream_message(headers: list[tuple[str, str]], payload: bytes) -> bytes:
+    encoded = b"".join(
+        struct.pack(">B", len(name)) + name + struct.pack(">BH", EVENTSTREAM_STRING, len(value)) + value
+        for name, value in ((n.encode(), v.encode()) for n, v in headers))
+    total = 12 + len(encoded) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(encoded))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + encoded + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def payload_chunk_event(data: bytes) -> bytes:
+    return eventstream_message([(":event-type", "PayloadChunk"),
+                                (":content-type", "application/octet-stream"),
+                                (":message-type", "event")], data)
+
+
+def invoke_complete_event(fields: dict) -> bytes:
+    return eventstream_message([(":event-type", "InvokeComplete"),
+                                (":content-type", "application/json"),
+                                (":message-type", "event")], json_bytes(fields))
 
 
 def fake_auth(service: str, region: str = DEFAULT_REGION, key: str = "testing") -> str:
@@ -440,6 +485,27 @@ class Invocation:
         self.log_offset = 0
         self.log_tail = b""
         self.started = time.monotonic()
+        # InvokeWithResponseStream: the router's queue of ("chunk", bytes) as the function
+        # streams its response, then ("end",) once finish() has run; None for a buffered Invoke
+        self.listener: queue.Queue | None = None
+        self.stream_limit = DEFAULT_STREAM_LIMIT
+        self.streamed_bytes = 0  # of a streamed response, relayed or not
+        self.stream_overflow = False  # the function streamed past stream_limit
+
+    def stream(self, data: bytes) -> bool:
+        """A piece of a streamed response, as the function wrote it; False once the invocation
+        is over (timed out, say) and the rest is dropped."""
+        with self.cond:
+            if self.state != "delivered":
+                return False
+            self.streamed_bytes += len(data)
+            if self.streamed_bytes > self.stream_limit:
+                # Lambda cuts a stream at its limit and reports the invocation failed
+                self.stream_overflow = True
+                return True
+            if self.listener is not None:
+                self.listener.put(("chunk", data))
+            return True
 
     def deliver(self, deadline_ms: int) -> bool:
         with self.cond:
@@ -541,9 +607,12 @@ class RuntimeApiHandler(NoDelayHandler):
     def do_POST(self):
         inst = self.server.instance
         reader = BodyReader(self.rfile, self.headers)
-        body = reader.read_all()
         path = self.path.rstrip("/")
         m = re.fullmatch(r"/2018-06-01/runtime/invocation/([^/]+)/(response|error)", path)
+        mode = (self.headers.get("Lambda-Runtime-Function-Response-Mode") or "").lower()
+        if m and m.group(2) == "response" and mode == "streaming":
+            return self._streamed_response(inst, m.group(1), reader)
+        body = reader.read_all()
         if m:
             req_id, kind = m.group(1), m.group(2)
             if kind == "error" and not body:
@@ -556,6 +625,50 @@ class RuntimeApiHandler(NoDelayHandler):
             inst.init_error(body or error_body("Runtime.Unknown", "init error"))
             return self._reply(202, b'{"status":"OK"}')
         return self._reply(404, error_body("NotFound", f"unknown runtime API path {self.path}"))
+
+
+    def _streamed_response(self, inst: "Instance", req_id: str, reader: BodyReader) -> None:
+        """A response in Lambda's streaming mode: a chunked body relayed piece by piece as the
+        runtime writes it (to an InvokeWithResponseStream caller), an error that happens after
+        the stream began in the trailers `Lambda-Runtime-Function-Error-Type` and
+        `Lambda-Runtime-Function-Error-Body` (base64). Lambda answers once the body has ended."""
+        inv = inst.current_invocation(req_id)
+        if inv is None:
+            reader.drain()
+            return self._reply(400, error_body("InvalidRequestID", f"no current invocation {req_id}"))
+        buffered = inv.listener is None  # a plain Invoke gets the whole body at the end
+        parts, kept = [], 0
+        while True:
+            try:
+                piece = reader.read()
+            except ConnectionError:
+                # the runtime went away mid-stream; the instance's watcher fails the invocation
+                self.close_connection = True
+                return None
+            if not piece:
+                break
+            inv.stream(piece)
+            if buffered and kept <= MAX_RESPONSE_PAYLOAD:
+                parts.append(piece)
+                kept += len(piece)
+        error_type = reader.trailers.get("lambda-runtime-function-error-type")
+        error = None
+        if error_type:
+            raw = reader.trailers.get("lambda-runtime-function-error-body", "")
+            try:
+                details = base64.b64decode(raw, validate=True).decode("utf-8", "replace")
+            except ValueError:
+                details = raw
+            body, error = error_body(error_type, details), "Unhandled"
+        elif inv.stream_overflow:
+            body, error = error_body(
+                "Function.ResponseSizeTooLarge",
+                f"Response payload size exceeded maximum allowed payload size ({inv.stream_limit} bytes)."), "Unhandled"
+        else:
+            body = b"".join(parts)
+        if inst.complete(req_id, body, error):
+            return self._reply(202, b'{"status":"OK"}')
+        return self._reply(400, error_body("InvalidRequestID", f"no current invocation {req_id}"))
 
 
 class Instance:
@@ -727,6 +840,11 @@ class Instance:
                     continue  # given up on by the invoker (init timeout): wait for another
                 self.cond.wait()
 
+    def current_invocation(self, req_id: str) -> Invocation | None:
+        with self.cond:
+            inv = self.current
+            return inv if inv is not None and inv.request_id == req_id else None
+
     def complete(self, req_id: str, body: bytes, error: str | None) -> bool:
         with self.cond:
             inv = self.current
@@ -890,6 +1008,7 @@ class Executor:
         self.pools: dict[str, FunctionPool] = {}
         self.lock = threading.Lock()
         self.seq = itertools.count(1)
+        self.stream_limit = DEFAULT_STREAM_LIMIT
 
     def remember_package(self, name: str, zip_bytes: bytes) -> None:
         with self.lock:
@@ -1001,6 +1120,16 @@ class State:
         self.outage_until = 0.0
         # (method, path) -> how many more of those requests lose their response
         self.lost_responses: dict[tuple[str, str], int] = {}
+        # the last 100 InvokeWithResponseStream calls: how much each function streamed
+        self.streams: list[dict] = []
+
+    def record_stream(self, function: str, inv: Invocation) -> None:
+        with self.lock:
+            self.streams.append({"function": function, "requestId": inv.request_id,
+                                 "streamedBytes": inv.streamed_bytes,
+                                 "overflow": inv.stream_overflow,
+                                 "error": inv.result_error is not None})
+            del self.streams[:-100]
 
     def take_lost_response(self, method: str, path: str) -> bool:
         with self.lock:
@@ -1057,6 +1186,11 @@ def classify(method: str, path: str, headers) -> tuple[str | None, str | None]:
     """-> (counter name, invoked function segment for Invoke)."""
     split = urllib.parse.urlsplit(path)
     p = split.path
+    if p.startswith(STREAMING_PREFIX + "/"):
+        m = re.fullmatch(r"/([^/]+)/response-streaming-invocations/?", p[len(STREAMING_PREFIX):])
+        if m and method == "POST":
+            return "lambdaInvoke", m.group(1)
+        return None, None
     if p == LAMBDA_PREFIX or p.startswith(LAMBDA_PREFIX + "/"):
         rest = p[len(LAMBDA_PREFIX):]
         if method == "POST" and rest in ("", "/"):
@@ -1162,7 +1296,8 @@ class RouterHandler(NoDelayHandler):
                 name, qualifier = parse_function_ref(fn_segment)
                 if name.endswith(RUNNER_SUFFIX):
                     self.router.state.count(counter, name)
-                    status = self.invoke(fn_segment, name, qualifier)
+                    status = self.invoke(fn_segment, name, qualifier,
+                                         streaming=path.startswith(STREAMING_PREFIX + "/"))
                     return
             self.router.state.count(counter, None)
             if self.router.state.take_lost_response(self.command, path):
@@ -1242,6 +1377,10 @@ class RouterHandler(NoDelayHandler):
             return self.send_plain(200, json_bytes({"arn": self.router.moto.ensure_role(name)}))
         if path == "/_harness/lambda" and method == "GET":
             return self.send_plain(200, json_bytes(self.router.executor.snapshot()))
+        if path == "/_harness/lambda/streams" and method == "GET":
+            with state.lock:
+                return self.send_plain(200, json_bytes({"streamLimit": self.router.executor.stream_limit,
+                                                        "streams": list(state.streams)}))
         if path == "/_harness/lambda/reset" and method == "POST":
             return self.send_plain(200, json_bytes({"killed": self.router.executor.reset()}))
         return self.send_plain(404, error_body("NotFound", f"no harness endpoint {method} {path}"))
@@ -1354,7 +1493,7 @@ class RouterHandler(NoDelayHandler):
             pass
 
     # ---- Invoke of a *-lumo-runner function: the built-in executor
-    def invoke(self, segment: str, name: str, qualifier: str | None) -> str:
+    def invoke(self, segment: str, name: str, qualifier: str | None, streaming: bool = False) -> str:
         reader = BodyReader(self.rfile, self.headers)
         try:
             payload = reader.read_all(limit=MAX_REQUEST_PAYLOAD)
@@ -1396,6 +1535,8 @@ class RouterHandler(NoDelayHandler):
         inv = Invocation(request_id, payload, client_context, invoked_arn,
                          self.headers.get("X-Amz-Log-Type") == "Tail")
         executor = self.router.executor
+        if streaming:
+            return self.relay_stream(cfg, inv, name)
         if inv_type == "Event":
             threading.Thread(target=self._invoke_quietly, args=(cfg, inv), daemon=True).start()
             return str(self.send_plain(202, b"", {"x-amzn-RequestId": request_id}))
@@ -1414,6 +1555,78 @@ class RouterHandler(NoDelayHandler):
             headers["X-Amz-Log-Result"] = base64.b64encode(inv.log_tail).decode()
         self.send_plain(200, inv.body, headers)
         return f"200 invoke {name} {'error ' + inv.result_error if inv.result_error else 'ok'}"
+
+    def relay_stream(self, cfg: dict, inv: Invocation, name: str) -> str:
+        """InvokeWithResponseStream: HTTP 200 with an event stream, a `PayloadChunk` for each
+        piece of the response as the function streams it (relayed at once, never gathered), then
+        `InvokeComplete`, with `ErrorCode`/`ErrorDetails` when the function failed (a failure
+        is never an HTTP error once the function ran) and `LogResult` for `X-Amz-Log-Type: Tail`.
+        A buffered response (a function that does not stream) arrives as one chunk at the end."""
+        executor = self.router.executor
+        events: queue.Queue = queue.Queue()
+        inv.listener = events
+        inv.stream_limit = executor.stream_limit
+
+        def run() -> None:
+            try:
+                executor.invoke(cfg, inv)
+            except Throttled:
+                events.put(("throttled",))
+                return
+            events.put(("end",))
+
+        threading.Thread(target=run, daemon=True, name=f"stream-{inv.request_id[:8]}").start()
+        started, chunks = False, 0
+
+        def send(message: bytes) -> None:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(message), message))
+
+        try:
+            while True:
+                event = events.get()
+                if event[0] == "throttled":
+                    return str(self.send_plain(429, json_bytes({
+                        "Type": "User", "message": "Rate Exceeded.",
+                        "Reason": "ConcurrentInvocationLimitExceeded"}),
+                        {"x-amzn-ErrorType": "TooManyRequestsException",
+                         "x-amzn-RequestId": inv.request_id}))
+                if not started:
+                    started = True
+                    self.send_response_only(200)
+                    self.send_header("Date", self.date_time_string())
+                    self.send_header("Content-Type", "application/vnd.amazon.eventstream")
+                    self.send_header("x-amzn-RequestId", inv.request_id)
+                    self.send_header("X-Amz-Executed-Version", cfg.get("Version", "$LATEST"))
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                if event[0] == "end":
+                    break
+                if event[1]:
+                    send(payload_chunk_event(event[1]))
+                    chunks += 1
+            if inv.result_error is None and chunks == 0 and inv.body:
+                for i in range(0, len(inv.body), 65536):
+                    send(payload_chunk_event(inv.body[i:i + 65536]))
+            complete = {}
+            if inv.result_error:
+                try:
+                    err = json.loads(inv.body)
+                except ValueError:
+                    err = {}
+                err = err if isinstance(err, dict) else {}
+                complete["ErrorCode"] = str(err.get("errorType") or inv.result_error)
+                complete["ErrorDetails"] = str(err.get("errorMessage") or "")
+            if inv.want_tail:
+                complete["LogResult"] = base64.b64encode(inv.log_tail).decode()
+            send(invoke_complete_event(complete))
+            self.wfile.write(b"0\r\n\r\n")
+        finally:
+            with inv.cond:
+                inv.listener = None  # a caller that went away: the rest is dropped
+            self.router.state.record_stream(name, inv)
+        return (f"200 stream {name} {inv.streamed_bytes} bytes"
+                f"{' overflow' if inv.stream_overflow else ''}"
+                f"{' error ' + inv.result_error if inv.result_error else ' ok'}")
 
     def _invoke_quietly(self, cfg: dict, inv: Invocation) -> None:
         try:
@@ -1490,6 +1703,9 @@ def parse_args(argv):
     ap.add_argument("--node-bin", default=os.environ.get("LUMO_EMULATOR_NODE"),
                     help="Node.js for functions on a managed Node.js runtime (default: "
                          f"{LAMBDA_NODE} if present, else `node` on PATH); env LUMO_EMULATOR_NODE")
+    ap.add_argument("--stream-limit", type=int, default=DEFAULT_STREAM_LIMIT, metavar="BYTES",
+                    help="most bytes a function may stream to an InvokeWithResponseStream caller "
+                         f"(default {DEFAULT_STREAM_LIMIT}, Lambda's 20 MB soft limit)")
     ap.add_argument("--max-instances", type=int, default=10,
                     help="concurrent instances per function before Invoke answers 429 (default 10)")
     ap.add_argument("--init-timeout", type=float, default=10.0,
@@ -1562,6 +1778,7 @@ def main(argv=None) -> int:
         role_arn = moto.ensure_role(args.role_name)
         executor = Executor(runner_bin, log_dir, work_dir, args.max_instances, args.init_timeout,
                             extra_env, args.node_bin)
+        executor.stream_limit = args.stream_limit
         router = Router(State(), moto, executor, log_dir)
         port = router.start(args.port)
         endpoint = f"http://{LOOPBACK}:{port}"

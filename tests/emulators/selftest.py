@@ -82,12 +82,14 @@ def expect(cond, msg):
         raise AssertionError(msg)
 
 
-def start_harness(args, log_dir: str, parent_pid: int | None, timeout: float = 900):
+def start_harness(args, log_dir: str, parent_pid: int | None, timeout: float = 900,
+                  extra: list[str] | None = None, runner_bin: str | None = None):
     argv = [sys.executable, HARNESS, "--workspace", args.workspace, "--log-dir", log_dir]
     if parent_pid:
         argv += ["--parent-pid", str(parent_pid)]
-    if args.runner_bin:
-        argv += ["--runner-bin", args.runner_bin]
+    if runner_bin or args.runner_bin:
+        argv += ["--runner-bin", runner_bin or args.runner_bin]
+    argv += extra or []
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     line = proc.stdout.readline()  # the harness prints exactly one line, when ready
@@ -169,6 +171,63 @@ def function_zip() -> bytes:
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("bootstrap", "#!/bin/sh\n# the harness runs the workspace's lumo-runner instead\n")
     return buf.getvalue()
+
+
+# A runtime that streams its responses as lambda_runtime's StreamResponse does: POST
+# .../response with `Lambda-Runtime-Function-Response-Mode: streaming` and a chunked body, an
+# error after the stream began in the trailers. Per event: `chunks` [[text, delayMs], ...]
+# written one by one; then `trailerError` (type, message) in the trailers; `fail` posts to
+# .../error instead; `buffered` posts an ordinary response.
+STREAMING_RUNTIME = r"""
+import base64, http.client, json, os, time
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+while True:
+    conn = http.client.HTTPConnection(host, int(port))
+    conn.request("GET", "/2018-06-01/runtime/invocation/next")
+    r = conn.getresponse()
+    event = json.loads(r.read())
+    rid = r.getheader("Lambda-Runtime-Aws-Request-Id")
+    base = f"/2018-06-01/runtime/invocation/{rid}"
+    if "fail" in event:
+        conn.request("POST", base + "/error", body=json.dumps({"errorType": "Selftest.Failed", "errorMessage": event["fail"]}))
+        conn.getresponse().read()
+        continue
+    if "buffered" in event:
+        conn.request("POST", base + "/response", body=json.dumps({"buffered": event["buffered"]}))
+        conn.getresponse().read()
+        continue
+    conn.putrequest("POST", base + "/response")
+    conn.putheader("Lambda-Runtime-Function-Response-Mode", "streaming")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.putheader("Trailer", "Lambda-Runtime-Function-Error-Type")
+    conn.putheader("Trailer", "Lambda-Runtime-Function-Error-Body")
+    conn.endheaders()
+    for text, delay in event.get("chunks", []):
+        time.sleep(delay / 1000)
+        data = text.encode()
+        conn.send(b"%x\r\n%s\r\n" % (len(data), data))
+    trailers = b""
+    if "trailerError" in event:
+        etype, msg = event["trailerError"]
+        trailers = (f"Lambda-Runtime-Function-Error-Type: {etype}\r\n"
+                    f"Lambda-Runtime-Function-Error-Body: {base64.b64encode(msg.encode()).decode()}\r\n").encode()
+    conn.send(b"0\r\n" + trailers + b"\r\n")
+    conn.getresponse().read()
+"""
+
+
+def stream_invoke(lam, payload, fn, **kw):
+    """InvokeWithResponseStream through botocore's own event-stream decoder (it checks both CRCs):
+    -> (list of (seconds since the call, chunk bytes), InvokeComplete dict, response)."""
+    t0 = time.monotonic()
+    r = lam.invoke_with_response_stream(FunctionName=fn, Payload=json.dumps(payload).encode(), **kw)
+    chunks, complete = [], None
+    for event in r["EventStream"]:
+        if "PayloadChunk" in event:
+            chunks.append((time.monotonic() - t0, event["PayloadChunk"]["Payload"]))
+        elif "InvokeComplete" in event:
+            complete = event["InvokeComplete"]
+    return chunks, complete, r
 
 
 def invoke(lam, payload, fn=FN, **kw):
@@ -586,6 +645,75 @@ def main() -> int:
                 sleeper.kill()
                 sleeper.wait()
         return _
+
+    # ------------------------------------------------------------------ response streaming
+    # A harness of its own whose "runner" is STREAMING_RUNTIME, with a 4 KiB stream limit.
+    script = os.path.join(base, "streaming-runtime")
+    with open(script, "w") as f:
+        f.write(f"#!{sys.executable}\n" + STREAMING_RUNTIME)
+    os.chmod(script, 0o755)
+    sproc, sinfo = start_harness(args, os.path.join(base, "streaming"), os.getpid(),
+                                 extra=["--stream-limit", "4096"], runner_bin=script)
+    _, _, slam, _, _ = clients(sinfo["endpoint"])
+    sfn = "stream-dev-lumo-runner"
+    slam.create_function(FunctionName=sfn, Runtime="provided.al2023", Handler="bootstrap",
+                         Role=sinfo["runnerRoleArn"], Code={"ZipFile": function_zip()}, Timeout=10)
+
+    @check("InvokeWithResponseStream: PayloadChunks arrive as the function writes them, then InvokeComplete")
+    def _():
+        chunks, complete, r = stream_invoke(slam, {"chunks": [["one\n", 0], ["two\n", 400], ["three\n", 400]]}, sfn,
+                                            LogType="Tail")
+        expect(r["StatusCode"] == 200, r["StatusCode"])
+        expect(r["ResponseStreamContentType"] == "application/vnd.amazon.eventstream", r["ResponseStreamContentType"])
+        expect(b"".join(c for _, c in chunks) == b"one\ntwo\nthree\n", chunks)
+        expect(complete is not None and not complete.get("ErrorCode"), complete)
+        expect("LogResult" in complete, complete)
+        first, last = chunks[0][0], chunks[-1][0]
+        expect(last - first >= 0.6, f"chunks were not relayed as written: {[round(t, 3) for t, _ in chunks]}")
+        return f"first chunk at {first * 1000:.0f} ms, last at {last * 1000:.0f} ms"
+
+    @check("InvokeWithResponseStream: an error in the trailers ends in InvokeComplete's ErrorCode/ErrorDetails")
+    def _():
+        chunks, complete, _ = stream_invoke(slam, {"chunks": [["partial", 0]],
+                                                   "trailerError": ["Runtime.StreamError", "it broke"]}, sfn)
+        expect(b"".join(c for _, c in chunks) == b"partial", chunks)
+        expect(complete == {"ErrorCode": "Runtime.StreamError", "ErrorDetails": "it broke"}, complete)
+
+    @check("InvokeWithResponseStream: a handler error before any output, and a buffered response")
+    def _():
+        chunks, complete, r = stream_invoke(slam, {"fail": "nope"}, sfn)
+        expect(r["StatusCode"] == 200 and not chunks, (r["StatusCode"], chunks))
+        expect(complete == {"ErrorCode": "Selftest.Failed", "ErrorDetails": "nope"}, complete)
+        chunks, complete, _ = stream_invoke(slam, {"buffered": 7}, sfn)
+        expect(json.loads(b"".join(c for _, c in chunks)) == {"buffered": 7}, chunks)
+        expect(not complete.get("ErrorCode"), complete)
+
+    @check("InvokeWithResponseStream: past --stream-limit the stream is cut and InvokeComplete says so")
+    def _():
+        chunks, complete, _ = stream_invoke(slam, {"chunks": [["x" * 3000, 0], ["y" * 3000, 0]]}, sfn)
+        expect(sum(len(c) for _, c in chunks) <= 4096, len(b"".join(c for _, c in chunks)))
+        expect(complete.get("ErrorCode") == "Function.ResponseSizeTooLarge", complete)
+        streams = harness_call(sinfo["endpoint"], "GET", "/_harness/lambda/streams")
+        expect(streams["streamLimit"] == 4096 and streams["streams"][-1]["overflow"], streams)
+
+    @check("plain Invoke of a streaming function gets the whole body")
+    def _():
+        r = invoke(slam, {"chunks": [["a", 0], ["b", 100]]}, fn=sfn)
+        expect(r["_body"] == b"ab" and r.get("FunctionError") is None, r["_body"])
+
+    @check("InvokeWithResponseStream of a function that was never created: 404")
+    def _():
+        try:
+            stream_invoke(slam, {}, "never-created-lumo-runner")
+            raise AssertionError("invoke succeeded")
+        except slam.exceptions.ResourceNotFoundException as e:
+            expect(e.response["ResponseMetadata"]["HTTPStatusCode"] == 404, e.response)
+
+    sproc.send_signal(signal.SIGTERM)
+    try:
+        sproc.wait(10)
+    except subprocess.TimeoutExpired:
+        sproc.kill()
 
     hygiene("parent death (--parent-pid) kills the harness and every child", "parent-death")
     hygiene("SIGTERM kills every child, exit 0", "sigterm")
