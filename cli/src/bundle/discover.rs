@@ -176,7 +176,7 @@ impl Scan<'_> {
                     continue;
                 }
                 if path.join("Cargo.toml").is_file() {
-                    self.found.tasks.push(DiscoveredTask {
+                    self.add_task(DiscoveredTask {
                         name,
                         source: TaskSource::Crate { dir: path.clone() },
                         display_path: display(root, &path),
@@ -184,7 +184,7 @@ impl Scan<'_> {
                     continue;
                 }
                 match find_entry_point(&path) {
-                    Ok(EntryPoint::Executable(entry)) => self.found.tasks.push(DiscoveredTask {
+                    Ok(EntryPoint::Executable(entry)) => self.add_task(DiscoveredTask {
                         name,
                         source: TaskSource::Directory {
                             dir: path.clone(),
@@ -239,7 +239,7 @@ impl Scan<'_> {
                 };
                 let display_path = display(root, &path);
                 match source {
-                    Ok(source) => self.found.tasks.push(DiscoveredTask {
+                    Ok(source) => self.add_task(DiscoveredTask {
                         name,
                         source,
                         display_path,
@@ -256,6 +256,27 @@ impl Scan<'_> {
                 }
             }
         }
+    }
+
+    /// Keeps a task whose name obeys the config keys' rule; any other is refused naming its
+    /// file: a newline or a space in a name splits CI log lines, and no config key could name
+    /// it to tune it.
+    fn add_task(&mut self, task: DiscoveredTask) {
+        if crate::config::is_task_name(&task.name) {
+            self.found.tasks.push(task);
+            return;
+        }
+        self.problems.push(ConfigProblem {
+            // Escaped: a newline in the key would split the error line it is meant to explain.
+            key: task.display_path.escape_debug().to_string(),
+            message: format!(
+                "its name would be the task name \"{}\", which no config key can name: {}; \
+                 rename the file (or its directory)",
+                task.name.escape_debug(),
+                crate::config::TASK_NAME_RULE
+            ),
+        });
+        self.found.refused.insert(task.name);
     }
 
     /// Whether `path` resolves (through symlinks) to somewhere outside the project root.
@@ -664,6 +685,53 @@ mod tests {
             "{problems:?}"
         );
         assert!(found.refused.contains("linkout") && found.refused.contains("dirout"));
+    }
+
+    /// Regression (issue 10, defect 4): a task file named with a newline, a space or an emoji
+    /// was discovered and run, though no config key could name it and its name split CI log
+    /// lines. Such a file is refused naming it; conventional non-tasks stay ignored.
+    #[test]
+    fn a_task_file_whose_name_breaks_the_config_key_rule_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "functions/tasks/ok-task.sh", "#!/bin/sh\n", true);
+        write(root, "functions/tasks/two\nlines.sh", "#!/bin/sh\n", true);
+        write(root, "functions/tasks/with space.ts", HANDLER, false);
+        write(
+            root,
+            "functions/tasks/rocket-\u{1F680}.sh",
+            "#!/bin/sh\n",
+            true,
+        );
+        write(root, "functions/tasks/my dir/run", "#!/bin/sh\n", true);
+        write(root, "functions/tasks/_odd name.sh", "#!/bin/sh\n", true);
+        write(root, "functions/tasks/.odd name.sh", "#!/bin/sh\n", true);
+        write(root, "functions/tasks/odd name.d.ts", HANDLER, false);
+        write(root, "functions/tasks/odd name.test.ts", HANDLER, false);
+        write(root, "functions/tasks/README odd.md", "", false);
+
+        let (found, problems) = discover(root);
+        let names: Vec<_> = found.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["ok-task"]);
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "functions/tasks/my dir",
+                "functions/tasks/rocket-\u{1F680}.sh",
+                "functions/tasks/two\\nlines.sh",
+                "functions/tasks/with space.ts",
+            ],
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.message.contains("no config key can name")
+                    && p.message.contains("letters, digits")
+                    && !p.message.contains('\n')),
+            "{problems:?}"
+        );
     }
 
     /// Regression: a task directory whose `run` was not executable was silently a namespace,

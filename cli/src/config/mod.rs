@@ -23,6 +23,7 @@ use std::time::Duration;
 
 pub use error::{ConfigError, ConfigProblem};
 pub use model::*;
+pub(crate) use task::{TASK_NAME_RULE, is_task_name};
 
 /// The file lumo looks for, as in the Lumo Framework.
 pub const CONFIG_FILE_NAME: &str = "lumo.config.js";

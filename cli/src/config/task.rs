@@ -43,25 +43,35 @@ pub(super) struct TaskScope<'a> {
 /// Checks the name `tasks.<name>` (a path under `functions/tasks/` without extension).
 pub(super) fn check_name(problems: &mut Problems, name: &str) {
     let key = child("tasks", name);
+    if name.is_empty() {
+        problems.add("tasks", "a task name must not be empty");
+    } else if !is_task_name(name) {
+        problems.add(
+            key,
+            format!(
+                "invalid task name {}: {TASK_NAME_RULE}",
+                got(&Value::String(name.to_string()))
+            ),
+        );
+    }
+}
+
+/// What a task name may be, as users read it: the one rule for config keys and for the names
+/// discovery derives from file names, so every task on disk can be named in the config.
+pub(crate) const TASK_NAME_RULE: &str = "a task name is its path under `functions/tasks/` \
+     without extension, made of letters, digits, `.`, `_` and `-`, with `/` between directories \
+     (no leading or trailing `/`, no `..`)";
+
+/// Whether `name` obeys [`TASK_NAME_RULE`]. A name is printed in CI logs and used as a config
+/// key, so a space, a newline or an emoji in it would split lines or be unnameable.
+pub(crate) fn is_task_name(name: &str) -> bool {
     let allowed_chars = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
     let parts_ok = name
         .split('/')
         .all(|part| !part.is_empty() && part != "." && part != "..");
-    if name.is_empty() {
-        problems.add("tasks", "a task name must not be empty");
-    } else if !allowed_chars || !parts_ok {
-        problems.add(
-            key,
-            format!(
-                "invalid task name {}: a task name is its path under `functions/tasks/` \
-                 without extension, made of letters, digits, `.`, `_` and `-`, with `/` \
-                 between directories (no leading or trailing `/`, no `..`)",
-                got(&Value::String(name.to_string()))
-            ),
-        );
-    }
+    !name.is_empty() && allowed_chars && parts_ok
 }
 
 /// Validates `tasks.<name>`; `None` when the value is not an object (already recorded).
