@@ -112,8 +112,9 @@ async fn aws_fixture(emulators: &lumo_testkit::Emulators) -> Fixture {
     write_project(
         dir.path(),
         &format!(
-            "provider: 'aws', region: 'us-east-1', aws: {{ bucket: '{bucket}', table: '{table}', roleArn: '{}' }}",
-            emulators.runner_role_arn
+            "provider: 'aws', region: 'us-east-1', aws: {{ bucket: '{bucket}', table: '{table}', roleArn: '{}', architecture: '{}' }}",
+            emulators.runner_role_arn,
+            lumo_testkit::HOST_ARCHITECTURE
         ),
     );
     let project = Project::load(Some(&dir.path().join("lumo.config.js")), None).unwrap();
@@ -1110,6 +1111,43 @@ mod provider_specific {
         };
         assert_eq!(error.kind, BackendErrorKind::Corrupt, "{error}");
         assert!(error.hint.unwrap_or_default().contains("move it away"));
+    }
+
+    /// Regression (issue 10, defect 8): on a full logs disk the task's success was recorded
+    /// `failed` "backend error: cannot run task". The outcome stands (status, exit code, the
+    /// task's message) and the message names the storage failure, as on `aws`. The log file is
+    /// linked to `/dev/full`, where every write fails with ENOSPC as on a full disk.
+    #[tokio::test]
+    async fn local_a_full_log_disk_keeps_the_outcome() {
+        let full = Path::new("/dev/full");
+        assert!(full.exists(), "this test needs /dev/full (Linux)");
+        let f = local_fixture().await;
+        let built = build(&f, &["ok", "fails"]);
+        for (bundle, status, exit_code, said) in [
+            (&built[0], RunStatus::Succeeded, Some(0), "done with ***"),
+            (&built[1], RunStatus::Failed, Some(3), "about to fail"),
+        ] {
+            let id = new_id();
+            std::os::unix::fs::symlink(
+                full,
+                f.project.lumo_dir().join("logs").join(format!("{id}.log")),
+            )
+            .unwrap();
+            let report = f
+                .backend
+                .executor
+                .run(request(&f, bundle, &id), &mut Vec::new())
+                .await
+                .unwrap();
+            assert_eq!(report.outcome.status, status, "{report:?}");
+            assert_eq!(report.outcome.exit_code, exit_code, "{report:?}");
+            let message = &report.outcome.message;
+            assert!(
+                message.contains(said)
+                    && message.contains("(the log could not be stored: No space left on device"),
+                "{message}"
+            );
+        }
     }
 
     /// A config that cannot open the provider is the backend's own error, of kind `Invalid`

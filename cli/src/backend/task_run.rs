@@ -66,6 +66,18 @@ impl RunReport {
         self
     }
 
+    /// A run whose outcome stands but whose output or data could not all be kept (a full
+    /// disk, a failed upload): the message says so after the task's own word, so the record
+    /// keeps both the truth of the run and why its log is missing. Both providers use it.
+    pub fn with_storage_failure(mut self, failure: &str) -> RunReport {
+        self.outcome.message = if self.outcome.message.is_empty() {
+            format!("({failure})")
+        } else {
+            format!("{} ({failure})", self.outcome.message)
+        };
+        self
+    }
+
     /// Writes the outcome into the run's record, as `finish_run` stores it. The end is never
     /// before the record's start (the clocks of the CLI and a runner may disagree).
     pub fn record_on(self, run: &mut TaskRun) {

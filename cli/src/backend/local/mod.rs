@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use lumo_runner::executor::{DEFAULT_KILL_GRACE, OutputObserver};
+use lumo_runner::executor::{DEFAULT_KILL_GRACE, ExecError, OutputObserver};
 use lumo_runner::{BundleRun, RunnerError};
 
 pub use store::SqliteStore;
@@ -168,6 +168,32 @@ impl TaskExecutor for LocalExecutor {
             )),
             // A bundle that does not match its hash never runs; that is the run's failure,
             // recorded like any other, not a broken backend.
+            // The task ran to its end and only its log is incomplete (a full disk): the run's
+            // truth is its outcome, recorded as it was with the storage failure named, as the
+            // `aws` runner does when its log cannot be kept.
+            Err(RunnerError::Exec(ExecError::WriteLog {
+                path,
+                source,
+                outcome,
+            })) => {
+                tracing::warn!(
+                    "task `{task}`: could not write the log `{}`: {source}",
+                    path.display()
+                );
+                Ok(RunReport {
+                    outcome: *outcome,
+                    data_ref: None,
+                    log_ref: Some(format!("logs/{log_name}")),
+                }
+                .after_stop(
+                    stop.reason(),
+                    &format!(
+                        "the task got SIGTERM (then SIGKILL after {})",
+                        humantime::format_duration(DEFAULT_KILL_GRACE)
+                    ),
+                )
+                .with_storage_failure(&format!("the log could not be stored: {source}")))
+            }
             Err(e @ RunnerError::HashMismatch { .. }) => {
                 Ok(RunReport::not_started(e.to_string(), started_at))
             }

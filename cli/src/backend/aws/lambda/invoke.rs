@@ -112,7 +112,7 @@ impl LambdaExecutor {
         if let Some(problem) = &answer.upload_error {
             tracing::warn!("run {run_id}: the runner could not upload an artifact: {problem}");
         }
-        Ok(RunReport {
+        let report = RunReport {
             data_ref: answer.data_uploaded.then(|| self.s3.url(&keys.data)),
             log_ref: answer.log_uploaded.then(|| self.s3.url(&keys.log)),
             outcome: answer.outcome,
@@ -123,7 +123,12 @@ impl LambdaExecutor {
                 "the task got SIGTERM in Lambda (then SIGKILL after {})",
                 humantime::format_duration(DEFAULT_KILL_GRACE)
             ),
-        ))
+        );
+        // As on `local`: the outcome stands, and the record names what could not be kept.
+        Ok(match &answer.upload_error {
+            Some(problem) => report.with_storage_failure(&format!("not all was stored: {problem}")),
+            None => report,
+        })
     }
 
     /// The Invoke payload for `spec`: presigned URLs, valid for `expires`, to fetch the bundle,
