@@ -583,10 +583,66 @@ fn a_missing_runner_binary_names_the_absolute_path_and_every_way_to_give_it() {
     let expected = a.p.root().canonicalize().unwrap().join("bin/bootstrap");
     a.p.lumo(&["deploy", "--env", "dev"]).code(4).stderr_has(&[
         &format!("(looked for `{}`)", expected.display()),
-        "cargo lambda build --release -p lumo-runner --arm64",
+        &format!(
+            "cargo lambda build --release -p lumo-runner {}",
+            if lumo_testkit::HOST_ARCHITECTURE == "arm64" {
+                "--arm64"
+            } else {
+                "--x86-64"
+            }
+        ),
         "LUMO_RUNNER=/abs/path/bootstrap",
         "--runner /abs/path/bootstrap",
         "aws: { runner: '/abs/path/bootstrap' }",
+    ]);
+}
+
+/// Regression (issue 10): a runner built for one architecture was deployed to a function of
+/// the other, which fails only at the first Invoke on real AWS. The ELF header is read at
+/// deploy: a mismatch is refused naming both (exit 2), before any task runs.
+#[test]
+fn a_runner_built_for_another_architecture_is_refused_at_deploy() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    let (host, other) = if lumo_testkit::HOST_ARCHITECTURE == "arm64" {
+        ("arm64 (aarch64)", "x86_64")
+    } else {
+        ("x86_64", "arm64")
+    };
+    a.config_with(
+        &format!(
+            "aws: {{ bucket: '{}', table: '{}', roleArn: '{}', architecture: '{other}' }},",
+            a.bucket, a.table, a.emulators.runner_role_arn
+        ),
+        "{ t: {} }",
+    )
+    .task("t", "echo ran > ran.txt");
+    let out = a.p.lumo(&["deploy", "--env", "dev"]).code(2).clone();
+    out.stderr_has(&[
+        &format!(
+            "the runner `{}` is built for {host} but `aws.architecture` is {other}",
+            a.emulators.runner_bin.display()
+        ),
+        &format!(
+            "set `aws: {{ architecture: '{}' }}`",
+            lumo_testkit::HOST_ARCHITECTURE
+        ),
+    ]);
+}
+
+/// A runner that is not an ELF executable (a script, a zip) is refused at deploy, naming it.
+#[test]
+fn a_runner_that_is_not_an_elf_executable_is_refused_at_deploy() {
+    let _shared = COUNTING.read().unwrap();
+    let mut a = aws_project!();
+    let fake = a.p.root().join("fake-bootstrap");
+    std::fs::write(&fake, "#!/bin/sh\necho not a runner\n").unwrap();
+    a.p.set_env("LUMO_RUNNER", &fake.to_string_lossy());
+    a.config("{ t: {} }").task("t", "echo t");
+    a.p.lumo(&["deploy", "--env", "dev"]).code(2).stderr_has(&[
+        "fake-bootstrap",
+        "is not a Linux executable",
+        "not an ELF file",
     ]);
 }
 

@@ -263,8 +263,12 @@ fn a_lumo_framework_project_deploys_unchanged_on_aws() {
         "projectName: 'lumo-fixture',",
         &format!(
             "projectName: '{}', region: 'us-east-1',
-             aws: {{ bucket: '{}', table: '{}', roleArn: '{}' }},",
-            a.name, a.bucket, a.table, a.emulators.runner_role_arn
+             aws: {{ bucket: '{}', table: '{}', roleArn: '{}', architecture: '{}' }},",
+            a.name,
+            a.bucket,
+            a.table,
+            a.emulators.runner_role_arn,
+            lumo_testkit::HOST_ARCHITECTURE
         ),
     );
     fs::write(a.p.root().join("lumo.config.js"), config).unwrap();

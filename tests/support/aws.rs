@@ -50,12 +50,16 @@ impl AwsProject {
         self.p.config(&format!(
             "export default {{
                projectName: '{}', provider: 'aws', region: 'us-east-1',
-               aws: {{ bucket: '{}', table: '{}', roleArn: '{}' }},
+               aws: {{ bucket: '{}', table: '{}', roleArn: '{}', architecture: '{}' }},
                secrets: {{ token: {{ value: () => process.env.E2E_TOKEN ?? 'tok-9f8e7d6c5b' }} }},
                {extra}
                tasks: {tasks},
              }};",
-            self.name, self.bucket, self.table, self.emulators.runner_role_arn
+            self.name,
+            self.bucket,
+            self.table,
+            self.emulators.runner_role_arn,
+            lumo_testkit::HOST_ARCHITECTURE
         ))
     }
 

@@ -51,6 +51,14 @@ pub struct Counters {
     pub lambda_invoke_by_function: BTreeMap<String, u64>,
 }
 
+/// `aws.architecture` for the host: the emulators run the runner built for this machine, and a
+/// deploy refuses a runner built for another architecture than the config's.
+pub const HOST_ARCHITECTURE: &str = if cfg!(target_arch = "aarch64") {
+    "arm64"
+} else {
+    "x86_64"
+};
+
 /// The repository root (this crate lives in `tests/kit`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -9,10 +9,11 @@ mod dynamo;
 mod errors;
 mod lambda;
 mod locks;
+mod runner_arch;
 mod s3;
 pub mod settings;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region};
@@ -191,6 +192,33 @@ async fn caller_identity(sdk: &aws_config::SdkConfig) -> Option<String> {
     }
 }
 
+/// `BackendError` (exit code 2, as a config error) for a runner binary that cannot serve the
+/// configured architecture: it names both, and the two ways out.
+pub(crate) fn check_runner_architecture(target: &AwsTarget, runner: &Path) -> BackendResult<()> {
+    runner_arch::check_runner(runner, target.architecture).map_err(|e| {
+        let wanted = runner_arch::config_name(target.architecture);
+        let other = match target.architecture {
+            Architecture::Arm64 => "x86_64",
+            Architecture::X86_64 => "arm64",
+        };
+        BackendError::new(e.to_string())
+            .of_kind(BackendErrorKind::Invalid)
+            .hint(format!(
+                "build the runner for {wanted} with `cargo lambda build --release -p lumo-runner \
+                 {}`, or, if the runner is right, set `aws: {{ architecture: '{other}' }}` in \
+                 `lumo.config.js`",
+                cargo_lambda_arch_flag(target.architecture)
+            ))
+    })
+}
+
+fn cargo_lambda_arch_flag(arch: Architecture) -> &'static str {
+    match arch {
+        Architecture::Arm64 => "--arm64",
+        Architecture::X86_64 => "--x86-64",
+    }
+}
+
 /// `BackendError` for a missing runner binary: where lumo looked (absolute paths), how to build
 /// it, and the three ways to point lumo at it. The binary is built in the lumo repository, not
 /// in the user's project, so the default places rarely hold it.
@@ -201,10 +229,7 @@ pub fn runner_missing(target: &AwsTarget) -> BackendError {
         .map(|p| format!("`{}`", p.display()))
         .collect::<Vec<_>>()
         .join(", ");
-    let arch = match target.architecture {
-        Architecture::Arm64 => "--arm64",
-        Architecture::X86_64 => "--x86-64",
-    };
+    let arch = cargo_lambda_arch_flag(target.architecture);
     BackendError::new(format!(
         "the lumo runner binary for Lambda is missing (looked for {searched})"
     ))

@@ -25,7 +25,7 @@ use aws_sdk_lambda::types::{
 
 use super::{LambdaExecutor, function_name};
 use crate::backend::aws::errors::sdk_error;
-use crate::backend::aws::runner_missing;
+use crate::backend::aws::{check_runner_architecture, runner_missing};
 use crate::backend::{BackendError, BackendErrorKind, BackendResult};
 use crate::bundle::assets::{BundleEntry, EntrySource};
 use crate::config::Architecture;
@@ -121,6 +121,9 @@ impl LambdaExecutor {
         // The runner's identity is the sha256 of its binary, kept in the function's description:
         // comparing it costs a hash (cached by file metadata), where comparing `CodeSha256`
         // would mean zipping the binary on every deploy.
+        if let Some(path) = &self.target.runner {
+            check_runner_architecture(&self.target, path)?;
+        }
         let runner = match &self.target.runner {
             Some(path) => Some(Runner {
                 sha256: package_sha256(&binary_sha256(path, &self.target.cache_dir)?),
