@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::bundle;
 use crate::bundle::discover::{self, Discovery, Unrunnable};
-use crate::config::{self, ConfigError, ConfigProblem, ProjectConfig, Provider, TaskConfig};
+use crate::config::{
+    self, ConfigError, ConfigProblem, ProjectConfig, Provider, TaskConfig, secret_env_var,
+};
 use crate::suggest;
 use crate::task::{self, Task, TaskSource};
 
@@ -385,12 +387,20 @@ impl Project {
         for (name, secret) in &self.config.secrets {
             match &secret.value {
                 Ok(value) => {
-                    values.insert(lumo_runner::contract::secret_env_name(name), value.clone());
+                    values.insert(secret_env_var(name), value.clone());
                 }
                 Err(message) => problems.push(ConfigProblem {
                     key: format!("secrets.{name}.value"),
                     message: message.clone(),
                 }),
+            }
+        }
+        // The pre-handler spelling of acronym names, unless another secret owns that variable.
+        for name in self.config.secrets.keys() {
+            if let Some(legacy) = lumo_runner::contract::legacy_secret_env_name(name)
+                && let Some(value) = values.get(&secret_env_var(name)).cloned()
+            {
+                values.entry(legacy).or_insert(value);
             }
         }
         if problems.is_empty() {

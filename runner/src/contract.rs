@@ -190,6 +190,32 @@ pub fn secret_env_name(name: &str) -> String {
     out
 }
 
+/// The variable lumo 0.1 (before handlers) handed the secret `name` to tasks as, where it differs
+/// from [`secret_env_name`]: that rule did not split an acronym from the word after it
+/// (`githubAPIToken` → `GITHUB_APITOKEN`, now `GITHUB_API_TOKEN`). Tasks still receive the old
+/// spelling too, so a shell task written against it keeps working after an upgrade.
+pub fn legacy_secret_env_name(name: &str) -> Option<String> {
+    let mut out = String::with_capacity(name.len() + 4);
+    let mut previous: Option<char> = None;
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            if c.is_ascii_uppercase()
+                && previous.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit())
+            {
+                out.push('_');
+            }
+            out.push(c.to_ascii_uppercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+        previous = Some(c);
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    (out != secret_env_name(name)).then_some(out)
+}
+
 /// The environment variable a manual-run argument is handed to tasks as: `LUMO_ARG_<NAME>`.
 pub fn arg_env_name(name: &str) -> String {
     format!("LUMO_ARG_{}", secret_env_name(name))
@@ -210,6 +236,22 @@ mod tests {
         assert_eq!(secret_env_name("--x--"), "X");
         assert_eq!(arg_env_name("target"), "LUMO_ARG_TARGET");
         assert_eq!(arg_env_name("dry-run"), "LUMO_ARG_DRY_RUN");
+    }
+
+    #[test]
+    fn the_old_spelling_is_kept_only_where_the_acronym_rule_changed_it() {
+        assert_eq!(
+            legacy_secret_env_name("apiURLValue").as_deref(),
+            Some("API_URLVALUE")
+        );
+        assert_eq!(
+            legacy_secret_env_name("githubAPIToken").as_deref(),
+            Some("GITHUB_APITOKEN")
+        );
+        assert_eq!(legacy_secret_env_name("databaseUrl"), None);
+        assert_eq!(legacy_secret_env_name("STRIPE_KEY"), None);
+        assert_eq!(legacy_secret_env_name("api-key"), None);
+        assert_eq!(legacy_secret_env_name("awsKMS"), None);
     }
 
     #[test]

@@ -407,3 +407,25 @@ head -c 102400 /dev/zero | tr '\0' x"#,
         .sum();
     assert_eq!(xs, 102_400, "the unterminated line is shown in full");
 }
+
+/// `githubAPIToken` is `GITHUB_API_TOKEN` since handlers came (the Lumo Framework's rule); a
+/// shell task written against lumo 0.1's `GITHUB_APITOKEN` still gets its secret after an upgrade.
+#[test]
+fn an_acronym_secret_is_also_handed_over_under_its_old_spelling() {
+    let p = TestProject::new();
+    p.config(
+        "export default { projectName: 'acronyms', tasks: { check: {} },
+          secrets: { githubAPIToken: { value: 'gh-token-value' } } };",
+    );
+    p.task(
+        "check",
+        "test \"$GITHUB_API_TOKEN\" = gh-token-value || { echo 'new spelling missing'; exit 1; }\n\
+         test \"$GITHUB_APITOKEN\" = gh-token-value || { echo 'old spelling missing'; exit 1; }\n\
+         echo both spellings",
+    );
+    let report = p.deploy(&[], 0);
+    assert_eq!(
+        report.task("check").message.as_deref(),
+        Some("both spellings")
+    );
+}

@@ -340,6 +340,10 @@ fn secrets(
             // with "Argument list too long" after the lock is taken.
             let entry_bytes = secret_env_var(name).len() + 1 + text.len() + 1;
             total_bytes += entry_bytes;
+            // Tasks also get the pre-handler spelling of an acronym name (`API_URLVALUE`).
+            if let Some(legacy) = lumo_runner::contract::legacy_secret_env_name(name) {
+                total_bytes += legacy.len() + 1 + text.len() + 1;
+            }
             if entry_bytes > MAX_SECRET_ENV_BYTES {
                 p.add(
                     child(&key, "value"),
@@ -405,7 +409,12 @@ fn check_env_clashes(
 ) {
     let secret_vars: HashMap<String, &str> = secrets
         .keys()
-        .map(|name| (secret_env_var(name), name.as_str()))
+        .flat_map(|name| {
+            let legacy = lumo_runner::contract::legacy_secret_env_name(name);
+            std::iter::once(secret_env_var(name))
+                .chain(legacy)
+                .map(move |var| (var, name.as_str()))
+        })
         .collect();
     for (task, config) in tasks {
         for var in config.env.keys() {
