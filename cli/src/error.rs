@@ -158,6 +158,7 @@ impl CliError {
                 ))
             },
             store @ BundleError::Store { .. } => CliError::new(ExitKind::Backend, store),
+            BundleError::Stopped(reason) => CliError::stopped(reason),
         }
     }
 }

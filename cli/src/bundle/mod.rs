@@ -6,6 +6,7 @@
 //! re-uploaded, and `runOn: 'change'` can compare hashes.
 
 pub mod assets;
+pub mod cancel;
 mod crate_task;
 pub mod discover;
 pub mod handler;
@@ -22,6 +23,7 @@ use zip::{CompressionMethod, DateTime, ZipWriter};
 use crate::config::ConfigProblem;
 use crate::task::{Task, TaskSource};
 use assets::{BundleEntry, EntrySet, EntrySource, MANIFEST_KEY};
+pub use cancel::Cancel;
 pub use crate_task::{Build, BuildTarget};
 
 /// A task's bundle, built and stored.
@@ -42,6 +44,9 @@ pub struct BuiltBundle {
 pub enum BundleError {
     #[error("cannot bundle the tasks")]
     Invalid(Vec<ConfigProblem>),
+    /// A stop (Ctrl-C, SIGTERM) arrived while bundling; nothing half-written is left.
+    #[error("bundling stopped: {0}")]
+    Stopped(crate::stop::StopReason),
     #[error("cannot write the bundle store `{}`", path.display())]
     Store {
         path: PathBuf,
@@ -57,6 +62,17 @@ pub fn build_all(
     store_dir: &Path,
     tasks: &[&Task],
     build: impl Into<Build>,
+) -> Result<Vec<BuiltBundle>, BundleError> {
+    build_all_cancellable(root, store_dir, tasks, build, &Cancel::default())
+}
+
+/// [`build_all`], giving up with [`BundleError::Stopped`] soon after `cancel` says so.
+pub fn build_all_cancellable(
+    root: &Path,
+    store_dir: &Path,
+    tasks: &[&Task],
+    build: impl Into<Build>,
+    cancel: &Cancel,
 ) -> Result<Vec<BuiltBundle>, BundleError> {
     let build = build.into();
     let mut collected = Vec::with_capacity(tasks.len());
@@ -76,7 +92,7 @@ pub fn build_all(
     })?;
     collected
         .into_iter()
-        .map(|(task, entries)| write_bundle(store_dir, &task.name, &entries))
+        .map(|(task, entries)| write_bundle(store_dir, &task.name, &entries, cancel))
         .collect()
 }
 
@@ -189,17 +205,22 @@ fn write_bundle(
     store_dir: &Path,
     task: &str,
     entries: &[BundleEntry],
+    cancel: &Cancel,
 ) -> Result<BuiltBundle, BundleError> {
     let store_err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source: io::Error| BundleError::Store { path, source }
+        move |source: io::Error| match Cancel::reason_of(&source) {
+            Some(reason) => BundleError::Stopped(reason),
+            None => BundleError::Store { path, source },
+        }
     };
     let tmp = tempfile::Builder::new()
         .prefix(".building-")
         .suffix(".zip")
         .tempfile_in(store_dir)
         .map_err(store_err(store_dir))?;
-    write_zip(tmp.as_file(), entries).map_err(store_err(tmp.path()))?;
+    write_zip(tmp.as_file(), entries, cancel).map_err(store_err(tmp.path()))?;
+    cancel.check().map_err(store_err(tmp.path()))?;
     let sha256 = lumo_runner::bundle::sha256_file(tmp.path()).map_err(store_err(tmp.path()))?;
     let size = tmp
         .as_file()
@@ -224,10 +245,12 @@ fn write_bundle(
 }
 
 /// The deterministic zip: entries in the given (sorted) order, every timestamp 1980-01-01,
-/// mode 0755 for executables and 0644 for the rest, deflate.
-pub fn write_zip(file: &File, entries: &[BundleEntry]) -> io::Result<()> {
+/// mode 0755 for executables and 0644 for the rest, deflate. Checks `cancel` before each entry
+/// and each block read (an error carrying [`cancel::Cancelled`]).
+pub fn write_zip(file: &File, entries: &[BundleEntry], cancel: &Cancel) -> io::Result<()> {
     let mut zip = ZipWriter::new(BufWriter::new(file));
     for entry in entries {
+        cancel.check()?;
         let mode = if entry.executable { 0o755 } else { 0o644 };
         let options = SimpleFileOptions::default()
             .compression_method(CompressionMethod::Deflated)
@@ -239,7 +262,7 @@ pub fn write_zip(file: &File, entries: &[BundleEntry]) -> io::Result<()> {
         match &entry.source {
             EntrySource::Bytes(bytes) => io::Write::write_all(&mut zip, bytes)?,
             EntrySource::File(path) => {
-                let mut source = File::open(path)?;
+                let mut source = cancel.reader(File::open(path)?);
                 io::copy(&mut source, &mut zip)?;
             }
         }

@@ -15,11 +15,12 @@ use crate::task::Task;
 pub async fn run(args: BuildArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
     let tasks: Vec<&Task> = project.tasks.iter().collect();
-    let built = bundle::build_all(
+    let built = bundle::build_all_cancellable(
         project.root(),
         &project.lumo_dir().join("bundles"),
         &tasks,
         ctx.build(&project),
+        &bundle::Cancel::on(&ctx.stop),
     )
     .map_err(|e| CliError::bundle(e, &project.config.path))?;
     if let Some(out) = &args.out {

@@ -41,7 +41,14 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
         Some(dir) => dir.path().to_path_buf(),
         None => project.lumo_dir().join("bundles"),
     };
-    let built = bundle::build_all(project.root(), &bundles_dir, &tasks, ctx.build(&project));
+    // Ctrl-C/SIGTERM is noticed between blocks: bundling blocks the thread that waits for it.
+    let built = bundle::build_all_cancellable(
+        project.root(),
+        &bundles_dir,
+        &tasks,
+        ctx.build(&project),
+        &bundle::Cancel::on(&ctx.stop),
+    );
     spinner.finish();
     let built = built.map_err(|e| CliError::bundle(e, &project.config.path))?;
     let planned = built.iter().map(|b| crate::preflight::PlannedBundle {

@@ -411,7 +411,8 @@ fn runner_zip(binary: &Path) -> BackendResult<Vec<u8>> {
         size: EXEC_WRAPPER.len() as u64,
     };
     let mut file = tempfile::tempfile().map_err(fail)?;
-    crate::bundle::write_zip(&file, &[entry, wrapper]).map_err(fail)?;
+    crate::bundle::write_zip(&file, &[entry, wrapper], &crate::bundle::Cancel::default())
+        .map_err(fail)?;
     file.rewind().map_err(fail)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(fail)?;
