@@ -45,6 +45,11 @@ pub struct GlobalArgs {
     #[arg(long, short, global = true)]
     pub verbose: bool,
 
+    /// When to colour the output: `auto` (on a terminal; `NO_COLOR` turns it off,
+    /// `FORCE_COLOR`/`CLICOLOR_FORCE` on), `always`, `never`.
+    #[arg(long, global = true, value_enum, default_value_t, value_name = "WHEN")]
+    pub color: crate::color::ColorChoice,
+
     /// Who is acting, for the audit trail [default: CI user, AWS caller, git user, OS user].
     #[arg(long, global = true, env = "LUMO_ACTOR")]
     pub actor: Option<String>,
@@ -111,6 +116,10 @@ pub struct DeployArgs {
     /// Wait up to this long for the environment's lock (e.g. `30s`, `5m`).
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
     pub wait: Duration,
+
+    /// Also write the task runs as a JUnit XML report to PATH (GitLab, Jenkins).
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +141,10 @@ pub struct RunArgs {
     /// Wait up to this long for the environment's lock.
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
     pub wait: Duration,
+
+    /// Also write the task runs as a JUnit XML report to PATH (GitLab, Jenkins).
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

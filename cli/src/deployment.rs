@@ -21,6 +21,7 @@ use crate::operation::Operation;
 use crate::output::format_duration;
 use crate::plan::{self, Decision, History, Plan};
 use crate::project::Project;
+use crate::report::outcome::TaskOutcome;
 use crate::stop::StopReason;
 use crate::task::Task;
 
@@ -217,15 +218,17 @@ fn task_lines(plan: &Plan, runs: &BTreeMap<String, TaskRun>) -> Vec<TaskLine> {
     plan.tasks
         .iter()
         .map(|p| match runs.get(&p.task) {
-            Some(run) => TaskLine {
-                task: p.task.clone(),
-                status: run.status.as_str().to_string(),
-                run_id: (run.status != RunStatus::Skipped).then(|| run.id.clone()),
-                duration_ms: run.duration_ms.filter(|_| run.status != RunStatus::Skipped),
-                message: run.message.clone(),
-                reason: reason(&p.decision).to_string(),
-                data: run.data.clone(),
-            },
+            Some(run) => {
+                let mut outcome = TaskOutcome::of_run(run);
+                if run.status == RunStatus::Skipped {
+                    // A task that never started took no time.
+                    outcome.duration_ms = None;
+                }
+                TaskLine {
+                    outcome,
+                    reason: reason(&p.decision).to_string(),
+                }
+            }
             None => TaskLine::planned(p.task.clone(), &p.decision),
         })
         .collect()
@@ -291,19 +294,15 @@ pub struct DeployReport {
     pub tasks: Vec<TaskLine>,
 }
 
+/// One task of a deployment: its outcome, in the shape every report shows one, and why it ran
+/// or did not.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskLine {
-    pub task: String,
-    /// A run status, `would_run` (dry run) or `not_run`.
-    pub status: String,
-    pub run_id: Option<String>,
-    pub duration_ms: Option<u64>,
-    pub message: Option<String>,
+    #[serde(flatten)]
+    pub outcome: TaskOutcome,
     /// Why the task ran or did not.
     pub reason: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
 }
 
 impl TaskLine {
@@ -313,13 +312,8 @@ impl TaskLine {
             Decision::Skip { .. } => "not_run",
         };
         TaskLine {
-            task,
-            status: status.to_string(),
-            run_id: None,
-            duration_ms: None,
-            message: None,
+            outcome: TaskOutcome::without_run(task, status),
             reason: reason(decision).to_string(),
-            data: None,
         }
     }
 }
@@ -350,11 +344,17 @@ impl fmt::Display for DeployReport {
                 format_duration(self.duration_ms.unwrap_or(0)),
             )?,
         }
-        let width = self.tasks.iter().map(|t| t.task.len()).max().unwrap_or(4);
-        for t in &self.tasks {
+        let width = self
+            .tasks
+            .iter()
+            .map(|t| t.outcome.task.len())
+            .max()
+            .unwrap_or(4);
+        for line in &self.tasks {
+            let t = &line.outcome;
             let detail = match (&t.message, t.status.as_str()) {
                 (Some(m), s) if s != "would_run" && s != "not_run" && !m.is_empty() => m.clone(),
-                _ => t.reason.clone(),
+                _ => line.reason.clone(),
             };
             let duration = t.duration_ms.map(format_duration).unwrap_or_default();
             writeln!(
@@ -362,6 +362,15 @@ impl fmt::Display for DeployReport {
                 "  {:<width$}  {:<10} {:>7}  {detail}",
                 t.task, t.status, duration
             )?;
+        }
+        for t in self.tasks.iter().map(|l| &l.outcome).filter(|t| t.failed()) {
+            if let (Some(id), Some(logs)) = (&t.run_id, t.logs_command()) {
+                writeln!(
+                    f,
+                    "`{}` {} (run {id}); its full output: `{logs}`",
+                    t.task, t.status
+                )?;
+            }
         }
         Ok(())
     }

@@ -222,10 +222,7 @@ fn init_tracing(global: &args::GlobalArgs) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(
-            std::env::var_os("NO_COLOR").is_none()
-                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        )
+        .with_ansi(lumo_cli::color::enabled_for_stderr(global.color))
         .with_target(false)
         .try_init();
 }

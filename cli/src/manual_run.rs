@@ -93,10 +93,12 @@ async fn run_locked(op: &Operation, run: ManualRun<'_>) -> Result<Ran, CliError>
     })
 }
 
-/// What `lumo run` prints: the run's record.
+/// What `lumo run` prints: the run's record, as a [`RunDocument`](crate::report::outcome::RunDocument).
 #[derive(Serialize)]
 #[serde(transparent)]
-pub struct RunReport(pub TaskRun);
+pub struct RunReport(
+    #[serde(serialize_with = "crate::report::outcome::serialize_run")] pub TaskRun,
+);
 
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -118,6 +120,12 @@ impl fmt::Display for RunReport {
         }
         if let Some(data) = &r.data {
             writeln!(f, "  data: {data}")?;
+        }
+        if matches!(
+            r.status,
+            RunStatus::Failed | RunStatus::TimedOut | RunStatus::Abandoned
+        ) {
+            writeln!(f, "  full output: `lumo logs {}`", r.id)?;
         }
         Ok(())
     }

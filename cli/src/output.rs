@@ -1,6 +1,6 @@
 //! The one place lumo writes to the terminal. Results go to stdout (text, or one JSON document
 //! with `--json`); progress, task output and errors go to stderr, so stdout can be piped.
-//! Colour only on a terminal and never with `NO_COLOR`; spinners only on a terminal.
+//! Colour as `--color` and the variables say ([`crate::color`]); spinners only on a terminal.
 
 use std::fmt::Display;
 use std::io::{self, IsTerminal, Write};
@@ -52,13 +52,12 @@ pub struct Printer {
 
 impl Printer {
     pub fn new(global: &GlobalArgs) -> Printer {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let stderr_tty = io::stderr().is_terminal();
         Printer {
             json: global.json,
             quiet: global.quiet,
             verbose: global.verbose,
-            stderr_color: !no_color && stderr_tty,
+            stderr_color: crate::color::enabled_for_stderr(global.color),
             stderr_tty,
         }
     }
@@ -109,6 +108,13 @@ impl Printer {
     pub fn warn(&self, message: impl Display) {
         let prefix = self.paint_err(Style::Yellow, "warning:");
         self.stderr_line(&format!("{prefix} {message}"));
+    }
+
+    /// A CI runner's workflow command (`::error …::…`) on stderr, whole and unstyled, with or
+    /// without `--quiet`: the runner reads it from the step's output, and a person never
+    /// sees it as text.
+    pub fn workflow_command(&self, line: &str) {
+        self.stderr_line(line);
     }
 
     /// Prints an error chain: `error: …`, `  Caused by: …`, `hint: …`.

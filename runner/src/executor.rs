@@ -16,6 +16,7 @@
 //! A task that misbehaves (garbage result, megabytes of output, children that outlive it, a
 //! child that escaped the group and holds the pipe, never ending) still ends in an outcome.
 
+mod error_line;
 mod group;
 mod judge;
 mod output;

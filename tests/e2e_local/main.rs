@@ -12,6 +12,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod ci_reports;
 mod config_errors;
 mod deploy_flags;
 mod init_and_build;

@@ -470,13 +470,44 @@ pub struct TaskLine {
     pub reason: String,
     #[serde(default)]
     pub data: Option<Value>,
+    // The rest of the outcome every report shares (`cli/src/report/outcome.rs`).
+    pub attempt: Option<u32>,
+    pub trigger: Option<Trigger>,
+    pub actor: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub exit_code: Option<i32>,
+    pub output_tail: Option<String>,
+    pub log_ref: Option<String>,
 }
+
+/// The keys of a task's outcome in every `--json` document that shows one (deploy's tasks,
+/// `run`, `history`'s runs): the same names, whatever the command.
+pub const OUTCOME_KEYS: [&str; 13] = [
+    "task",
+    "status",
+    "runId",
+    "attempt",
+    "trigger",
+    "actor",
+    "startedAt",
+    "endedAt",
+    "durationMs",
+    "exitCode",
+    "message",
+    "outputTail",
+    "logRef",
+];
 
 /// One audit record of a task run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskRun {
     pub id: String,
+    /// The same as `id`, under the name deploy's task lines use (`run` and `history`; the
+    /// record inside `logs --json` is the stored record as it is).
+    #[serde(default)]
+    pub run_id: String,
     pub deployment_id: Option<String>,
     pub project: String,
     pub env: String,
@@ -691,4 +722,15 @@ pub fn parse_env_dump(text: &str) -> BTreeMap<String, String> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// A duration as lumo shows it: `850ms`, `2.3s`, `4m05s`.
+pub fn format_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
 }

@@ -23,6 +23,9 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     if let Some(v) = &args.deploy_version {
         version::check(v)?;
     }
+    if let Some(path) = &args.junit {
+        crate::report::check_junit_path(path)?;
+    }
     let secrets = project.secret_values()?;
     // Before bundling: a provider that cannot be opened would waste the build.
     project.backend_ready()?;
@@ -72,6 +75,9 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     }
     let op = ctx.operation(&project, &env).await?;
     let deployed = deployment::deploy(&op, release, args.wait).await?;
+    if let Some(subject) = crate::report::Subject::deployment(&deployed.report) {
+        crate::report::publish(printer, args.junit.as_deref(), &subject);
+    }
     let succeeded = deployed.succeeded();
     Ok(Outcome::report(deployed.report).ended(succeeded, deployed.stopped))
 }

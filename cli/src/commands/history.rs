@@ -35,6 +35,7 @@ pub async fn run(args: HistoryArgs, ctx: &Context) -> CommandResult {
 pub struct History {
     pub env: String,
     pub task: Option<String>,
+    #[serde(serialize_with = "crate::report::outcome::serialize_runs")]
     pub runs: Vec<TaskRun>,
 }
 

@@ -22,6 +22,9 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
         environments: project.config.environments.as_deref(),
     };
     let task_args = parse_args(task, &args.args, &scope)?;
+    if let Some(path) = &args.junit {
+        crate::report::check_junit_path(path)?;
+    }
     let secrets = project.secret_values()?;
 
     let op = ctx.operation(&project, &env).await?;
@@ -33,6 +36,8 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
         secrets,
     };
     let ran = manual_run::run(&op, run, args.wait).await?;
+    let subject = crate::report::Subject::manual_run(&ran.report.0);
+    crate::report::publish(&ctx.printer, args.junit.as_deref(), &subject);
     let succeeded = ran.succeeded();
     Ok(Outcome::report(ran.report).ended(succeeded, ran.stopped))
 }

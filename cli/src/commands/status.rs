@@ -40,6 +40,7 @@ pub struct Status {
     pub provider: &'static str,
     pub state: EnvState,
     pub last_deployment: Option<Deployment>,
+    #[serde(serialize_with = "crate::report::outcome::serialize_runs")]
     pub last_runs: Vec<TaskRun>,
     pub lock: LockState,
     pub recent_events: Vec<AuditEvent>,

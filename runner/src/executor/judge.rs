@@ -142,7 +142,7 @@ pub(super) fn judge(
         Ok(result) => (result, None),
         Err(reason) => (None, Some(reason)),
     };
-    let task_message = match (&invalid_result, &result) {
+    let mut task_message = match (&invalid_result, &result) {
         (Some(reason), _) => format!(
             "result file is not a valid TaskResult: {reason}; a task writes \
              {{\"success\": bool, \"message\": string, \"data\"?: object}} to LUMO_RESULT_FILE"
@@ -170,6 +170,15 @@ pub(super) fn judge(
             Some("ended without an exit status".to_owned()),
         ),
     };
+    // A failed task's own result file speaks for it; without one, the line that says what went
+    // wrong does, rather than whatever was printed after it.
+    if status == RunStatus::Failed
+        && result.is_none()
+        && invalid_result.is_none()
+        && let Some(line) = super::error_line::error_line(&output.tail)
+    {
+        task_message = line;
+    }
     let message = match (cause, task_message.is_empty()) {
         (Some(cause), true) => cause,
         (Some(cause), false) => format!("{cause}: {task_message}"),
