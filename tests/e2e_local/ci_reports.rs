@@ -323,6 +323,9 @@ fn a_junit_path_that_cannot_be_written_is_refused_before_anything_runs() {
     out.code(2).stderr_has(&["is a directory"]);
 }
 
+/// `--color` flag, environment variables, whether stderr is coloured.
+type ColourCase = (&'static str, &'static [(&'static str, &'static str)], bool);
+
 #[test]
 fn colour_is_forced_or_disabled_by_each_variable_and_the_flag() {
     let p = TestProject::new();
@@ -330,7 +333,7 @@ fn colour_is_forced_or_disabled_by_each_variable_and_the_flag() {
     p.task("hello", "echo hello");
     // (flag, variables, coloured?): the flag wins, then NO_COLOR, then the forcing variables;
     // stderr here is a pipe, so `auto` alone is plain.
-    let cases: [(&str, &[(&str, &str)], bool); 9] = [
+    let cases: [ColourCase; 9] = [
         ("auto", &[], false),
         ("auto", &[("NO_COLOR", "1")], false),
         ("auto", &[("FORCE_COLOR", "1")], true),
