@@ -153,6 +153,7 @@ mod tests {
             secrets: Default::default(),
             tasks: Default::default(),
             access: BTreeMap::new(),
+            retention: Default::default(),
             ignored_keys: Vec::new(),
             backend_problems: Vec::new(),
         };

@@ -83,6 +83,15 @@ pub enum Command {
     Init(InitArgs),
     /// Print the shell completion script (`source <(lumo completions bash)`).
     Completions(CompletionsArgs),
+    /// Remove old logs and unused bundles from `.lumo/`, as `retention` says.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Show what would be removed, and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -284,6 +284,7 @@ mod tests {
             secrets: Default::default(),
             tasks: Default::default(),
             access: Default::default(),
+            retention: Default::default(),
             ignored_keys: Vec::new(),
             backend_problems: Vec::new(),
         };

@@ -123,6 +123,7 @@ async fn dispatch(command: Command, ctx: &Context) -> CommandResult {
         Command::Unlock(args) => commands::lock::unlock(args, ctx).await,
         Command::Init(args) => commands::init::run(args).await,
         Command::Completions(args) => commands::completions::run(args),
+        Command::Prune(args) => commands::prune::run(args, ctx).await,
     }
 }
 

@@ -23,5 +23,6 @@ mod lumo_compat;
 mod manual_run;
 mod output_and_secrets;
 mod processes;
+mod retention;
 mod task_definitions;
 mod text_output;

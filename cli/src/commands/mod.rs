@@ -10,6 +10,7 @@ pub mod history;
 pub mod init;
 pub mod lock;
 pub mod logs;
+pub mod prune;
 pub mod run;
 pub mod status;
 pub mod tasks;

@@ -12,6 +12,7 @@ mod engine;
 mod error;
 mod model;
 mod modules;
+pub mod retention;
 mod task;
 mod validate;
 

@@ -262,6 +262,8 @@ pub struct ProjectConfig {
     pub tasks: IndexMap<String, TaskConfig>,
     /// `access.<env>.<role>`: who holds which role in an environment (coordination issue).
     pub access: BTreeMap<String, BTreeMap<Permission, Vec<String>>>,
+    /// What `lumo prune` keeps (`retention: { runs, days }`).
+    pub retention: super::retention::Retention,
     /// Keys accepted for Lumo compatibility and ignored (`routes`, `networking`, ...).
     pub ignored_keys: Vec<String>,
     /// What the provider's backend still lacks (`aws.bucket`, `aws.table`): the config loads,

@@ -26,6 +26,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "secrets",
     "tasks",
     "access",
+    "retention",
 ];
 
 /// The environment of a config without `environment`, as in the Lumo Framework.
@@ -168,6 +169,11 @@ pub(super) fn validate(
         .map(|v| access(&mut p, v, environments.as_deref()))
         .unwrap_or_default();
 
+    let retention = map
+        .get("retention")
+        .map(|v| super::retention::validate(&mut p, v))
+        .unwrap_or_default();
+
     let problems = p.into_vec();
     let config = ProjectConfig {
         path: path.to_path_buf(),
@@ -181,6 +187,7 @@ pub(super) fn validate(
         secrets,
         tasks,
         access,
+        retention,
         ignored_keys,
         backend_problems: missing.into_vec(),
     };

@@ -9,6 +9,7 @@
 //! ```
 
 mod locks;
+pub mod prune;
 mod store;
 
 use std::path::{Path, PathBuf};
