@@ -181,3 +181,30 @@ fn a_script_without_a_shebang_fails_saying_to_add_one() {
         .json_error();
     assert_eq!(error.kind, "invalid");
 }
+
+/// Regression (issue 10, defect 4): a task file named with a newline was discovered and run;
+/// its name split CI log lines and no config key could name it. It is now refused, naming the
+/// file (escaped, on one line), before anything runs; a `_`-prefixed helper stays ignored.
+#[test]
+fn a_task_file_whose_name_no_config_key_can_name_is_refused() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'p', tasks: {} };")
+        .executable(
+            "functions/tasks/ok.sh",
+            "#!/bin/sh\necho \"ran\" > \"@OUT@/ok\"\n",
+        )
+        .executable(
+            "functions/tasks/two\nlines.sh",
+            "#!/bin/sh\necho \"ran\" > \"@OUT@/two\"\n",
+        )
+        .executable("functions/tasks/_odd helper.sh", "#!/bin/sh\n");
+    assert_invalid(
+        &p,
+        &[
+            "`functions/tasks/two\\nlines.sh`",
+            "no config key can name",
+            "rename the file",
+        ],
+    );
+    assert!(!p.has_out("ok") && !p.has_out("two"), "nothing ran");
+}

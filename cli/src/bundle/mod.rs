@@ -233,6 +233,8 @@ fn write_bundle(
             path: path.clone(),
             source: e.error,
         })?;
+    } else {
+        mark_in_use(&path);
     }
     Ok(BuiltBundle {
         task: task.to_string(),
@@ -242,6 +244,16 @@ fn write_bundle(
         unpacked_size: entries.iter().map(|e| e.size).sum(),
         files: entries.len(),
     })
+}
+
+/// Refreshes the modification time of a stored bundle this build produced again: `lumo prune`
+/// never removes a bundle written in the last hour, so a deploy about to use an old bundle
+/// (a reverted change) does not lose it to a prune running meanwhile. Best effort: a bundle
+/// whose time cannot be set is only less protected.
+pub fn mark_in_use(bundle: &Path) {
+    if let Ok(file) = fs::File::options().append(true).open(bundle) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
 }
 
 /// The deterministic zip: entries in the given (sorted) order, every timestamp 1980-01-01,
@@ -326,6 +338,29 @@ mod tests {
         fs::write(dir.path().join("migrations/0001.sql"), "changed").unwrap();
         let third = build_all(dir.path(), &store, &[&task], BuildTarget::Host).unwrap();
         assert_ne!(first[0].sha256, third[0].sha256);
+    }
+
+    /// `lumo prune` spares bundles written in the last hour; a rebuild that finds its bundle
+    /// already stored must count as a write, or a prune could remove the bundle the deploy is
+    /// about to run.
+    #[test]
+    fn rebuilding_a_stored_bundle_marks_it_in_use() {
+        let (dir, task) = project();
+        let store = dir.path().join(".lumo/bundles");
+        let first = build_all(dir.path(), &store, &[&task], BuildTarget::Host).unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 3600);
+        fs::File::options()
+            .append(true)
+            .open(&first[0].path)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        build_all(dir.path(), &store, &[&task], BuildTarget::Host).unwrap();
+        let modified = fs::metadata(&first[0].path).unwrap().modified().unwrap();
+        assert!(
+            modified.elapsed().unwrap() < std::time::Duration::from_secs(600),
+            "{modified:?}"
+        );
     }
 
     #[test]
