@@ -46,6 +46,22 @@ FUNCTION_ARN = f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION_NAME}"
 MB = 1024 * 1024
 
 
+
+def outcome_of(body: bytes) -> dict:
+    """The outcome in a runner response: the final `r` frame of a streamed one (after
+    lambda_runtime's prelude and `LUMO-STREAM/1`; runner/src/invoke/stream.rs), else the JSON."""
+    line = b"LUMO-STREAM/1\n"
+    at = body.find(line)
+    if at < 0:
+        return json.loads(body)
+    rest = body[at + len(line):]
+    while len(rest) >= 5:
+        kind, size = rest[0:1], int.from_bytes(rest[1:5], "big")
+        if kind in (b"r", b"e"):
+            return json.loads(rest[5:5 + size])
+        rest = rest[5 + size:]
+    raise Failure("the runner's streamed response has no final frame")
+
 class Failure(Exception):
     """The runner did not do what the benchmark needs (not a missed target)."""
 
@@ -343,7 +359,7 @@ def measure_noop(runner: Path, work: Path, log) -> dict:
         rid, kind, body = inst.stub.response
         if kind != "response" or rid != request_id:
             raise Failure(f"the runner posted `{kind}` for {rid}: {body.decode(errors='replace')}")
-        response = json.loads(body)
+        response = outcome_of(body)
         if response.get("status") != "succeeded":
             raise Failure(f"the no-op task did not succeed: {json.dumps(response)}")
         return {

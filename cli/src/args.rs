@@ -192,6 +192,10 @@ pub struct LogsArgs {
     /// Only the last N lines of the output.
     #[arg(long, value_name = "N")]
     pub tail: Option<usize>,
+
+    /// Keep showing the output of a run still going, until it ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,8 @@
 //!   of a version it does not know before it runs anything, and the CLI says to deploy again;
 //! - a payload or response without `v` is version 1: it comes from a lumo before the field.
 
+pub mod stream;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::BundleHash;

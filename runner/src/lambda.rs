@@ -1,25 +1,29 @@
-//! The Lambda runner function (PRODUCT.md §9): one synchronous Invoke runs one task.
+//! The Lambda runner function (PRODUCT.md §9): one invocation runs one task, its output
+//! streamed to the caller as it comes.
 //!
-//! The CLI's `aws` provider invokes `<project>-<env>-lumo-runner` with an [`InvokeRequest`] and
-//! records the [`InvokeResponse`] it gets back. Per invocation the runner
+//! The CLI's `aws` provider invokes `<project>-<env>-lumo-runner` with an [`InvokeRequest`]
+//! (`InvokeWithResponseStream`) and records the [`InvokeResponse`] that ends the streamed
+//! response. Per invocation the runner
 //! 1. gets the bundle: from the `/tmp` cache ([`cache`]), else from its presigned GET URL,
 //!    refusing a download whose sha256 is not the one the CLI recorded;
 //! 2. runs it with [`run_bundle`](crate::run_bundle), exactly as the `local` provider does,
 //!    under a timeout lowered to end before the function's own deadline, so a timeout is a
 //!    recorded `timed_out` and never a killed function, while it looks for the CLI's cancel
-//!    object (`run.rs`, `cancel.rs`);
+//!    object (`run.rs`, `cancel.rs`), and streams the masked output as it comes (`stream.rs`,
+//!    up to the response's size limit);
 //! 3. uploads the full masked output, and `data` too large for the response, to presigned PUT
 //!    URLs (`artifacts.rs` over [`transfer`]);
-//! 4. returns the outcome.
+//! 4. ends the stream with the outcome.
 //!
-//! The payload and response types are the versioned wire of [`crate::invoke`]; what the runner
-//! keeps in `/tmp` is set in `config.rs`, and what it reports when it cannot do its part in
-//! `error.rs`.
+//! The payload and response types are the versioned wire of [`crate::invoke`] (the stream's
+//! framing in [`crate::invoke::stream`]); what the runner keeps in `/tmp` and how much it
+//! streams is set in `config.rs`, and what it reports when it cannot do its part in `error.rs`.
 //!
 //! Whatever the task does (fail, time out, turn out not to be the bundle that was built) is a
-//! normal response the CLI records as the run's outcome. Only what keeps the runner from doing
-//! its part (a payload it cannot read, a bundle it cannot download, a run directory it cannot
-//! make) is a handler error, which `lambda_runtime` reports as a function error.
+//! normal outcome the CLI records as the run's. Only what keeps the runner from doing its part
+//! (a payload it cannot read, a bundle it cannot download, a run directory it cannot make) is
+//! an error: a payload it cannot read is a function error (nothing was streamed yet), the rest
+//! the stream's final error frame.
 //!
 //! `main` hands [`handler`] to `lambda_runtime`; tests call [`invoke`], which takes the
 //! configuration and the deadline rather than the environment and a `Context`.
@@ -32,15 +36,17 @@ mod cancel;
 mod config;
 mod error;
 mod run;
+mod stream;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use lambda_runtime::LambdaEvent;
+use lambda_runtime::streaming::Body;
+use lambda_runtime::{LambdaEvent, StreamResponse};
 use serde_json::Value;
 
-use crate::executor::{DiscardOutput, OutputObserver};
+use crate::executor::OutputObserver;
 use crate::ids::BundleHash;
 use crate::invoke::{BundleLocation, INVOKE_VERSION, InvokeRequest, InvokeResponse};
 use crate::mask::Masker;
@@ -51,7 +57,7 @@ pub use artifacts::{DATA_INLINE_MAX_BYTES, DATA_RESPONSE_MAX_BYTES};
 use cache::{BundleCache, Fetched};
 pub use config::{
     CACHE_DIR_ENV, CANCEL_POLL, DEADLINE_MARGIN, DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_BYTES,
-    RunnerConfig,
+    DEFAULT_STREAM_LIMIT, RunnerConfig, STREAM_LIMIT_ENV, STREAM_OUTCOME_RESERVE,
 };
 pub use error::{InvokeError, error_chain};
 pub use run::MESSAGE_MAX_BYTES;
@@ -66,10 +72,11 @@ const NO_DEADLINE: Duration = Duration::from_secs(900);
 
 /// The function's handler: `main` runs `lambda_runtime::run(service_fn(handler))`.
 ///
-/// Reads its configuration from the environment ([`CACHE_DIR_ENV`]) on the first invocation,
-/// when it also clears what an earlier process left behind; the deadline comes from the
-/// invocation's context.
-pub async fn handler(event: LambdaEvent<Value>) -> Result<InvokeResponse, InvokeError> {
+/// Reads its configuration from the environment ([`CACHE_DIR_ENV`], [`STREAM_LIMIT_ENV`]) on
+/// the first invocation, when it also clears what an earlier process left behind; the deadline
+/// comes from the invocation's context. Answers with a streamed response at once (a payload it
+/// cannot read is a function error instead) and runs the task while the stream is written.
+pub async fn handler(event: LambdaEvent<Value>) -> Result<StreamResponse<Body>, InvokeError> {
     static CONFIG: OnceLock<RunnerConfig> = OnceLock::new();
     let config = CONFIG.get_or_init(|| {
         let config = RunnerConfig::from_env();
@@ -82,21 +89,10 @@ pub async fn handler(event: LambdaEvent<Value>) -> Result<InvokeResponse, Invoke
     } else {
         context.deadline()
     };
-    let result = match parse_request(payload) {
-        // Lambda's buffered response cannot carry output as it comes: the response has the
-        // tail, the uploaded log the rest.
-        Ok(request) => invoke(config, request, deadline, &mut DiscardOutput).await,
-        Err(e) => Err(e),
-    };
-    match &result {
-        Ok(response) => tracing::info!(
-            status = %response.outcome.status,
-            output_bytes = response.outcome.output_bytes,
-            "task run ended"
-        ),
-        Err(e) => tracing::error!("{}", error_chain(e)),
-    }
-    result
+    let request = parse_request(payload).inspect_err(|e| tracing::error!("{}", error_chain(e)))?;
+    let (body, stream) = lambda_runtime::streaming::channel();
+    tokio::spawn(stream::respond(config, request, deadline, body));
+    Ok(StreamResponse::from(stream))
 }
 
 /// Reads the payload as an [`InvokeRequest`] of a version this runner knows (one without `v`

@@ -76,3 +76,70 @@ fn a_unique_prefix_of_a_run_id_finds_the_run() {
         .clone()
         .stderr_has(&["is not a run id"]);
 }
+
+/// `--follow` shows a running task's output as it is written, and returns when the run ends.
+#[test]
+fn logs_follow_sees_the_lines_of_a_running_task_and_ends_with_it() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let p = TestProject::new();
+    p.config("export default { projectName: 'logs', tasks: { slow: {} } };")
+        .task(
+            "slow",
+            "for i in 1 2 3 4 5 6 7 8; do echo \"line $i\"; sleep 0.4; done; echo done",
+        );
+    let mut deploy = p
+        .std_command(crate::support::ACTOR, &["deploy", "--env", "dev"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let waited = Instant::now();
+    let run_id = loop {
+        let runs = p.history();
+        if let Some(run) = runs.first() {
+            break run.id.clone();
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the run never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let deploy_ended = std::thread::spawn(move || {
+        let status = deploy.wait().unwrap();
+        (Instant::now(), status.code())
+    });
+
+    let mut follower = p
+        .std_command(crate::support::ACTOR, &["logs", &run_id[..12], "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(follower.stdout.take().unwrap()).lines() {
+        lines.push((Instant::now(), line.unwrap()));
+    }
+    let follower_status = follower.wait().unwrap();
+    let (deploy_end, deploy_code) = deploy_ended.join().unwrap();
+    assert_eq!(deploy_code, Some(0));
+    assert!(follower_status.success(), "{follower_status:?}");
+
+    let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    let mut expected: Vec<String> = (1..=8).map(|i| format!("line {i}")).collect();
+    expected.push("done".into());
+    assert_eq!(text, expected, "the whole output, once, in order");
+    assert!(
+        lines[0].0 < deploy_end,
+        "the first line came while the task ran, not after"
+    );
+    let finished = Instant::now();
+    assert!(
+        finished.duration_since(deploy_end) < Duration::from_secs(3),
+        "--follow returned {:?} after the run ended",
+        finished.duration_since(deploy_end)
+    );
+}

@@ -21,7 +21,13 @@ impl AwsProject {
     /// A project of its own (its own name, bucket and table) on the emulators, or `None` when
     /// they are not installed here.
     pub fn new() -> Option<AwsProject> {
-        let emulators = lumo_testkit::emulators()?;
+        AwsProject::with_harness_args(&[])
+    }
+
+    /// [`AwsProject::new`] on a harness started with `harness_args` (the same in every test of
+    /// a test binary: see `lumo_testkit::emulators_with`).
+    pub fn with_harness_args(harness_args: &[&str]) -> Option<AwsProject> {
+        let emulators = lumo_testkit::emulators_with(harness_args)?;
         let name = unique("e2e");
         let bucket = unique("e2e-bundles");
         let table = unique("e2e-audit");

@@ -1,6 +1,9 @@
-//! `lumo logs RUN_ID [--tail N]`: the full output of a run, or its last N lines (raw on stdout),
-//! or with `--json` the run's record and that output. A skipped run never started and has none.
+//! `lumo logs RUN_ID [--tail N] [--follow]`: the full output of a run, or its last N lines (raw
+//! on stdout), or with `--json` the run's record and that output; `--follow` keeps showing a
+//! running run's output until it ends (`follow.rs`). A skipped run never started and has none.
 //! RUN_ID may be a unique prefix of the id ([`find_run`]), where the provider can look one up.
+
+mod follow;
 
 use std::fmt;
 use std::io::{self, Read};
@@ -21,6 +24,15 @@ pub async fn run(args: LogsArgs, ctx: &Context) -> CommandResult {
     let backend = ctx.connect(&project).await?;
     let run = find_run(&backend, &project, &id_or_prefix).await?;
     let run_id = run.id.clone();
+    if args.follow && ctx.printer.json {
+        return Err(CliError::invalid(
+            "`--follow` shows output as it comes, as text; it cannot be used with `--json`",
+        ));
+    }
+    if args.follow && run.status == RunStatus::Running {
+        follow::follow(ctx, &project, &backend, run, args.tail).await?;
+        return Ok(Outcome::nothing());
+    }
     if run.status == RunStatus::Skipped {
         // A skipped run never started: its whole output is empty, not lost.
         if ctx.printer.json {

@@ -32,6 +32,18 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 /// cent per hour).
 pub const CANCEL_POLL: Duration = Duration::from_secs(1);
 
+/// The environment variable setting how many bytes a streamed response may carry (for tests;
+/// the default is Lambda's limit).
+pub const STREAM_LIMIT_ENV: &str = "LUMO_RUNNER_STREAM_LIMIT";
+
+/// Lambda's (soft) limit on a streamed response: 20 MiB.
+pub const DEFAULT_STREAM_LIMIT: u64 = 20 * 1024 * 1024;
+
+/// Of the stream's limit, what is kept for the final frame (the outcome with its message,
+/// tail and inline `data`): what a buffered response could carry, 6 MiB, but never more than
+/// half the limit.
+pub const STREAM_OUTCOME_RESERVE: u64 = 6 * 1024 * 1024;
+
 /// Where the runner keeps its files and how much time it keeps for itself.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -46,6 +58,9 @@ pub struct RunnerConfig {
     pub kill_grace: Duration,
     /// How often a run with a `cancel_url` looks for the CLI's cancel object ([`CANCEL_POLL`]).
     pub cancel_poll: Duration,
+    /// The most bytes a streamed response carries ([`STREAM_LIMIT_ENV`]); output stops being
+    /// streamed before it, so the outcome always fits.
+    pub stream_limit: u64,
 }
 
 impl RunnerConfig {
@@ -57,7 +72,14 @@ impl RunnerConfig {
             deadline_margin: DEADLINE_MARGIN,
             kill_grace: DEFAULT_KILL_GRACE,
             cancel_poll: CANCEL_POLL,
+            stream_limit: DEFAULT_STREAM_LIMIT,
         }
+    }
+
+    /// How many bytes of output frames a streamed response carries before output stops being
+    /// streamed: the limit less what the final frame may need.
+    pub fn stream_output_max(&self) -> u64 {
+        self.stream_limit - STREAM_OUTCOME_RESERVE.min(self.stream_limit / 2)
     }
 
     /// The defaults, with the directory from [`CACHE_DIR_ENV`].
@@ -65,7 +87,17 @@ impl RunnerConfig {
         let dir = std::env::var_os(CACHE_DIR_ENV)
             .filter(|dir| !dir.is_empty())
             .map_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR), PathBuf::from);
-        RunnerConfig::new(dir)
+        let mut config = RunnerConfig::new(dir);
+        if let Some(value) = std::env::var_os(STREAM_LIMIT_ENV) {
+            match value.to_str().and_then(|v| v.trim().parse::<u64>().ok()) {
+                Some(limit) if limit > 0 => config.stream_limit = limit,
+                _ => tracing::warn!(
+                    "{STREAM_LIMIT_ENV}={} is not a number of bytes; using {DEFAULT_STREAM_LIMIT}",
+                    value.to_string_lossy()
+                ),
+            }
+        }
+        config
     }
 
     pub fn bundles_dir(&self) -> PathBuf {

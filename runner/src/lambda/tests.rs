@@ -21,6 +21,7 @@ use super::run::{cap_message, effective_timeout};
 use crate::contract::{
     BundleManifest, DeploymentInfo, Entry, MANIFEST_PATH, RunStatus, TaskContext, Trigger,
 };
+use crate::executor::DiscardOutput;
 use crate::invoke::UploadTarget;
 use crate::task_run::TaskSpec;
 
@@ -231,6 +232,7 @@ impl Fixture {
             deadline_margin: Duration::from_millis(500),
             kill_grace: Duration::from_millis(300),
             cancel_poll: Duration::from_millis(50),
+            stream_limit: DEFAULT_STREAM_LIMIT,
         }
     }
 

@@ -84,27 +84,38 @@ fn venv() -> Option<PathBuf> {
 /// The shared harness, started on first use. `None` when the emulators are not installed and
 /// this is not CI (the caller skips, loudly); panics in CI or when the harness fails to start.
 pub fn emulators() -> Option<&'static Emulators> {
-    static HARNESS: OnceLock<Option<Emulators>> = OnceLock::new();
-    HARNESS
-        .get_or_init(|| {
-            let Some(venv) = venv() else {
-                if in_ci() {
-                    panic!(
-                        "CI=true but the AWS emulators are not installed: run `tests/emulators/setup` \
-                         (or set LUMO_EMULATOR_VENV)"
-                    );
-                }
+    emulators_with(&[])
+}
+
+/// [`emulators`], the harness started with `harness_args` too (`--lambda-env K=V`, ...). One
+/// harness serves the whole test process, so every caller in it must pass the same arguments.
+pub fn emulators_with(harness_args: &[&str]) -> Option<&'static Emulators> {
+    static HARNESS: OnceLock<(Vec<String>, Option<Emulators>)> = OnceLock::new();
+    let wanted: Vec<String> = harness_args.iter().map(|a| a.to_string()).collect();
+    let (args, harness) = HARNESS.get_or_init(|| {
+        let harness = match venv() {
+            Some(venv) => Some(start(&venv, &wanted)),
+            None if in_ci() => panic!(
+                "CI=true but the AWS emulators are not installed: run `tests/emulators/setup` \
+                 (or set LUMO_EMULATOR_VENV)"
+            ),
+            None => {
                 eprintln!(
                     "SKIPPED: AWS emulator tests: no emulator venv (run `tests/emulators/setup`, or use `tests/run`)"
                 );
-                return None;
-            };
-            Some(start(&venv))
-        })
-        .as_ref()
+                None
+            }
+        };
+        (wanted.clone(), harness)
+    });
+    assert_eq!(
+        args, &wanted,
+        "one test process asked for the emulator harness with different arguments"
+    );
+    harness.as_ref()
 }
 
-fn start(venv: &Path) -> Emulators {
+fn start(venv: &Path, harness_args: &[String]) -> Emulators {
     let root = repo_root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -124,6 +135,7 @@ fn start(venv: &Path) -> Emulators {
         .arg(std::process::id().to_string())
         // A cold build of the runner happens here, once; give it time on a busy machine.
         .args(["--startup-timeout", "900"])
+        .args(harness_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)

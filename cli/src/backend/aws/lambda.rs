@@ -1,11 +1,13 @@
 //! Lambda: one runner function per environment (`<project>-<env>-lumo-runner`), created or
-//! updated only when its code or settings changed (`provision.rs`), and one synchronous Invoke
-//! per task run (`invoke.rs`); what the function answers when it fails is told to the user in
+//! updated only when its code or settings changed (`provision.rs`), and one
+//! `InvokeWithResponseStream` per task run (`invoke.rs`, its streamed answer read in
+//! `stream.rs`); what the function answers when it fails is told to the user in
 //! `function_error.rs`.
 
 mod function_error;
 mod invoke;
 mod provision;
+mod stream;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -26,6 +26,27 @@ pub(super) struct FailedRun<'a> {
 }
 
 impl FunctionError {
+    /// An error of `error_type` (the runner's `lumo.*` or Lambda's own) with `message`, masked.
+    pub(super) fn new(error_type: &str, message: &str, masker: &Masker) -> FunctionError {
+        FunctionError {
+            error_type: error_type.to_string(),
+            message: masker.mask_str(if message.is_empty() {
+                "no message"
+            } else {
+                message
+            }),
+        }
+    }
+
+    /// From a streamed invocation's `InvokeComplete`: `ErrorCode` is the type, `ErrorDetails`
+    /// the message — or the `{errorType, errorMessage}` document itself, which is read then.
+    pub(super) fn from_details(code: &str, details: &str, masker: &Masker) -> FunctionError {
+        if details.trim_start().starts_with('{') {
+            return FunctionError::parse(code, details.as_bytes(), masker);
+        }
+        FunctionError::new(code, details, masker)
+    }
+
     /// `kind` is the header's value (`Unhandled`), the fallback when the body names no type.
     pub(super) fn parse(kind: &str, payload: &[u8], masker: &Masker) -> FunctionError {
         let body: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
@@ -137,5 +158,20 @@ mod tests {
         );
         let error = FunctionError::parse("Unhandled", b"not json", &masker);
         assert_eq!(error.to_string(), "Unhandled: no message");
+        let error = FunctionError::from_details(
+            "Runtime.ExitError",
+            "RequestId: 1 Error: Runtime exited with error: signal: killed (hunter2)",
+            &masker,
+        );
+        assert_eq!(
+            error.to_string(),
+            "Runtime.ExitError: RequestId: 1 Error: Runtime exited with error: signal: killed (***)"
+        );
+        let error = FunctionError::from_details(
+            "Unhandled",
+            r#"{"errorType":"lumo.RunnerStorageFailed","errorMessage":"full"}"#,
+            &masker,
+        );
+        assert_eq!(error.to_string(), "lumo.RunnerStorageFailed: full");
     }
 }

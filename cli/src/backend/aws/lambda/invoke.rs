@@ -1,22 +1,21 @@
 //! One task run on Lambda: the payload (presigned URLs for the bundle, the log, the data and
-//! the cancel object), one synchronous Invoke that the SDK never retries, a stop passed on
-//! through the cancel object, and the response read back into a [`RunReport`].
+//! the cancel object), one `InvokeWithResponseStream` that the SDK never retries (its output
+//! shown as it arrives, its outcome the stream's last frame: `stream.rs`), a stop passed on
+//! through the cancel object, and the answer read back into a [`RunReport`].
 
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_lambda::operation::invoke::InvokeOutput;
 use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::InvocationType;
 use aws_smithy_types::timeout::TimeoutConfig;
 use lumo_runner::executor::{DEFAULT_KILL_GRACE, OutputObserver};
-use lumo_runner::invoke::{
-    BundleLocation, INVOKE_VERSION, InvokeRequest, InvokeResponse, UploadTarget,
-};
+use lumo_runner::invoke::stream::OutputCut;
+use lumo_runner::invoke::{BundleLocation, InvokeRequest, InvokeResponse, UploadTarget};
 use lumo_runner::mask::Masker;
 use lumo_runner::{BundleHash, TaskSpec};
 
-use super::function_error::{FailedRun, FunctionError};
+use super::function_error::FailedRun;
 use super::provision::FUNCTION_TIMEOUT_SECS;
+use super::stream::{RunnerAnswer, read_answer};
 use super::{LambdaExecutor, function_name};
 use crate::backend::aws::errors::sdk_error;
 use crate::backend::{BackendError, BackendResult, RunReport, RunRequest};
@@ -45,7 +44,7 @@ struct RunKeys {
 enum Invoked {
     /// The function answered (`stopped`: after the CLI asked it to stop the task).
     Answered {
-        response: InvokeOutput,
+        answer: RunnerAnswer,
         stopped: Option<StopReason>,
     },
     /// The run was stopped and the invocation did not answer in time (`why`); it was left to
@@ -83,8 +82,11 @@ impl LambdaExecutor {
             .payload(spec, bundle.clone(), &keys, wait + PRESIGN_SLACK)
             .await?;
         let started_at = SystemTime::now();
-        let (response, stopped) = match self.send(&name, &payload, wait, &stop, &keys).await? {
-            Invoked::Answered { response, stopped } => (response, stopped),
+        let invoked = self
+            .send(&name, &payload, wait, &stop, &keys, output, &masker)
+            .await?;
+        let (answer, stopped) = match invoked {
+            Invoked::Answered { answer, stopped } => (answer, stopped),
             Invoked::LeftRunning { reason, why } => {
                 return Ok(RunReport::stopped(
                     reason,
@@ -96,19 +98,28 @@ impl LambdaExecutor {
                 ));
             }
         };
-        let body = response.payload().map(|b| b.as_ref()).unwrap_or_default();
-        if let Some(kind) = response.function_error() {
-            let error = FunctionError::parse(kind, body, &masker);
-            let failed = FailedRun {
-                function: &name,
-                env: &env,
-                task: &task,
-                bundle: bundle.as_str(),
-            };
-            return Err(self.function_failed(failed, error).await);
+        let (answer, streamed_output, cut) = match answer {
+            RunnerAnswer::Response {
+                response,
+                streamed_output,
+                cut,
+            } => (*response, streamed_output, cut),
+            RunnerAnswer::Failed(error) => {
+                let failed = FailedRun {
+                    function: &name,
+                    env: &env,
+                    task: &task,
+                    bundle: bundle.as_str(),
+                };
+                return Err(self.function_failed(failed, error).await);
+            }
+        };
+        if let Some(cut) = cut {
+            output.output(cut_note(&cut, &answer, &run_id).as_bytes());
+        } else if !streamed_output {
+            // A runner from before streaming answers at the end, with the tail.
+            self.show_output(&answer, &keys.log, output).await;
         }
-        let answer = read_response(&name, body)?;
-        self.show_output(&answer, &keys.log, output).await;
         if let Some(problem) = &answer.upload_error {
             tracing::warn!("run {run_id}: the runner could not upload an artifact: {problem}");
         }
@@ -159,10 +170,11 @@ impl LambdaExecutor {
         })
     }
 
-    /// One synchronous Invoke of `name` with `payload`, waiting up to `wait`. When `stop` is
-    /// pulled meanwhile, the runner is asked to stop the task (it looks for the cancel object
-    /// and stops the task as on a timeout, then answers as usual): a synchronous Invoke cannot
-    /// be called back.
+    /// One `InvokeWithResponseStream` of `name` with `payload`, its output to `output` as it
+    /// arrives, waiting up to `wait`. When `stop` is pulled meanwhile, the runner is asked to
+    /// stop the task (it looks for the cancel object and stops the task as on a timeout, then
+    /// answers as usual): an invocation cannot be called back.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         name: &str,
@@ -170,6 +182,8 @@ impl LambdaExecutor {
         wait: Duration,
         stop: &StopSignal,
         keys: &RunKeys,
+        output: &mut dyn OutputObserver,
+        masker: &Masker,
     ) -> BackendResult<Invoked> {
         let body = serde_json::to_vec(payload)
             .map_err(|e| BackendError::with_source("cannot encode the runner payload", e))?;
@@ -179,18 +193,25 @@ impl LambdaExecutor {
             .operation_timeout(wait)
             .operation_attempt_timeout(wait)
             .build();
-        let invoke = self
-            .invoke
-            .invoke()
-            .function_name(name)
-            .invocation_type(InvocationType::RequestResponse)
-            .payload(Blob::new(body))
-            .customize()
-            .config_override(aws_sdk_lambda::config::Builder::default().timeout_config(timeouts))
-            .send();
+        let task = payload.spec.task();
+        let invoke = async {
+            let mut call = self
+                .invoke
+                .invoke_with_response_stream()
+                .function_name(name)
+                .payload(Blob::new(body))
+                .customize()
+                .config_override(
+                    aws_sdk_lambda::config::Builder::default().timeout_config(timeouts),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error(&format!("invoking `{name}` for task `{task}`"), e))?;
+            read_answer(name, &mut call, output, masker).await
+        };
         tokio::pin!(invoke);
-        let (response, stopped) = tokio::select! {
-            response = &mut invoke => (response, None),
+        let (answer, stopped) = tokio::select! {
+            answer = &mut invoke => (answer, None),
             reason = stop.stopped() => {
                 let answered = match self.cancel(&keys.cancel, &reason).await {
                     Ok(()) => tokio::time::timeout(CANCEL_WAIT, &mut invoke)
@@ -199,18 +220,15 @@ impl LambdaExecutor {
                     Err(e) => Err(format!("could not be asked to stop ({e})")),
                 };
                 match answered {
-                    Ok(response) => (response, Some(reason)),
+                    Ok(answer) => (answer, Some(reason)),
                     Err(why) => return Ok(Invoked::LeftRunning { reason, why }),
                 }
             }
         };
-        let response = response.map_err(|e| {
-            sdk_error(
-                &format!("invoking `{name}` for task `{}`", payload.spec.task()),
-                e,
-            )
-        })?;
-        Ok(Invoked::Answered { response, stopped })
+        Ok(Invoked::Answered {
+            answer: answer?,
+            stopped,
+        })
     }
 
     /// Asks the runner of a run to stop its task: writes the cancel object it looks for.
@@ -220,8 +238,8 @@ impl LambdaExecutor {
             .await
     }
 
-    /// A synchronous Invoke cannot stream, so the output is shown once the run ends: in full
-    /// from S3 when it is small enough, else its tail.
+    /// A runner from before streaming answers only once the run ends: its output is shown
+    /// then, in full from S3 when it is small enough, else its tail.
     async fn show_output(
         &self,
         answer: &InvokeResponse,
@@ -247,23 +265,22 @@ impl LambdaExecutor {
     }
 }
 
-/// The runner's response, of a version this lumo reads (one without `v` is version 1).
-fn read_response(name: &str, body: &[u8]) -> BackendResult<InvokeResponse> {
-    let response: InvokeResponse = serde_json::from_slice(body).map_err(|e| {
-        BackendError::with_source(
-            format!("`{name}` answered with something that is not a lumo runner response"),
-            e,
+/// What the user reads where the live output stops: how much came, and where the rest is.
+fn cut_note(cut: &OutputCut, answer: &InvokeResponse, run_id: &str) -> String {
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let total = answer.outcome.output_bytes;
+    let place = if answer.log_uploaded {
+        format!(
+            "the full log ({:.1} MiB) is in S3: `lumo logs {run_id}`",
+            mib(total)
         )
-        .hint("is the function running an older or foreign runner? deploy again to update it")
-    })?;
-    if response.v > INVOKE_VERSION {
-        return Err(BackendError::new(format!(
-            "`{name}` answered in version {} of lumo's runner response, and this lumo reads versions up to {INVOKE_VERSION}",
-            response.v
-        ))
-        .hint("its runner is newer than this lumo: upgrade lumo, or deploy with this one"));
-    }
-    Ok(response)
+    } else {
+        "the full log could not be uploaded (see the warning below)".to_string()
+    };
+    format!(
+        "\n… live output stops here: Lambda streams at most {:.0} MiB of a response; {place}\n",
+        mib(cut.limit)
+    )
 }
 
 /// How long to wait for one Invoke before giving up on it.
