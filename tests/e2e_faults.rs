@@ -1,7 +1,9 @@
 //! Coordination under faults (PRODUCT.md §6), on both providers: one writer per environment
 //! with ten deploys racing, a deployer killed with `kill -9` and taken over, the emulator dying
-//! mid-deploy, manual locks and forced unlocks, and a guest refused a developer task — each
-//! checked through exit codes, what the tasks saw, and the audit trail.
+//! mid-deploy, manual locks and forced unlocks; and who may do what: a guest refused a
+//! developer task, a developer CI identity deploying across a maintainer task, a confirmation
+//! declined at a terminal — each checked through exit codes, what the tasks saw, and the audit
+//! trail.
 
 #![allow(clippy::unwrap_used)]
 
@@ -343,7 +345,7 @@ fn a_guest_is_refused_a_developer_task(env: Env) {
         .task("chore", "echo chore > \"@OUT@/chore\"")
         .task("peek", "echo peek");
     let p = env.p();
-    p.lumo(&["deploy", "--env", "dev"]).code(0);
+    p.lumo_as("boss", &["deploy", "--env", "dev"]).code(0);
     p.lumo(&["run", "chore", "--env", "dev"])
         .code(2)
         .stderr_has(&["refused", "`guest`", "`developer`"]);
@@ -544,6 +546,9 @@ on_both_providers!(
     a_writer_that_lost_its_lock_stops_and_cannot_roll_back,
     an_interrupted_run_stops_its_task_and_records_why,
     a_hung_up_run_stops_its_task_and_records_why,
+    a_developer_ci_identity_deploys_twice_across_a_maintainer_update_task,
+    a_declined_confirmation_exits_2_and_is_recorded,
+    an_environment_can_ask_for_its_name,
 );
 
 /// The emulator dies mid-deploy: the deploy exits 4 with a clear message, and once it is back
@@ -593,9 +598,9 @@ fn the_emulator_dying_mid_deploy_exits_4_and_the_next_deploy_reconciles() {
 
 /// Regression: with `access.dev = { maintainer: ['alice'], developer: ['bob'], guest: ['*'] }`
 /// a guest's deploy ran developer tasks and exited 0, and `lock`/`unlock` checked no role. Now
-/// a deploy whose plan runs a task above the actor's role is refused (exit 2, recorded) before
-/// the lock is taken or anything runs; locking and unlocking by hand need `developer`, and
-/// releasing someone else's lock needs `maintainer`.
+/// a deploy needs the environment's deploy role (`developer` by default) and is refused (exit
+/// 2, recorded) before the lock is taken or anything runs; locking and unlocking by hand need
+/// `developer`, and releasing someone else's lock needs `maintainer`.
 fn roles_gate_deploys_and_locks(env: Env) {
     env.config(
         "access: { dev: { maintainer: ['alice'], developer: ['bob'], guest: ['*'] } },",
@@ -612,7 +617,7 @@ fn roles_gate_deploys_and_locks(env: Env) {
         .stderr_has(&[
             "refused",
             "`mallory` has the role `guest` in `dev`",
-            "`migrate` (needs `developer`)",
+            "deploying `dev` needs `developer`",
         ]);
     assert!(!p.has_out("hello") && !p.has_out("migrate"), "a task ran");
     assert!(env.history().is_empty(), "a run was recorded");
@@ -623,16 +628,18 @@ fn roles_gate_deploys_and_locks(env: Env) {
         (refused.kind.as_str(), refused.actor.as_str()),
         ("refused", "mallory")
     );
-    assert!(refused.message.contains("`migrate`"), "{refused:?}");
-
-    // What the guest may run, the guest may deploy; a dry run is only a look.
-    p.lumo_as("mallory", &["deploy", "--env", "dev", "--dry-run"])
-        .code(0);
+    assert!(refused.message.contains("deploying `dev`"), "{refused:?}");
+    // `--only` a guest task changes nothing: the deploy is what needs the role.
     p.lumo_as("mallory", &["deploy", "--env", "dev", "--only", "hello"])
-        .code(0);
-    assert!(p.has_out("hello") && !p.has_out("migrate"));
+        .code(2);
+
+    // A dry run is only a look, and says why the deploy would be refused.
+    let look = p.lumo_as("mallory", &["deploy", "--env", "dev", "--dry-run"]);
+    look.code(0).stdout_has(&[
+        "you (`mallory`, guest) may not deploy `dev`: a deploy there needs developer",
+    ]);
     p.lumo_as("bob", &["deploy", "--env", "dev"]).code(0);
-    assert!(p.has_out("migrate"));
+    assert!(p.has_out("hello") && p.has_out("migrate"));
 
     let lock = |actor: &str| p.lumo_as(actor, &["lock", "--env", "dev", "--reason", "maintenance"]);
     lock("mallory")
@@ -686,68 +693,171 @@ mod roles_gate_deploys_and_locks {
     }
 }
 
-/// The role check is made again under the lock, on the plan that will run: a developer whose
-/// deploy waited while a maintainer's first deploy finished would now run an `update` task
-/// that needs `maintainer`, and is refused (exit 2, recorded) without running it.
-#[test]
-fn a_deploy_that_waited_is_checked_again_on_the_plan_it_would_run() {
-    let env = Env::local();
+/// Regression (issue 12): a CI identity with `developer` deployed once, and its second deploy
+/// was refused because an update-only `maintainer` task joined the plan. The tasks a deploy
+/// runs are part of it; the task's `permission` gates its manual runs only, and that refusal
+/// is recorded.
+fn a_developer_ci_identity_deploys_twice_across_a_maintainer_update_task(env: Env) {
     env.config(
-        "access: { dev: { maintainer: ['alice'], developer: ['bob'] } },",
-        "{ seed: { runOn: 'deploy', permission: 'developer', timeout: 60 },
+        "access: { dev: { maintainer: ['alice'], developer: ['ci-bot'] } },",
+        "{ seed: { runOn: 'deploy' },
            rotate: { runOn: 'update', permission: 'maintainer' } }",
     );
     env.p()
-        .task(
-            "seed",
-            r#"touch "@OUT@/seed-started"
-while [ ! -e "@OUT@/go" ]; do sleep 0.05; done"#,
-        )
-        .task("rotate", "touch \"@OUT@/rotate\"");
+        .task("seed", "echo seed >> \"@OUT@/seed\"")
+        .task("rotate", "echo rotate >> \"@OUT@/rotate\"");
     let p = env.p();
-
-    let alice = env.spawn(
-        "alice",
-        &["deploy", "--env", "dev", "--deploy-version", "v1"],
-    );
-    wait_for_out(p, "seed-started", Duration::from_secs(30));
-    // Before the lock, bob's deploy is a first deploy (only `seed`, a developer task): allowed.
-    let mut bob = env.spawn("bob", &["deploy", "--env", "dev", "--wait", "1m"]);
-    let mut stderr = std::io::BufReader::new(bob.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("Waiting for `dev`") {
-        let mut line = String::new();
-        let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-        assert!(read > 0, "bob's deploy ended without waiting:\n{seen}");
-        seen.push_str(&line);
-    }
-    std::fs::write(p.out().join("go"), "").unwrap();
-    assert_eq!(alice.wait_with_output().unwrap().status.code(), Some(0));
-
-    // Under the lock it is an update, which runs `rotate`.
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    assert_eq!(bob.wait().unwrap().code(), Some(2), "{seen}{rest}");
-    for fragment in [
-        "refused",
-        "`bob` has the role `developer`",
-        "`rotate` (needs `maintainer`)",
-    ] {
-        assert!(rest.contains(fragment), "{fragment:?} not in:\n{rest}");
-    }
-    assert!(!p.has_out("rotate"), "the maintainer task ran");
-    let status = env.status();
+    let ci = [("GITHUB_ACTOR", "ci-bot")];
+    let deploy = |version: &str| {
+        p.lumo_without_actor(
+            &["deploy", "--env", "dev", "--deploy-version", version],
+            &ci,
+        )
+    };
+    deploy("v1").code(0);
+    let look = p.lumo_without_actor(&["deploy", "--env", "dev", "--dry-run"], &ci);
+    look.code(0).stdout_has(&[
+        "you (`ci-bot`, developer) may deploy `dev`",
+        "rotate",
+        "would_run",
+    ]);
+    deploy("v2").code(0);
+    assert_eq!(p.out_lines("rotate"), ["rotate"], "the update task ran");
+    assert_eq!(env.status().state.version.as_deref(), Some("v2"));
     assert!(
-        status.lock.writer.is_none(),
-        "the refused deploy kept the lock"
+        !env.status()
+            .recent_events
+            .iter()
+            .any(|e| e.kind == "refused"),
+        "a deploy was refused"
     );
-    assert_eq!(status.state.version.as_deref(), Some("v1"));
-    let refused = status.recent_events.into_iter().next().unwrap();
+
+    // By hand, the maintainer task is the maintainer's.
+    p.lumo_without_actor(&["run", "rotate", "--env", "dev"], &ci)
+        .code(2)
+        .stderr_has(&[
+            "refused",
+            "`ci-bot` has the role `developer` in `dev`",
+            "task `rotate` needs `maintainer`",
+        ]);
+    assert_eq!(p.out_lines("rotate"), ["rotate"], "the refused run ran");
+    let refused = env.status().recent_events.into_iter().next().unwrap();
     assert_eq!(
         (refused.kind.as_str(), refused.actor.as_str()),
-        ("refused", "bob")
+        ("refused", "ci-bot")
     );
-    assert_eq!(env.history().len(), 1, "only alice's run is recorded");
+    p.lumo_as("alice", &["run", "rotate", "--env", "dev"])
+        .code(0);
+
+    // `lumo tasks` says the same before anyone is refused.
+    let asked: TasksAsked = p
+        .lumo_without_actor(&["tasks", "--env", "dev", "--json"], &ci)
+        .code(0)
+        .json();
+    assert_eq!(asked.may_deploy, Some(true));
+    assert_eq!(asked.deploy_role.as_deref(), Some("developer"));
+    let may = |name: &str| asked.tasks.iter().find(|t| t.name == name).unwrap().may_run;
+    assert_eq!((may("seed"), may("rotate")), (Some(true), Some(false)));
+    p.lumo_without_actor(&["tasks", "--env", "dev"], &ci)
+        .code(0)
+        .stdout_has(&[
+            "You (`ci-bot`, developer) may deploy `dev`",
+            "[manual run needs maintainer]",
+        ]);
+}
+
+/// A project whose `purge` task asks for confirmation, deployed, for the confirmation tests;
+/// `confirm` is the `access.dev.confirm` rule, if any.
+fn confirming_project(env: &Env, confirm: Option<&str>) {
+    let access = confirm
+        .map(|rule| format!("access: {{ dev: {{ confirm: '{rule}' }} }},"))
+        .unwrap_or_default();
+    env.config(
+        &access,
+        "{ purge: { runOn: [], confirm: 'This drops the cache',
+                    args: { target: { required: true }, mode: { default: 'soft' } } } }",
+    );
+    env.p()
+        .task("purge", "echo \"$LUMO_ARG_TARGET\" >> \"@OUT@/purged\"");
+    env.p().lumo(&["deploy", "--env", "dev"]).code(0);
+}
+
+/// `lumo run purge --env dev --arg target=users --json` at a terminal, answering `answer`.
+fn answer_purge(env: &Env, answer: &str) -> (Option<i32>, String, String) {
+    let cmd = env.p().std_command(
+        support::ACTOR,
+        &[
+            "run",
+            "purge",
+            "--env",
+            "dev",
+            "--arg",
+            "target=users",
+            "--json",
+        ],
+    );
+    support::pty::answering(cmd, answer)
+}
+
+/// Declining is its own outcome: exit 2, `error.kind` `declined` (not `invalid`, as a typo
+/// in an argument is), recorded as a `refused` event; `y` declines; only `yes` runs it. The
+/// prompt shows the task, the environment and every argument value.
+fn a_declined_confirmation_exits_2_and_is_recorded(env: Env) {
+    confirming_project(&env, None);
+    let p = env.p();
+    for answer in ["no", "y"] {
+        let (code, stdout, stderr) = answer_purge(&env, answer);
+        assert_eq!(code, Some(2), "answer {answer:?}: {stderr}");
+        for shown in [
+            "This drops the cache",
+            "task         purge",
+            "environment  dev",
+            "args         mode=soft target=users",
+            "Type `yes`",
+        ] {
+            assert!(stderr.contains(shown), "{shown:?} not in:\n{stderr}");
+        }
+        let error: support::ErrorDocument = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(
+            (error.error.kind.as_str(), error.error.exit_code),
+            ("declined", 2),
+            "{stdout}"
+        );
+        assert!(!p.has_out("purged"), "a declined run ran");
+        let event = env.status().recent_events.into_iter().next().unwrap();
+        assert_eq!(
+            (event.kind.as_str(), event.actor.as_str()),
+            ("refused", support::ACTOR)
+        );
+        assert!(
+            event.message.contains("declined") && event.message.contains(&format!("`{answer}`")),
+            "{event:?}"
+        );
+    }
+    assert!(
+        env.history().is_empty(),
+        "a declined run was recorded as a run"
+    );
+    let (code, _, stderr) = answer_purge(&env, "yes");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(p.out_lines("purged"), ["users"]);
+}
+
+/// `access.dev.confirm: 'name'`: only the environment's name confirms (GitHub's "type the
+/// repository name"); `yes` declines.
+fn an_environment_can_ask_for_its_name(env: Env) {
+    confirming_project(&env, Some("name"));
+    let (code, stdout, stderr) = answer_purge(&env, "yes");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("Type the environment's name (`dev`)"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("\"declined\""), "{stdout}");
+    assert!(!env.p().has_out("purged"));
+    let (code, _, stderr) = answer_purge(&env, "dev");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(env.p().out_lines("purged"), ["users"]);
 }
 
 /// `lumo tasks --env E --json` with who is asking.
@@ -756,6 +866,10 @@ while [ ! -e "@OUT@/go" ]; do sleep 0.05; done"#,
 struct TasksAsked {
     actor: String,
     role: Option<String>,
+    #[serde(default)]
+    may_deploy: Option<bool>,
+    #[serde(default)]
+    deploy_role: Option<String>,
     tasks: Vec<support::TaskInfo>,
 }
 

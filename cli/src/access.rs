@@ -1,28 +1,52 @@
-//! Who may do what in an environment (Lagoon's roles, PRODUCT.md §3/§6): `access.<env>.<role>`
-//! lists actors; a role may run the tasks of its own and lower roles, by hand or through a
-//! deploy, and taking or releasing an environment's lock by hand needs `developer` (someone
-//! else's lock: `maintainer`). This is the CLI's guardrail and its audit trail; the hard
-//! boundary is IAM on the runner function (`infra/`).
+//! Who may do what in an environment (Lagoon's roles, PRODUCT.md §3/§6). `access.<env>.<role>`
+//! lists actors; a deploy needs the environment's `deploy` role (`developer` by default), and
+//! the tasks it runs are part of it (whoever may deploy may change a task's code anyway, so
+//! checking them one by one guards nothing and turns a CI pipeline red on its second push); a
+//! task's `permission` gates its manual runs; taking or releasing an environment's lock by hand
+//! needs `developer` (someone else's lock: `maintainer`). This is the CLI's guardrail and its
+//! audit trail; the hard boundary is IAM on the runner function (`infra/`).
 
-use crate::backend::records::{EnvState, EventKind};
-use crate::config::{Permission, ProjectConfig};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::backend::records::EventKind;
+use crate::config::{ConfirmRule, EnvAccess, Permission, ProjectConfig};
 use crate::error::CliError;
 use crate::operation::Operation;
-use crate::plan::Plan;
-use crate::task::Task;
 
-/// The role `actor` holds in `env`: maintainer when the config has no `access` map or none for
-/// `env`; otherwise the highest role whose list names the actor (`*` names everyone, and a
-/// single `*` inside an entry matches any text: `*@example.com`); `None` when none does.
+/// The role `actor` holds in `env`: maintainer when the config has no `access` entry for `env`
+/// or one that lists no role; otherwise the highest role whose list names the actor (`*`
+/// names everyone, and a single `*` inside an entry matches any text: `*@example.com`); `None`
+/// when none does.
 pub fn role_of(config: &ProjectConfig, env: &str, actor: &str) -> Option<Permission> {
-    let Some(roles) = config.access.get(env) else {
+    let Some(entry) = config.access.get(env).filter(|e| !e.roles.is_empty()) else {
         return Some(Permission::Maintainer);
     };
-    roles
+    entry
+        .roles
         .iter()
         .filter(|(_, actors)| actors.iter().any(|pattern| matches(pattern, actor)))
         .map(|(role, _)| *role)
         .max()
+}
+
+/// The role a deploy of `env` needs: `access.<env>.deploy`, else `developer`.
+pub fn deploy_role(config: &ProjectConfig, env: &str) -> Permission {
+    config
+        .access
+        .get(env)
+        .and_then(|e| e.deploy)
+        .unwrap_or(EnvAccess::DEFAULT_DEPLOY)
+}
+
+/// What answers a confirmation in `env`: `access.<env>.confirm`, else `yes`.
+pub fn confirm_rule(config: &ProjectConfig, env: &str) -> ConfirmRule {
+    config
+        .access
+        .get(env)
+        .map(|e| e.confirm)
+        .unwrap_or_default()
 }
 
 /// Whether `role` may run a task that asks for `needed`.
@@ -48,63 +72,63 @@ pub async fn require(op: &Operation, needed: Permission, what: &str) -> Result<(
     Err(refuse(op, message).await)
 }
 
-/// A deploy runs its tasks as the operation's actor, so it is refused, before the lock is
-/// taken or anything runs, when the plan would run a task whose `permission` the actor's role
-/// lacks. `plan` makes the plan from the environment's state, which is read only when the role
-/// matters.
-///
-/// This plan is the one `--dry-run` shows; a deploy of another writer finishing before the lock
-/// is held can change it (first deploy → update), so the deploy checks the plan it makes under
-/// the lock again with [`check_plan`].
-pub async fn check_deploy(
-    op: &Operation,
-    plan: impl FnOnce(&EnvState) -> Plan,
-) -> Result<(), CliError> {
-    if role_of(&op.project.config, &op.env, &op.actor) == Some(Permission::Maintainer) {
-        return Ok(());
-    }
-    let state = op.backend.audit.env_state(&op.env).await?;
-    check_plan(op, &plan(&state)).await
+/// A deploy is refused (recorded, exit code 2) before the lock is taken or anything is
+/// uploaded when the actor lacks the environment's deploy role. The plan's tasks are not
+/// checked: they are part of the deploy.
+pub async fn authorize_deploy(op: &Operation) -> Result<(), CliError> {
+    let needed = deploy_role(&op.project.config, &op.env);
+    require(op, needed, &format!("deploying `{}`", op.env)).await
 }
 
-/// Refuses (recorded, exit code 2) a deploy of `plan` by the operation's actor if it runs a
-/// task above the actor's role.
-pub async fn check_plan(op: &Operation, plan: &Plan) -> Result<(), CliError> {
-    let env = &op.env;
-    let role = role_of(&op.project.config, env, &op.actor);
-    let beyond = tasks_beyond(role, plan, &op.project.tasks);
-    if beyond.is_empty() {
-        return Ok(());
-    }
-    let tasks = beyond
-        .iter()
-        .map(|(task, needed)| format!("`{task}` (needs `{}`)", needed.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let message = format!(
-        "`{}` has {} in `{env}`; this deploy would run {tasks}",
-        op.actor,
-        held(role)
-    );
-    Err(refuse(op, message).await.hint(format!(
-        "the config's `access.{env}` says who holds which role; `lumo deploy --env {env} --dry-run` shows what would run"
-    )))
+/// What an actor may deploy in an environment, and why: what `lumo tasks --env` and
+/// `lumo deploy --dry-run` show before anyone is refused.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Standing {
+    pub actor: String,
+    pub env: String,
+    /// `None`: the environment's `access` entry names the actor in no role.
+    pub role: Option<Permission>,
+    /// The role a deploy of `env` needs.
+    pub deploy_needs: Permission,
+    pub may_deploy: bool,
 }
 
-/// The tasks `plan` runs that `role` may not run, each with the role it needs, in run order.
-pub fn tasks_beyond<'a>(
-    role: Option<Permission>,
-    plan: &'a Plan,
-    tasks: &[Task],
-) -> Vec<(&'a str, Permission)> {
-    plan.tasks
-        .iter()
-        .filter(|p| p.runs())
-        .filter_map(|p| {
-            let needed = tasks.iter().find(|t| t.name == p.task)?.config.permission;
-            (!allows(role, needed)).then_some((p.task.as_str(), needed))
-        })
-        .collect()
+impl Standing {
+    pub fn of(config: &ProjectConfig, env: &str, actor: &str) -> Standing {
+        let role = role_of(config, env, actor);
+        let deploy_needs = deploy_role(config, env);
+        Standing {
+            actor: actor.to_string(),
+            env: env.to_string(),
+            role,
+            deploy_needs,
+            may_deploy: allows(role, deploy_needs),
+        }
+    }
+
+    /// Whether the actor may run a task asking for `permission` by hand.
+    pub fn may_run(&self, permission: Permission) -> bool {
+        allows(self.role, permission)
+    }
+}
+
+/// `you (`bob`, developer) may deploy `dev``, or why not.
+impl fmt::Display for Standing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let role = self.role.map_or("no role", Permission::as_str);
+        write!(f, "you (`{}`, {role}) ", self.actor)?;
+        if self.may_deploy {
+            write!(f, "may deploy `{}`", self.env)
+        } else {
+            write!(
+                f,
+                "may not deploy `{}`: a deploy there needs {}",
+                self.env,
+                self.deploy_needs.as_str()
+            )
+        }
+    }
 }
 
 fn held(role: Option<Permission>) -> String {
@@ -162,7 +186,13 @@ mod tests {
                 .iter()
                 .map(|(r, a)| (*r, a.iter().map(|s| s.to_string()).collect()))
                 .collect();
-            c.access.insert(env.to_string(), roles);
+            c.access.insert(
+                env.to_string(),
+                EnvAccess {
+                    roles,
+                    ..EnvAccess::default()
+                },
+            );
         }
         c
     }
@@ -197,67 +227,49 @@ mod tests {
         assert!(!allows(None, Permission::Guest));
     }
 
-    fn task(name: &str, permission: Permission) -> Task {
-        Task {
-            name: name.into(),
-            source: crate::task::TaskSource::Command {
-                command: "true".into(),
-            },
-            config: crate::config::TaskConfig {
-                permission,
-                ..Default::default()
-            },
-            declared: true,
-            display_path: format!("tasks.{name}.command"),
-        }
+    /// Regression: a developer CI identity's second deploy was refused because an update-only
+    /// maintainer task joined the plan. A deploy needs the environment's deploy role only.
+    #[test]
+    fn a_deploy_needs_the_environments_deploy_role_only() {
+        let mut c = config(&[(
+            "prod",
+            &[
+                (Permission::Maintainer, &["alice"]),
+                (Permission::Developer, &["ci"]),
+                (Permission::Guest, &["*"]),
+            ],
+        )]);
+        let ci = Standing::of(&c, "prod", "ci");
+        assert!(ci.may_deploy);
+        assert!(!ci.may_run(Permission::Maintainer));
+        assert_eq!(ci.to_string(), "you (`ci`, developer) may deploy `prod`");
+        let guest = Standing::of(&c, "prod", "mallory");
+        assert_eq!(
+            guest.to_string(),
+            "you (`mallory`, guest) may not deploy `prod`: a deploy there needs developer"
+        );
+
+        c.access.get_mut("prod").unwrap().deploy = Some(Permission::Maintainer);
+        assert!(!Standing::of(&c, "prod", "ci").may_deploy);
+        assert!(Standing::of(&c, "prod", "alice").may_deploy);
+        assert!(
+            Standing::of(&c, "dev", "anyone").may_deploy,
+            "no entry: open"
+        );
     }
 
-    /// Regression: a guest's deploy ran developer tasks; only tasks the plan runs count.
     #[test]
-    fn a_deploy_is_checked_against_the_tasks_its_plan_runs() {
-        use crate::plan::{Decision, PlannedTask};
-        let planned = |name: &str, runs: bool| PlannedTask {
-            task: name.into(),
-            bundle: String::new(),
-            decision: if runs {
-                Decision::Run {
-                    trigger: lumo_runner::contract::Trigger::Update,
-                    reason: "runOn update".into(),
-                }
-            } else {
-                Decision::Skip {
-                    reason: "manual only".into(),
-                }
+    fn an_entry_without_role_lists_leaves_the_roles_open() {
+        let mut c = config(&[]);
+        c.access.insert(
+            "prod".into(),
+            EnvAccess {
+                confirm: ConfirmRule::Name,
+                ..EnvAccess::default()
             },
-            after: Vec::new(),
-        };
-        let tasks = [
-            task("peek", Permission::Guest),
-            task("migrate", Permission::Developer),
-            task("purge", Permission::Maintainer),
-            task("chore", Permission::Developer),
-        ];
-        let plan = Plan {
-            is_first_deploy: false,
-            tasks: vec![
-                planned("peek", true),
-                planned("migrate", true),
-                planned("purge", true),
-                planned("chore", false),
-            ],
-        };
-        assert_eq!(
-            tasks_beyond(Some(Permission::Guest), &plan, &tasks),
-            [
-                ("migrate", Permission::Developer),
-                ("purge", Permission::Maintainer)
-            ]
         );
-        assert_eq!(
-            tasks_beyond(Some(Permission::Developer), &plan, &tasks),
-            [("purge", Permission::Maintainer)]
-        );
-        assert!(tasks_beyond(Some(Permission::Maintainer), &plan, &tasks).is_empty());
-        assert_eq!(tasks_beyond(None, &plan, &tasks).len(), 3);
+        assert_eq!(role_of(&c, "prod", "bob"), Some(Permission::Maintainer));
+        assert_eq!(confirm_rule(&c, "prod"), ConfirmRule::Name);
+        assert_eq!(confirm_rule(&c, "dev"), ConfirmRule::Yes);
     }
 }

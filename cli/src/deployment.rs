@@ -1,5 +1,5 @@
-//! A deployment's lifecycle (PRODUCT.md §5), once its bundles are built: refuse it if the plan
-//! runs a task above the actor's role, take the environment's lock, plan again under it, store
+//! A deployment's lifecycle (PRODUCT.md §5), once its bundles are built: refuse it if the actor
+//! lacks the environment's deploy role, take the environment's lock, plan again under it, store
 //! the bundles, record the deployment, run the tasks the plan calls for, record how it ended,
 //! and say so in a [`DeployReport`]. A dry run plans without the lock and leaves no trace.
 //! `lumo deploy` parses and builds; everything from here on is this module's.
@@ -11,6 +11,7 @@ use std::time::Duration;
 use lumo_runner::contract::RunStatus;
 use serde::Serialize;
 
+use crate::access::Standing;
 use crate::backend::records::{Deployment, DeploymentStatus, EnvState, TaskRun, Timestamp, new_id};
 use crate::backend::{Backend, Prepare};
 use crate::bundle::BuiltBundle;
@@ -88,21 +89,24 @@ impl Release<'_> {
             status: None,
             duration_ms: None,
             tasks: Vec::new(),
+            access: None,
         }
     }
 }
 
-/// What deploying `release` to `env` would do. Read-only: no lock, nothing uploaded, nothing
-/// recorded.
+/// What deploying `release` to `env` would do, and whether `standing`'s actor may. Read-only:
+/// no lock, nothing uploaded, nothing recorded.
 pub async fn dry_run(
     backend: &Backend,
     project: &Project,
     env: &str,
     release: &Release<'_>,
+    standing: Standing,
 ) -> Result<DeployReport, CliError> {
     let state = backend.audit.env_state(env).await?;
     let plan = release.plan(&state);
     let mut report = release.report(project, env, &state, &plan, true);
+    report.access = Some(standing);
     report.tasks = plan
         .tasks
         .iter()
@@ -117,8 +121,8 @@ pub async fn deploy(
     release: Release<'_>,
     wait: Duration,
 ) -> Result<Deployed, CliError> {
-    // Refused before the lock when the plan would run a task above the actor's role.
-    crate::access::check_deploy(op, |state| release.plan(state)).await?;
+    // Refused before the lock when the actor lacks the environment's deploy role.
+    crate::access::authorize_deploy(op).await?;
     let what = format!("deploy {}", release.version);
     lock::with_writer_lock(op, what, wait, async move || {
         deploy_locked(op, release).await
@@ -133,9 +137,6 @@ async fn deploy_locked(op: &Operation, release: Release<'_>) -> Result<Deployed,
     // Read under the lock: the state cannot move between planning and recording.
     let state = backend.audit.env_state(env).await?;
     let plan = release.plan(&state);
-    // Again under the lock: a deploy that landed meanwhile may have changed what runs (a first
-    // deploy became an update).
-    crate::access::check_plan(op, &plan).await?;
     let mut report = release.report(&op.project, env, &state, &plan, false);
 
     let uploaded = upload(op, release.built).await?;
@@ -292,6 +293,9 @@ pub struct DeployReport {
     pub status: Option<DeploymentStatus>,
     pub duration_ms: Option<u64>,
     pub tasks: Vec<TaskLine>,
+    /// A dry run's: whether the actor may deploy, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<Standing>,
 }
 
 /// One task of a deployment: its outcome, in the shape every report shows one, and why it ran
@@ -343,6 +347,9 @@ impl fmt::Display for DeployReport {
                 self.version,
                 format_duration(self.duration_ms.unwrap_or(0)),
             )?,
+        }
+        if let Some(standing) = &self.access {
+            writeln!(f, "  {standing}; the tasks it runs are part of the deploy")?;
         }
         let width = self
             .tasks

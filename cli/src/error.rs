@@ -18,6 +18,8 @@ use crate::project::ProjectError;
 pub enum ExitKind {
     /// 2: invalid config or arguments.
     Invalid,
+    /// 2: a confirmation was declined (a deliberate "no", told apart from a typo in `--json`).
+    Declined,
     /// 3: the environment is locked.
     Locked,
     /// 4: backend or infrastructure error.
@@ -33,7 +35,7 @@ pub enum ExitKind {
 impl ExitKind {
     pub fn code(self) -> i32 {
         match self {
-            ExitKind::Invalid => 2,
+            ExitKind::Invalid | ExitKind::Declined => 2,
             ExitKind::Locked => 3,
             ExitKind::Backend => 4,
             ExitKind::Interrupted => 130,

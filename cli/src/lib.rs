@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod color;
 pub mod commands;
 pub mod config;
+pub mod confirm;
 pub mod deployment;
 pub mod error;
 pub mod execute;

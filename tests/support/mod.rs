@@ -14,6 +14,7 @@
 
 pub mod aws;
 pub mod local;
+pub mod pty;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -379,6 +380,20 @@ impl Outcome {
             assert!(
                 self.stderr.contains(fragment),
                 "stderr of `lumo {}` should contain {fragment:?}\n{}",
+                self.args.join(" "),
+                self.show()
+            );
+        }
+        self
+    }
+
+    /// Fails unless stdout contains every fragment.
+    #[track_caller]
+    pub fn stdout_has(&self, fragments: &[&str]) -> &Outcome {
+        for fragment in fragments {
+            assert!(
+                self.stdout.contains(fragment),
+                "stdout of `lumo {}` should contain {fragment:?}\n{}",
                 self.args.join(" "),
                 self.show()
             );

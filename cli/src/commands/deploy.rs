@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::{CommandResult, Context, Outcome};
+use crate::access::Standing;
 use crate::args::DeployArgs;
 use crate::bundle;
 use crate::deployment::{self, Release};
@@ -70,7 +71,8 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
 
     if args.dry_run {
         let backend = ctx.connect_read_only(&project).await?;
-        let report = deployment::dry_run(&backend, &project, &env, &release).await?;
+        let standing = Standing::of(&project.config, &env, &ctx.actor(&project, &backend));
+        let report = deployment::dry_run(&backend, &project, &env, &release, standing).await?;
         return Ok(Outcome::report(report));
     }
     let op = ctx.operation(&project, &env).await?;

@@ -2,12 +2,13 @@
 //! `--arg`s checked against the task's `args`, confirmation when it asks for it.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
 use super::{CommandResult, Context, Outcome};
 use crate::args::RunArgs;
-use crate::config::{ArgDef, ArgType, TaskConfig};
+use crate::backend::records::masked_args;
+use crate::config::{ArgDef, ArgType};
+use crate::confirm::{Confirmation, Subject, confirm};
 use crate::error::CliError;
 use crate::manual_run::{self, ManualRun};
 use crate::suggest;
@@ -29,7 +30,19 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
 
     let op = ctx.operation(&project, &env).await?;
     manual_run::authorize(&op, task).await?;
-    confirm(task, &env, args.yes)?;
+    if let Some(warning) = &task.config.confirm {
+        let shown = masked_args(&task_args, secrets.values());
+        let confirmation = Confirmation {
+            subject: Subject::Task {
+                name: &task.name,
+                warning: Some(warning),
+            },
+            env: &env,
+            args: &shown,
+            rule: crate::access::confirm_rule(&project.config, &env),
+        };
+        confirm(&op, &confirmation, args.yes).await?;
+    }
     let run = ManualRun {
         task,
         args: task_args,
@@ -264,51 +277,10 @@ fn other_environments(scope: &ArgScope<'_>) -> Vec<String> {
         .collect()
 }
 
-/// A task with `confirm` asks on a terminal and needs `--yes` anywhere else.
-fn confirm(task: &Task, env: &str, yes: bool) -> Result<(), CliError> {
-    let TaskConfig {
-        confirm: Some(text),
-        ..
-    } = &task.config
-    else {
-        return Ok(());
-    };
-    if yes {
-        return Ok(());
-    }
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(CliError::invalid(format!(
-            "task `{}` asks for confirmation (\"{text}\") and there is no terminal to ask on",
-            task.name
-        ))
-        .hint("pass `--yes` to confirm"));
-    }
-    let mut stderr = std::io::stderr();
-    let _ = write!(
-        stderr,
-        "{text}\nRun `{}` in `{env}`? Type `yes` to continue: ",
-        task.name
-    );
-    let _ = stderr.flush();
-    let mut answer = String::new();
-    stdin
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| CliError::invalid(format!("cannot read the answer: {e}")))?;
-    if matches!(answer.trim(), "yes" | "y" | "YES" | "Yes") {
-        Ok(())
-    } else {
-        Err(CliError::invalid(format!(
-            "not confirmed; task `{}` was not run",
-            task.name
-        )))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TaskConfig;
     use crate::task::TaskSource;
 
     fn task() -> Task {

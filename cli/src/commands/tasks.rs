@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::{CommandResult, Context, Outcome};
+use crate::access::Standing;
 use crate::args::TasksArgs;
 use crate::config::{ArgType, Permission, RunOn};
 use crate::error::CliError;
@@ -18,9 +19,9 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
         None => None,
     };
     let actor = actor(&project, env.as_deref(), ctx).await?;
-    let role = env
+    let standing = env
         .as_deref()
-        .map(|e| crate::access::role_of(&project.config, e, &actor));
+        .map(|e| Standing::of(&project.config, e, &actor));
     let tasks = project
         .tasks
         .iter()
@@ -51,13 +52,16 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
                 .collect(),
             confirm: t.config.confirm.clone(),
             declared: t.declared,
-            may_run: role.map(|r| crate::access::allows(r, t.config.permission)),
+            may_run: standing.as_ref().map(|s| s.may_run(t.config.permission)),
         })
         .collect();
     let list = TaskList {
         project: project.config.project_name.clone(),
         actor: env.as_ref().map(|_| actor.clone()),
-        role: role.flatten(),
+        role: standing.as_ref().and_then(|s| s.role),
+        may_deploy: standing.as_ref().map(|s| s.may_deploy),
+        deploy_role: standing.as_ref().map(|s| s.deploy_needs),
+        standing,
         env,
         tasks,
     };
@@ -69,7 +73,13 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
 /// `--env`, an `access` map for that environment, and no actor from the flag or the CI.
 async fn actor(project: &Project, env: Option<&str>, ctx: &Context) -> Result<String, CliError> {
     let needs_caller = crate::backend::identifies_caller(project.config.provider)
-        && env.is_some_and(|e| project.config.access.contains_key(e))
+        && env.is_some_and(|e| {
+            project
+                .config
+                .access
+                .get(e)
+                .is_some_and(|a| !a.roles.is_empty())
+        })
         && crate::actor::from_flag_or_ci(ctx.global.actor.as_deref()).is_none();
     if needs_caller {
         let backend = ctx.connect_read_only(project).await?;
@@ -87,6 +97,12 @@ pub struct TaskList {
     /// With `--env`: who is asking, and their role there.
     pub actor: Option<String>,
     pub role: Option<Permission>,
+    /// With `--env`: whether the actor may deploy there, and the role a deploy needs (the
+    /// tasks a deploy runs are part of it; a task's `permission` gates its manual runs).
+    pub may_deploy: Option<bool>,
+    pub deploy_role: Option<Permission>,
+    #[serde(skip)]
+    pub standing: Option<Standing>,
     pub tasks: Vec<TaskInfo>,
 }
 
@@ -175,9 +191,19 @@ impl fmt::Display for TaskList {
             .max()
             .unwrap_or(4)
             .max(4);
-        if let (Some(env), Some(actor)) = (&self.env, &self.actor) {
-            let role = self.role.map_or("no role", |r| r.as_str());
-            writeln!(f, "In `{env}`, `{actor}` has {role}:")?;
+        if let Some(standing) = &self.standing {
+            let first = standing.to_string();
+            let mut chars = first.chars();
+            let capitalised: String = chars
+                .next()
+                .map(|c| c.to_ascii_uppercase())
+                .into_iter()
+                .chain(chars)
+                .collect();
+            writeln!(
+                f,
+                "{capitalised}; PERMISSION is the role a manual run needs:"
+            )?;
         }
         writeln!(
             f,
@@ -190,7 +216,7 @@ impl fmt::Display for TaskList {
                 description.push_str(&format!(" [envs: {}]", envs.join(", ")));
             }
             if t.may_run == Some(false) {
-                description.push_str(" [not for you]");
+                description.push_str(&format!(" [manual run needs {}]", t.permission.as_str()));
             }
             writeln!(
                 f,

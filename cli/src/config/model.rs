@@ -67,6 +67,48 @@ impl Permission {
     }
 }
 
+/// `access.<env>`: the rules of one environment (PRODUCT.md §6).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EnvAccess {
+    /// `access.<env>.<role>`: actor patterns by role. Empty = the roles are open: everyone is
+    /// `maintainer`, as for an environment without an entry (an entry may exist only to set
+    /// `deploy` or `confirm`).
+    pub roles: BTreeMap<Permission, Vec<String>>,
+    /// `access.<env>.deploy`: the role a deploy needs; `None` = [`EnvAccess::DEFAULT_DEPLOY`].
+    pub deploy: Option<Permission>,
+    /// `access.<env>.confirm`: what a confirmation in this environment must be answered with.
+    pub confirm: ConfirmRule,
+}
+
+impl EnvAccess {
+    /// A deploy needs `developer` unless the environment says otherwise: a CI identity with
+    /// that role can ship (the tasks a deploy runs are part of it, not checked one by one).
+    pub const DEFAULT_DEPLOY: Permission = Permission::Developer;
+}
+
+/// What answers a confirmation prompt in an environment (`access.<env>.confirm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfirmRule {
+    /// Exactly `yes`.
+    #[default]
+    Yes,
+    /// The environment's name, typed out (GitHub's "type the repository name"): a reflex
+    /// `yes` in the wrong terminal does not reach production.
+    Name,
+}
+
+impl ConfirmRule {
+    pub const NAMES: &[&str] = &["yes", "name"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfirmRule::Yes => "yes",
+            ConfirmRule::Name => "name",
+        }
+    }
+}
+
 /// The `aws` provider's settings live with it; they are part of every loaded config.
 pub use crate::backend::aws::settings::{Architecture, AwsSettings};
 
@@ -260,8 +302,9 @@ pub struct ProjectConfig {
     pub secrets: IndexMap<String, SecretDef>,
     /// Declaration order is the default run order.
     pub tasks: IndexMap<String, TaskConfig>,
-    /// `access.<env>.<role>`: who holds which role in an environment (coordination issue).
-    pub access: BTreeMap<String, BTreeMap<Permission, Vec<String>>>,
+    /// `access.<env>`: who holds which role in an environment, what a deploy there needs, and
+    /// how a confirmation there is answered.
+    pub access: BTreeMap<String, EnvAccess>,
     /// What `lumo prune` keeps (`retention: { runs, days }`).
     pub retention: super::retention::Retention,
     /// Keys accepted for Lumo compatibility and ignored (`routes`, `networking`, ...).

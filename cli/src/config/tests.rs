@@ -1194,8 +1194,16 @@ fn access_lists_actors_per_environment_and_role() {
            prod: { maintainer: ['ana'], developer: ['bo', 'cy'] },
          } };",
     );
-    assert_eq!(config.access["prod"][&Permission::Maintainer], ["ana"]);
-    assert_eq!(config.access["prod"][&Permission::Developer], ["bo", "cy"]);
+    assert_eq!(
+        config.access["prod"].roles[&Permission::Maintainer],
+        ["ana"]
+    );
+    assert_eq!(
+        config.access["prod"].roles[&Permission::Developer],
+        ["bo", "cy"]
+    );
+    assert_eq!(config.access["prod"].deploy, None);
+    assert_eq!(config.access["prod"].confirm, ConfirmRule::Yes);
 
     let problems = invalid(
         "export default { projectName: 'x', access: {
@@ -1215,6 +1223,39 @@ fn access_lists_actors_per_environment_and_role() {
     );
     assert_problem(&problems, "access.prod.developer[0]", "must not be empty");
     assert_problem(&problems, "access.dev", "must be an object");
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+}
+
+#[test]
+fn an_environment_says_which_role_deploys_and_how_to_confirm() {
+    let config = loads(
+        "export default { projectName: 'x', access: {
+           prod: { maintainer: ['ana'], deploy: 'maintainer', confirm: 'name' },
+           qa: { confirm: 'yes' },
+         } };",
+    );
+    assert_eq!(config.access["prod"].deploy, Some(Permission::Maintainer));
+    assert_eq!(config.access["prod"].confirm, ConfirmRule::Name);
+    assert!(config.access["qa"].roles.is_empty());
+
+    let problems = invalid(
+        "export default { projectName: 'x', access: {
+           prod: { deploy: 'admin', confirm: 'nme' },
+           dev: { confirm: true, deploys: 'guest' },
+         } };",
+    );
+    assert_problem(
+        &problems,
+        "access.prod.deploy",
+        "must be `guest`, `developer` or `maintainer`, got \"admin\"",
+    );
+    assert_problem(
+        &problems,
+        "access.prod.confirm",
+        "must be `yes` or `name`, got \"nme\"; did you mean `name`?",
+    );
+    assert_problem(&problems, "access.dev.confirm", "got true");
+    assert_problem(&problems, "access.dev.deploys", "did you mean `deploy`?");
     assert_eq!(problems.len(), 4, "{problems:#?}");
 }
 

@@ -12,7 +12,10 @@ use serde_json::{Map, Value};
 use super::checks::{self, Problems, child, got};
 use super::engine::Evaluated;
 use super::task::{self, TaskScope};
-use super::{ConfigProblem, Permission, ProjectConfig, Provider, SecretDef, secret_env_var};
+use super::{
+    ConfigProblem, ConfirmRule, EnvAccess, Permission, ProjectConfig, Provider, SecretDef,
+    secret_env_var,
+};
 use crate::backend::aws::settings as aws_settings;
 
 /// Keys lumo reads.
@@ -45,6 +48,9 @@ const LUMO_FRAMEWORK_KEYS: &[&str] = &[
 ];
 
 const ROLES: &[&str] = &["guest", "developer", "maintainer"];
+
+/// What `access.<env>` may hold: the role lists, and the environment's rules.
+const ENV_ACCESS_KEYS: &[&str] = &["guest", "developer", "maintainer", "deploy", "confirm"];
 
 pub(super) fn validate(
     path: &Path,
@@ -439,17 +445,17 @@ fn access(
     p: &mut Problems,
     value: &Value,
     environments: Option<&[String]>,
-) -> BTreeMap<String, BTreeMap<Permission, Vec<String>>> {
+) -> BTreeMap<String, EnvAccess> {
     let mut access = BTreeMap::new();
     let Some(map) = checks::object(
         p,
         "access",
         value,
-        "an object `{ <environment>: { guest?, developer?, maintainer? } }`",
+        "an object `{ <environment>: { guest?, developer?, maintainer?, deploy?, confirm? } }`",
     ) else {
         return access;
     };
-    for (env, roles) in map {
+    for (env, rules) in map {
         let env_key = child("access", env);
         if !checks::is_environment_name(env) {
             p.add(
@@ -463,30 +469,52 @@ fn access(
         } else if let Some(declared) = environments {
             task::check_declared_environment(p, &env_key, env, declared);
         }
-        let Some(roles) = checks::object(
+        let Some(rules) = checks::object(
             p,
             &env_key,
-            roles,
-            "an object `{ guest?, developer?, maintainer? }` of actor lists",
+            rules,
+            "an object `{ guest?, developer?, maintainer? }` of actor lists, with `deploy?` and \
+             `confirm?`",
         ) else {
             continue;
         };
-        checks::unknown_keys(p, &env_key, roles, ROLES);
-        let mut by_role = BTreeMap::new();
-        for (role, actors) in roles {
-            let permission = match role.as_str() {
-                "guest" => Permission::Guest,
-                "developer" => Permission::Developer,
-                "maintainer" => Permission::Maintainer,
-                _ => continue,
-            };
-            let role_key = child(&env_key, role);
-            let Some(actors) = checks::string_list(p, &role_key, actors, false) else {
-                continue;
-            };
-            by_role.insert(permission, actors.into_iter().map(|(_, a)| a).collect());
+        checks::unknown_keys(p, &env_key, rules, ENV_ACCESS_KEYS);
+        let mut entry = EnvAccess::default();
+        for (key, value) in rules {
+            let rule_key = child(&env_key, key);
+            match key.as_str() {
+                "deploy" => {
+                    entry.deploy = checks::one_of(p, &rule_key, value, ROLES).and_then(role)
+                }
+                "confirm" => {
+                    entry.confirm = match checks::one_of(p, &rule_key, value, ConfirmRule::NAMES) {
+                        Some("name") => ConfirmRule::Name,
+                        _ => ConfirmRule::Yes,
+                    }
+                }
+                _ => {
+                    let Some(permission) = role(key) else {
+                        continue;
+                    };
+                    let Some(actors) = checks::string_list(p, &rule_key, value, false) else {
+                        continue;
+                    };
+                    entry
+                        .roles
+                        .insert(permission, actors.into_iter().map(|(_, a)| a).collect());
+                }
+            }
         }
-        access.insert(env.clone(), by_role);
+        access.insert(env.clone(), entry);
     }
     access
+}
+
+fn role(name: &str) -> Option<Permission> {
+    Some(match name {
+        "guest" => Permission::Guest,
+        "developer" => Permission::Developer,
+        "maintainer" => Permission::Maintainer,
+        _ => return None,
+    })
 }
