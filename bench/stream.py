@@ -27,6 +27,7 @@ Exit 0 when every figure meets its target, 1 when one misses, 2 when the setup f
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -75,9 +76,11 @@ def watch_deploy(lumo, cwd, env, only, provider):
 def latencies(lines):
     out = []
     for arrived, line in lines:
-        at = line.find("tick ")
+        # task output only (`ticker │ tick …`), not the summary that quotes its last line
+        at = line.find("│ tick ")
         if at < 0:
             continue
+        at += len("│ ")
         words = line[at + 5:].split()
         if len(words) >= 2 and words[1].isdigit():
             out.append(arrived - int(words[1]))
@@ -133,7 +136,8 @@ def main():
             path.chmod(0o755)
         (project / "lumo.config.js").write_text(
             "export default { projectName: 'bench-stream', provider: 'aws', region: 'us-east-1',\n"
-            f"  aws: {{ bucket: '{bucket}', table: '{table}', roleArn: '{harness.ready['runnerRoleArn']}' }},\n"
+            f"  aws: {{ bucket: '{bucket}', table: '{table}', roleArn: '{harness.ready['runnerRoleArn']}',\n"
+            f"         architecture: '{'arm64' if platform.machine() in ('aarch64', 'arm64') else 'x86_64'}' }},\n"
             "  tasks: { ticker: {}, big: { timeout: 900 }, noop: {} } };\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
@@ -173,7 +177,8 @@ def main():
                                             cwd=project, env=env, stdout=subprocess.PIPE, check=True).stdout)
         runs = history["runs"] if isinstance(history, dict) else history
         run = runs[0]
-        printed = args.mb * 1000 * 1000 + args.mb * 1000 * 1000 // 99 + (1 if (args.mb * 1000 * 1000) % 99 else 0) + len("printed\n")
+        # fold ends every full 99-byte line with a newline (the last, partial one has none)
+        printed = args.mb * 1000 * 1000 + args.mb * 1000 * 1000 // 99 + len("printed\n")
         head = s3.head_object(Bucket=bucket, Key=f"bench-stream/logs/{run['id']}.log")
         in_s3 = head["ContentLength"]
     finally:

@@ -194,3 +194,41 @@ echo "all printed"
     );
     assert!(log.ends_with("all printed\n"));
 }
+
+/// On `aws` the log reaches S3 when the run ends: `--follow` of a running run says so, waits,
+/// and shows the whole log then.
+#[test]
+fn logs_follow_of_a_running_aws_run_shows_the_log_when_it_ends() {
+    let a = stream_project!();
+    a.config("{ slow: {} }")
+        .task("slow", "echo first; sleep 4; echo last");
+    let mut deploy =
+        a.p.std_command(support::ACTOR, &["deploy", "--env", "dev"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    let started = SystemTime::now();
+    let run_id = loop {
+        let runs = a.p.history();
+        if let Some(run) = runs.iter().find(|r| r.status == RunStatus::Running) {
+            break run.id.clone();
+        }
+        assert!(
+            started.elapsed().unwrap().as_secs() < 60,
+            "the run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let follow = a.p.lumo(&["logs", &run_id, "--follow"]).code(0).clone();
+    assert_eq!(deploy.wait().unwrap().code(), Some(0));
+    assert!(
+        follow.stderr.contains("on aws the log of run `")
+            && follow
+                .stderr
+                .contains("is available when the run ends; showing it then"),
+        "{}",
+        follow.show()
+    );
+    assert_eq!(follow.stdout, "first\nlast\n", "{}", follow.show());
+}
