@@ -105,6 +105,7 @@ mod tests {
             size: 0,
             unpacked_size: 0,
             files: 0,
+            reused: false,
         };
         let a = resolve(None, dir.path(), &[bundle("a", "1"), bundle("b", "2")]);
         let b = resolve(None, dir.path(), &[bundle("b", "2"), bundle("a", "1")]);

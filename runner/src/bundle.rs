@@ -78,7 +78,8 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
     Ok(to_hex(&hasher.finalize()))
 }
 
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
+/// `bytes` as lowercase hex.
+pub fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(bytes.len() * 2);
     for &b in bytes {

@@ -27,6 +27,8 @@ pub mod mask;
 pub mod node;
 #[cfg(feature = "executor")]
 mod run;
+#[cfg(feature = "executor")]
+pub mod unpacked;
 
 pub use ids::{BundleHash, IdError, RunId, Version};
 pub use task_run::{RunOutcome, TaskSpec};

@@ -10,6 +10,7 @@ use crate::bundle::{self, BundleError};
 use crate::executor::{self, ExecError, OutputObserver, TaskProcess};
 use crate::ids::{BundleHash, RunId};
 use crate::task_run::{RunOutcome, TaskSpec};
+use crate::unpacked::{CheckedOut, CheckoutError, UnpackCache};
 
 /// Everything needed to run one task from its bundle: the shared [`TaskSpec`], the bundle and
 /// where this run keeps its files.
@@ -26,6 +27,8 @@ pub struct BundleRun {
     pub log_file: Option<PathBuf>,
     /// See [`TaskProcess::stop`].
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Where unpacked bundles are kept between runs; `None` unpacks every run afresh.
+    pub unpack_cache: Option<UnpackCache>,
 }
 
 /// Why a bundle run could not take place (or, for [`RunnerError::Exec`], could not be recorded
@@ -62,7 +65,8 @@ pub enum RunnerError {
 }
 
 /// Verifies the bundle's sha256 (a mismatch runs nothing), unpacks it into
-/// `<work_root>/<run_id>/bundle`, runs its entry with scratch files in
+/// `<work_root>/<run_id>/bundle` (or checks out its kept tree from `unpack_cache`, see
+/// [`crate::unpacked`]), runs its entry with scratch files in
 /// `<work_root>/<run_id>/scratch` and `context.working_directory` set to the absolute bundle
 /// directory, and removes `<work_root>/<run_id>` afterwards, whatever happened.
 pub async fn run_bundle(
@@ -70,9 +74,12 @@ pub async fn run_bundle(
     observer: &mut dyn OutputObserver,
 ) -> Result<RunOutcome, RunnerError> {
     let run_id = RunId::parse(run.spec.run_id()).map_err(RunnerError::InvalidRunId)?;
-    verify_hash(&run.bundle_zip, &run.bundle).await?;
+    let kept = checkout(&run).await?;
+    if kept.is_none() {
+        verify_hash(&run.bundle_zip, &run.bundle).await?;
+    }
     let run_dir = run.work_root.join(run_id.as_str());
-    let result = run_in(&run_dir, run, observer).await;
+    let result = run_in(&run_dir, run, kept, observer).await;
     let dir = run_dir.clone();
     let removed = tokio::task::spawn_blocking(move || remove_dir_if_present(&dir))
         .await
@@ -87,6 +94,31 @@ pub async fn run_bundle(
         );
     }
     result
+}
+
+/// The kept unpacked tree of the run's bundle, if the run has a cache and the tree is free.
+/// A cache that fails (a full disk, a permission) only costs the run its shortcut: it unpacks
+/// a private copy as without a cache. A zip that no longer matches its hash is refused.
+async fn checkout(run: &BundleRun) -> Result<Option<CheckedOut>, RunnerError> {
+    let Some(cache) = run.unpack_cache.clone() else {
+        return Ok(None);
+    };
+    let (zip, hash) = (run.bundle_zip.clone(), run.bundle.clone());
+    let checked_out = tokio::task::spawn_blocking(move || cache.checkout(&zip, &hash))
+        .await
+        .map_err(|join| CheckoutError::Io(io::Error::other(join)));
+    match checked_out.and_then(|c| c) {
+        Ok(kept) => Ok(kept),
+        Err(CheckoutError::HashMismatch { actual }) => Err(RunnerError::HashMismatch {
+            path: run.bundle_zip.clone(),
+            expected: run.bundle.to_string(),
+            actual,
+        }),
+        Err(e) => {
+            tracing::warn!("could not use the unpacked-bundle cache: {e}");
+            Ok(None)
+        }
+    }
 }
 
 /// Refuses a bundle whose content is not the one that was built (and recorded) for this run.
@@ -115,6 +147,7 @@ async fn verify_hash(bundle_zip: &Path, expected: &BundleHash) -> Result<(), Run
 async fn run_in(
     run_dir: &Path,
     run: BundleRun,
+    kept: Option<CheckedOut>,
     observer: &mut dyn OutputObserver,
 ) -> Result<RunOutcome, RunnerError> {
     let work_dir_err = |path: &Path, source| RunnerError::WorkDir {
@@ -128,10 +161,18 @@ async fn run_in(
     let scratch_dir = run_dir.join("scratch");
     std::fs::create_dir_all(&scratch_dir).map_err(|e| work_dir_err(&scratch_dir, e))?;
 
-    let (zip, dest) = (run.bundle_zip.clone(), bundle_dir.clone());
-    let manifest = tokio::task::spawn_blocking(move || bundle::unpack(&zip, &dest))
-        .await
-        .map_err(|join| work_dir_err(&bundle_dir, io::Error::other(join)))??;
+    // The kept tree's lock is held until the run ends (`_kept` lives to the end of this
+    // function): no other run uses the tree meanwhile.
+    let (manifest, bundle_dir, _kept) = match kept {
+        Some(kept) => (kept.manifest.clone(), kept.dir.clone(), Some(kept)),
+        None => {
+            let (zip, dest) = (run.bundle_zip.clone(), bundle_dir.clone());
+            let manifest = tokio::task::spawn_blocking(move || bundle::unpack(&zip, &dest))
+                .await
+                .map_err(|join| work_dir_err(&bundle_dir, io::Error::other(join)))??;
+            (manifest, bundle_dir, None)
+        }
+    };
     let bundle_dir = bundle_dir
         .canonicalize()
         .map_err(|e| work_dir_err(&bundle_dir, e))?;

@@ -12,6 +12,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod bundle_cache;
 mod ci_reports;
 mod config_errors;
 mod deploy_flags;

@@ -10,21 +10,24 @@ pub mod cancel;
 mod crate_task;
 pub mod discover;
 pub mod handler;
+mod stat_cache;
+mod zip_writer;
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use lumo_runner::contract::{BundleManifest, Entry, MANIFEST_PATH};
 use serde::Serialize;
-use zip::write::SimpleFileOptions;
-use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use crate::config::ConfigProblem;
 use crate::task::{Task, TaskSource};
 use assets::{BundleEntry, EntrySet, EntrySource, MANIFEST_KEY};
 pub use cancel::Cancel;
 pub use crate_task::{Build, BuildTarget};
+use stat_cache::{CachedBundle, StatCache};
+pub use zip_writer::write_zip;
 
 /// A task's bundle, built and stored.
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +41,9 @@ pub struct BuiltBundle {
     pub size: u64,
     pub unpacked_size: u64,
     pub files: usize,
+    /// Found unchanged by the stat cache: not read or compressed by this build.
+    #[serde(skip)]
+    pub reused: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +63,8 @@ pub enum BundleError {
 
 /// Builds (or finds already built) the bundle of each task into `store_dir`. Every problem of
 /// every task is collected before failing, and nothing is written for a task with a problem.
+/// A task whose inputs are unchanged since the last build (by their stats, see
+/// [`stat_cache`]) is not read or compressed again: its stored bundle is the one it would build.
 pub fn build_all(
     root: &Path,
     store_dir: &Path,
@@ -74,7 +82,26 @@ pub fn build_all_cancellable(
     build: impl Into<Build>,
     cancel: &Cancel,
 ) -> Result<Vec<BuiltBundle>, BundleError> {
-    let build = build.into();
+    build_all_at(
+        root,
+        store_dir,
+        tasks,
+        build.into(),
+        cancel,
+        SystemTime::now,
+    )
+}
+
+/// [`build_all_cancellable`] with the clock that decides which files changed too recently to
+/// be cached (tests move it forward instead of sleeping).
+fn build_all_at(
+    root: &Path,
+    store_dir: &Path,
+    tasks: &[&Task],
+    build: Build,
+    cancel: &Cancel,
+    now: impl Fn() -> SystemTime,
+) -> Result<Vec<BuiltBundle>, BundleError> {
     let mut collected = Vec::with_capacity(tasks.len());
     let mut problems = Vec::new();
     for task in tasks {
@@ -90,11 +117,59 @@ pub fn build_all_cancellable(
         path: store_dir.to_path_buf(),
         source,
     })?;
-    collected
-        .into_iter()
-        .map(|(task, entries)| write_bundle(store_dir, &task.name, &entries, cancel))
-        .collect()
+    let cache_path = store_dir
+        .parent()
+        .unwrap_or(store_dir)
+        .join(STAT_CACHE_FILE);
+    let mut cache = StatCache::load(&cache_path);
+    let target = format!("{:?}", build.target);
+    let mut built = Vec::with_capacity(collected.len());
+    for (task, entries) in collected {
+        let fingerprint = stat_cache::fingerprint(&entries, &target, now());
+        if let Some(hit) = fingerprint
+            .as_deref()
+            .and_then(|f| cache.lookup(&task.name, f, store_dir))
+        {
+            tracing::debug!(
+                "task `{}`: inputs unchanged, bundle {} reused",
+                task.name,
+                hit.sha256
+            );
+            let path = store_dir.join(format!("{}.zip", hit.sha256));
+            mark_in_use(&path);
+            built.push(BuiltBundle {
+                reused: true,
+                task: task.name.clone(),
+                sha256: hit.sha256.clone(),
+                path,
+                size: hit.size,
+                unpacked_size: hit.unpacked_size,
+                files: hit.files,
+            });
+            continue;
+        }
+        let bundle = write_bundle(store_dir, &task.name, &entries, cancel)?;
+        match fingerprint {
+            Some(fingerprint) => cache.record(
+                &task.name,
+                CachedBundle {
+                    fingerprint,
+                    sha256: bundle.sha256.clone(),
+                    size: bundle.size,
+                    unpacked_size: bundle.unpacked_size,
+                    files: bundle.files,
+                },
+            ),
+            None => cache.forget(&task.name),
+        }
+        built.push(bundle);
+    }
+    cache.save();
+    Ok(built)
 }
+
+/// The stat cache's file, beside the bundle store (`.lumo/bundle-cache.json`).
+pub const STAT_CACHE_FILE: &str = "bundle-cache.json";
 
 /// The problems `build_all` would find in `tasks`' files and `copyAssets`, without building
 /// Rust tasks or writing anything: a config that has problems elsewhere reports these in the
@@ -243,6 +318,7 @@ fn write_bundle(
         size,
         unpacked_size: entries.iter().map(|e| e.size).sum(),
         files: entries.len(),
+        reused: false,
     })
 }
 
@@ -256,38 +332,11 @@ pub fn mark_in_use(bundle: &Path) {
     }
 }
 
-/// The deterministic zip: entries in the given (sorted) order, every timestamp 1980-01-01,
-/// mode 0755 for executables and 0644 for the rest, deflate. Checks `cancel` before each entry
-/// and each block read (an error carrying [`cancel::Cancelled`]).
-pub fn write_zip(file: &File, entries: &[BundleEntry], cancel: &Cancel) -> io::Result<()> {
-    let mut zip = ZipWriter::new(BufWriter::new(file));
-    for entry in entries {
-        cancel.check()?;
-        let mode = if entry.executable { 0o755 } else { 0o644 };
-        let options = SimpleFileOptions::default()
-            .compression_method(CompressionMethod::Deflated)
-            .last_modified_time(DateTime::default())
-            .unix_permissions(mode)
-            .large_file(entry.size >= u32::MAX as u64);
-        zip.start_file(entry.path.as_str(), options)
-            .map_err(io::Error::other)?;
-        match &entry.source {
-            EntrySource::Bytes(bytes) => io::Write::write_all(&mut zip, bytes)?,
-            EntrySource::File(path) => {
-                let mut source = cancel.reader(File::open(path)?);
-                io::copy(&mut source, &mut zip)?;
-            }
-        }
-    }
-    let mut out = zip.finish().map_err(io::Error::other)?;
-    io::Write::flush(&mut out)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{CopyAsset, TaskConfig};
+    use std::fs::File;
     use std::os::unix::fs::PermissionsExt;
 
     fn project() -> (tempfile::TempDir, Task) {
@@ -361,6 +410,130 @@ mod tests {
             modified.elapsed().unwrap() < std::time::Duration::from_secs(600),
             "{modified:?}"
         );
+    }
+
+    /// A build an hour from now: no file counts as changed too recently to be cached.
+    fn build_later(dir: &Path, task: &Task) -> BuiltBundle {
+        let store = dir.join(".lumo/bundles");
+        let later = || SystemTime::now() + std::time::Duration::from_secs(3600);
+        let mut built =
+            build_all_at(dir, &store, &[task], BuildTarget::Host.into(), later).unwrap();
+        built.remove(0)
+    }
+
+    /// Waits out the filesystem's timestamp granularity, so a change gets a new ctime.
+    fn tick() {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+
+    #[test]
+    fn an_unchanged_task_reuses_its_bundle_and_every_kind_of_change_rebuilds_it() {
+        let (dir, task) = project();
+        let root = dir.path();
+        let cold = build_later(root, &task);
+        assert!(!cold.reused);
+        let again = build_later(root, &task);
+        assert!(again.reused, "nothing changed");
+        assert_eq!(again.sha256, cold.sha256);
+        assert_eq!((again.size, again.files), (cold.size, cold.files));
+
+        // Same size, mtime restored: only the ctime tells.
+        tick();
+        let seed = root.join("migrations/0001.sql");
+        let mtime = fs::metadata(&seed).unwrap().modified().unwrap();
+        fs::write(&seed, "ONE").unwrap();
+        File::options()
+            .write(true)
+            .open(&seed)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let edited = build_later(root, &task);
+        assert!(!edited.reused, "an edit with size and mtime restored");
+        assert_ne!(edited.sha256, cold.sha256);
+        // The bundle is the one a cold build makes.
+        fs::remove_file(root.join(".lumo").join(STAT_CACHE_FILE)).unwrap();
+        let rebuilt = build_later(root, &task);
+        assert!(!rebuilt.reused);
+        assert_eq!(rebuilt.sha256, edited.sha256);
+
+        let mut previous = rebuilt.sha256;
+        let changes: Vec<(&str, Box<dyn Fn()>)> = vec![
+            (
+                "mode",
+                Box::new(|| fs::set_permissions(&seed, fs::Permissions::from_mode(0o755)).unwrap()),
+            ),
+            (
+                "added file",
+                Box::new(|| fs::write(root.join("migrations/0003.sql"), "three").unwrap()),
+            ),
+            (
+                "removed file",
+                Box::new(|| fs::remove_file(root.join("migrations/0002.sql")).unwrap()),
+            ),
+            (
+                "replaced by a rename",
+                Box::new(|| {
+                    fs::write(root.join("migrations/new"), "one").unwrap();
+                    fs::rename(root.join("migrations/new"), &seed).unwrap();
+                }),
+            ),
+        ];
+        for (what, change) in changes {
+            tick();
+            change();
+            let built = build_later(root, &task);
+            assert!(!built.reused, "{what}");
+            if what != "replaced by a rename" {
+                assert_ne!(built.sha256, previous, "{what}");
+            }
+            previous = built.sha256;
+            assert!(build_later(root, &task).reused, "{what}: then unchanged");
+        }
+
+        // A config change that affects the bundle: the asset lands elsewhere.
+        let mut moved = task.clone();
+        moved.config.copy_assets[0].to = "db".into();
+        let built = build_later(root, &moved);
+        assert!(!built.reused);
+        assert_ne!(built.sha256, previous);
+
+        // A bundle removed from the store is built again.
+        fs::remove_file(&built.path).unwrap();
+        let again = build_later(root, &moved);
+        assert!(!again.reused && again.path.is_file());
+    }
+
+    #[test]
+    fn an_unreadable_or_old_cache_is_an_empty_one() {
+        let (dir, task) = project();
+        let root = dir.path();
+        let cold = build_later(root, &task);
+        let cache = root.join(".lumo").join(STAT_CACHE_FILE);
+        for garbage in [
+            "{not json".to_string(),
+            fs::read_to_string(&cache)
+                .unwrap()
+                .replace("\"version\":1", "\"version\":0"),
+            String::new(),
+        ] {
+            fs::write(&cache, garbage).unwrap();
+            let built = build_later(root, &task);
+            assert!(!built.reused);
+            assert_eq!(built.sha256, cold.sha256);
+        }
+    }
+
+    /// A file changed within the racy window of a build may change again within the same
+    /// timestamp tick without showing it: such a task is built but not cached.
+    #[test]
+    fn files_changed_just_before_a_build_are_not_trusted() {
+        let (dir, task) = project();
+        let store = dir.path().join(".lumo/bundles");
+        let first = build_all(dir.path(), &store, &[&task], BuildTarget::Host).unwrap();
+        let second = build_all(dir.path(), &store, &[&task], BuildTarget::Host).unwrap();
+        assert!(!first[0].reused && !second[0].reused);
+        assert_eq!(first[0].sha256, second[0].sha256);
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub(super) async fn run_once(
         kill_grace: config.kill_grace,
         log_file: log.as_ref().map(|log| log.path.clone()),
         stop: cancel.as_ref().map(|watch| watch.stop.clone()),
+        // The function's `/tmp` is small and a run's tree is its largest file set: unpacked
+        // per run, the zip itself is cached (`cache.rs`).
+        unpack_cache: None,
     };
     let ran = run_bundle(run, output).await;
     drop(cancel);

@@ -51,6 +51,7 @@ fn bundle_run(dir: &Path, entry: Entry, files: &[(&str, &[u8], u32)]) -> BundleR
         kill_grace: Duration::from_millis(300),
         log_file: None,
         stop: None,
+        unpack_cache: None,
     }
 }
 

@@ -5,7 +5,9 @@
 //! .lumo/lumo.db                 audit trail and environment state (SQLite)
 //! .lumo/bundles/<sha256>.zip    content-addressed bundles
 //! .lumo/logs/<run-id>.log       full (masked) output of each run
-//! .lumo/work/<run-id>/          a run's unpacked bundle, removed when it ends
+//! .lumo/work/<run-id>/          a run's scratch files (and unpacked bundle when not kept), removed when it ends
+//! .lumo/unpacked/<sha256>/      unpacked bundles kept between runs, reused only when untouched
+//! .lumo/bundle-cache.json       which bundle each task's unchanged inputs built (stat cache)
 //! ```
 
 mod locks;
@@ -18,6 +20,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use lumo_runner::executor::{DEFAULT_KILL_GRACE, ExecError, OutputObserver};
+use lumo_runner::unpacked::UnpackCache;
 use lumo_runner::{BundleRun, RunnerError};
 
 pub use store::SqliteStore;
@@ -52,6 +55,9 @@ impl LocalLayout {
     }
     pub fn work(&self) -> PathBuf {
         self.root.join("work")
+    }
+    pub fn unpacked(&self) -> PathBuf {
+        self.root.join("unpacked")
     }
 }
 
@@ -153,6 +159,7 @@ impl TaskExecutor for LocalExecutor {
             // On a stop the executor stops the task's group as on a timeout (SIGTERM, grace,
             // SIGKILL), keeping its output.
             stop: Some(stop.flag()),
+            unpack_cache: Some(UnpackCache::new(self.layout.unpacked())),
         };
         match lumo_runner::run_bundle(run, output).await {
             Ok(outcome) => Ok(RunReport {
