@@ -184,7 +184,7 @@ impl UnpackCache {
         if trees.len() < KEPT_TREES {
             return;
         }
-        trees.sort_by(|a, b| b.0.cmp(&a.0));
+        trees.sort_by_key(|(used, _)| std::cmp::Reverse(*used));
         for (_, home) in trees.into_iter().skip(KEPT_TREES - 1) {
             let Ok(lock) = File::open(home.join("lock")) else {
                 continue;
@@ -294,7 +294,8 @@ mod tests {
         // Each of these is what a run might do to its working directory; the next run must
         // see the bundle as built. The in-place write keeps size and mtime, as a careful
         // tool would: only the ctime shows it.
-        let changes: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+        type Change = Box<dyn Fn(&Path)>;
+        let changes: Vec<(&str, Change)> = vec![
             (
                 "in-place write, size and mtime restored",
                 Box::new(|tree: &Path| {

@@ -416,8 +416,16 @@ mod tests {
     fn build_later(dir: &Path, task: &Task) -> BuiltBundle {
         let store = dir.join(".lumo/bundles");
         let later = || SystemTime::now() + std::time::Duration::from_secs(3600);
-        let mut built =
-            build_all_at(dir, &store, &[task], BuildTarget::Host.into(), later).unwrap();
+        let cancel = Cancel::default();
+        let mut built = build_all_at(
+            dir,
+            &store,
+            &[task],
+            BuildTarget::Host.into(),
+            &cancel,
+            later,
+        )
+        .unwrap();
         built.remove(0)
     }
 
@@ -458,7 +466,8 @@ mod tests {
         assert_eq!(rebuilt.sha256, edited.sha256);
 
         let mut previous = rebuilt.sha256;
-        let changes: Vec<(&str, Box<dyn Fn()>)> = vec![
+        type Change<'a> = Box<dyn Fn() + 'a>;
+        let changes: Vec<(&str, Change)> = vec![
             (
                 "mode",
                 Box::new(|| fs::set_permissions(&seed, fs::Permissions::from_mode(0o755)).unwrap()),
