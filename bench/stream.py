@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -183,6 +184,8 @@ def main():
         in_s3 = head["ContentLength"]
     finally:
         harness.stop()
+        # the harness's logs and moto's copy of 100 MB of log
+        shutil.rmtree(work, ignore_errors=True)
 
     med_aws, med_local = statistics.median(aws_lat), statistics.median(local_lat)
     rows = [
