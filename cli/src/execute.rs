@@ -260,6 +260,7 @@ pub async fn run_plan(
     let mut backend_error: Option<BackendError> = None;
     let mut running: JoinSet<(String, Result<TaskRun, BackendError>)> = JoinSet::new();
 
+    session.operation.progress.runs_planned(waiting.len());
     let stop = &session.operation.stop;
     loop {
         if failed_task.is_none() && backend_error.is_none() && stop.reason().is_none() {

@@ -13,6 +13,7 @@ pub mod confirm;
 pub mod deployment;
 pub mod error;
 pub mod execute;
+pub mod live_runs;
 pub mod lock;
 pub mod manual_run;
 pub mod operation;

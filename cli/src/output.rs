@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::args::GlobalArgs;
 use crate::backend::records::{Deployment, LockHolder, TaskRun};
+use crate::live_runs::LiveRuns;
 use crate::progress::{Progress, Step};
 
 /// Serialises whole lines on stderr, from concurrently running tasks and every printer.
@@ -48,6 +49,8 @@ pub struct Printer {
     pub verbose: bool,
     stderr_color: bool,
     stderr_tty: bool,
+    /// The running tasks' elapsed-time lines, on a terminal only.
+    live: Option<LiveRuns>,
 }
 
 impl Printer {
@@ -59,6 +62,7 @@ impl Printer {
             verbose: global.verbose,
             stderr_color: crate::color::enabled_for_stderr(global.color),
             stderr_tty,
+            live: LiveRuns::for_terminal(stderr_tty, global.quiet),
         }
     }
 
@@ -70,6 +74,7 @@ impl Printer {
             verbose: false,
             stderr_color: false,
             stderr_tty: false,
+            live: None,
         }
     }
 
@@ -80,15 +85,27 @@ impl Printer {
 
     fn stderr_line(&self, line: &str) {
         let _guard = STDERR_LINES.lock().unwrap_or_else(|p| p.into_inner());
-        let mut err = io::stderr().lock();
-        let _ = writeln!(err, "{line}");
+        self.around_live(|| {
+            let mut err = io::stderr().lock();
+            let _ = writeln!(err, "{line}");
+        });
+    }
+
+    /// Runs a write to stderr with the running tasks' live lines cleared, when there are any.
+    fn around_live(&self, write: impl FnOnce()) {
+        match &self.live {
+            Some(live) => live.around(write),
+            None => write(),
+        }
     }
 
     /// Whole lines already formatted, in one write under the same lock as [`Self::stderr_line`].
     fn stderr_bytes(&self, lines: &[u8]) {
         let _guard = STDERR_LINES.lock().unwrap_or_else(|p| p.into_inner());
-        let mut err = io::stderr().lock();
-        let _ = err.write_all(lines);
+        self.around_live(|| {
+            let mut err = io::stderr().lock();
+            let _ = err.write_all(lines);
+        });
     }
 
     /// A progress line on stderr (not with `--quiet`).
@@ -289,6 +306,15 @@ impl Progress for Printer {
             self.paint_err(Style::Bold, &run.task),
             self.paint_err(Style::Dim, format!("({}, run {})", run.trigger, run.id)),
         ));
+        if let Some(live) = &self.live {
+            live.started(&run.id, &run.task, run.attempt);
+        }
+    }
+
+    fn runs_planned(&self, count: usize) {
+        if let Some(live) = &self.live {
+            live.planned(count);
+        }
     }
 
     fn run_output(&self, task: &str) -> Box<dyn OutputObserver> {
@@ -296,6 +322,9 @@ impl Progress for Printer {
     }
 
     fn run_finished(&self, run: &TaskRun) {
+        if let Some(live) = &self.live {
+            live.finished(&run.id);
+        }
         let (mark, style) = match run.status {
             RunStatus::Succeeded => ("✔", Style::Green),
             RunStatus::TimedOut => ("⏱", Style::Red),

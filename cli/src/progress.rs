@@ -32,6 +32,12 @@ pub trait Progress: Send + Sync {
     /// The deployment is recorded and its tasks are about to run.
     fn deployment_started(&self, deployment: &Deployment);
 
+    /// A deployment is about to run `count` tasks (the terminal shows each one's place among
+    /// them); not called for a single manual run.
+    fn runs_planned(&self, count: usize) {
+        let _ = count;
+    }
+
     /// An attempt of a task started (recorded `running`).
     fn run_started(&self, run: &TaskRun);
 

@@ -404,3 +404,59 @@ fn the_ci_examples_call_commands_and_flags_lumo_has() {
         }
     }
 }
+
+/// Runs `lumo <args>` on a pseudo-terminal (util-linux `script`), as a person at a terminal
+/// would: what the terminal received (stdout and stderr together, with its redraws).
+fn on_a_terminal(p: &TestProject, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut line = String::from(env!("CARGO_BIN_EXE_lumo"));
+    for arg in args.iter().chain(&["--actor", ACTOR]) {
+        line.push(' ');
+        line.push_str(arg);
+    }
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(p.root())
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        )
+        .env("HOME", p.tmp())
+        .env("LANG", "C.UTF-8")
+        .env("TERM", "xterm-256color")
+        .env("NO_COLOR", "1")
+        .env("GIT_CEILING_DIRECTORIES", p.tmp())
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("util-linux `script` runs lumo on a pseudo-terminal");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_terminal_shows_each_running_tasks_elapsed_time_and_place_but_ci_and_quiet_do_not() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'alive', tasks: { first: {}, second: {} } };");
+    // Silent for over a second: only the live line shows the task is running.
+    p.task("first", "sleep 1.3").task("second", "sleep 1.3");
+    let shown = on_a_terminal(&p, &["deploy", "--env", "dev"], &[]);
+    for fragment in [
+        "first [1/2] 1s",
+        "second [2/2] 1s",
+        "✔ first succeeded",
+        "✔ second succeeded",
+    ] {
+        assert!(
+            shown.contains(fragment),
+            "{fragment:?} not on the terminal:\n{shown}"
+        );
+    }
+    let ci = on_a_terminal(&p, &["deploy", "--env", "dev"], &[("CI", "true")]);
+    assert!(ci.contains("✔ first succeeded"), "{ci}");
+    assert!(!ci.contains("[1/2]") && !ci.contains("first 1s"), "{ci}");
+    let quiet = on_a_terminal(&p, &["-q", "deploy", "--env", "dev"], &[]);
+    assert!(!quiet.contains("[1/2]") && !quiet.contains("✔"), "{quiet}");
+    // A single manual run has no place among others, but its elapsed time.
+    let run = on_a_terminal(&p, &["run", "first", "--env", "dev"], &[]);
+    assert!(run.contains("first 1s") && !run.contains("[1/"), "{run}");
+}
