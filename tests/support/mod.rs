@@ -519,9 +519,7 @@ pub const OUTCOME_KEYS: [&str; 13] = [
 #[serde(rename_all = "camelCase")]
 pub struct TaskRun {
     pub id: String,
-    /// The same as `id`, under the name deploy's task lines use (`run` and `history`; the
-    /// record inside `logs --json` is the stored record as it is).
-    #[serde(default)]
+    /// The same as `id`, under the name deploy's task lines use.
     pub run_id: String,
     pub deployment_id: Option<String>,
     pub project: String,

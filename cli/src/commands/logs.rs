@@ -146,6 +146,8 @@ pub async fn find_run(backend: &Backend, project: &Project, id: &str) -> Result<
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Logs {
+    /// The run, in the shape every `--json` document shows one (`report::outcome`).
+    #[serde(serialize_with = "crate::report::outcome::serialize_run")]
     pub run: TaskRun,
     /// The whole output; `None` when only the record's tail is left.
     pub output: Option<String>,
