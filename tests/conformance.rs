@@ -180,6 +180,7 @@ fn run_record(f: &Fixture, task: &str, status: RunStatus) -> TaskRun {
         output_bytes: 0,
         kind: RunKind::Task,
         args: BTreeMap::from([("target".into(), "users".into())]),
+        from_source: false,
     }
 }
 

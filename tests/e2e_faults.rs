@@ -549,6 +549,7 @@ on_both_providers!(
     a_developer_ci_identity_deploys_twice_across_a_maintainer_update_task,
     a_declined_confirmation_exits_2_and_is_recorded,
     an_environment_can_ask_for_its_name,
+    from_source_runs_the_working_copy_and_a_plain_run_says_it_differs,
 );
 
 /// The emulator dies mid-deploy: the deploy exits 4 with a clear message, and once it is back
@@ -858,6 +859,65 @@ fn an_environment_can_ask_for_its_name(env: Env) {
     let (code, _, stderr) = answer_purge(&env, "dev");
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(env.p().out_lines("purged"), ["users"]);
+}
+
+/// The dev loop (issue 12): after editing a deployed task, `lumo run` runs the deployed bundle
+/// and says in one line that the working copy differs; `--from-source` runs the edited file,
+/// recorded with that bundle's hash and as not deployed.
+fn from_source_runs_the_working_copy_and_a_plain_run_says_it_differs(env: Env) {
+    env.config("", "{ migrate: { runOn: [] } }");
+    env.p().task("migrate", "echo v1 >> \"@OUT@/migrate\"");
+    let p = env.p();
+    p.deploy(&["--deploy-version", "v1"], 0);
+    let deployed_hash = env.status().state.bundles["migrate"].clone();
+    p.lumo(&["run", "migrate", "--env", "dev"]).code(0);
+    let quiet = p.lumo(&["run", "migrate", "--env", "dev"]);
+    assert!(
+        !quiet.code(0).stderr.contains("changed since"),
+        "{}",
+        quiet.stderr
+    );
+
+    p.task("migrate", "echo v2 >> \"@OUT@/migrate\"");
+    p.lumo(&["run", "migrate", "--env", "dev"])
+        .code(0)
+        .stderr_has(&[
+            "`functions/tasks/migrate.sh` changed since the deployed bundle of task `migrate` (deployed ",
+            "`--from-source` runs the working copy",
+        ]);
+    assert_eq!(
+        p.out_lines("migrate"),
+        ["v1", "v1", "v1"],
+        "the deployed bundle ran"
+    );
+
+    let run: support::TaskRun = p
+        .lumo(&["run", "migrate", "--env", "dev", "--from-source", "--json"])
+        .code(0)
+        .json();
+    assert_eq!(
+        p.out_lines("migrate"),
+        ["v1", "v1", "v1", "v2"],
+        "the working copy ran"
+    );
+    assert!(run.from_source, "{run:?}");
+    assert_ne!(run.bundle_hash, deployed_hash);
+    assert_eq!(
+        run.version, "v1",
+        "it ran in the deployed version's environment"
+    );
+    let history = env.history();
+    assert_eq!(
+        history.iter().filter(|r| r.from_source).count(),
+        1,
+        "{history:#?}"
+    );
+    assert_eq!(history[0].bundle_hash, run.bundle_hash);
+    p.lumo(&["history", "--env", "dev"])
+        .code(0)
+        .stdout_has(&["(working copy)"]);
+    // The environment still runs what was deployed.
+    assert_eq!(env.status().state.bundles["migrate"], deployed_hash);
 }
 
 /// `lumo tasks --env E --json` with who is asking.

@@ -24,7 +24,7 @@ const FIXTURE: &str = "store-v1-15aa6e6";
 const SECRET: &str = "fixture-secret-42";
 /// Fields a record gained after 15aa6e6: absent from the fixture's expected output, present
 /// (with their defaults for old records) in today's.
-const NEW_RUN_FIELDS: &[&str] = &["kind", "args"];
+const NEW_RUN_FIELDS: &[&str] = &["kind", "args", "fromSource"];
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -68,6 +68,7 @@ fn as_old_run(mut run: Value) -> Value {
             match *field {
                 "kind" => assert_eq!(value, json!("task"), "an old run is a task run"),
                 "args" => assert_eq!(value, json!({}), "an old run recorded no arguments"),
+                "fromSource" => assert_eq!(value, json!(false), "an old run ran a deployed bundle"),
                 _ => {}
             }
         }

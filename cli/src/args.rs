@@ -147,6 +147,11 @@ pub struct RunArgs {
     #[arg(long, short)]
     pub yes: bool,
 
+    /// Bundle the task from the working tree and run that instead of the deployed bundle
+    /// (recorded with its hash, as not deployed).
+    #[arg(long)]
+    pub from_source: bool,
+
     /// Wait up to this long for the environment's lock.
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
     pub wait: Duration,

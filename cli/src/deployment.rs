@@ -265,6 +265,7 @@ fn jobs(plan: &Plan, tasks: &[&Task]) -> BTreeMap<String, TaskJob> {
                     bundle: p.bundle.clone(),
                     trigger: *trigger,
                     args: task.config.deploy_args(),
+                    from_source: false,
                 },
             ))
         })

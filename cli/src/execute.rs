@@ -98,6 +98,7 @@ impl Session {
             output_bytes: 0,
             kind: RunKind::Task,
             args: masked_args(&job.args, self.secrets.values()),
+            from_source: job.from_source,
         }
     }
 }
@@ -109,6 +110,8 @@ pub struct TaskJob {
     pub bundle: String,
     pub trigger: Trigger,
     pub args: BTreeMap<String, String>,
+    /// `bundle` was built from the working tree (`lumo run --from-source`), not deployed.
+    pub from_source: bool,
 }
 
 /// Runs a task, retrying as its `retries` allows, and returns the last attempt's record.

@@ -27,6 +27,7 @@ pub mod stop;
 pub mod suggest;
 pub mod task;
 pub mod version;
+pub mod working_copy;
 
 #[cfg(test)]
 mod import_cycles;

@@ -1,4 +1,5 @@
-//! A task run by hand (PRODUCT.md §5, `lumo run`): from the environment's deployed bundle,
+//! A task run by hand (PRODUCT.md §5, `lumo run`): from the environment's deployed bundle (or
+//! the working copy's, `--from-source`),
 //! under the environment's lock, recorded like any run, with the task's `permission` checked
 //! first. `lumo run` parses the arguments and asks for confirmation; everything from here on is
 //! this module's, so another verb that runs a task by hand (a retry, say) reuses it whole.
@@ -13,6 +14,7 @@ use serde::Serialize;
 use crate::access;
 use crate::backend::Prepare;
 use crate::backend::records::TaskRun;
+use crate::bundle::BuiltBundle;
 use crate::error::CliError;
 use crate::execute::{self, Session, TaskJob};
 use crate::lock;
@@ -28,6 +30,9 @@ pub struct ManualRun<'a> {
     pub args: BTreeMap<String, String>,
     /// Secret values by environment variable name.
     pub secrets: BTreeMap<String, String>,
+    /// The working tree's bundle of the task (`--from-source`), run instead of the deployed
+    /// one; `None` runs the deployed bundle.
+    pub working_copy: Option<BuiltBundle>,
 }
 
 /// How a manual run ended.
@@ -59,20 +64,39 @@ async fn run_locked(op: &Operation, run: ManualRun<'_>) -> Result<Ran, CliError>
     let env = &op.env;
     let task = run.task;
     let state = op.backend.audit.env_state(env).await?;
-    let (Some(version), Some(bundle)) = (state.version, state.bundles.get(&task.name).cloned())
-    else {
+    let Some(version) = state.version else {
         return Err(CliError::invalid(format!(
             "task `{}` has no deployed bundle in environment `{env}`",
             task.name
         ))
         .hint(format!("deploy it first: `lumo deploy --env {env}`")));
     };
-    crate::preflight::check_stored(
-        op.project.config.provider,
-        &op.project.lumo_dir(),
-        &task.name,
-        &bundle,
-    )?;
+    let bundle = match &run.working_copy {
+        // Checked startable when it was built; stored like a deploy's, content-addressed.
+        Some(built) => {
+            op.backend.bundles.put(built).await?;
+            built.sha256.clone()
+        }
+        None => {
+            let Some(bundle) = state.bundles.get(&task.name).cloned() else {
+                return Err(CliError::invalid(format!(
+                    "task `{}` has no deployed bundle in environment `{env}`",
+                    task.name
+                ))
+                .hint(format!(
+                    "deploy it (`lumo deploy --env {env}`), or run the working copy with \
+                     `--from-source`"
+                )));
+            };
+            crate::preflight::check_stored(
+                op.project.config.provider,
+                &op.project.lumo_dir(),
+                &task.name,
+                &bundle,
+            )?;
+            bundle
+        }
+    };
     op.backend.executor.prepare(env, Prepare::Run).await?;
     let session = Session::of_manual_run(op, version, state.previous_version, run.secrets);
     let job = TaskJob {
@@ -80,6 +104,7 @@ async fn run_locked(op: &Operation, run: ManualRun<'_>) -> Result<Ran, CliError>
         bundle,
         trigger: Trigger::Manual,
         args: run.args,
+        from_source: run.working_copy.is_some(),
     };
     let record = execute::run_task(&session, &job).await?;
     // An abandoned run is one another writer took the environment from.
@@ -117,6 +142,13 @@ impl fmt::Display for RunReport {
         }
         if let Some(code) = r.exit_code {
             writeln!(f, "  exit code: {code}")?;
+        }
+        if r.from_source {
+            writeln!(
+                f,
+                "  bundle: {} (the working copy, not deployed)",
+                r.bundle_hash.get(..12).unwrap_or(&r.bundle_hash)
+            )?;
         }
         if let Some(data) = &r.data {
             writeln!(f, "  data: {data}")?;

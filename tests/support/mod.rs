@@ -542,6 +542,9 @@ pub struct TaskRun {
     pub log_ref: Option<String>,
     pub output_tail: Option<String>,
     pub output_bytes: u64,
+    /// Ran the working copy (`lumo run --from-source`).
+    #[serde(default)]
+    pub from_source: bool,
 }
 
 /// `lumo history --json`.

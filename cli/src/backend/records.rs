@@ -153,6 +153,11 @@ pub struct TaskRun {
     /// Empty in records written before lumo kept them.
     #[serde(default)]
     pub args: BTreeMap<String, String>,
+    /// Run from a bundle built from the working tree (`lumo run --from-source`), not from the
+    /// environment's deployed one; `bundle_hash` is that bundle's. `false` in records written
+    /// before lumo could.
+    #[serde(default)]
+    pub from_source: bool,
 }
 
 /// What a run ran.

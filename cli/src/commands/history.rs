@@ -77,7 +77,11 @@ impl fmt::Display for History {
                 r.status.as_str(),
                 r.duration_ms.map(format_duration).unwrap_or_default(),
                 r.version,
-                message
+                if r.from_source {
+                    format!("(working copy) {message}")
+                } else {
+                    message.to_string()
+                }
             )?;
         }
         Ok(())

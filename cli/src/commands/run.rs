@@ -13,6 +13,7 @@ use crate::error::CliError;
 use crate::manual_run::{self, ManualRun};
 use crate::suggest;
 use crate::task::Task;
+use crate::working_copy;
 
 pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
     let project = Arc::new(ctx.project()?);
@@ -28,8 +29,25 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
     }
     let secrets = project.secret_values()?;
 
+    let working_copy = if args.from_source {
+        let dir = project.lumo_dir().join("bundles");
+        Some(working_copy::build(
+            &project,
+            task,
+            ctx.build(&project),
+            &dir,
+        )?)
+    } else {
+        None
+    };
+
     let op = ctx.operation(&project, &env).await?;
     manual_run::authorize(&op, task).await?;
+    if working_copy.is_none()
+        && let Some(drift) = working_copy::drift(&op, task, ctx.build(&project)).await
+    {
+        ctx.printer.warn(drift);
+    }
     if let Some(warning) = &task.config.confirm {
         let shown = masked_args(&task_args, secrets.values());
         let confirmation = Confirmation {
@@ -47,6 +65,7 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
         task,
         args: task_args,
         secrets,
+        working_copy,
     };
     let ran = manual_run::run(&op, run, args.wait).await?;
     let subject = crate::report::Subject::manual_run(&ran.report.0);

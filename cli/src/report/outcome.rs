@@ -120,6 +120,8 @@ pub struct RunDocument {
     pub output_bytes: u64,
     pub kind: RunKind,
     pub args: BTreeMap<String, String>,
+    /// Ran the working copy's bundle (`lumo run --from-source`), not the deployed one.
+    pub from_source: bool,
 }
 
 impl From<&TaskRun> for RunDocument {
@@ -137,6 +139,7 @@ impl From<&TaskRun> for RunDocument {
             output_bytes: run.output_bytes,
             kind: run.kind,
             args: run.args.clone(),
+            from_source: run.from_source,
         }
     }
 }

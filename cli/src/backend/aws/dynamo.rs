@@ -18,7 +18,7 @@
 //! Every item this lumo writes carries its shape's version ([`ITEM_VERSION`] in the number
 //! attribute `schemaVersion`). Items without one were written by lumo 15aa6e6 (version 1) and
 //! read the same: every attribute added since has a default (a run's `kind` is `task`, its
-//! `args` empty). Readers ignore attributes they do not know, so an item from a newer lumo reads
+//! `args` empty, `fromSource` false; version 3 added `fromSource`). Readers ignore attributes they do not know, so an item from a newer lumo reads
 //! as far as this one understands it; a table is shared by every lumo of a team, so a change
 //! an older reader would misread takes a new attribute, never a new meaning for an old one.
 
@@ -51,7 +51,7 @@ const BY_TASK: &str = "by-task";
 const BY_ID: &str = "by-id";
 
 /// The shape version of the items this lumo writes (see the module's doc).
-pub(super) const ITEM_VERSION: u32 = 2;
+pub(super) const ITEM_VERSION: u32 = 3;
 /// The attribute holding it; absent = version 1.
 pub(super) const VERSION_ATTRIBUTE: &str = "schemaVersion";
 
@@ -632,6 +632,7 @@ mod tests {
         let run: TaskRun = decode(item, "a run").unwrap();
         assert_eq!(run.kind, crate::backend::records::RunKind::Task);
         assert!(run.args.is_empty());
+        assert!(!run.from_source);
         assert_eq!(run.task, "hello");
     }
 }

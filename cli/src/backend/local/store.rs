@@ -127,10 +127,16 @@ ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'task';
 ALTER TABLE runs ADD COLUMN args TEXT;
 ";
 
+/// Version 3: whether a run ran the working copy (`lumo run --from-source`) instead of the
+/// deployed bundle; 0 for every run before.
+const V3_RUN_FROM_SOURCE: &str = "
+ALTER TABLE runs ADD COLUMN from_source INTEGER NOT NULL DEFAULT 0;
+";
+
 /// The schema's forward steps: `MIGRATIONS[n]` takes a store at version `n` to version `n + 1`.
 /// A released step never changes (stores out there already ran it); a change to the schema is a
 /// new step at the end, with a test that opens a store of the version before it.
-const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_RUN_KIND_AND_ARGS];
+const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_RUN_KIND_AND_ARGS, V3_RUN_FROM_SOURCE];
 
 /// The schema version this lumo writes and reads.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -346,13 +352,13 @@ fn is_abandoned(conn: &Connection, table: &str, id: &str) -> rusqlite::Result<bo
 
 const INSERT_RUN: &str = "INSERT OR REPLACE INTO runs (id, deployment_id, project, env, task, trigger, version,
     previous_version, bundle_hash, actor, status, attempt, started_at, ended_at, duration_ms, exit_code,
-    message, data, data_ref, log_ref, output_tail, output_bytes, kind, args)
+    message, data, data_ref, log_ref, output_tail, output_bytes, kind, args, from_source)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
-        ?23, ?24)";
+        ?23, ?24, ?25)";
 
 const RUN_COLUMNS: &str = "id, deployment_id, project, env, task, trigger, version, previous_version,
     bundle_hash, actor, status, attempt, started_at, ended_at, duration_ms, exit_code, message, data,
-    data_ref, log_ref, output_tail, output_bytes, kind, args";
+    data_ref, log_ref, output_tail, output_bytes, kind, args, from_source";
 
 fn run_params(run: &TaskRun) -> Vec<Box<dyn rusqlite::ToSql + '_>> {
     vec![
@@ -383,6 +389,7 @@ fn run_params(run: &TaskRun) -> Vec<Box<dyn rusqlite::ToSql + '_>> {
         Box::new(
             (!run.args.is_empty()).then(|| serde_json::to_string(&run.args).unwrap_or_default()),
         ),
+        Box::new(run.from_source),
     ]
 }
 
@@ -435,6 +442,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRun> {
             })?,
             None => BTreeMap::new(),
         },
+        from_source: row.get(24)?,
     })
 }
 
@@ -754,6 +762,7 @@ mod tests {
             output_bytes: 0,
             kind: RunKind::Task,
             args: BTreeMap::from([("target".into(), "users".into())]),
+            from_source: false,
         }
     }
 
@@ -764,6 +773,7 @@ mod tests {
         let store = open_at(&db).unwrap();
         let mut run = a_run();
         run.kind = RunKind::Exec;
+        run.from_source = true;
         store.start_run(&run).await.unwrap();
         assert_eq!(store.run(&run.id).await.unwrap(), Some(run.clone()));
         run.args.clear();
@@ -786,7 +796,7 @@ mod tests {
         assert_eq!(runs.len(), 7);
         assert!(
             runs.iter()
-                .all(|r| r.kind == RunKind::Task && r.args.is_empty())
+                .all(|r| r.kind == RunKind::Task && r.args.is_empty() && !r.from_source)
         );
         let purge = runs.iter().find(|r| r.task == "purge").unwrap();
         assert_eq!(store.run(&purge.id).await.unwrap().as_ref(), Some(purge));
@@ -800,11 +810,44 @@ mod tests {
         assert_eq!(store.run(&new.id).await.unwrap(), Some(new));
         drop(store);
         assert_eq!(user_version(&db), SCHEMA_VERSION);
-        assert!(run_columns(&db).ends_with(&["kind".to_string(), "args".to_string()]));
+        assert!(run_columns(&db).ends_with(&[
+            "kind".to_string(),
+            "args".to_string(),
+            "from_source".to_string()
+        ]));
 
         // Opening again finds it migrated and changes nothing.
         let again = open_at(&db).unwrap();
         assert_eq!(again.runs("dev", None, 100).await.unwrap().len(), 8);
+    }
+
+    /// A store the previous release wrote (version 2: runs with `kind` and `args`, no
+    /// `from_source`) opens, its runs read as runs of the deployed bundle, and it is at the
+    /// latest version afterwards.
+    #[tokio::test]
+    async fn a_version_2_store_migrates_and_its_runs_ran_the_deployed_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("lumo.db");
+        let mut conn = Connection::open(&db).unwrap();
+        migrate(&mut conn, &MIGRATIONS[..2]).unwrap();
+        let run = a_run();
+        conn.execute(
+            "INSERT INTO runs (id, project, env, task, trigger, version, bundle_hash, actor, status,
+                attempt, started_at, output_bytes, kind, args)
+             VALUES (?1, 'store-v1', 'dev', 'purge', 'manual', 'v2', 'abc', 'alice', 'succeeded',
+                1, 1765000000000, 0, 'task', '{\"target\":\"users\"}')",
+            params![run.id],
+        )
+        .unwrap();
+        drop(conn);
+        assert_eq!(user_version(&db), 2);
+
+        let store = open_at(&db).unwrap();
+        let read = store.run(&run.id).await.unwrap().unwrap();
+        assert!(!read.from_source);
+        assert_eq!(read.args["target"], "users");
+        drop(store);
+        assert_eq!(user_version(&db), SCHEMA_VERSION);
     }
 
     #[test]
