@@ -23,8 +23,9 @@ const FIXTURE: &str = "store-v1-15aa6e6";
 /// The secret of the fixture project: it must never show, in old records or new ones.
 const SECRET: &str = "fixture-secret-42";
 /// Fields a record gained after 15aa6e6: absent from the fixture's expected output, present
-/// (with their defaults for old records) in today's.
-const NEW_RUN_FIELDS: &[&str] = &["kind", "args", "fromSource"];
+/// (with their defaults for old records) in today's. `runId` is the record's `id` again, under
+/// the name every task outcome in a `--json` document has (issue 11).
+const NEW_RUN_FIELDS: &[&str] = &["kind", "args", "fromSource", "runId"];
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -63,6 +64,11 @@ fn expected(name: &str) -> Value {
 /// reads as in them: a task run, with no arguments recorded.
 fn as_old_run(mut run: Value) -> Value {
     let object = run.as_object_mut().unwrap();
+    assert_eq!(
+        object.get("runId"),
+        object.get("id"),
+        "runId is the run's id"
+    );
     for field in NEW_RUN_FIELDS {
         if let Some(value) = object.remove(*field) {
             match *field {

@@ -37,7 +37,7 @@ pub struct TaskOutcome {
     pub output_tail: Option<String>,
     /// Where the full output is stored.
     pub log_ref: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The task's `data`, `null` when it returned none (always present, as in the record).
     pub data: Option<Value>,
 }
 
