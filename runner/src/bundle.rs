@@ -294,6 +294,8 @@ fn read_manifest(zip_path: &Path, manifest_path: &Path) -> Result<BundleManifest
                 return Err(invalid("the command is empty".to_owned()));
             }
         }
+        // Never read from a manifest (`#[serde(skip)]`).
+        Entry::Argv(_) => return Err(invalid("an argv entry comes with a run".to_owned())),
     }
     Ok(manifest)
 }

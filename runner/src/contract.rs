@@ -141,6 +141,13 @@ pub enum Entry {
     /// (`run`, else the default export, else `handler`) the runner's own Node entry calls with
     /// the [`TaskContext`]: a Lumo Framework task. Serialized as `{"node": "handler.mjs"}`.
     Node(String),
+    /// A program and its arguments, started without a shell, its stdin empty: what `lumo exec`
+    /// runs instead of a bundle's entry. It comes with the run ([`TaskSpec::argv`]), never
+    /// from a manifest, so it is neither written nor read as one.
+    ///
+    /// [`TaskSpec::argv`]: crate::TaskSpec::argv
+    #[serde(skip)]
+    Argv(Vec<String>),
 }
 
 impl Entry {
@@ -149,6 +156,7 @@ impl Entry {
         match self {
             Entry::Program(path) | Entry::Node(path) => path,
             Entry::Command(line) => line,
+            Entry::Argv(argv) => argv.first().map_or("", String::as_str),
         }
     }
 }

@@ -12,6 +12,16 @@
 //! - a change an older peer would misread gets the next version; a runner refuses a payload
 //!   of a version it does not know before it runs anything, and the CLI says to deploy again;
 //! - a payload or response without `v` is version 1: it comes from a lumo before the field.
+//!
+//! A payload carries the lowest version that says what it asks for, so a task run reaches a
+//! runner deployed by an older lumo as before:
+//! - version 1: a task run (its bundle's entry);
+//! - version 2: a command of the user's (`lumo exec`: [`TaskSpec::argv`], maybe no bundle). A
+//!   version-1 runner would run the bundle's entry instead of the command, so it must refuse
+//!   the payload: it does, by its version; a runner from before `v` does because the payload
+//!   has no `task`, which it requires.
+//!
+//! Responses have not changed shape: they are version 1 ([`RESPONSE_VERSION`]).
 
 pub mod stream;
 
@@ -20,8 +30,17 @@ use serde::{Deserialize, Serialize};
 use crate::ids::BundleHash;
 use crate::task_run::{RunOutcome, TaskSpec};
 
-/// The version of the payload and response this lumo writes and reads.
-pub const INVOKE_VERSION: u32 = 1;
+/// The newest payload version this lumo writes and reads.
+pub const INVOKE_VERSION: u32 = 2;
+
+/// The payload version of a task run, which every runner with `v` reads.
+pub const TASK_RUN_VERSION: u32 = 1;
+
+/// The payload version of a command run (`lumo exec`).
+pub const COMMAND_RUN_VERSION: u32 = 2;
+
+/// The version of the responses this lumo writes and reads.
+pub const RESPONSE_VERSION: u32 = 1;
 
 /// What a payload or response without `v` is: written by a lumo before the field.
 fn unversioned() -> u32 {
@@ -56,9 +75,14 @@ pub struct InvokeRequest {
     /// The payload's schema version ([`INVOKE_VERSION`]).
     #[serde(default = "unversioned")]
     pub v: u32,
-    /// The task's name, as in `spec.context.task`: runners before `v` require it.
+    /// The task's name, as in `spec.context.task`: runners before `v` require it. Left out
+    /// of a command run's payload, so that such a runner refuses it instead of running the
+    /// bundle's entry.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub task: String,
-    pub bundle: BundleLocation,
+    /// The bundle to run; `None` only for a command run in an empty directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleLocation>,
     /// The run. Its timeout is enforced by the runner itself, lowered to fit in what is left
     /// of the function's own timeout, so a timeout is a recorded `timed_out`, not a killed
     /// function.
@@ -76,12 +100,21 @@ pub struct InvokeRequest {
 }
 
 impl InvokeRequest {
-    /// A payload of this version for `spec` from `bundle`, with nowhere to upload to and no
-    /// cancel object.
-    pub fn new(spec: TaskSpec, bundle: BundleLocation) -> InvokeRequest {
+    /// A payload for `spec` from `bundle`, of the version what it asks for needs (see the
+    /// module's doc), with nowhere to upload to and no cancel object.
+    pub fn new(spec: TaskSpec, bundle: Option<BundleLocation>) -> InvokeRequest {
+        let command_run = spec.argv.is_some();
         InvokeRequest {
-            v: INVOKE_VERSION,
-            task: spec.task().to_owned(),
+            v: if command_run {
+                COMMAND_RUN_VERSION
+            } else {
+                TASK_RUN_VERSION
+            },
+            task: if command_run {
+                String::new()
+            } else {
+                spec.task().to_owned()
+            },
             bundle,
             spec,
             log_upload: None,
@@ -96,7 +129,7 @@ impl InvokeRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InvokeResponse {
-    /// The response's schema version ([`INVOKE_VERSION`]).
+    /// The response's schema version ([`RESPONSE_VERSION`]).
     #[serde(default = "unversioned")]
     pub v: u32,
     /// `data` is `None` when absent, or when too large and uploaded to `data_upload`
@@ -155,7 +188,10 @@ mod tests {
         let request: InvokeRequest = serde_json::from_value(unversioned_payload()).unwrap();
         assert_eq!(request.v, 1);
         assert_eq!(request.task, "noop");
-        assert_eq!(request.bundle.sha256.as_str(), "ab".repeat(32));
+        assert_eq!(
+            request.bundle.as_ref().unwrap().sha256.as_str(),
+            "ab".repeat(32)
+        );
         assert_eq!(request.spec.task(), "noop");
         assert_eq!(request.spec.run_id(), "01JBENCH0000000000000000NO");
         assert_eq!(request.spec.context.trigger, Trigger::Deploy);
@@ -179,6 +215,45 @@ mod tests {
         assert_eq!(sent["timeoutMs"], 30_000);
         assert_eq!(sent["context"], old["context"]);
         assert_eq!(sent["bundle"], old["bundle"]);
+        // What this lumo builds for a task run is that same shape, version 1.
+        let built = InvokeRequest {
+            log_upload: request.log_upload.clone(),
+            data_upload: request.data_upload.clone(),
+            cancel_url: request.cancel_url.clone(),
+            ..InvokeRequest::new(request.spec.clone(), request.bundle.clone())
+        };
+        assert_eq!(serde_json::to_value(&built).unwrap(), sent);
+    }
+
+    /// A command run is version 2 and has no `task`: a runner from before `v` (which requires
+    /// `task`) and a version-1 runner (by its version) refuse it rather than run the bundle's
+    /// entry in its place.
+    #[test]
+    fn a_command_run_is_a_payload_older_runners_refuse() {
+        let task_run: InvokeRequest = serde_json::from_value(unversioned_payload()).unwrap();
+        let mut spec = task_run.spec.clone();
+        spec.argv = Some(vec!["./bin/migrate".into(), "status".into()]);
+        let with_bundle = InvokeRequest::new(spec.clone(), task_run.bundle.clone());
+        let sent = serde_json::to_value(&with_bundle).unwrap();
+        assert_eq!(sent["v"], 2);
+        assert!(sent.get("task").is_none(), "{sent}");
+        assert_eq!(sent["argv"], json!(["./bin/migrate", "status"]));
+        assert_eq!(sent["context"]["task"], "noop", "the task whose bundle it runs in");
+
+        let without = serde_json::to_value(InvokeRequest::new(spec, None)).unwrap();
+        assert!(without.get("bundle").is_none(), "{without}");
+        let back: InvokeRequest = serde_json::from_value(without).unwrap();
+        assert_eq!(back.bundle, None);
+        assert_eq!(back.spec.argv.as_deref().map(<[String]>::len), Some(2));
+
+        /// The fields a runner from before `v` requires, as it declared them.
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct PreVersionPayload {
+            task: String,
+            bundle: BundleLocation,
+        }
+        assert!(serde_json::from_value::<PreVersionPayload>(sent).is_err());
     }
 
     #[test]

@@ -138,14 +138,17 @@ pub async fn invoke(
     deadline: SystemTime,
     output: &mut dyn OutputObserver,
 ) -> Result<InvokeResponse, InvokeError> {
-    let sha256 = request.bundle.sha256.clone();
+    // A command run (`lumo exec`) without a bundle has nothing to fetch.
+    let Some(bundle) = request.bundle.clone() else {
+        return run_once(config, &request, None, deadline, output).await;
+    };
+    let sha256 = bundle.sha256.clone();
     let cache = config.cache();
-    let (zip, from_cache) =
-        match fetch(&cache, &request.bundle, &sha256, deadline, config, true).await? {
-            Fetched::Ready { zip, from_cache } => (zip, from_cache),
-            Fetched::Mismatch { actual } => return Ok(refused(&request.bundle, actual)),
-        };
-    match run_once(config, &request, &zip, &sha256, deadline, output).await {
+    let (zip, from_cache) = match fetch(&cache, &bundle, &sha256, deadline, config, true).await? {
+        Fetched::Ready { zip, from_cache } => (zip, from_cache),
+        Fetched::Mismatch { actual } => return Ok(refused(&bundle, actual)),
+    };
+    match run_once(config, &request, Some((&zip, &sha256)), deadline, output).await {
         Err(InvokeError::Run {
             source: RunnerError::HashMismatch { actual, .. },
             ..
@@ -153,19 +156,19 @@ pub async fn invoke(
             // The cached copy changed on disk after it was checked in; nothing ran. A fresh
             // download is the bundle the CLI asked for, or is refused like any other.
             tracing::warn!(
-                key = %request.bundle.key,
+                key = %bundle.key,
                 "the cached bundle has sha256 {actual}; downloading it again"
             );
             cache.remove(sha256.as_str());
-            match fetch(&cache, &request.bundle, &sha256, deadline, config, false).await? {
+            match fetch(&cache, &bundle, &sha256, deadline, config, false).await? {
                 Fetched::Ready { zip, .. } => finish_refused(
-                    &request.bundle,
-                    run_once(config, &request, &zip, &sha256, deadline, output).await,
+                    &bundle,
+                    run_once(config, &request, Some((&zip, &sha256)), deadline, output).await,
                 ),
-                Fetched::Mismatch { actual } => Ok(refused(&request.bundle, actual)),
+                Fetched::Mismatch { actual } => Ok(refused(&bundle, actual)),
             }
         }
-        result => finish_refused(&request.bundle, result),
+        result => finish_refused(&bundle, result),
     }
 }
 

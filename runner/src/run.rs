@@ -1,12 +1,14 @@
 //! One task run from a bundle zip: verify, unpack, execute, clean up. This is the whole job of
 //! the Lambda runner per invocation and of the `local` provider per task, kept in one function
-//! so both do exactly the same.
+//! so both do exactly the same. A command of the user's (`lumo exec`, [`TaskSpec::argv`]) runs
+//! the same way, in a task's unpacked bundle or in an empty directory.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bundle::{self, BundleError};
+use crate::contract::Entry;
 use crate::executor::{self, ExecError, OutputObserver, TaskProcess};
 use crate::ids::{BundleHash, RunId};
 use crate::task_run::{RunOutcome, TaskSpec};
@@ -18,9 +20,9 @@ use crate::unpacked::{CheckedOut, CheckoutError, UnpackCache};
 pub struct BundleRun {
     /// The run; `context.working_directory` is set by [`run_bundle`].
     pub spec: TaskSpec,
-    pub bundle_zip: PathBuf,
-    /// The hash the bundle must have, as recorded when it was built.
-    pub bundle: BundleHash,
+    /// The bundle to unpack and run in; `None` only for a command ([`TaskSpec::argv`]), which
+    /// then runs in an empty directory.
+    pub bundle: Option<BundleFile>,
     /// Where the run's directory `<work_root>/<run_id>` is made; removed when the run ends.
     pub work_root: PathBuf,
     pub kill_grace: Duration,
@@ -29,6 +31,13 @@ pub struct BundleRun {
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
     /// Where unpacked bundles are kept between runs; `None` unpacks every run afresh.
     pub unpack_cache: Option<UnpackCache>,
+}
+
+/// A bundle zip on disk and the hash it must have, as recorded when it was built.
+#[derive(Debug, Clone)]
+pub struct BundleFile {
+    pub zip: PathBuf,
+    pub hash: BundleHash,
 }
 
 /// Why a bundle run could not take place (or, for [`RunnerError::Exec`], could not be recorded
@@ -58,6 +67,8 @@ pub enum RunnerError {
         #[source]
         source: io::Error,
     },
+    #[error("a run without a bundle must name a command to run, and this one names none")]
+    NothingToRun,
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error(transparent)]
@@ -66,18 +77,26 @@ pub enum RunnerError {
 
 /// Verifies the bundle's sha256 (a mismatch runs nothing), unpacks it into
 /// `<work_root>/<run_id>/bundle` (or checks out its kept tree from `unpack_cache`, see
-/// [`crate::unpacked`]), runs its entry with scratch files in
+/// [`crate::unpacked`]), runs its entry (or the spec's `argv`) with scratch files in
 /// `<work_root>/<run_id>/scratch` and `context.working_directory` set to the absolute bundle
-/// directory, and removes `<work_root>/<run_id>` afterwards, whatever happened.
+/// directory, and removes `<work_root>/<run_id>` afterwards, whatever happened. Without a
+/// bundle, the spec's `argv` runs in the empty directory `<work_root>/<run_id>/work`.
 pub async fn run_bundle(
     run: BundleRun,
     observer: &mut dyn OutputObserver,
 ) -> Result<RunOutcome, RunnerError> {
     let run_id = RunId::parse(run.spec.run_id()).map_err(RunnerError::InvalidRunId)?;
-    let kept = checkout(&run).await?;
-    if kept.is_none() {
-        verify_hash(&run.bundle_zip, &run.bundle).await?;
-    }
+    let kept = match &run.bundle {
+        Some(bundle) => {
+            let kept = checkout(&run, bundle).await?;
+            if kept.is_none() {
+                verify_hash(&bundle.zip, &bundle.hash).await?;
+            }
+            kept
+        }
+        None if run.spec.argv.is_none() => return Err(RunnerError::NothingToRun),
+        None => None,
+    };
     let run_dir = run.work_root.join(run_id.as_str());
     let result = run_in(&run_dir, run, kept, observer).await;
     let dir = run_dir.clone();
@@ -99,19 +118,19 @@ pub async fn run_bundle(
 /// The kept unpacked tree of the run's bundle, if the run has a cache and the tree is free.
 /// A cache that fails (a full disk, a permission) only costs the run its shortcut: it unpacks
 /// a private copy as without a cache. A zip that no longer matches its hash is refused.
-async fn checkout(run: &BundleRun) -> Result<Option<CheckedOut>, RunnerError> {
+async fn checkout(run: &BundleRun, bundle: &BundleFile) -> Result<Option<CheckedOut>, RunnerError> {
     let Some(cache) = run.unpack_cache.clone() else {
         return Ok(None);
     };
-    let (zip, hash) = (run.bundle_zip.clone(), run.bundle.clone());
+    let (zip, hash) = (bundle.zip.clone(), bundle.hash.clone());
     let checked_out = tokio::task::spawn_blocking(move || cache.checkout(&zip, &hash))
         .await
         .map_err(|join| CheckoutError::Io(io::Error::other(join)));
     match checked_out.and_then(|c| c) {
         Ok(kept) => Ok(kept),
         Err(CheckoutError::HashMismatch { actual }) => Err(RunnerError::HashMismatch {
-            path: run.bundle_zip.clone(),
-            expected: run.bundle.to_string(),
+            path: bundle.zip.clone(),
+            expected: bundle.hash.to_string(),
             actual,
         }),
         Err(e) => {
@@ -163,21 +182,29 @@ async fn run_in(
 
     // The kept tree's lock is held until the run ends (`_kept` lives to the end of this
     // function): no other run uses the tree meanwhile.
-    let (manifest, bundle_dir, _kept) = match kept {
-        Some(kept) => (kept.manifest.clone(), kept.dir.clone(), Some(kept)),
-        None => {
-            let (zip, dest) = (run.bundle_zip.clone(), bundle_dir.clone());
+    let (manifest, bundle_dir, _kept) = match (kept, &run.bundle) {
+        (Some(kept), _) => (Some(kept.manifest.clone()), kept.dir.clone(), Some(kept)),
+        (None, Some(bundle)) => {
+            let (zip, dest) = (bundle.zip.clone(), bundle_dir.clone());
             let manifest = tokio::task::spawn_blocking(move || bundle::unpack(&zip, &dest))
                 .await
                 .map_err(|join| work_dir_err(&bundle_dir, io::Error::other(join)))??;
-            (manifest, bundle_dir, None)
+            (Some(manifest), bundle_dir, None)
+        }
+        (None, None) => {
+            // A command without a bundle: an empty directory of its own.
+            let empty = run_dir.join("work");
+            std::fs::create_dir_all(&empty).map_err(|e| work_dir_err(&empty, e))?;
+            (None, empty, None)
         }
     };
     let bundle_dir = bundle_dir
         .canonicalize()
         .map_err(|e| work_dir_err(&bundle_dir, e))?;
     let mut spec = run.spec;
-    if manifest.task != spec.context.task {
+    if let Some(manifest) = &manifest
+        && manifest.task != spec.context.task
+    {
         tracing::warn!(
             "the bundle was built for task `{}` but runs as `{}`",
             manifest.task,
@@ -185,10 +212,15 @@ async fn run_in(
         );
     }
     spec.context.working_directory = bundle_dir.to_string_lossy().into_owned();
+    let entry = match (spec.argv.clone(), manifest) {
+        (Some(argv), _) => Entry::Argv(argv),
+        (None, Some(manifest)) => manifest.entry,
+        (None, None) => return Err(RunnerError::NothingToRun),
+    };
 
     let process = TaskProcess {
         spec,
-        entry: manifest.entry,
+        entry,
         working_directory: bundle_dir,
         kill_grace: run.kill_grace,
         scratch_dir,

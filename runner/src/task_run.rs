@@ -45,6 +45,11 @@ pub struct TaskSpec {
     /// function's environment variables.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// A command to run instead of the bundle's entry (`lumo exec`): the program and its
+    /// arguments, started without a shell and with an empty stdin, in the unpacked bundle or,
+    /// without one, in an empty directory. `None` for a task run; absent on the wire then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
 }
 
 impl TaskSpec {
@@ -55,6 +60,7 @@ impl TaskSpec {
             timeout,
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            argv: None,
         }
     }
 
@@ -82,6 +88,8 @@ impl fmt::Debug for TaskSpec {
             .field("timeout", &self.timeout)
             .field("env", &self.env)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            // A command line may quote a secret; its words are shown by count only.
+            .field("argv", &self.argv.as_ref().map(Vec::len))
             .finish()
     }
 }

@@ -129,8 +129,14 @@ pub(super) async fn start(
         Ok(command) => command,
         Err(reason) => return Ok(Start::Failed(reason)),
     };
+    // A task reads its context on stdin; a command of the user's (`lumo exec`) gets an empty
+    // one, so a `psql` or a `sh` does not take the context for its input.
+    let stdin = match process.entry {
+        Entry::Argv(_) => Stdio::null(),
+        _ => Stdio::piped(),
+    };
     command
-        .stdin(Stdio::piped())
+        .stdin(stdin)
         .stdout(writers.stdout)
         .stderr(writers.stderr)
         .process_group(0)
@@ -185,6 +191,23 @@ fn task_command(
             // The context file lives in the scratch directory, beside which the entry goes.
             let scratch = context_file.parent().unwrap_or(&process.scratch_dir);
             crate::node::task_command(module, &process.working_directory, scratch)?
+        }
+        Entry::Argv(argv) => {
+            let Some((program, args)) = argv.split_first().filter(|(p, _)| !p.is_empty()) else {
+                return Err("the command is empty".to_owned());
+            };
+            // A program named by a path (`./bin/migrate`) is the one in the working directory,
+            // as whoever typed it means; a bare name (`psql`) is looked up on `PATH`.
+            let mut command = if program.contains('/') {
+                Command::new(
+                    std::path::absolute(process.working_directory.join(program))
+                        .map_err(|e| e.to_string())?,
+                )
+            } else {
+                Command::new(program)
+            };
+            command.args(args);
+            command
         }
     };
     command.current_dir(&process.working_directory);
@@ -264,6 +287,11 @@ fn start_error_reason(process: &TaskProcess, error: &io::Error) -> String {
         }
         (Entry::Program(_), io::ErrorKind::PermissionDenied) => {
             "; is the file executable (`chmod +x`)?"
+        }
+        (Entry::Argv(argv), io::ErrorKind::NotFound)
+            if argv.first().is_some_and(|p| !p.contains('/')) =>
+        {
+            "; the program is not on the runner's `PATH`"
         }
         _ => "",
     };

@@ -13,20 +13,19 @@ use super::{InvokeError, RUNNER_VERSION, RunnerConfig};
 use crate::contract::RunStatus;
 use crate::executor::{ExecError, OutputObserver, format_duration};
 use crate::ids::BundleHash;
-use crate::invoke::{INVOKE_VERSION, InvokeRequest, InvokeResponse};
-use crate::run::{BundleRun, RunnerError, run_bundle};
+use crate::invoke::{InvokeRequest, InvokeResponse, RESPONSE_VERSION};
+use crate::run::{BundleFile, BundleRun, RunnerError, run_bundle};
 use crate::task_run::RunOutcome;
 
 /// The longest message returned (a task's result file may hold a message of megabytes).
 pub const MESSAGE_MAX_BYTES: usize = 64 * 1024;
 
-/// Runs the task from `zip`, its masked output to `output` as it comes, and uploads what it
-/// produced.
+/// Runs the task from `zip` (with the hash it must have; `None` for a command run without a
+/// bundle), its masked output to `output` as it comes, and uploads what it produced.
 pub(super) async fn run_once(
     config: &RunnerConfig,
     request: &InvokeRequest,
-    zip: &Path,
-    sha256: &BundleHash,
+    zip: Option<(&Path, &BundleHash)>,
     deadline: SystemTime,
     output: &mut dyn OutputObserver,
 ) -> Result<InvokeResponse, InvokeError> {
@@ -57,8 +56,10 @@ pub(super) async fn run_once(
     spec.timeout = timeout;
     let run = BundleRun {
         spec,
-        bundle_zip: zip.to_owned(),
-        bundle: sha256.clone(),
+        bundle: zip.map(|(zip, hash)| BundleFile {
+            zip: zip.to_owned(),
+            hash: hash.clone(),
+        }),
         work_root: config.work_dir(),
         kill_grace: config.kill_grace,
         log_file: log.as_ref().map(|log| log.path.clone()),
@@ -139,7 +140,7 @@ pub(super) fn effective_timeout(
 /// The response for `outcome`, with what became of its artifacts.
 pub(super) fn response(outcome: RunOutcome, artifacts: Artifacts) -> InvokeResponse {
     InvokeResponse {
-        v: INVOKE_VERSION,
+        v: RESPONSE_VERSION,
         outcome: RunOutcome {
             message: cap_message(outcome.message),
             data: artifacts.data,

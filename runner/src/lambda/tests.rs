@@ -22,7 +22,7 @@ use crate::contract::{
     BundleManifest, DeploymentInfo, Entry, MANIFEST_PATH, RunStatus, TaskContext, Trigger,
 };
 use crate::executor::DiscardOutput;
-use crate::invoke::UploadTarget;
+use crate::invoke::{RESPONSE_VERSION, UploadTarget};
 use crate::task_run::TaskSpec;
 
 /// The part of a presigned URL that must never show: it holds the signature.
@@ -267,7 +267,7 @@ impl Fixture {
             data_upload: Some(target(format!("my-app/logs/{run_id}.data.json"))),
             // Never written unless a test does: every run looks for it and goes on.
             cancel_url: Some(self.server.url(&format!("my-app/logs/{run_id}.cancel"))),
-            ..InvokeRequest::new(spec, bundle)
+            ..InvokeRequest::new(spec, Some(bundle))
         }
     }
 
@@ -692,7 +692,7 @@ async fn a_failed_download_is_an_error_naming_the_key_but_not_the_signature() {
     let addr = closed.local_addr().unwrap();
     drop(closed);
     let mut request = fixture.request("run-2");
-    request.bundle.url = format!("http://{addr}/{}?{SIGNATURE}", fixture.key);
+    request.bundle.as_mut().unwrap().url = format!("http://{addr}/{}?{SIGNATURE}", fixture.key);
     let err = invoke(
         &fixture.config(),
         request,
@@ -761,7 +761,7 @@ async fn a_payload_of_an_unknown_version_is_refused_and_one_without_a_version_ru
     let err = parse_request(payload.clone()).unwrap_err();
     assert!(matches!(err, InvokeError::Payload { .. }), "{err}");
     assert!(
-        err.to_string().contains("version 2 of the payload"),
+        err.to_string().contains("version 3 of the payload"),
         "{err}"
     );
 
@@ -782,7 +782,47 @@ async fn a_payload_of_an_unknown_version_is_refused_and_one_without_a_version_ru
         "{response:?}"
     );
     assert_eq!(response.outcome.output_tail, "ran\n");
-    assert_eq!(response.v, INVOKE_VERSION);
+    assert_eq!(response.v, RESPONSE_VERSION);
+}
+
+/// `lumo exec` on Lambda: a version-2 payload with a command and no bundle runs the command in
+/// an empty directory (nothing is downloaded), masks the secrets, uploads the log; with the
+/// task's bundle, the command sees its files.
+#[tokio::test]
+async fn a_command_run_runs_its_argv_with_or_without_the_bundle() {
+    let fixture = Fixture::new(script_bundle("#!/bin/sh\necho the entry ran\n"));
+    let mut request = fixture.request("run-1");
+    request.spec.argv = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "ls -A; echo \"secret $API_TOKEN\"; exit 3".into(),
+    ]);
+    let payload = serde_json::to_value(InvokeRequest::new(request.spec.clone(), None)).unwrap();
+    let request = InvokeRequest {
+        log_upload: request.log_upload.clone(),
+        ..parse_request(payload).unwrap()
+    };
+    assert_eq!(request.v, 2);
+    let response = invoke(&fixture.config(), request, far_deadline(), &mut DiscardOutput)
+        .await
+        .unwrap();
+    assert_eq!(response.outcome.status, RunStatus::Failed, "{response:?}");
+    assert_eq!(response.outcome.exit_code, Some(3));
+    assert_eq!(response.outcome.output_tail, "secret ***\n");
+    assert!(response.log_uploaded);
+    assert_eq!(fixture.server.gets(&fixture.key), 0, "no bundle fetched");
+
+    let mut request = fixture.request("run-2");
+    request.spec.argv = Some(vec!["sh".into(), "-c".into(), "cat run.sh".into()]);
+    let request = InvokeRequest::new(request.spec.clone(), request.bundle.clone());
+    let response = invoke(&fixture.config(), request, far_deadline(), &mut DiscardOutput)
+        .await
+        .unwrap();
+    assert_eq!(response.outcome.status, RunStatus::Succeeded, "{response:?}");
+    assert!(
+        response.outcome.output_tail.contains("echo the entry ran"),
+        "the command read the bundle's file instead of running it: {response:?}"
+    );
 }
 
 #[test]

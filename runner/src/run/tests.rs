@@ -45,8 +45,10 @@ fn bundle_run(dir: &Path, entry: Entry, files: &[(&str, &[u8], u32)]) -> BundleR
     };
     BundleRun {
         spec: TaskSpec::new(context, Duration::from_secs(20)),
-        bundle_zip: zip,
-        bundle: BundleHash::parse(&sha256).unwrap(),
+        bundle: Some(BundleFile {
+            zip,
+            hash: BundleHash::parse(&sha256).unwrap(),
+        }),
         work_root: dir.join("runs"),
         kill_grace: Duration::from_millis(300),
         log_file: None,
@@ -114,8 +116,9 @@ async fn context_names_the_absolute_bundle_directory() {
 async fn sha_mismatch_refuses_to_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut run = bundle_run(dir.path(), Entry::Command("touch ../../ran".into()), &[]);
-    let actual = run.bundle.to_string();
-    run.bundle = BundleHash::parse(&"0".repeat(64)).unwrap();
+    let bundle = run.bundle.as_mut().unwrap();
+    let actual = bundle.hash.to_string();
+    bundle.hash = BundleHash::parse(&"0".repeat(64)).unwrap();
     let err = run_bundle(run, &mut DiscardOutput).await.unwrap_err();
     match &err {
         RunnerError::HashMismatch {
@@ -171,4 +174,74 @@ async fn a_failing_task_still_cleans_up() {
     assert_eq!(outcome.status, RunStatus::Failed);
     assert_eq!(outcome.message, "exit code 7: ***");
     assert!(!dir.path().join("runs/run-1").exists());
+}
+
+/// `lumo exec --in TASK`: the command runs in the task's unpacked bundle instead of its entry,
+/// with the run's secrets masked and an empty stdin (not the context).
+#[tokio::test]
+async fn an_argv_runs_instead_of_the_entry_inside_the_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = bundle_run(
+        dir.path(),
+        Entry::Command("touch ../../entry-ran".into()),
+        &[
+            ("migrations/0001.sql", b"select 1;", 0o644),
+            ("bin/status", b"#!/bin/sh\necho \"status of $1\"\n", 0o755),
+        ],
+    );
+    run.spec.secrets.insert("TOKEN".into(), "hush-42".into());
+    run.spec.argv = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "./bin/status db; cat migrations/0001.sql; echo \"token $TOKEN\"; wc -c; pwd".into(),
+    ]);
+    let mut seen = Vec::new();
+    let outcome = run_bundle(run, &mut seen).await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Succeeded, "{outcome:?}");
+    let seen = String::from_utf8(seen).unwrap();
+    let bundle_dir = fs::canonicalize(dir.path().join("runs"))
+        .unwrap()
+        .join("run-1/bundle");
+    assert_eq!(
+        seen,
+        format!(
+            "status of db\nselect 1;token ***\n0\n{}\n",
+            bundle_dir.display()
+        ),
+        "stdin is empty: `wc -c` counts 0"
+    );
+    assert!(!dir.path().join("entry-ran").exists(), "the entry did not run");
+    assert!(!dir.path().join("runs/run-1").exists());
+}
+
+/// `lumo exec` without `--in`: no bundle, an empty working directory, removed afterwards; a
+/// program named by a relative path is the working directory's, a bare name is found on PATH.
+#[tokio::test]
+async fn an_argv_without_a_bundle_runs_in_an_empty_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = bundle_run(dir.path(), Entry::Command("true".into()), &[]);
+    run.bundle = None;
+    run.spec.argv = Some(vec!["sh".into(), "-c".into(), "ls -A; pwd; exit 3".into()]);
+    let mut seen = Vec::new();
+    let outcome = run_bundle(run.clone(), &mut seen).await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert_eq!(outcome.exit_code, Some(3));
+    let work = fs::canonicalize(dir.path().join("runs"))
+        .unwrap()
+        .join("run-1/work");
+    assert_eq!(String::from_utf8(seen).unwrap(), format!("{}\n", work.display()));
+    assert!(!dir.path().join("runs/run-1").exists());
+
+    run.spec.argv = Some(vec!["./missing".into()]);
+    let outcome = run_bundle(run.clone(), &mut DiscardOutput).await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert!(outcome.message.contains("No such file"), "{}", outcome.message);
+
+    run.spec.argv = Some(vec!["no-such-program-lumo".into()]);
+    let outcome = run_bundle(run.clone(), &mut DiscardOutput).await.unwrap();
+    assert!(outcome.message.contains("not on the runner's `PATH`"), "{}", outcome.message);
+
+    run.spec.argv = None;
+    let err = run_bundle(run, &mut DiscardOutput).await.unwrap_err();
+    assert!(matches!(err, RunnerError::NothingToRun), "{err}");
 }
