@@ -181,6 +181,7 @@ fn run_record(f: &Fixture, task: &str, status: RunStatus) -> TaskRun {
         kind: RunKind::Task,
         args: BTreeMap::from([("target".into(), "users".into())]),
         from_source: false,
+        command: None,
     }
 }
 
@@ -224,7 +225,7 @@ fn request(f: &Fixture, bundle: &BuiltBundle, run_id: &str) -> RunRequest {
     let mut spec = TaskSpec::new(context, Duration::from_secs(30));
     spec.secrets = f.project.secret_values().unwrap();
     RunRequest {
-        bundle: BundleHash::parse(&bundle.sha256).unwrap(),
+        bundle: Some(BundleHash::parse(&bundle.sha256).unwrap()),
         spec,
         stop: lumo_cli::stop::StopSignal::new(),
     }
@@ -464,6 +465,81 @@ async fn tasks_run_and_their_output_is_kept(f: Fixture) {
         report.outcome.message.contains("about to fail"),
         "{}",
         report.outcome.message
+    );
+}
+
+/// A command run (`lumo exec`): the executor runs the request's argv instead of a bundle's
+/// entry — with no bundle, in an empty directory; with one, among its files — masked, its
+/// output kept, its exit code reported.
+async fn commands_run_with_or_without_a_bundle(f: Fixture) {
+    let built = build(&f, &["ok"]);
+    f.backend.bundles.put(&built[0]).await.unwrap();
+    f.backend
+        .executor
+        .prepare(&f.env, Prepare::Deploy)
+        .await
+        .unwrap();
+
+    let mut bare = request(&f, &built[0], &new_id());
+    bare.bundle = None;
+    bare.spec.context.task = String::new();
+    bare.spec.argv = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "echo \"token=$TOKEN\"; ls -A; exit 3".into(),
+    ]);
+    let run_id = bare.spec.context.run_id.clone();
+    let mut output = Vec::new();
+    let report = f.backend.executor.run(bare, &mut output).await.unwrap();
+    assert_eq!(report.outcome.status, RunStatus::Failed, "{report:?}");
+    assert_eq!(report.outcome.exit_code, Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&output),
+        "token=***\n",
+        "an empty directory"
+    );
+    let mut run = run_record(&f, "", RunStatus::Failed);
+    run.id = run_id;
+    run.log_ref = report.log_ref.clone();
+    let log = f.backend.audit.read_log(&run).await.unwrap().unwrap();
+    assert_eq!(String::from_utf8(log).unwrap(), "token=***\n");
+
+    let mut inside = request(&f, &built[0], &new_id());
+    inside.spec.argv = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "ls; cat ok.sh | wc -l".into(),
+    ]);
+    let mut output = Vec::new();
+    let report = f.backend.executor.run(inside, &mut output).await.unwrap();
+    assert_eq!(report.outcome.status, RunStatus::Succeeded, "{report:?}");
+    let shown = String::from_utf8_lossy(&output);
+    assert!(shown.contains("ok.sh\n"), "the bundle's files: {shown}");
+    assert!(!shown.contains("hello from"), "the entry ran: {shown}");
+}
+
+/// An `exec` run is recorded with its command (as given: masked by the caller) and read back
+/// the same; one that succeeds in a task's bundle is not that task's success.
+async fn an_exec_run_keeps_its_command_and_is_no_task_success(f: Fixture) {
+    let audit = &f.backend.audit;
+    let mut run = run_record(&f, "ok", RunStatus::Running);
+    run.kind = RunKind::Exec;
+    run.args.clear();
+    run.command = Some(vec!["psql".into(), "-c".into(), "select '***'".into()]);
+    audit.start_run(&run).await.unwrap();
+    run.status = RunStatus::Succeeded;
+    run.ended_at = Some(Timestamp::now());
+    audit.finish_run(&run).await.unwrap();
+    assert_eq!(audit.run(&run.id).await.unwrap().as_ref(), Some(&run));
+    assert_eq!(audit.runs(&f.env, None, 5).await.unwrap(), [run.clone()]);
+    assert!(
+        !audit
+            .env_state(&f.env)
+            .await
+            .unwrap()
+            .last_success
+            .contains_key("ok"),
+        "an exec in the bundle of `ok` counted as a success of `ok`"
     );
 }
 
@@ -1054,6 +1130,8 @@ conformance!(
     runs_are_recorded_and_queried_newest_first,
     runs_are_found_by_a_prefix_of_their_id,
     tasks_run_and_their_output_is_kept,
+    commands_run_with_or_without_a_bundle,
+    an_exec_run_keeps_its_command_and_is_no_task_success,
     large_data_is_kept,
     the_writer_lock_is_exclusive,
     an_expired_writer_is_displaced,

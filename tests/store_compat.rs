@@ -25,7 +25,7 @@ const SECRET: &str = "fixture-secret-42";
 /// Fields a record gained after 15aa6e6: absent from the fixture's expected output, present
 /// (with their defaults for old records) in today's. `runId` is the record's `id` again, under
 /// the name every task outcome in a `--json` document has (issue 11).
-const NEW_RUN_FIELDS: &[&str] = &["kind", "args", "fromSource", "runId"];
+const NEW_RUN_FIELDS: &[&str] = &["kind", "args", "fromSource", "runId", "command"];
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -75,6 +75,7 @@ fn as_old_run(mut run: Value) -> Value {
                 "kind" => assert_eq!(value, json!("task"), "an old run is a task run"),
                 "args" => assert_eq!(value, json!({}), "an old run recorded no arguments"),
                 "fromSource" => assert_eq!(value, json!(false), "an old run ran a deployed bundle"),
+                "command" => assert_eq!(value, Value::Null, "an old run is no `exec`"),
                 _ => {}
             }
         }
@@ -420,7 +421,7 @@ fn dynamodb_items_written_by_15aa6e6_read_and_the_next_deploy_updates() {
         .iter()
         .find(|i| sk_of(i).starts_with("RUN#") && i.get("task") == Some(&sv("purge")))
         .unwrap();
-    assert_eq!(purge.get("schemaVersion"), Some(&nv(2)));
+    assert_eq!(purge.get("schemaVersion"), Some(&nv(4)));
     assert_eq!(
         purge.get("args"),
         Some(&AttributeValue::M(HashMap::from([(
@@ -434,6 +435,6 @@ fn dynamodb_items_written_by_15aa6e6_read_and_the_next_deploy_updates() {
             || sk == "STATE"
             || sk.starts_with("EVENT#") && !sk.ends_with("EV")
     }) {
-        assert_eq!(i.get("schemaVersion"), Some(&nv(2)), "{i:?}");
+        assert_eq!(i.get("schemaVersion"), Some(&nv(4)), "{i:?}");
     }
 }

@@ -49,6 +49,12 @@ pub fn confirm_rule(config: &ProjectConfig, env: &str) -> ConfirmRule {
         .unwrap_or_default()
 }
 
+/// The role `lumo exec` needs in `env`: `maintainer` (an ad-hoc command can do anything the
+/// environment's secrets allow).
+pub fn exec_role(_config: &ProjectConfig, _env: &str) -> Permission {
+    Permission::Maintainer
+}
+
 /// Whether `role` may run a task that asks for `needed`.
 pub fn allows(role: Option<Permission>, needed: Permission) -> bool {
     role.is_some_and(|r| r >= needed)

@@ -65,6 +65,11 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Run one task by hand against an environment, from its deployed bundle.
     Run(RunArgs),
+    /// Run one command in an environment as its tasks run (its runner, secrets, lock), recorded.
+    #[command(
+        after_help = "Examples:\n  lumo exec --env prod -- psql -c 'select count(*) from users'\n  lumo exec --env prod --in migrate -- ./bin/migrate status"
+    )]
+    Exec(ExecArgs),
     /// List the project's tasks: runOn, timeout, permission.
     Tasks(TasksArgs),
     /// Build the bundles only and show their names, sizes and hashes.
@@ -159,6 +164,33 @@ pub struct RunArgs {
     /// Also write the task runs as a JUnit XML report to PATH (GitLab, Jenkins).
     #[arg(long, value_name = "PATH")]
     pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub env: EnvArgs,
+
+    /// Run in this task's deployed bundle (its files and assets, its `env`) instead of an
+    /// empty directory.
+    #[arg(long = "in", value_name = "TASK")]
+    pub in_task: Option<String>,
+
+    /// Stop the command after this long (1s to 15m) [default: 5m, a task's default].
+    #[arg(long, value_parser = parse_duration, value_name = "D")]
+    pub timeout: Option<Duration>,
+
+    /// Skip the confirmation prompt.
+    #[arg(long, short)]
+    pub yes: bool,
+
+    /// Wait up to this long for the environment's lock.
+    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
+    pub wait: Duration,
+
+    /// The program and its arguments, after `--` (run without a shell; `sh -c '…'` for one).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! Running tasks and recording them: one attempt at a time through the backend's executor,
 //! every attempt recorded `running` before it starts and updated when it ends (PRODUCT.md §5,
-//! §6). Shared by `lumo deploy` (many tasks, maybe side by side) and `lumo run` (one task).
+//! §6). Shared by `lumo deploy` (many tasks, maybe side by side), `lumo run` (one task) and
+//! `lumo exec` (one command, [`run_command`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -10,7 +11,9 @@ use lumo_runner::contract::{DeploymentInfo, RunStatus, TaskContext, Trigger};
 use lumo_runner::{BundleHash, TaskSpec};
 use tokio::task::JoinSet;
 
-use crate::backend::records::{Deployment, RunKind, TaskRun, Timestamp, masked_args, new_id};
+use crate::backend::records::{
+    Deployment, RunKind, TaskRun, Timestamp, masked_args, masked_argv, new_id,
+};
 use crate::backend::{BackendError, RunRequest};
 use crate::operation::Operation;
 use crate::plan::PlannedTask;
@@ -74,15 +77,32 @@ impl Session {
     /// A new record of `job` in this session, started now.
     fn record(&self, job: &TaskJob, attempt: u32, status: RunStatus) -> TaskRun {
         TaskRun {
+            args: masked_args(&job.args, self.secrets.values()),
+            from_source: job.from_source,
+            ..self.record_of(&job.task.name, &job.bundle, job.trigger, attempt, status)
+        }
+    }
+
+    /// A new record of a run of `task` from `bundle` in this session, started now, with no
+    /// arguments.
+    fn record_of(
+        &self,
+        task: &str,
+        bundle: &str,
+        trigger: Trigger,
+        attempt: u32,
+        status: RunStatus,
+    ) -> TaskRun {
+        TaskRun {
             id: new_id(),
             deployment_id: self.deployment_id.clone(),
             project: self.operation.project_name().to_string(),
             env: self.operation.env.clone(),
-            task: job.task.name.clone(),
-            trigger: job.trigger,
+            task: task.to_string(),
+            trigger,
             version: self.deployment.version.clone(),
             previous_version: self.deployment.previous_version.clone(),
-            bundle_hash: job.bundle.clone(),
+            bundle_hash: bundle.to_string(),
             actor: self.operation.actor.clone(),
             status,
             attempt,
@@ -97,10 +117,57 @@ impl Session {
             output_tail: None,
             output_bytes: 0,
             kind: RunKind::Task,
-            args: masked_args(&job.args, self.secrets.values()),
-            from_source: job.from_source,
+            args: BTreeMap::new(),
+            from_source: false,
+            command: None,
         }
     }
+}
+
+/// A command to run in the environment (`lumo exec`), with everything needed to run it.
+#[derive(Clone)]
+pub struct CommandJob {
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// The task whose bundle it runs in (its `env` and `config` too); `None`: an empty
+    /// directory.
+    pub in_task: Option<Task>,
+    /// That task's deployed bundle.
+    pub bundle: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Runs a command once (never retried) and returns its record: kind `exec`, the command line
+/// masked, `task` the task whose bundle it ran in (empty when none). `Err` only when the
+/// backend failed, as for [`run_task`].
+pub async fn run_command(session: &Session, job: &CommandJob) -> Result<TaskRun, BackendError> {
+    let run = TaskRun {
+        kind: RunKind::Exec,
+        command: Some(masked_argv(&job.argv, session.secrets.values())),
+        ..session.record_of(
+            job.in_task.as_ref().map_or("", |t| t.name.as_str()),
+            job.bundle.as_deref().unwrap_or(""),
+            Trigger::Manual,
+            1,
+            RunStatus::Running,
+        )
+    };
+    let (config, env) = match &job.in_task {
+        Some(task) => (task.config.config.clone(), task.config.env.clone()),
+        None => (serde_json::json!({}), BTreeMap::new()),
+    };
+    let spec = TaskSpec {
+        context: session.context(&run, config, BTreeMap::new()),
+        timeout: job.timeout,
+        env,
+        secrets: (*session.secrets).clone(),
+        argv: Some(job.argv.clone()),
+    };
+    let bundle = job
+        .bundle
+        .as_deref()
+        .map(|hash| parse_bundle(hash, &run.task));
+    run_recorded(session, run, spec, bundle, "exec").await
 }
 
 /// One task to run, with everything needed to run it without the project at hand.
@@ -147,38 +214,63 @@ fn backoff(attempt: u32) -> Duration {
 
 async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<TaskRun, BackendError> {
     let task = &job.task;
-    let op = &session.operation;
-    let mut run = session.record(job, attempt, RunStatus::Running);
-    op.backend.audit.start_run(&run).await?;
-    op.progress.run_started(&run);
-    // A hash lumo recorded itself; one that is not a hash fails the run like a backend error.
-    let bundle = BundleHash::parse(&job.bundle).map_err(|e| {
-        BackendError::with_source(
-            format!(
-                "the bundle recorded for task `{}` is not a bundle hash",
-                task.name
-            ),
-            e,
-        )
-    });
-    let context = TaskContext {
-        deployment: session.deployment.clone(),
-        config: task.config.config.clone(),
-        args: job.args.clone(),
-        // The executor fills this in once the bundle is unpacked.
-        working_directory: String::new(),
-        task: task.name.clone(),
-        run_id: run.id.clone(),
-        trigger: job.trigger,
-    };
+    let run = session.record(job, attempt, RunStatus::Running);
     let spec = TaskSpec {
-        context,
+        context: session.context(&run, task.config.config.clone(), job.args.clone()),
         timeout: Duration::from_secs(task.config.timeout.into()),
         env: task.config.env.clone(),
         secrets: (*session.secrets).clone(),
+        argv: None,
     };
-    let mut output = op.progress.run_output(&task.name);
-    let result = match bundle {
+    let bundle = parse_bundle(&job.bundle, &task.name);
+    run_recorded(session, run, spec, Some(bundle), &task.name).await
+}
+
+/// A hash lumo recorded itself; one that is not a hash fails the run like a backend error.
+fn parse_bundle(hash: &str, task: &str) -> Result<BundleHash, BackendError> {
+    BundleHash::parse(hash).map_err(|e| {
+        BackendError::with_source(
+            format!("the bundle recorded for task `{task}` is not a bundle hash"),
+            e,
+        )
+    })
+}
+
+impl Session {
+    /// What `run`'s process is told about itself.
+    fn context(
+        &self,
+        run: &TaskRun,
+        config: serde_json::Value,
+        args: BTreeMap<String, String>,
+    ) -> TaskContext {
+        TaskContext {
+            deployment: self.deployment.clone(),
+            config,
+            args,
+            // The executor fills this in once the bundle is unpacked.
+            working_directory: String::new(),
+            task: run.task.clone(),
+            run_id: run.id.clone(),
+            trigger: run.trigger,
+        }
+    }
+}
+
+/// Records `run` as started, runs `spec` (from `bundle`, when it has one) through the backend's
+/// executor with its output shown under `label`, and records how it ended.
+async fn run_recorded(
+    session: &Session,
+    mut run: TaskRun,
+    spec: TaskSpec,
+    bundle: Option<Result<BundleHash, BackendError>>,
+    label: &str,
+) -> Result<TaskRun, BackendError> {
+    let op = &session.operation;
+    op.backend.audit.start_run(&run).await?;
+    op.progress.run_started(&run);
+    let mut output = op.progress.run_output(label);
+    let result = match bundle.transpose() {
         Ok(bundle) => {
             let request = RunRequest {
                 bundle,

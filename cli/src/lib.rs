@@ -12,6 +12,7 @@ pub mod config;
 pub mod confirm;
 pub mod deployment;
 pub mod error;
+pub mod exec;
 pub mod execute;
 pub mod live_runs;
 pub mod lock;

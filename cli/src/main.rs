@@ -114,6 +114,7 @@ async fn dispatch(command: Command, ctx: &Context) -> CommandResult {
     match command {
         Command::Deploy(args) => commands::deploy::run(args, ctx).await,
         Command::Run(args) => commands::run::run(args, ctx).await,
+        Command::Exec(args) => commands::exec::run(args, ctx).await,
         Command::Tasks(args) => commands::tasks::run(args, ctx).await,
         Command::Build(args) => commands::build::run(args, ctx).await,
         Command::History(args) => commands::history::run(args, ctx).await,

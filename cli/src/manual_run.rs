@@ -132,7 +132,7 @@ impl fmt::Display for RunReport {
             f,
             "Run {} of {} in {}: {} in {}",
             r.id,
-            r.task,
+            r.title(),
             r.env,
             r.status,
             format_duration(r.duration_ms.unwrap_or(0))

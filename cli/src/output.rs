@@ -303,7 +303,7 @@ impl Progress for Printer {
         self.status(format!(
             "{} {} {}",
             self.paint_err(Style::Cyan, "▶"),
-            self.paint_err(Style::Bold, &run.task),
+            self.paint_err(Style::Bold, run.title()),
             self.paint_err(Style::Dim, format!("({}, run {})", run.trigger, run.id)),
         ));
         if let Some(live) = &self.live {
@@ -339,7 +339,7 @@ impl Progress for Printer {
         self.status(format!(
             "{} {} {} in {}{message}",
             self.paint_err(style, mark),
-            self.paint_err(Style::Bold, &run.task),
+            self.paint_err(Style::Bold, run.title()),
             self.paint_err(style, run.status),
             format_duration(run.duration_ms.unwrap_or(0)),
         ));

@@ -115,7 +115,8 @@ fn read_entry(zip_path: &Path) -> Result<EntryFile, String> {
     };
     match manifest.entry {
         Entry::Node(_) => Ok(EntryFile::Node),
-        Entry::Command(_) => Ok(EntryFile::Command),
+        // A manifest never holds an argv (it comes with an `exec` run); nothing to check.
+        Entry::Command(_) | Entry::Argv(_) => Ok(EntryFile::Command),
         Entry::Program(path) => {
             let mut entry = match archive.by_name(&path) {
                 Ok(entry) => entry,

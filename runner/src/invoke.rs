@@ -238,7 +238,10 @@ mod tests {
         assert_eq!(sent["v"], 2);
         assert!(sent.get("task").is_none(), "{sent}");
         assert_eq!(sent["argv"], json!(["./bin/migrate", "status"]));
-        assert_eq!(sent["context"]["task"], "noop", "the task whose bundle it runs in");
+        assert_eq!(
+            sent["context"]["task"], "noop",
+            "the task whose bundle it runs in"
+        );
 
         let without = serde_json::to_value(InvokeRequest::new(spec, None)).unwrap();
         assert!(without.get("bundle").is_none(), "{without}");

@@ -158,6 +158,62 @@ pub struct TaskRun {
     /// before lumo could.
     #[serde(default)]
     pub from_source: bool,
+    /// What an `exec` run ran: the program and its arguments, every secret masked. `None` for
+    /// a task run, and in records written before lumo had `exec`. (An `exec` run's `task` is
+    /// the task whose bundle it ran in, empty when none.)
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+}
+
+impl TaskRun {
+    /// What the run ran, for people: the task's name, or `exec` and the command line (cut at
+    /// [`TITLE_MAX_CHARS`]), with `in TASK` when it ran in a task's bundle.
+    pub fn title(&self) -> String {
+        let Some(argv) = self.command.as_ref().filter(|_| self.kind == RunKind::Exec) else {
+            return self.task.clone();
+        };
+        let mut line = command_line(argv);
+        if let Some((cut, _)) = line.char_indices().nth(TITLE_MAX_CHARS) {
+            line.truncate(cut);
+            line.push('…');
+        }
+        if self.task.is_empty() {
+            format!("exec {line}")
+        } else {
+            format!("exec {line} (in {})", self.task)
+        }
+    }
+}
+
+/// How much of a command line a run's [`TaskRun::title`] shows; `lumo logs --json` has it all.
+pub const TITLE_MAX_CHARS: usize = 40;
+
+/// `argv` as one line a shell would split back into it: words of plain characters as they
+/// are, any other quoted (`psql -c 'select 1'`).
+pub fn command_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|word| {
+            let plain = !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+            if plain {
+                word.clone()
+            } else {
+                format!("'{}'", word.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A command's words as its record keeps them: every secret value masked.
+pub fn masked_argv<'a>(
+    argv: &[String],
+    secret_values: impl IntoIterator<Item = &'a String>,
+) -> Vec<String> {
+    let masker = Masker::new(secret_values.into_iter().cloned());
+    argv.iter().map(|word| masker.mask_str(word)).collect()
 }
 
 /// What a run ran.
@@ -272,6 +328,51 @@ mod tests {
     }
 
     #[test]
+    fn a_command_line_splits_back_into_its_words_and_hides_every_secret() {
+        let argv: Vec<String> = [
+            "psql",
+            "-c",
+            "select 'a b'",
+            "",
+            "--url=postgres://x:hunter2@db",
+            "*",
+        ]
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+        let masked = masked_argv(&argv, &["hunter2".to_string()]);
+        assert_eq!(masked[4], "--url=postgres://x:***@db");
+        assert_eq!(
+            command_line(&masked),
+            r#"psql -c 'select '\''a b'\''' '' '--url=postgres://x:***@db' '*'"#
+        );
+    }
+
+    #[test]
+    fn an_exec_run_is_titled_by_its_command_and_the_bundle_it_ran_in() {
+        let mut run: TaskRun = serde_json::from_value(serde_json::json!({
+            "id": "01M962YZGGD6WCZ2PF293Q2TNN", "deploymentId": null, "project": "p",
+            "env": "dev", "task": "", "trigger": "manual", "version": "v1",
+            "previousVersion": null, "bundleHash": "", "actor": "a", "status": "succeeded",
+            "attempt": 1, "startedAt": "2026-12-06T10:00:00.000Z", "endedAt": null,
+            "durationMs": null, "exitCode": 0, "message": null, "data": null, "dataRef": null,
+            "logRef": null, "outputTail": null, "outputBytes": 0, "kind": "exec",
+            "command": ["./bin/migrate", "status"],
+        }))
+        .unwrap();
+        assert_eq!(run.title(), "exec ./bin/migrate status");
+        run.task = "migrate".into();
+        assert_eq!(run.title(), "exec ./bin/migrate status (in migrate)");
+        run.command = Some(vec!["echo".into(), "x".repeat(60)]);
+        assert_eq!(
+            run.title(),
+            format!("exec echo {}… (in migrate)", "x".repeat(35))
+        );
+        run.kind = RunKind::Task;
+        assert_eq!(run.title(), "migrate");
+    }
+
+    #[test]
     fn a_run_recorded_before_kinds_and_args_reads_as_a_task_run_without_args() {
         // A run as lumo 15aa6e6 serialized it (its `--json` and its DynamoDB item), plus a
         // field from a later lumo this one does not know.
@@ -286,6 +387,7 @@ mod tests {
         let run: TaskRun = serde_json::from_value(old).unwrap();
         assert_eq!(run.kind, RunKind::Task);
         assert!(run.args.is_empty());
+        assert_eq!(run.command, None);
     }
 
     #[test]

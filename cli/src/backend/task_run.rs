@@ -14,8 +14,9 @@ use crate::stop::{StopReason, StopSignal};
 /// Everything the executor needs to run one task.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
-    /// The bundle to run, already in the [`BundleStore`](super::BundleStore).
-    pub bundle: BundleHash,
+    /// The bundle to run, already in the [`BundleStore`](super::BundleStore); `None` only for
+    /// a command run (`spec.argv`, `lumo exec` without `--in`), in an empty directory.
+    pub bundle: Option<BundleHash>,
     /// The task, its context, env, secrets and timeout: the same on every provider.
     pub spec: TaskSpec,
     /// Pulled when the run must end early (an interrupt, a lost lock).

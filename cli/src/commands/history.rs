@@ -50,7 +50,7 @@ impl fmt::Display for History {
         let width = self
             .runs
             .iter()
-            .map(|r| r.task.len())
+            .map(|r| r.title().chars().count())
             .max()
             .unwrap_or(4)
             .max(4);
@@ -72,7 +72,7 @@ impl fmt::Display for History {
                 "{:<26}  {:<24}  {:<width$}  {:<8} {:<10} {:>7}  {:<12} {}",
                 r.id,
                 r.started_at.to_string(),
-                r.task,
+                r.title(),
                 r.trigger.as_str(),
                 r.status.as_str(),
                 r.duration_ms.map(format_duration).unwrap_or_default(),

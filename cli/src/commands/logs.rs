@@ -134,7 +134,7 @@ pub async fn find_run(backend: &Backend, project: &Project, id: &str) -> Result<
     let listed: Vec<String> = matches
         .iter()
         .take(MAX_MATCHES_SHOWN)
-        .map(|r| format!("{}  {} on `{}`, {}", r.id, r.task, r.env, r.started_at))
+        .map(|r| format!("{}  {} on `{}`, {}", r.id, r.title(), r.env, r.started_at))
         .collect();
     Err(CliError::invalid(format!(
         "the run id `{id}` is ambiguous: {count} start with it:\n  {}",

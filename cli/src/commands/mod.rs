@@ -6,6 +6,7 @@
 pub mod build;
 pub mod completions;
 pub mod deploy;
+pub mod exec;
 pub mod history;
 pub mod init;
 pub mod lock;

@@ -83,7 +83,7 @@ impl fmt::Display for Status {
                     f,
                     "    {}  {:<20} {:<8} {:<10} {:>7}  {}",
                     r.started_at,
-                    r.task,
+                    r.title(),
                     r.trigger.as_str(),
                     r.status.as_str(),
                     r.duration_ms.map(format_duration).unwrap_or_default(),

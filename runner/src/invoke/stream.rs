@@ -323,14 +323,14 @@ mod tests {
 
     use super::*;
     use crate::contract::RunStatus;
-    use crate::invoke::INVOKE_VERSION;
+    use crate::invoke::RESPONSE_VERSION;
     use crate::task_run::RunOutcome;
 
     fn response() -> InvokeResponse {
         let mut outcome = RunOutcome::not_started("nope".into(), SystemTime::UNIX_EPOCH);
         outcome.ended_at = SystemTime::UNIX_EPOCH;
         InvokeResponse {
-            v: INVOKE_VERSION,
+            v: RESPONSE_VERSION,
             outcome,
             data_uploaded: false,
             log_uploaded: true,

@@ -803,9 +803,14 @@ async fn a_command_run_runs_its_argv_with_or_without_the_bundle() {
         ..parse_request(payload).unwrap()
     };
     assert_eq!(request.v, 2);
-    let response = invoke(&fixture.config(), request, far_deadline(), &mut DiscardOutput)
-        .await
-        .unwrap();
+    let response = invoke(
+        &fixture.config(),
+        request,
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap();
     assert_eq!(response.outcome.status, RunStatus::Failed, "{response:?}");
     assert_eq!(response.outcome.exit_code, Some(3));
     assert_eq!(response.outcome.output_tail, "secret ***\n");
@@ -815,10 +820,19 @@ async fn a_command_run_runs_its_argv_with_or_without_the_bundle() {
     let mut request = fixture.request("run-2");
     request.spec.argv = Some(vec!["sh".into(), "-c".into(), "cat run.sh".into()]);
     let request = InvokeRequest::new(request.spec.clone(), request.bundle.clone());
-    let response = invoke(&fixture.config(), request, far_deadline(), &mut DiscardOutput)
-        .await
-        .unwrap();
-    assert_eq!(response.outcome.status, RunStatus::Succeeded, "{response:?}");
+    let response = invoke(
+        &fixture.config(),
+        request,
+        far_deadline(),
+        &mut DiscardOutput,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        response.outcome.status,
+        RunStatus::Succeeded,
+        "{response:?}"
+    );
     assert!(
         response.outcome.output_tail.contains("echo the entry ran"),
         "the command read the bundle's file instead of running it: {response:?}"

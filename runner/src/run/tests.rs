@@ -210,7 +210,10 @@ async fn an_argv_runs_instead_of_the_entry_inside_the_bundle() {
         ),
         "stdin is empty: `wc -c` counts 0"
     );
-    assert!(!dir.path().join("entry-ran").exists(), "the entry did not run");
+    assert!(
+        !dir.path().join("entry-ran").exists(),
+        "the entry did not run"
+    );
     assert!(!dir.path().join("runs/run-1").exists());
 }
 
@@ -229,17 +232,28 @@ async fn an_argv_without_a_bundle_runs_in_an_empty_directory() {
     let work = fs::canonicalize(dir.path().join("runs"))
         .unwrap()
         .join("run-1/work");
-    assert_eq!(String::from_utf8(seen).unwrap(), format!("{}\n", work.display()));
+    assert_eq!(
+        String::from_utf8(seen).unwrap(),
+        format!("{}\n", work.display())
+    );
     assert!(!dir.path().join("runs/run-1").exists());
 
     run.spec.argv = Some(vec!["./missing".into()]);
     let outcome = run_bundle(run.clone(), &mut DiscardOutput).await.unwrap();
     assert_eq!(outcome.status, RunStatus::Failed);
-    assert!(outcome.message.contains("No such file"), "{}", outcome.message);
+    assert!(
+        outcome.message.contains("No such file"),
+        "{}",
+        outcome.message
+    );
 
     run.spec.argv = Some(vec!["no-such-program-lumo".into()]);
     let outcome = run_bundle(run.clone(), &mut DiscardOutput).await.unwrap();
-    assert!(outcome.message.contains("not on the runner's `PATH`"), "{}", outcome.message);
+    assert!(
+        outcome.message.contains("not on the runner's `PATH`"),
+        "{}",
+        outcome.message
+    );
 
     run.spec.argv = None;
     let err = run_bundle(run, &mut DiscardOutput).await.unwrap_err();

@@ -18,7 +18,8 @@
 //! Every item this lumo writes carries its shape's version ([`ITEM_VERSION`] in the number
 //! attribute `schemaVersion`). Items without one were written by lumo 15aa6e6 (version 1) and
 //! read the same: every attribute added since has a default (a run's `kind` is `task`, its
-//! `args` empty, `fromSource` false; version 3 added `fromSource`). Readers ignore attributes they do not know, so an item from a newer lumo reads
+//! `args` empty, `fromSource` false, `command` none; version 3 added `fromSource`, version 4
+//! `command`). Readers ignore attributes they do not know, so an item from a newer lumo reads
 //! as far as this one understands it; a table is shared by every lumo of a team, so a change
 //! an older reader would misread takes a new attribute, never a new meaning for an old one.
 
@@ -39,7 +40,7 @@ use super::AwsTarget;
 use super::errors::sdk_error;
 use super::s3::S3Store;
 use crate::backend::records::{
-    AuditEvent, Deployment, DeploymentStatus, EnvState, TaskRun, Timestamp,
+    AuditEvent, Deployment, DeploymentStatus, EnvState, RunKind, TaskRun, Timestamp,
 };
 use crate::backend::{AuditStore, BackendError, BackendErrorKind, BackendResult};
 
@@ -50,8 +51,9 @@ const MAX_INLINE_DATA: usize = 64 * 1024;
 const BY_TASK: &str = "by-task";
 const BY_ID: &str = "by-id";
 
-/// The shape version of the items this lumo writes (see the module's doc).
-pub(super) const ITEM_VERSION: u32 = 3;
+/// The shape version of the items this lumo writes (see the module's doc). 4: a run may
+/// carry `command` (an `exec` run's masked program and arguments).
+pub(super) const ITEM_VERSION: u32 = 4;
 /// The attribute holding it; absent = version 1.
 pub(super) const VERSION_ATTRIBUTE: &str = "schemaVersion";
 
@@ -413,7 +415,8 @@ impl AuditStore for DynamoStore {
             self.put_unless_abandoned(item)?,
             self.delete(self.pk(&run.env), format!("ACTIVE#{}", run.id))?,
         ];
-        if run.status == RunStatus::Succeeded {
+        // Only a task run is the task's success: an `exec` in its bundle is not.
+        if run.status == RunStatus::Succeeded && run.kind == RunKind::Task {
             let state = TaskStateItem {
                 task: run.task.clone(),
                 last_success_hash: run.bundle_hash.clone(),
@@ -633,6 +636,7 @@ mod tests {
         assert_eq!(run.kind, crate::backend::records::RunKind::Task);
         assert!(run.args.is_empty());
         assert!(!run.from_source);
+        assert_eq!(run.command, None);
         assert_eq!(run.task, "hello");
     }
 }

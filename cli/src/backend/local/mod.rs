@@ -21,7 +21,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use lumo_runner::executor::{DEFAULT_KILL_GRACE, ExecError, OutputObserver};
 use lumo_runner::unpacked::UnpackCache;
-use lumo_runner::{BundleRun, RunnerError};
+use lumo_runner::{BundleFile, BundleRun, RunnerError};
 
 pub use store::SqliteStore;
 
@@ -133,25 +133,30 @@ impl TaskExecutor for LocalExecutor {
         output: &mut dyn OutputObserver,
     ) -> BackendResult<RunReport> {
         let RunRequest { bundle, spec, stop } = request;
-        let bundle_zip = self.layout.bundles().join(format!("{bundle}.zip"));
-        if !bundle_zip.is_file() {
-            return Err(BackendError::new(format!(
-                "the bundle {bundle} of task `{}` is missing from `{}`",
-                spec.task(),
-                self.layout.bundles().display()
-            ))
-            .of_kind(BackendErrorKind::NotFound)
-            .hint(format!(
-                "deploy again (`lumo deploy --env {}`) to rebuild it",
-                spec.environment()
-            )));
-        }
+        let bundle = match bundle {
+            Some(hash) => {
+                let zip = self.layout.bundles().join(format!("{hash}.zip"));
+                if !zip.is_file() {
+                    return Err(BackendError::new(format!(
+                        "the bundle {hash} of task `{}` is missing from `{}`",
+                        spec.task(),
+                        self.layout.bundles().display()
+                    ))
+                    .of_kind(BackendErrorKind::NotFound)
+                    .hint(format!(
+                        "deploy again (`lumo deploy --env {}`) to rebuild it",
+                        spec.environment()
+                    )));
+                }
+                Some(BundleFile { zip, hash })
+            }
+            None => None,
+        };
         let task = spec.task().to_owned();
         let log_name = log_file_name(spec.run_id());
         let started_at = SystemTime::now();
         let run = BundleRun {
             spec,
-            bundle_zip,
             bundle,
             work_root: self.layout.work(),
             kill_grace: DEFAULT_KILL_GRACE,

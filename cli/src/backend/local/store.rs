@@ -133,10 +133,21 @@ const V3_RUN_FROM_SOURCE: &str = "
 ALTER TABLE runs ADD COLUMN from_source INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Version 4: what an `exec` run ran (a JSON array of the masked program and arguments; NULL
+/// for a task run, as in every run an older lumo wrote).
+const V4_RUN_COMMAND: &str = "
+ALTER TABLE runs ADD COLUMN command TEXT;
+";
+
 /// The schema's forward steps: `MIGRATIONS[n]` takes a store at version `n` to version `n + 1`.
 /// A released step never changes (stores out there already ran it); a change to the schema is a
 /// new step at the end, with a test that opens a store of the version before it.
-const MIGRATIONS: &[&str] = &[V1_SCHEMA, V2_RUN_KIND_AND_ARGS, V3_RUN_FROM_SOURCE];
+const MIGRATIONS: &[&str] = &[
+    V1_SCHEMA,
+    V2_RUN_KIND_AND_ARGS,
+    V3_RUN_FROM_SOURCE,
+    V4_RUN_COMMAND,
+];
 
 /// The schema version this lumo writes and reads.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -325,7 +336,8 @@ impl SqliteStore {
                 return Ok(false);
             }
             tx.execute(INSERT_RUN, rusqlite::params_from_iter(run_params(run)))?;
-            if run.status == RunStatus::Succeeded {
+            // Only a task run is the task's success: an `exec` in its bundle is not.
+            if run.status == RunStatus::Succeeded && run.kind == RunKind::Task {
                 tx.execute(
                     "INSERT OR REPLACE INTO task_state (project, env, task, last_success_hash, last_success_run)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -352,13 +364,13 @@ fn is_abandoned(conn: &Connection, table: &str, id: &str) -> rusqlite::Result<bo
 
 const INSERT_RUN: &str = "INSERT OR REPLACE INTO runs (id, deployment_id, project, env, task, trigger, version,
     previous_version, bundle_hash, actor, status, attempt, started_at, ended_at, duration_ms, exit_code,
-    message, data, data_ref, log_ref, output_tail, output_bytes, kind, args, from_source)
+    message, data, data_ref, log_ref, output_tail, output_bytes, kind, args, from_source, command)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
-        ?23, ?24, ?25)";
+        ?23, ?24, ?25, ?26)";
 
 const RUN_COLUMNS: &str = "id, deployment_id, project, env, task, trigger, version, previous_version,
     bundle_hash, actor, status, attempt, started_at, ended_at, duration_ms, exit_code, message, data,
-    data_ref, log_ref, output_tail, output_bytes, kind, args, from_source";
+    data_ref, log_ref, output_tail, output_bytes, kind, args, from_source, command";
 
 fn run_params(run: &TaskRun) -> Vec<Box<dyn rusqlite::ToSql + '_>> {
     vec![
@@ -390,6 +402,11 @@ fn run_params(run: &TaskRun) -> Vec<Box<dyn rusqlite::ToSql + '_>> {
             (!run.args.is_empty()).then(|| serde_json::to_string(&run.args).unwrap_or_default()),
         ),
         Box::new(run.from_source),
+        Box::new(
+            run.command
+                .as_ref()
+                .map(|argv| serde_json::to_string(argv).unwrap_or_default()),
+        ),
     ]
 }
 
@@ -407,6 +424,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRun> {
     let data: Option<String> = row.get(17)?;
     let kind: String = row.get(22)?;
     let args: Option<String> = row.get(23)?;
+    let command: Option<String> = row.get(25)?;
     Ok(TaskRun {
         id: row.get(0)?,
         deployment_id: row.get(1)?,
@@ -443,6 +461,17 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRun> {
             None => BTreeMap::new(),
         },
         from_source: row.get(24)?,
+        command: command
+            .map(|text| {
+                serde_json::from_str(&text).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        25,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -763,25 +792,58 @@ mod tests {
             kind: RunKind::Task,
             args: BTreeMap::from([("target".into(), "users".into())]),
             from_source: false,
+            command: None,
         }
     }
 
     #[tokio::test]
-    async fn a_new_store_is_at_the_latest_version_and_keeps_kind_and_args() {
+    async fn a_new_store_is_at_the_latest_version_and_keeps_kind_args_and_command() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("lumo.db");
         let store = open_at(&db).unwrap();
         let mut run = a_run();
         run.kind = RunKind::Exec;
         run.from_source = true;
+        run.command = Some(vec!["psql".into(), "-c".into(), "select 1".into()]);
         store.start_run(&run).await.unwrap();
         assert_eq!(store.run(&run.id).await.unwrap(), Some(run.clone()));
         run.args.clear();
+        run.command = None;
         run.id = crate::backend::records::new_id();
         store.start_run(&run).await.unwrap();
         assert_eq!(store.run(&run.id).await.unwrap(), Some(run));
         drop(store);
         assert_eq!(user_version(&db), SCHEMA_VERSION);
+    }
+
+    /// A store lumo 6dd7867 wrote (version 2: kinds and args, no command) opens at the latest
+    /// version, its runs read with no command, and an `exec` run is recorded beside them.
+    #[tokio::test]
+    async fn a_store_from_6dd7867_is_version_2_and_migrates_to_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("lumo.db");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/store-v2-6dd7867/lumo-dir/lumo.db"),
+            &db,
+        )
+        .unwrap();
+        assert_eq!(user_version(&db), 2);
+        assert!(!run_columns(&db).contains(&"command".to_string()));
+        let store = SqliteStore::open(&db, "store-v2", &dir.path().join("logs")).unwrap();
+        let runs = store.runs("dev", None, 100).await.unwrap();
+        assert_eq!(runs.len(), 3);
+        assert!(runs.iter().all(|r| r.command.is_none()));
+        assert_eq!(runs[0].args["mode"], "hard");
+        let mut exec = a_run();
+        exec.project = "store-v2".into();
+        exec.kind = RunKind::Exec;
+        exec.command = Some(vec!["true".into()]);
+        store.start_run(&exec).await.unwrap();
+        assert_eq!(store.run(&exec.id).await.unwrap(), Some(exec));
+        drop(store);
+        assert_eq!(user_version(&db), SCHEMA_VERSION);
+        assert!(run_columns(&db).ends_with(&["args".to_string(), "command".to_string()]));
     }
 
     #[tokio::test]
@@ -813,7 +875,8 @@ mod tests {
         assert!(run_columns(&db).ends_with(&[
             "kind".to_string(),
             "args".to_string(),
-            "from_source".to_string()
+            "from_source".to_string(),
+            "command".to_string()
         ]));
 
         // Opening again finds it migrated and changes nothing.
@@ -887,6 +950,8 @@ mod tests {
         let broken = [
             V1_SCHEMA,
             V2_RUN_KIND_AND_ARGS,
+            V3_RUN_FROM_SOURCE,
+            V4_RUN_COMMAND,
             "ALTER TABLE nowhere ADD COLUMN x TEXT;",
         ];
         assert!(matches!(
@@ -898,7 +963,7 @@ mod tests {
         assert_eq!(
             run_columns(&db),
             before,
-            "step 2 was rolled back with step 3"
+            "steps 2 to 4 were rolled back with step 5"
         );
         // And the real steps still take it all the way.
         let mut conn = Connection::open(&db).unwrap();

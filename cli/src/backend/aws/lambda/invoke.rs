@@ -34,7 +34,8 @@ const CANCEL_WAIT: Duration = Duration::from_secs(20);
 
 /// The S3 keys of one run's objects.
 struct RunKeys {
-    bundle: String,
+    /// `None` for a command run without a bundle.
+    bundle: Option<String>,
     log: String,
     data: String,
     cancel: String,
@@ -69,7 +70,7 @@ impl LambdaExecutor {
         );
         let run_id = spec.run_id().to_owned();
         let keys = RunKeys {
-            bundle: self.s3.bundle_key(bundle.as_str()),
+            bundle: bundle.as_ref().map(|b| self.s3.bundle_key(b.as_str())),
             log: self.s3.log_key(&run_id),
             data: self.s3.data_key(&run_id),
             cancel: self.s3.cancel_key(&run_id),
@@ -109,7 +110,7 @@ impl LambdaExecutor {
                     function: &name,
                     env: &env,
                     task: &task,
-                    bundle: bundle.as_str(),
+                    bundle: bundle.as_ref().map_or("", BundleHash::as_str),
                 };
                 return Err(self.function_failed(failed, error).await);
             }
@@ -147,14 +148,17 @@ impl LambdaExecutor {
     async fn payload(
         &self,
         spec: TaskSpec,
-        bundle: BundleHash,
+        bundle: Option<BundleHash>,
         keys: &RunKeys,
         expires: Duration,
     ) -> BackendResult<InvokeRequest> {
-        let location = BundleLocation {
-            url: self.s3.presign_get(&keys.bundle, expires).await?,
-            key: keys.bundle.clone(),
-            sha256: bundle,
+        let location = match (bundle, &keys.bundle) {
+            (Some(sha256), Some(key)) => Some(BundleLocation {
+                url: self.s3.presign_get(key, expires).await?,
+                key: key.clone(),
+                sha256,
+            }),
+            _ => None,
         };
         Ok(InvokeRequest {
             log_upload: Some(UploadTarget {

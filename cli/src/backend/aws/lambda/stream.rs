@@ -7,7 +7,7 @@ use aws_sdk_lambda::operation::invoke_with_response_stream::InvokeWithResponseSt
 use aws_sdk_lambda::types::InvokeWithResponseStreamResponseEvent as Event;
 use lumo_runner::executor::OutputObserver;
 use lumo_runner::invoke::stream::{Frame, OutputCut, StreamDecoder, StreamError};
-use lumo_runner::invoke::{INVOKE_VERSION, InvokeResponse};
+use lumo_runner::invoke::{InvokeResponse, RESPONSE_VERSION};
 use lumo_runner::mask::Masker;
 
 use super::function_error::FunctionError;
@@ -106,9 +106,9 @@ pub(super) async fn read_answer(
         return Ok(RunnerAnswer::Failed(error));
     }
     match answer {
-        Some(RunnerAnswer::Response { response, .. }) if response.v > INVOKE_VERSION => {
+        Some(RunnerAnswer::Response { response, .. }) if response.v > RESPONSE_VERSION => {
             Err(BackendError::new(format!(
-                "`{name}` answered in version {} of lumo's runner response, and this lumo reads versions up to {INVOKE_VERSION}",
+                "`{name}` answered in version {} of lumo's runner response, and this lumo reads versions up to {RESPONSE_VERSION}",
                 response.v
             ))
             .hint("its runner is newer than this lumo: upgrade lumo, or deploy with this one"))
