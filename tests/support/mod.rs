@@ -197,11 +197,15 @@ impl TestProject {
             .env("GIT_CEILING_DIRECTORIES", self.tmp.path())
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(dir)
-            .args(args);
+            .current_dir(dir);
+        // What follows `--` is a command's own (`lumo exec`): the actor goes before it.
+        let (flags, command) =
+            args.split_at(args.iter().position(|a| *a == "--").unwrap_or(args.len()));
+        cmd.args(flags);
         if let Some(actor) = actor {
             cmd.args(["--actor", actor]);
         }
+        cmd.args(command);
         cmd
     }
 
@@ -545,6 +549,12 @@ pub struct TaskRun {
     /// Ran the working copy (`lumo run --from-source`).
     #[serde(default)]
     pub from_source: bool,
+    /// `task`, or `exec` for a `lumo exec` run.
+    #[serde(default)]
+    pub kind: String,
+    /// What an `exec` run ran, masked.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
 }
 
 /// `lumo history --json`.
