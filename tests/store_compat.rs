@@ -438,3 +438,48 @@ fn dynamodb_items_written_by_15aa6e6_read_and_the_next_deploy_updates() {
         assert_eq!(i.get("schemaVersion"), Some(&nv(4)), "{i:?}");
     }
 }
+
+// ---- local: a store of version 2, as 6dd7867 wrote it ----
+
+/// A temp project holding the version-2 fixture (`store-v2-6dd7867`).
+fn v2_store() -> TestProject {
+    let p = TestProject::new();
+    let fixture = fixture_dir().with_file_name("store-v2-6dd7867");
+    copy_tree(&fixture.join("project"), p.root());
+    copy_tree(&fixture.join("lumo-dir"), &p.lumo_dir());
+    p
+}
+
+/// Its history reads as 6dd7867 showed it (plus `command`, none for its runs), an `exec` is
+/// recorded beside its runs with its masked command, and the next deploy updates from `v2`.
+#[test]
+fn a_store_of_version_2_reads_takes_an_exec_and_updates() {
+    let p = v2_store();
+    let history: Value = p
+        .lumo(&["history", "--env", "dev", "--json", "--limit", "1000"])
+        .code(0)
+        .json();
+    let mut runs = history["runs"].clone();
+    for run in runs.as_array_mut().unwrap() {
+        let command = run.as_object_mut().unwrap().remove("command");
+        assert_eq!(command, Some(Value::Null), "a run of 6dd7867 is no `exec`");
+    }
+    let fixture = fixture_dir().with_file_name("store-v2-6dd7867");
+    let old: Value = serde_json::from_str(
+        &fs::read_to_string(fixture.join("expected/history.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(runs, old["runs"]);
+
+    let exec: Value = p
+        .lumo(&["exec", "--env", "dev", "--yes", "--json", "--", "echo", SECRET])
+        .code(0)
+        .json();
+    assert_eq!(exec["kind"], json!("exec"));
+    assert_eq!(exec["command"], json!(["echo", "***"]));
+    let report = p.deploy(&["--deploy-version", "v3"], 0);
+    assert_eq!(report.previous_version.as_deref(), Some("v2"));
+    let history = p.history();
+    assert_eq!(history.len(), 5, "3 old runs, the exec and the update's run");
+    assert!(TestProject::files_containing(&p.lumo_dir(), SECRET).is_empty());
+}
