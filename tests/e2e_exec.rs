@@ -322,7 +322,7 @@ mod usage {
         p.lumo(&["exec", "--env", "dev", "--", "echo", "hi"])
             .code(2)
             .stderr_has(&[
-                "asks for confirmation before it runs `echo hi` in `dev`",
+                "command `echo hi` asks for confirmation and there is no terminal to ask on",
                 "--yes",
             ]);
         p.lumo(&[
@@ -361,5 +361,23 @@ mod usage {
             .code(1)
             .json();
         assert_eq!(run.status, RunStatus::TimedOut);
+    }
+
+    /// `access.<env>.exec` names the role `lumo exec` needs there.
+    #[test]
+    fn an_environment_may_let_developers_exec() {
+        let access =
+            "access: { dev: { maintainer: ['ana'], developer: ['dev-dan'], exec: 'developer' } },";
+        let s = Setup::new("local", access, TASKS).unwrap();
+        let p = s.p();
+        with_tasks(p);
+        p.lumo_as("dev-dan", &["exec", "--env", "dev", "--yes", "--", "true"])
+            .code(0);
+        p.lumo_as(
+            "guest-gil",
+            &["exec", "--env", "dev", "--yes", "--", "true"],
+        )
+        .code(2)
+        .stderr_has(&["`guest-gil` has no role in `dev`", "needs `developer`"]);
     }
 }

@@ -465,14 +465,15 @@ fn a_store_of_version_2_reads_takes_an_exec_and_updates() {
         assert_eq!(command, Some(Value::Null), "a run of 6dd7867 is no `exec`");
     }
     let fixture = fixture_dir().with_file_name("store-v2-6dd7867");
-    let old: Value = serde_json::from_str(
-        &fs::read_to_string(fixture.join("expected/history.json")).unwrap(),
-    )
-    .unwrap();
+    let old: Value =
+        serde_json::from_str(&fs::read_to_string(fixture.join("expected/history.json")).unwrap())
+            .unwrap();
     assert_eq!(runs, old["runs"]);
 
     let exec: Value = p
-        .lumo(&["exec", "--env", "dev", "--yes", "--json", "--", "echo", SECRET])
+        .lumo(&[
+            "exec", "--env", "dev", "--yes", "--json", "--", "echo", SECRET,
+        ])
         .code(0)
         .json();
     assert_eq!(exec["kind"], json!("exec"));
@@ -480,6 +481,10 @@ fn a_store_of_version_2_reads_takes_an_exec_and_updates() {
     let report = p.deploy(&["--deploy-version", "v3"], 0);
     assert_eq!(report.previous_version.as_deref(), Some("v2"));
     let history = p.history();
-    assert_eq!(history.len(), 5, "3 old runs, the exec and the update's run");
+    assert_eq!(
+        history.len(),
+        5,
+        "3 old runs, the exec and the update's run"
+    );
     assert!(TestProject::files_containing(&p.lumo_dir(), SECRET).is_empty());
 }

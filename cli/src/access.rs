@@ -49,10 +49,13 @@ pub fn confirm_rule(config: &ProjectConfig, env: &str) -> ConfirmRule {
         .unwrap_or_default()
 }
 
-/// The role `lumo exec` needs in `env`: `maintainer` (an ad-hoc command can do anything the
-/// environment's secrets allow).
-pub fn exec_role(_config: &ProjectConfig, _env: &str) -> Permission {
-    Permission::Maintainer
+/// The role `lumo exec` needs in `env`: `access.<env>.exec`, else `maintainer`.
+pub fn exec_role(config: &ProjectConfig, env: &str) -> Permission {
+    config
+        .access
+        .get(env)
+        .and_then(|e| e.exec)
+        .unwrap_or(EnvAccess::DEFAULT_EXEC)
 }
 
 /// Whether `role` may run a task that asks for `needed`.

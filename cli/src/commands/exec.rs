@@ -2,11 +2,12 @@
 //! as its tasks run and recorded like them (see `exec.rs`). Here: the command line's checks,
 //! the role check, and the confirmation naming the command and the environment.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{CommandResult, Context, Outcome};
 use crate::args::ExecArgs;
+use crate::confirm::{Confirmation, Subject};
 use crate::error::CliError;
 use crate::exec::{self, ExecRun};
 use crate::operation::Operation;
@@ -40,7 +41,7 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> CommandResult {
         timeout,
         secrets,
     };
-    confirm(&op, &run, args.yes)?;
+    confirm(&op, &run, args.yes).await?;
     let ran = exec::run(&op, run, args.wait).await?;
     let succeeded = ran.succeeded();
     Ok(Outcome::report(ran.report).ended(succeeded, ran.stopped))
@@ -67,41 +68,17 @@ fn known_task<'a>(
 }
 
 /// Every command asks, naming itself and the environment, on a terminal; anywhere else it
-/// needs `--yes`.
-fn confirm(op: &Operation, run: &ExecRun<'_>, yes: bool) -> Result<(), CliError> {
-    if yes {
-        return Ok(());
-    }
-    let place = match run.in_task {
-        Some(task) => format!("`{}`, in the bundle of task `{}`", op.env, task.name),
-        None => format!("`{}`", op.env),
+/// needs `--yes` (the same confirmation as a task's, [`crate::confirm`]).
+async fn confirm(op: &Operation, run: &ExecRun<'_>, yes: bool) -> Result<(), CliError> {
+    let line = match run.in_task {
+        Some(task) => format!("{} (in the bundle of task `{}`)", run.shown(), task.name),
+        None => run.shown(),
     };
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(CliError::invalid(format!(
-            "`lumo exec` asks for confirmation before it runs `{}` in {place}, and there is no terminal to ask on",
-            run.shown()
-        ))
-        .hint("pass `--yes` to confirm"));
-    }
-    let mut stderr = std::io::stderr();
-    let _ = write!(
-        stderr,
-        "Run `{}` in {place}? Type `yes` to continue: ",
-        run.shown()
-    );
-    let _ = stderr.flush();
-    let mut answer = String::new();
-    stdin
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| CliError::invalid(format!("cannot read the answer: {e}")))?;
-    if answer.trim() == "yes" {
-        Ok(())
-    } else {
-        Err(CliError::invalid(format!(
-            "not confirmed; `{}` was not run",
-            run.shown()
-        )))
-    }
+    let confirmation = Confirmation {
+        subject: Subject::Command { line: &line },
+        env: &op.env,
+        args: &BTreeMap::new(),
+        rule: crate::access::confirm_rule(&op.project.config, &op.env),
+    };
+    crate::confirm::confirm(op, &confirmation, yes).await
 }

@@ -78,12 +78,18 @@ pub struct EnvAccess {
     pub deploy: Option<Permission>,
     /// `access.<env>.confirm`: what a confirmation in this environment must be answered with.
     pub confirm: ConfirmRule,
+    /// `access.<env>.exec`: the role `lumo exec` needs; `None` = [`EnvAccess::DEFAULT_EXEC`].
+    pub exec: Option<Permission>,
 }
 
 impl EnvAccess {
     /// A deploy needs `developer` unless the environment says otherwise: a CI identity with
     /// that role can ship (the tasks a deploy runs are part of it, not checked one by one).
     pub const DEFAULT_DEPLOY: Permission = Permission::Developer;
+
+    /// `lumo exec` needs `maintainer` unless the environment says otherwise: an ad-hoc command
+    /// can do whatever the environment's secrets allow.
+    pub const DEFAULT_EXEC: Permission = Permission::Maintainer;
 }
 
 /// What answers a confirmation prompt in an environment (`access.<env>.confirm`).

@@ -1230,17 +1230,19 @@ fn access_lists_actors_per_environment_and_role() {
 fn an_environment_says_which_role_deploys_and_how_to_confirm() {
     let config = loads(
         "export default { projectName: 'x', access: {
-           prod: { maintainer: ['ana'], deploy: 'maintainer', confirm: 'name' },
+           prod: { maintainer: ['ana'], deploy: 'maintainer', confirm: 'name', exec: 'developer' },
            qa: { confirm: 'yes' },
          } };",
     );
     assert_eq!(config.access["prod"].deploy, Some(Permission::Maintainer));
+    assert_eq!(config.access["prod"].exec, Some(Permission::Developer));
+    assert_eq!(config.access["qa"].exec, None);
     assert_eq!(config.access["prod"].confirm, ConfirmRule::Name);
     assert!(config.access["qa"].roles.is_empty());
 
     let problems = invalid(
         "export default { projectName: 'x', access: {
-           prod: { deploy: 'admin', confirm: 'nme' },
+           prod: { deploy: 'admin', confirm: 'nme', exec: 'root' },
            dev: { confirm: true, deploys: 'guest' },
          } };",
     );
@@ -1256,7 +1258,12 @@ fn an_environment_says_which_role_deploys_and_how_to_confirm() {
     );
     assert_problem(&problems, "access.dev.confirm", "got true");
     assert_problem(&problems, "access.dev.deploys", "did you mean `deploy`?");
-    assert_eq!(problems.len(), 4, "{problems:#?}");
+    assert_problem(
+        &problems,
+        "access.prod.exec",
+        "must be `guest`, `developer` or `maintainer`, got \"root\"",
+    );
+    assert_eq!(problems.len(), 5, "{problems:#?}");
 }
 
 #[test]

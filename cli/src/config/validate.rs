@@ -50,7 +50,14 @@ const LUMO_FRAMEWORK_KEYS: &[&str] = &[
 const ROLES: &[&str] = &["guest", "developer", "maintainer"];
 
 /// What `access.<env>` may hold: the role lists, and the environment's rules.
-const ENV_ACCESS_KEYS: &[&str] = &["guest", "developer", "maintainer", "deploy", "confirm"];
+const ENV_ACCESS_KEYS: &[&str] = &[
+    "guest",
+    "developer",
+    "maintainer",
+    "deploy",
+    "exec",
+    "confirm",
+];
 
 pub(super) fn validate(
     path: &Path,
@@ -486,6 +493,7 @@ fn access(
                 "deploy" => {
                     entry.deploy = checks::one_of(p, &rule_key, value, ROLES).and_then(role)
                 }
+                "exec" => entry.exec = checks::one_of(p, &rule_key, value, ROLES).and_then(role),
                 "confirm" => {
                     entry.confirm = match checks::one_of(p, &rule_key, value, ConfirmRule::NAMES) {
                         Some("name") => ConfirmRule::Name,

@@ -122,6 +122,8 @@ pub struct RunDocument {
     pub args: BTreeMap<String, String>,
     /// Ran the working copy's bundle (`lumo run --from-source`), not the deployed one.
     pub from_source: bool,
+    /// What an `exec` run ran, masked; `None` for a task run.
+    pub command: Option<Vec<String>>,
 }
 
 impl From<&TaskRun> for RunDocument {
@@ -140,6 +142,7 @@ impl From<&TaskRun> for RunDocument {
             kind: run.kind,
             args: run.args.clone(),
             from_source: run.from_source,
+            command: run.command.clone(),
         }
     }
 }
