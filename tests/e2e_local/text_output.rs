@@ -279,3 +279,39 @@ fn error_missing_required_arg() {
     let out = lumo(&p, &["run", "purge", "--env", "dev", "--yes"]);
     snapshot(&p, "error_missing_required_arg", &out);
 }
+
+#[test]
+fn exec_success_and_failure() {
+    let p = shop();
+    lumo(&p, &["deploy", "--env", "dev", "--deploy-version", "v1"]).code(0);
+    let ok = lumo(
+        &p,
+        &[
+            "exec",
+            "--env",
+            "dev",
+            "--yes",
+            "--in",
+            "migrate",
+            "--",
+            "sh",
+            "-c",
+            "ls; echo 'it is 42'",
+        ],
+    );
+    snapshot(&p, "exec_success", &ok);
+    let failed = lumo(
+        &p,
+        &[
+            "exec",
+            "--env",
+            "dev",
+            "--yes",
+            "--",
+            "sh",
+            "-c",
+            "echo 'no such table' >&2; exit 3",
+        ],
+    );
+    snapshot(&p, "exec_failure", &failed);
+}
