@@ -474,6 +474,8 @@ fn a_store_of_version_2_reads_takes_an_exec_and_updates() {
     for run in runs.as_array_mut().unwrap() {
         let command = run.as_object_mut().unwrap().remove("command");
         assert_eq!(command, Some(Value::Null), "a run of 6dd7867 is no `exec`");
+        let from_source = run.as_object_mut().unwrap().remove("fromSource");
+        assert_eq!(from_source, Some(Value::Bool(false)));
         *run = as_recorded(run.take());
     }
     let fixture = fixture_dir().with_file_name("store-v2-6dd7867");

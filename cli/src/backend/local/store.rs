@@ -843,7 +843,7 @@ mod tests {
         assert_eq!(store.run(&exec.id).await.unwrap(), Some(exec));
         drop(store);
         assert_eq!(user_version(&db), SCHEMA_VERSION);
-        assert!(run_columns(&db).ends_with(&["args".to_string(), "command".to_string()]));
+        assert!(run_columns(&db).ends_with(&["from_source".to_string(), "command".to_string()]));
     }
 
     #[tokio::test]
