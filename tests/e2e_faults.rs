@@ -944,7 +944,9 @@ fn on_aws_tasks_asks_as_the_same_actor_as_run() {
     );
     env.p().task("chore", "echo chore > \"@OUT@/chore\"");
     let p = env.p();
-    p.lumo(&["deploy", "--env", "dev"]).code(0);
+    // A deploy needs the developer role: the AWS caller (a maintainer here) deploys.
+    p.lumo_without_actor(&["deploy", "--env", "dev"], &[])
+        .code(0);
 
     let asked: TasksAsked = p
         .lumo_without_actor(&["tasks", "--env", "dev", "--json"], &[])

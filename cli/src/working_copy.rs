@@ -52,8 +52,11 @@ pub async fn drift(op: &Operation, task: &Task, build: Build) -> Option<String> 
         }
     };
     let deployed = state.bundles.get(&task.name)?;
-    let scratch = tempfile::tempdir().ok()?;
-    let working = match bundle::build_all(op.project.root(), scratch.path(), &[task], build) {
+    // Built into the project's own store, so the stat cache answers for an unchanged task
+    // without reading or compressing it (a 200 MB task would otherwise be bundled on every
+    // run); bundles are content-addressed, so this never disturbs a deployed one.
+    let store = op.project.lumo_dir().join("bundles");
+    let working = match bundle::build_all(op.project.root(), &store, &[task], build) {
         Ok(built) => built.into_iter().next()?,
         Err(e) => {
             tracing::debug!("cannot build the working copy of `{}`: {e}", task.name);

@@ -117,10 +117,14 @@ fn build_all_at(
         path: store_dir.to_path_buf(),
         source,
     })?;
-    let cache_path = store_dir
-        .parent()
-        .unwrap_or(store_dir)
-        .join(STAT_CACHE_FILE);
+    // The project's store (`.lumo/bundles`) keeps its cache beside it, where it has always been;
+    // a scratch store (a dry run) keeps its own, which goes with it: never one in TMPDIR's
+    // parent shared by every project.
+    let cache_path = match store_dir.file_name() {
+        Some(name) if name == "bundles" => store_dir.parent().unwrap_or(store_dir),
+        _ => store_dir,
+    }
+    .join(STAT_CACHE_FILE);
     let mut cache = StatCache::load(&cache_path);
     let target = format!("{:?}", build.target);
     let mut built = Vec::with_capacity(collected.len());
@@ -365,6 +369,33 @@ mod tests {
             display_path: "functions/tasks/migrate.sh".into(),
         };
         (dir, task)
+    }
+
+    #[test]
+    fn a_scratch_store_keeps_its_stat_cache_to_itself() {
+        let (dir, task) = project();
+        let scratch = dir.path().join("tmp/.tmpXYZ");
+        // An hour on, so the just-written inputs are old enough to be cached.
+        let later = || SystemTime::now() + std::time::Duration::from_secs(3600);
+        let build = |store: &Path| {
+            build_all_at(
+                dir.path(),
+                store,
+                &[&task],
+                BuildTarget::Host,
+                &Cancel::default(),
+                later,
+            )
+            .unwrap()
+        };
+        build(&scratch);
+        assert!(scratch.join(STAT_CACHE_FILE).is_file());
+        assert!(
+            !dir.path().join("tmp").join(STAT_CACHE_FILE).exists(),
+            "a dry run's cache must not land in TMPDIR, shared by every project"
+        );
+        build(&dir.path().join(".lumo/bundles"));
+        assert!(dir.path().join(".lumo").join(STAT_CACHE_FILE).is_file());
     }
 
     #[test]
