@@ -382,7 +382,7 @@ mod tests {
                 dir.path(),
                 store,
                 &[&task],
-                BuildTarget::Host,
+                BuildTarget::Host.into(),
                 &Cancel::default(),
                 later,
             )
