@@ -74,11 +74,17 @@ def project(root: Path, handler: bool) -> None:
         script.chmod(0o755)
 
 
-def median_ms(cmd, cwd, env, runs):
+def median_ms(cmd, cwd, env, runs, touch):
+    """`cmd`'s median wall time, with `touch` rewritten before each run so the stat cache
+    (.lumo/bundle-cache.json) never answers for it: what is timed is bundling, not a cache hit."""
+    def changed():
+        touch.write_bytes(touch.read_bytes())
     for _ in range(2):
+        changed()
         subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
     samples = []
     for _ in range(runs):
+        changed()
         start = time.perf_counter()
         subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
         samples.append((time.perf_counter() - start) * 1000)
@@ -101,10 +107,10 @@ def main():
         project(sh_root, handler=False)
         package_bytes = big_lib(ts_root)
         cmd = [lumo, "build", "--quiet"]
-        ts = median_ms(cmd, ts_root, env, args.runs)
-        sh = median_ms(cmd, sh_root, env, args.runs)
-        bundle = next((ts_root / ".lumo" / "bundles").glob("*.zip"))
-    print(f"package: {package_bytes / 1e6:.2f} MB of CommonJS in {MODULES} modules; bundle zip {bundle.stat().st_size / 1e3:.0f} KB")
+        ts = median_ms(cmd, ts_root, env, args.runs, ts_root / "functions" / "tasks" / "hello.ts")
+        sh = median_ms(cmd, sh_root, env, args.runs, sh_root / "functions" / "tasks" / "hello.sh")
+        bundle_size = max(z.stat().st_size for z in (ts_root / ".lumo" / "bundles").glob("*.zip"))
+    print(f"package: {package_bytes / 1e6:.2f} MB of CommonJS in {MODULES} modules; bundle zip {bundle_size / 1e3:.0f} KB")
     print(f"1. lumo build, TS handler + 1 MB package: {ts:7.1f} ms   target <= {TARGET_MS:.0f} ms   ratio {ts / TARGET_MS:.2f}")
     print(f"2. of which bundling (minus a shell task's build, {sh:.1f} ms): {ts - sh:7.1f} ms")
 

@@ -3,6 +3,9 @@
 
     bench/run.py                  # builds `lumo` in release mode, then measures
     bench/run.py --lumo PATH      # measure an existing binary
+    bench/run.py --lumo PATH --before OLD [--before-rev 15aa6e6]
+                                  # and an older lumo in the same run, figure by figure (figure 5,
+                                  # TypeScript, only for the newer one)
 
 (The AWS issue's figures: bench/runner.py for the Lambda runner, bench/aws_redeploy.py for an
 unchanged redeploy on the emulators.)
@@ -67,10 +70,28 @@ def bench_env():
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lumo", type=Path, help="the lumo binary (default: build it in release mode)")
+    parser.add_argument("--before", type=Path, help="an older lumo binary measured in the same run")
+    parser.add_argument("--before-rev", default="15aa6e6", help="the commit --before was built from")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--history-rows", type=int, default=1_000_000)
     args = parser.parse_args()
     lumo = str((args.lumo or build_release()).resolve())
+    if not args.before:
+        sys.exit(measure(lumo, args))
+    before = str(args.before.resolve())
+    print(f"== after: {lumo}")
+    after_failed = measure(lumo, args)
+    # The older lumo loads the example config of its own time (today's has keys it refuses).
+    with tempfile.TemporaryDirectory(prefix="lumo-bench-before-") as old:
+        archive = subprocess.run(["git", "archive", args.before_rev, "lumo.config.example.js", "functions"],
+                                 cwd=REPO, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
+        print(f"== before: {before} (example config of {args.before_rev})")
+        measure(before, args, typescript=False, example=Path(old) / "lumo.config.example.js")
+    sys.exit(after_failed)
+
+
+def measure(lumo: str, args, typescript: bool = True, example: Path = REPO / "lumo.config.example.js") -> int:
     env = bench_env()
     results = []
 
@@ -104,13 +125,13 @@ def main():
         cfg_env = dict(env, LUMO_LOG="lumo=debug")
         loads = []
         for _ in range(args.runs):
-            out = subprocess.run([lumo, "tasks", "--config", str(REPO / "lumo.config.example.js")],
+            out = subprocess.run([lumo, "tasks", "--config", str(example)],
                                  env=cfg_env, capture_output=True, text=True, check=True)
             m = re.search(r"config loaded in ([0-9.]+)ms", out.stderr)
             if not m:
                 sys.exit(f"no config timing in lumo's debug output:\n{out.stderr}")
             loads.append(float(m.group(1)))
-        whole = timed([lumo, "tasks", "--config", str(REPO / "lumo.config.example.js")], args.runs, env=env)
+        whole = timed([lumo, "tasks", "--config", str(example)], args.runs, env=env)
         results.append(("config load (lumo.config.example.js)", statistics.median(loads), 10.0,
                         f"whole `lumo tasks` process {whole:.1f} ms"))
 
@@ -124,22 +145,24 @@ def main():
         results.append((f"history --limit 50 over {args.history_rows:,} runs", history, 50.0, "whole process"))
 
         # 5. a manual run of a TypeScript handler over the bare Node.js doing the same work.
-        ts = tmp / "ts"
-        (ts / "functions" / "tasks").mkdir(parents=True)
-        (ts / "lumo.config.js").write_text(
-            "export default { projectName: 'bench', environment: 'dev', tasks: { 'hello-ts': { runOn: [] } } };\n")
-        (ts / "functions" / "tasks" / "hello-ts.ts").write_text(
-            "export const run = async (ctx: { deployment: { environment: string } }) => {\n"
-            "  console.log('hello');\n"
-            "  return { success: true, message: `hello ${ctx.deployment.environment}` };\n"
-            "};\n")
-        subprocess.run([lumo, "deploy", "--env", "dev"], cwd=ts, env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        lumo_ts = timed([lumo, "run", "hello-ts", "--env", "dev", "--quiet"], args.runs, cwd=ts, env=env)
-        node = timed(["node", "-e", "console.log('hello'); "
-                      "JSON.stringify({ success: true, message: 'hello dev' })"], args.runs)
-        results.append(("lumo run hello-ts - node -e", lumo_ts - node, 40.0,
-                        f"lumo run {lumo_ts:.1f} ms, node -e {node:.1f} ms"))
+        # (skipped for a lumo from before handlers)
+        ts = tmp / "ts" if typescript else None
+        if ts is not None:
+            (ts / "functions" / "tasks").mkdir(parents=True)
+            (ts / "lumo.config.js").write_text(
+                "export default { projectName: 'bench', environment: 'dev', tasks: { 'hello-ts': { runOn: [] } } };\n")
+            (ts / "functions" / "tasks" / "hello-ts.ts").write_text(
+                "export const run = async (ctx: { deployment: { environment: string } }) => {\n"
+                "  console.log('hello');\n"
+                "  return { success: true, message: `hello ${ctx.deployment.environment}` };\n"
+                "};\n")
+            subprocess.run([lumo, "deploy", "--env", "dev"], cwd=ts, env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            lumo_ts = timed([lumo, "run", "hello-ts", "--env", "dev", "--quiet"], args.runs, cwd=ts, env=env)
+            node = timed(["node", "-e", "console.log('hello'); "
+                          "JSON.stringify({ success: true, message: 'hello dev' })"], args.runs)
+            results.append(("lumo run hello-ts - node -e", lumo_ts - node, 40.0,
+                            f"lumo run {lumo_ts:.1f} ms, node -e {node:.1f} ms"))
 
     print(f"{'figure':<48} {'measured':>10} {'target':>8} {'ratio':>7}")
     failed = False
@@ -147,7 +170,7 @@ def main():
         ratio = value / target
         failed |= ratio > 1
         print(f"{name:<48} {value:>8.1f}ms {target:>6.0f}ms {ratio:>6.2f}x  {note}")
-    sys.exit(1 if failed else 0)
+    return 1 if failed else 0
 
 
 def fill(db: Path, rows: int):
