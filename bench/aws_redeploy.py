@@ -75,7 +75,8 @@ def venv_path() -> Path:
 
 
 def reexec_into_venv():
-    """Runs this script again with the emulator venv's python (boto3), unless already there."""
+    """Runs the script that was started (this one, or one importing this) again with the emulator
+    venv's python (boto3), unless already there."""
     try:
         import boto3  # noqa: F401
         return
@@ -86,7 +87,7 @@ def reexec_into_venv():
     venv = venv_path()
     python = venv / "bin" / "python"
     env = dict(os.environ, **{REEXEC_MARK: str(venv)})
-    os.execve(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]], env)
+    os.execve(str(python), [str(python), str(Path(sys.argv[0]).resolve()), *sys.argv[1:]], env)
 
 
 def build_lumo(release: bool) -> Path:

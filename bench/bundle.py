@@ -37,24 +37,15 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import bench_env, build_release  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 MB = 1_000_000
 FILES = 2_000
 FILE_BYTES = 100_000
 
 
-def build_release() -> Path:
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    print("building lumo (release)...", file=sys.stderr)
-    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "lumo-cli"], cwd=REPO, check=True)
-    return target / "release" / "lumo"
-
-
-def bench_env():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMO_")}
-    env["NO_COLOR"] = "1"
-    env["LUMO_ACTOR"] = "bench"
-    return env
 
 
 def timed(cmd, runs, cwd=None, env=None, before=None, warmup=1) -> float:

@@ -42,21 +42,10 @@ REEXEC_MARK = "LUMO_BENCH_IN_VENV"
 STREAM_LIMIT = 20 * 1024 * 1024
 
 sys.path.insert(0, str(HERE))
-from aws_redeploy import Harness, SetupError, create_bucket_and_table, venv_path  # noqa: E402
+from aws_redeploy import (  # noqa: E402
+    Harness, SetupError, create_bucket_and_table, reexec_into_venv, venv_path,
+)
 
-
-def reexec_into_venv():
-    try:
-        import boto3  # noqa: F401
-        return
-    except ImportError:
-        pass
-    if os.environ.get(REEXEC_MARK):
-        sys.exit("error: boto3 is missing from the emulator venv; run tests/emulators/setup")
-    venv = venv_path()
-    python = venv / "bin" / "python"
-    env = dict(os.environ, **{REEXEC_MARK: str(venv)})
-    os.execve(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]], env)
 
 
 def now_ms() -> float:
