@@ -37,6 +37,8 @@ struct Fixture {
     _dir: TempDir,
     project: Project,
     backend: Backend,
+    /// The environment the checks work in. The config names it and [`second_env`] (where a
+    /// run-id prefix is looked up on `aws`).
     env: String,
     /// On `aws`: a direct look into the bucket and the table, for what the traits do not show.
     aws: Option<AwsStores>,
@@ -90,7 +92,10 @@ mod fixtures {
 
 async fn local_fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    write_project(dir.path(), "provider: 'local'");
+    write_project(
+        dir.path(),
+        "provider: 'local', environments: ['dev', 'devx']",
+    );
     let project = Project::load(Some(&dir.path().join("lumo.config.js")), None).unwrap();
     let backend = lumo_cli::backend::connect(&project, &ConnectOptions::default())
         .await
@@ -109,10 +114,12 @@ async fn aws_fixture(emulators: &lumo_testkit::Emulators) -> Fixture {
     let bucket = lumo_testkit::unique("conf-bucket");
     let table = lumo_testkit::unique("conf-table");
     emulators.create_bucket_and_table(&bucket, &table).await;
+    // Each fixture has its own environment, so suites sharing one emulator never meet.
+    let env = lumo_testkit::unique("env").replace('-', "");
     write_project(
         dir.path(),
         &format!(
-            "provider: 'aws', region: 'us-east-1', aws: {{ bucket: '{bucket}', table: '{table}', roleArn: '{}', architecture: '{}' }}",
+            "provider: 'aws', region: 'us-east-1', environments: ['{env}', '{env}x'], aws: {{ bucket: '{bucket}', table: '{table}', roleArn: '{}', architecture: '{}' }}",
             emulators.runner_role_arn,
             lumo_testkit::HOST_ARCHITECTURE
         ),
@@ -129,14 +136,18 @@ async fn aws_fixture(emulators: &lumo_testkit::Emulators) -> Fixture {
     let backend = lumo_cli::backend::aws::with_sdk_config(&project, &options, &sdk)
         .await
         .unwrap();
-    // Each fixture has its own environment, so suites sharing one emulator never meet.
     Fixture {
         _dir: dir,
         project,
         backend,
-        env: lumo_testkit::unique("env").replace('-', ""),
+        env,
         aws: Some(AwsStores { sdk, bucket, table }),
     }
+}
+
+/// The other environment the fixture's config names.
+fn second_env(f: &Fixture) -> String {
+    format!("{}x", f.env)
 }
 
 fn task<'a>(f: &'a Fixture, name: &str) -> &'a Task {
@@ -370,13 +381,18 @@ async fn runs_are_recorded_and_queried_newest_first(f: Fixture) {
     );
 }
 
-/// A run is found by a prefix of its id through an index (`local`), or the provider says the
-/// whole id is needed (`aws`: DynamoDB matches a prefix only on a sort key, and `by-id` has none).
+/// A run is found by a prefix of its id, through an index (`local`) or one Query per
+/// environment the config names (`aws`), never a scan: the runs of both environments in id
+/// order, at most `limit` (the first ones), finished or still running.
 async fn runs_are_found_by_a_prefix_of_their_id(f: Fixture) {
+    fn ids(runs: &[TaskRun]) -> Vec<&str> {
+        runs.iter().map(|r| r.id.as_str()).collect()
+    }
     let audit = &f.backend.audit;
     let first = run_record(&f, "ok", RunStatus::Succeeded);
     audit.start_run(&first).await.unwrap();
-    let second = run_record(&f, "ok", RunStatus::Succeeded);
+    let mut second = run_record(&f, "fails", RunStatus::Running);
+    second.env = second_env(&f);
     audit.start_run(&second).await.unwrap();
     let shared = first
         .id
@@ -384,25 +400,32 @@ async fn runs_are_found_by_a_prefix_of_their_id(f: Fixture) {
         .zip(second.id.chars())
         .take_while(|(a, b)| a == b)
         .count();
-    let found = audit.runs_by_id_prefix(&first.id[..shared + 1], 5).await;
-    if f.aws.is_some() {
-        assert_eq!(found.unwrap_err().kind, BackendErrorKind::Invalid);
-        return;
-    }
-    let ids = |runs: Vec<TaskRun>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
-    assert_eq!(ids(found.unwrap()), vec![first.id.clone()]);
+    let found = audit
+        .runs_by_id_prefix(&first.id[..shared + 1], 5)
+        .await
+        .unwrap();
+    assert_eq!(ids(&found), [first.id.as_str()]);
+    assert_eq!(found[0].env, f.env);
+    assert_eq!(found[0].task, "ok");
+    let only_second = audit
+        .runs_by_id_prefix(&second.id[..shared + 1], 5)
+        .await
+        .unwrap();
+    assert_eq!(ids(&only_second), [second.id.as_str()]);
+    assert_eq!(only_second[0].env, second_env(&f));
+    assert_eq!(only_second[0].status, RunStatus::Running);
     let both = audit
         .runs_by_id_prefix(&first.id[..shared], 5)
         .await
         .unwrap();
-    let mut in_id_order = [first.id.clone(), second.id.clone()];
+    let mut in_id_order = [first.id.as_str(), second.id.as_str()];
     in_id_order.sort();
-    assert_eq!(ids(both), in_id_order);
+    assert_eq!(ids(&both), in_id_order);
     let capped = audit
         .runs_by_id_prefix(&first.id[..shared], 1)
         .await
         .unwrap();
-    assert_eq!(capped.len(), 1);
+    assert_eq!(ids(&capped), [in_id_order[0]]);
     assert!(audit.runs_by_id_prefix("ZZZZ", 5).await.unwrap().is_empty());
 }
 
@@ -1176,6 +1199,47 @@ mod provider_specific {
             .unwrap();
         let error = backend.audit.env_state(&f.env).await.unwrap_err();
         assert_eq!(error.kind, BackendErrorKind::NotFound, "{error}");
+    }
+
+    /// On `aws` a prefix is looked up in the environments the config names (the table is keyed
+    /// by environment, and `by-id` by the whole id alone): a run of another environment is
+    /// found by its whole id only.
+    #[tokio::test]
+    async fn aws_a_prefix_finds_runs_of_the_named_environments_only() {
+        let Some(emulators) = lumo_testkit::emulators() else {
+            return;
+        };
+        let f = aws_fixture(emulators).await;
+        let mut elsewhere = run_record(&f, "ok", RunStatus::Succeeded);
+        elsewhere.env = format!("{}y", f.env);
+        f.backend.audit.start_run(&elsewhere).await.unwrap();
+        let found = f
+            .backend
+            .audit
+            .runs_by_id_prefix(&elsewhere.id[..20], 5)
+            .await
+            .unwrap();
+        assert!(found.is_empty(), "{found:?}");
+        let whole = f.backend.audit.run(&elsewhere.id).await.unwrap();
+        assert_eq!(whole.map(|r| r.env), Some(elsewhere.env.clone()));
+    }
+
+    /// On `local` the store's index spans the project: a prefix finds a run of any environment,
+    /// named by the config or not.
+    #[tokio::test]
+    async fn local_a_prefix_finds_runs_of_every_environment() {
+        let f = local_fixture().await;
+        let mut elsewhere = run_record(&f, "ok", RunStatus::Succeeded);
+        elsewhere.env = "unnamed".into();
+        f.backend.audit.start_run(&elsewhere).await.unwrap();
+        let found = f
+            .backend
+            .audit
+            .runs_by_id_prefix(&elsewhere.id[..20], 5)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].env, "unnamed");
     }
 
     /// A `.lumo/lumo.db` that is not a database is `Corrupt`, and says how to start afresh.

@@ -421,6 +421,54 @@ printf '{"success":true,"message":"msg %s","data":{"token":"%s"}}' "$TOKEN" "$TO
     assert!(support::TestProject::files_containing(&a.p.lumo_dir(), secret).is_empty());
 }
 
+/// A run id may be shortened to a unique prefix on `aws` as on `local` (issue 11), in any case;
+/// a prefix two runs share is an error listing both. It is looked up in the environments the
+/// config names (here only the default, `dev`), so a run of another one is found by its whole
+/// id only, and the error says so.
+#[test]
+fn logs_takes_a_unique_prefix_of_a_run_id() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    a.config("{ one: {}, two: {} }")
+        .task("one", "echo from one")
+        .task("two", "echo from two");
+    a.p.deploy(&[], 0);
+    let runs = a.p.history();
+    let (one, two) = (&runs[0].id, &runs[1].id);
+    let shared = one
+        .chars()
+        .zip(two.chars())
+        .take_while(|(x, y)| x == y)
+        .count();
+
+    let unique = one[..shared + 1].to_ascii_lowercase();
+    let by_prefix = a.p.lumo(&["logs", &unique]).code(0).clone();
+    assert_eq!(by_prefix.stdout, "from one\n", "{}", by_prefix.show());
+    let ambiguous = a.p.lumo(&["logs", &one[..shared]]).code(2).clone();
+    ambiguous.stderr_has(&["ambiguous", one, two, "2 runs"]);
+    assert!(ambiguous.stdout.is_empty());
+    a.p.lumo(&["logs", "ZZZZ"])
+        .code(2)
+        .clone()
+        .stderr_has(&["has an id starting with `ZZZZ`"]);
+
+    a.p.lumo(&["deploy", "--env", "pr-7", "--only", "one"])
+        .code(0);
+    let history: support::History =
+        a.p.lumo(&["history", "--env", "pr-7", "--json"])
+            .code(0)
+            .json();
+    let elsewhere = &history.runs[0].id;
+    let not_looked_in = a.p.lumo(&["logs", &elsewhere[..20]]).code(2).clone();
+    not_looked_in.stderr_has(&[
+        "has an id starting with",
+        "environments the config names (`dev`)",
+        "the whole id finds a run of any environment",
+    ]);
+    let whole = a.p.lumo(&["logs", elsewhere]).code(0).clone();
+    assert_eq!(whole.stdout, "from one\n", "{}", whole.show());
+}
+
 #[test]
 fn a_missing_table_is_a_backend_error_with_a_hint() {
     let _shared = COUNTING.read().unwrap();

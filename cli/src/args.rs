@@ -223,7 +223,7 @@ pub struct HistoryArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The run id (from `lumo history`).
+    /// The run id (from `lumo history`), or any start of it that only one run has.
     pub run_id: String,
 
     /// Only the last N lines of the output.

@@ -68,13 +68,18 @@ fn a_unique_prefix_of_a_run_id_finds_the_run() {
     assert_eq!(error.kind, "invalid");
     assert!(error.message.contains(two.as_str()), "{error:?}");
 
-    let none = p.lumo(&["logs", "ZZZZ"]).code(2).clone();
-    none.stderr_has(&["no run `ZZZZ`"]);
+    let none = p.lumo(&["logs", "zzzz"]).code(2).clone();
+    none.stderr_has(&["no run of project `logs` has an id starting with `ZZZZ`"]);
     let too_long = format!("{one}0");
     p.lumo(&["logs", &too_long])
         .code(2)
         .clone()
-        .stderr_has(&["is not a run id"]);
+        .stderr_has(&["is not a run id", "26 letters and digits"]);
+    // Crockford base32, a ULID's alphabet, has no I, L, O or U.
+    p.lumo(&["logs", "01kbo"])
+        .code(2)
+        .clone()
+        .stderr_has(&["`01kbo` is not a run id", "`o` is never in one"]);
 }
 
 /// `--follow` shows a running task's output as it is written, and returns when the run ends.

@@ -198,11 +198,13 @@ pub trait AuditStore: Send + Sync {
     /// how a user's shortened run id (`lumo logs 01KBQZ6N`) is found.
     ///
     /// # Contract
-    /// - `prefix` is upper-case letters and digits, shorter than a run id; only this project's
-    ///   runs match, of any environment.
-    /// - Looked up through an index, never by scanning the store. A provider whose store has no
-    ///   index that can answer it returns an [`Invalid`](BackendErrorKind::Invalid) error saying
-    ///   to give the whole run id.
+    /// - `prefix` is upper-case Crockford base32 (a run id's alphabet), shorter than a run id;
+    ///   only this project's runs match.
+    /// - Looked up through an index, never by scanning the store: on `local` the runs of every
+    ///   environment; on `aws`, whose table is keyed by environment, the runs of the
+    ///   environments the config names (one Query each), and an
+    ///   [`Invalid`](BackendErrorKind::Invalid) error saying to give the whole run id when it
+    ///   names none. [`run`](Self::run) finds a whole id in any environment on both.
     async fn runs_by_id_prefix(&self, prefix: &str, limit: u32) -> BackendResult<Vec<TaskRun>>;
     async fn deployments(&self, env: &str, limit: u32) -> BackendResult<Vec<Deployment>>;
     /// The full output of a run, if it was stored.

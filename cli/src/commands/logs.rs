@@ -1,7 +1,9 @@
 //! `lumo logs RUN_ID [--tail N] [--follow]`: the full output of a run, or its last N lines (raw
 //! on stdout), or with `--json` the run's record and that output; `--follow` keeps showing a
 //! running run's output until it ends (`follow.rs`). A skipped run never started and has none.
-//! RUN_ID may be a unique prefix of the id ([`find_run`]), where the provider can look one up.
+//! RUN_ID may be a unique prefix of the id ([`find_run`]); on `aws` a prefix finds only runs of
+//! the environments the config names (the table is keyed by environment; see
+//! `AuditStore::runs_by_id_prefix`).
 
 mod follow;
 
@@ -15,6 +17,7 @@ use super::{CommandResult, Context, Outcome};
 use crate::args::LogsArgs;
 use crate::backend::records::TaskRun;
 use crate::backend::{Backend, LogReader};
+use crate::config::Provider;
 use crate::error::CliError;
 use crate::project::Project;
 
@@ -94,13 +97,30 @@ const RUN_ID_LEN: usize = 26;
 /// How many runs an ambiguous prefix lists.
 const MAX_MATCHES_SHOWN: usize = 10;
 
-/// A run id as typed: the whole id, or the start of one (as git and docker take them).
+/// A run id as typed: the whole id, or the start of one (as git and docker take them), in any
+/// case. Run ids are ULIDs: upper-case Crockford base32, which leaves out `I`, `L`, `O` and `U`.
 pub fn run_id_or_prefix(text: &str) -> Result<String, CliError> {
     let id = text.trim().to_ascii_uppercase();
-    if id.is_empty() || id.len() > RUN_ID_LEN || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(CliError::invalid(format!(
-            "`{text}` is not a run id (26 letters and digits, as `lumo history` shows) nor the \
-             start of one"
+    let not_an_id = |why: String| {
+        CliError::invalid(format!(
+            "`{text}` is not a run id nor the start of one: {why}"
+        ))
+        .hint("`lumo history --env ENV` shows run ids")
+    };
+    if id.is_empty() || id.len() > RUN_ID_LEN {
+        return Err(not_an_id(format!(
+            "a run id is {RUN_ID_LEN} letters and digits"
+        )));
+    }
+    let in_alphabet =
+        |c: char| c.is_ascii_digit() || (c.is_ascii_uppercase() && !"ILOU".contains(c));
+    if let Some(bad) = text
+        .trim()
+        .chars()
+        .find(|c| !in_alphabet(c.to_ascii_uppercase()))
+    {
+        return Err(not_an_id(format!(
+            "`{bad}` is never in one (run ids are digits and letters but `I`, `L`, `O` and `U`)"
         )));
     }
     Ok(id)
@@ -109,16 +129,34 @@ pub fn run_id_or_prefix(text: &str) -> Result<String, CliError> {
 /// The run `id` names: the run with that whole id, or the one run whose id starts with it. A
 /// prefix that several ids start with is an error listing them.
 pub async fn find_run(backend: &Backend, project: &Project, id: &str) -> Result<TaskRun, CliError> {
-    let no_run = || {
-        CliError::invalid(format!(
-            "no run `{id}` in project `{}`",
-            project.config.project_name
-        ))
-        .hint("`lumo history --env ENV` lists recent runs")
-    };
+    let name = &project.config.project_name;
     if id.len() == RUN_ID_LEN {
-        return backend.audit.run(id).await?.ok_or_else(no_run);
+        return backend.audit.run(id).await?.ok_or_else(|| {
+            CliError::invalid(format!("no run `{id}` in project `{name}`"))
+                .hint("`lumo history --env ENV` lists recent runs")
+        });
     }
+    let no_run = || {
+        let hint = match project.config.provider {
+            Provider::Local => "`lumo history --env ENV` lists recent runs".to_string(),
+            Provider::Aws => format!(
+                "on `aws` a shortened run id is looked up in the environments the config \
+                 names ({}); the whole id finds a run of any environment, and \
+                 `lumo history --env ENV` lists recent runs",
+                project
+                    .config
+                    .named_environments()
+                    .iter()
+                    .map(|e| format!("`{e}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        CliError::invalid(format!(
+            "no run of project `{name}` has an id starting with `{id}`"
+        ))
+        .hint(hint)
+    };
     let mut matches = backend
         .audit
         .runs_by_id_prefix(id, MAX_MATCHES_SHOWN as u32 + 1)

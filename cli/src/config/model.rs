@@ -333,4 +333,29 @@ impl ProjectConfig {
             partial: None,
         })
     }
+
+    /// Every environment the config names: `environments` when declared (every other name must
+    /// be one of them), else the default `environment`, the tasks' `environments` and the keys
+    /// of `access`. Sorted, each once. Where a run id's prefix is looked up on a store keyed by
+    /// environment (`aws`).
+    pub fn named_environments(&self) -> Vec<String> {
+        let mut names: Vec<String> = match &self.environments {
+            Some(declared) => declared.clone(),
+            None => self
+                .environment
+                .iter()
+                .chain(
+                    self.tasks
+                        .values()
+                        .filter_map(|t| t.environments.as_ref())
+                        .flatten(),
+                )
+                .chain(self.access.keys())
+                .cloned()
+                .collect(),
+        };
+        names.sort();
+        names.dedup();
+        names
+    }
 }

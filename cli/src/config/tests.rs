@@ -740,6 +740,28 @@ fn environments_are_checked_everywhere_they_are_named() {
     assert_eq!(problems.len(), 6, "{problems:#?}");
 }
 
+/// A run id's prefix is looked up in these on `aws`: every environment the config names.
+#[test]
+fn the_named_environments_are_the_declared_ones_else_every_one_mentioned() {
+    let declared = loads(
+        "export default { projectName: 'x', environments: ['prod', 'dev', 'staging'],
+           environment: 'dev', tasks: { a: { environments: ['prod'] } } };",
+    );
+    assert_eq!(declared.named_environments(), ["dev", "prod", "staging"]);
+    let mentioned = loads(
+        "export default { projectName: 'x', environment: 'dev',
+           tasks: { a: { environments: ['prod', 'qa'] }, b: { environments: ['prod'] } },
+           access: { staging: { developer: ['ana'] } } };",
+    );
+    assert_eq!(
+        mentioned.named_environments(),
+        ["dev", "prod", "qa", "staging"]
+    );
+    // `dev` is the default `environment`, as in the Lumo Framework.
+    let silent = loads("export default { projectName: 'x', tasks: { a: {} } };");
+    assert_eq!(silent.named_environments(), ["dev"]);
+}
+
 #[test]
 fn environment_names_are_checked_without_a_declared_list() {
     let problems = invalid(

@@ -12,7 +12,11 @@
 //! ```
 //! Run and deployment ids are ULIDs, so sort-key order is time order: "latest N runs of an
 //! environment" is one Query on the partition, "of a task" one Query on `by-task`, "the run with
-//! this id" one Query on `by-id`. Nothing scans. Items stay far below 400 KB: messages and
+//! this id" one Query on `by-id`. "The runs whose id starts with `01KBQZ`" (a shortened run id)
+//! is one Query per environment the config names, `begins_with(sk, "RUN#01KBQZ")` on the
+//! partition: `by-id` cannot answer it (DynamoDB matches a prefix only on a sort key, and its
+//! key is the whole id), so a prefix finds runs of those environments only, while a whole id
+//! finds a run of any environment. Nothing scans. Items stay far below 400 KB: messages and
 //! tails are capped, large `data` lives in S3 and the item keeps a pointer.
 //!
 //! Every item this lumo writes carries its shape's version ([`ITEM_VERSION`] in the number
@@ -30,6 +34,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::query::QueryError;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use lumo_runner::contract::RunStatus;
@@ -50,6 +56,8 @@ pub(super) type Item = HashMap<String, AttributeValue>;
 const MAX_INLINE_DATA: usize = 64 * 1024;
 const BY_TASK: &str = "by-task";
 const BY_ID: &str = "by-id";
+/// How many environments' partitions a run-id prefix is looked up in at once.
+const PARALLEL_PREFIX_QUERIES: usize = 8;
 
 /// The shape version of the items this lumo writes (see the module's doc). 4: a run may
 /// carry `command` (an `exec` run's masked program and arguments).
@@ -267,29 +275,13 @@ impl DynamoStore {
     /// Every item of a Query, following pages, up to `limit` items when given.
     pub(super) async fn query_all(
         &self,
-        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+        query: QueryFluentBuilder,
         limit: Option<usize>,
         what: &str,
     ) -> BackendResult<Vec<Item>> {
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = query
-                .clone()
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| self.error(what, e))?;
-            items.extend(out.items.unwrap_or_default());
-            if limit.is_some_and(|l| items.len() >= l) {
-                items.truncate(limit.unwrap_or(usize::MAX));
-                return Ok(items);
-            }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(items),
-            }
-        }
+        query_pages(query, limit)
+            .await
+            .map_err(|e| self.error(what, e))
     }
 
     /// The latest `limit` items of `env`'s partition whose sort key starts with `prefix`
@@ -311,6 +303,34 @@ impl DynamoStore {
             .scan_index_forward(false)
             .limit(limit as i32);
         self.query_all(query, Some(limit as usize), what).await
+    }
+}
+
+/// Every item of a Query, following pages, up to `limit` items when given. Owns what it needs,
+/// so several can run as tasks at once.
+async fn query_pages(
+    query: QueryFluentBuilder,
+    limit: Option<usize>,
+) -> Result<Vec<Item>, SdkError<QueryError, HttpResponse>> {
+    let mut items = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let out = query
+            .clone()
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await?;
+        items.extend(out.items.unwrap_or_default());
+        if let Some(limit) = limit
+            && items.len() >= limit
+        {
+            items.truncate(limit);
+            return Ok(items);
+        }
+        match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(items),
+        }
     }
 }
 
@@ -477,14 +497,63 @@ impl AuditStore for DynamoStore {
         Ok(None)
     }
 
-    async fn runs_by_id_prefix(&self, prefix: &str, _limit: u32) -> BackendResult<Vec<TaskRun>> {
+    async fn runs_by_id_prefix(&self, prefix: &str, limit: u32) -> BackendResult<Vec<TaskRun>> {
         // `by-id` is keyed on the whole id alone, and DynamoDB matches a prefix (`begins_with`)
-        // only on a sort key: across environments a prefix could only be found by a Scan.
-        Err(BackendError::invalid(format!(
-            "`{prefix}` is not a whole run id, and the `aws` provider looks runs up by their \
-             whole id (26 letters and digits) only"
-        ))
-        .hint("`lumo history --env ENV` shows the whole run ids"))
+        // only on a sort key: the runs' sort keys in each environment's partition are where a
+        // prefix can be found without a Scan, so the environments to look in come from the
+        // config.
+        let envs = &self.target.environments;
+        // Only a config listing its `environments` without naming any could leave this empty
+        // (the default `environment` is `dev`); validation refuses that, but a prefix must
+        // still not come back "not found" unlooked.
+        if envs.is_empty() {
+            return Err(BackendError::invalid(format!(
+                "`{prefix}` is not a whole run id, and on `aws` a shortened run id is looked up \
+                 in the environments the config names, which names none"
+            ))
+            .hint(
+                "give the whole run id (`lumo history --env ENV` shows it), or list the \
+                 project's `environments` in the config",
+            ));
+        }
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let what = format!("looking up the runs whose id starts with `{prefix}`");
+        let mut waiting = envs.iter();
+        let mut queries = tokio::task::JoinSet::new();
+        let mut items = Vec::new();
+        loop {
+            while queries.len() < PARALLEL_PREFIX_QUERIES
+                && let Some(env) = waiting.next()
+            {
+                // Oldest first in each partition, as `local` lists them: the first `limit` of
+                // every environment hold the first `limit` of all.
+                let query = self
+                    .client
+                    .query()
+                    .table_name(self.table())
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":pk", s(self.pk(env)))
+                    .expression_attribute_values(":prefix", s(format!("RUN#{prefix}")))
+                    .limit(limit as i32);
+                queries.spawn(query_pages(query, Some(limit as usize)));
+            }
+            let Some(done) = queries.join_next().await else {
+                break;
+            };
+            let found = done
+                .map_err(|e| BackendError::with_source(format!("{what}: the query stopped"), e))?
+                .map_err(|e| self.error(&what, e))?;
+            items.extend(found);
+        }
+        let mut runs = items
+            .into_iter()
+            .map(|i| self.run_from_item(i))
+            .collect::<BackendResult<Vec<_>>>()?;
+        runs.sort_by(|a, b| a.id.cmp(&b.id));
+        runs.truncate(limit as usize);
+        Ok(runs)
     }
 
     async fn deployments(&self, env: &str, limit: u32) -> BackendResult<Vec<Deployment>> {

@@ -40,6 +40,11 @@ pub struct AwsTarget {
     pub runner_searched: Vec<PathBuf>,
     /// The project's `.lumo/`, where the runner binary's hash is cached.
     pub cache_dir: PathBuf,
+    /// The environments the config names ([`named_environments`]): where a prefix of a run id
+    /// is looked up, the table being keyed by environment.
+    ///
+    /// [`named_environments`]: crate::config::ProjectConfig::named_environments
+    pub environments: Vec<String>,
 }
 
 /// Memory of the runner function when neither `aws.memorySize` nor any task sets it.
@@ -74,6 +79,7 @@ impl AwsTarget {
             runner,
             runner_searched,
             cache_dir: project.lumo_dir(),
+            environments: project.config.named_environments(),
         })
     }
 }
