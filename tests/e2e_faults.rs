@@ -550,6 +550,7 @@ on_both_providers!(
     a_declined_confirmation_exits_2_and_is_recorded,
     an_environment_can_ask_for_its_name,
     from_source_runs_the_working_copy_and_a_plain_run_says_it_differs,
+    every_argument_rule_has_its_error_and_the_values_are_recorded_masked,
 );
 
 /// The emulator dies mid-deploy: the deploy exits 4 with a clear message, and once it is back
@@ -634,11 +635,31 @@ fn roles_gate_deploys_and_locks(env: Env) {
     p.lumo_as("mallory", &["deploy", "--env", "dev", "--only", "hello"])
         .code(2);
 
-    // A dry run is only a look, and says why the deploy would be refused.
+    // A dry run is only a look, and says why the deploy would be refused: the real error.
+    let events = env.status().recent_events.len();
     let look = p.lumo_as("mallory", &["deploy", "--env", "dev", "--dry-run"]);
     look.code(0).stdout_has(&[
-        "you (`mallory`, guest) may not deploy `dev`: a deploy there needs developer",
+        "`mallory` is guest in `dev` (`access.dev.guest` lists `*`)",
+        "would be refused (exit 2): `mallory` has the role `guest` in `dev`; deploying `dev` \
+         needs `developer`",
     ]);
+    let report: Value = p
+        .lumo_as(
+            "mallory",
+            &["deploy", "--env", "dev", "--dry-run", "--json"],
+        )
+        .code(0)
+        .json();
+    assert_eq!(
+        report["access"]["rights"]["deploy"]["refusal"].as_str(),
+        Some("refused: `mallory` has the role `guest` in `dev`; deploying `dev` needs `developer`"),
+        "{report:#}"
+    );
+    assert_eq!(
+        env.status().recent_events.len(),
+        events,
+        "a dry run records nothing"
+    );
     p.lumo_as("bob", &["deploy", "--env", "dev"]).code(0);
     assert!(p.has_out("hello") && p.has_out("migrate"));
 
@@ -718,7 +739,9 @@ fn a_developer_ci_identity_deploys_twice_across_a_maintainer_update_task(env: En
     deploy("v1").code(0);
     let look = p.lumo_without_actor(&["deploy", "--env", "dev", "--dry-run"], &ci);
     look.code(0).stdout_has(&[
-        "you (`ci-bot`, developer) may deploy `dev`",
+        "`ci-bot` is developer in `dev` (`access.dev.developer` lists `ci-bot`)",
+        "allowed: deploying `dev` needs developer (default); the tasks it runs are part of the \
+         deploy",
         "rotate",
         "would_run",
     ]);
@@ -733,24 +756,67 @@ fn a_developer_ci_identity_deploys_twice_across_a_maintainer_update_task(env: En
         "a deploy was refused"
     );
 
-    // By hand, the maintainer task is the maintainer's.
+    // By hand, the maintainer task is the maintainer's; a dry run says so first, with the
+    // error the run gives, and records nothing.
+    let preview: RunPreview = p
+        .lumo_without_actor(
+            &["run", "rotate", "--env", "dev", "--dry-run", "--json"],
+            &ci,
+        )
+        .code(0)
+        .json();
+    let refusal = "refused: `ci-bot` has the role `developer` in `dev`; task `rotate` needs \
+                   `maintainer`";
+    assert_eq!(
+        (
+            preview.allowed,
+            preview.may_run,
+            preview.permission.as_str()
+        ),
+        (false, false, "maintainer")
+    );
+    assert_eq!(preview.error.as_deref(), Some(refusal));
+    assert!(preview.bundle_hash.is_some(), "{preview:?}");
+    p.lumo_without_actor(&["run", "rotate", "--env", "dev", "--dry-run"], &ci)
+        .code(0)
+        .stdout_has(&[
+            "Dry run: task `rotate` by hand in dev",
+            "would be refused (exit 2): `ci-bot` has the role `developer` in `dev`; task \
+             `rotate` needs `maintainer`",
+        ]);
+    assert!(
+        !env.status()
+            .recent_events
+            .iter()
+            .any(|e| e.kind == "refused"),
+        "a dry run recorded a refusal"
+    );
     p.lumo_without_actor(&["run", "rotate", "--env", "dev"], &ci)
         .code(2)
-        .stderr_has(&[
-            "refused",
-            "`ci-bot` has the role `developer` in `dev`",
-            "task `rotate` needs `maintainer`",
-        ]);
+        .stderr_has(&[refusal]);
     assert_eq!(p.out_lines("rotate"), ["rotate"], "the refused run ran");
     let refused = env.status().recent_events.into_iter().next().unwrap();
     assert_eq!(
         (refused.kind.as_str(), refused.actor.as_str()),
         ("refused", "ci-bot")
     );
+    let preview: RunPreview = p
+        .lumo_as(
+            "alice",
+            &["run", "rotate", "--env", "dev", "--dry-run", "--json"],
+        )
+        .code(0)
+        .json();
+    assert!(preview.allowed && preview.error.is_none(), "{preview:?}");
     p.lumo_as("alice", &["run", "rotate", "--env", "dev"])
         .code(0);
+    assert_eq!(
+        p.out_lines("rotate"),
+        ["rotate", "rotate"],
+        "only the real run ran"
+    );
 
-    // `lumo tasks` says the same before anyone is refused.
+    // `lumo tasks` says the same before anyone is refused, and why.
     let asked: TasksAsked = p
         .lumo_without_actor(&["tasks", "--env", "dev", "--json"], &ci)
         .code(0)
@@ -759,12 +825,43 @@ fn a_developer_ci_identity_deploys_twice_across_a_maintainer_update_task(env: En
     assert_eq!(asked.deploy_role.as_deref(), Some("developer"));
     let may = |name: &str| asked.tasks.iter().find(|t| t.name == name).unwrap().may_run;
     assert_eq!((may("seed"), may("rotate")), (Some(true), Some(false)));
-    p.lumo_without_actor(&["tasks", "--env", "dev"], &ci)
-        .code(0)
-        .stdout_has(&[
-            "You (`ci-bot`, developer) may deploy `dev`",
-            "[manual run needs maintainer]",
-        ]);
+    let access = asked.access.unwrap();
+    assert_eq!(
+        (
+            access.role_from.kind.as_str(),
+            access.role_from.key.as_deref()
+        ),
+        ("listed", Some("access.dev.developer"))
+    );
+    let right = |name: &str| {
+        let r = &access.rights[name];
+        (r.allowed, r.needs.as_str(), r.from.as_str())
+    };
+    assert_eq!(right("deploy"), (true, "developer", "default"));
+    assert_eq!(right("exec"), (false, "maintainer", "default"));
+    assert_eq!(right("lock"), (true, "developer", "fixed"));
+    assert_eq!(right("forceUnlock"), (false, "maintainer", "fixed"));
+    assert_eq!(
+        access.rights["exec"].refusal.as_deref(),
+        Some("refused: `ci-bot` has the role `developer` in `dev`; `lumo exec` needs `maintainer`")
+    );
+    let text = p.lumo_without_actor(&["tasks", "--env", "dev"], &ci);
+    text.code(0).stdout_has(&[
+        "`ci-bot` is developer in `dev` (`access.dev.developer` lists `ci-bot`).",
+        "  may: deploy (developer, default), lock/unlock (developer)",
+        "  may not: exec (maintainer, default), unlock --force (maintainer)",
+        "PERMISSION  MAY RUN",
+    ]);
+    let row = |task: &str| {
+        text.stdout
+            .lines()
+            .find(|l| l.starts_with(task))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("rotate")[4..], ["maintainer", "no"]);
+    assert_eq!(row("seed")[4..], ["developer", "yes"]);
 }
 
 /// A project whose `purge` task asks for confirmation, deployed, for the confirmation tests;
@@ -920,6 +1017,137 @@ fn from_source_runs_the_working_copy_and_a_plain_run_says_it_differs(env: Env) {
     assert_eq!(env.status().state.bundles["migrate"], deployed_hash);
 }
 
+/// The secret both providers' projects here have (`aws`: the harness config's `token`).
+const ARG_SECRET: &str = "tok-9f8e7d6c5b";
+
+/// Every argument rule with its error (issue 12), on each provider: `required` is present and
+/// not blank, `choices`, the types number / boolean / environment (another environment of the
+/// project), names matched without regard to case, unknown and repeated names. Each is exit 2
+/// with what is allowed, before anything runs or is recorded; the values a run got (defaults
+/// filled in, a secret masked) are recorded and shown by `history` and `logs`.
+fn every_argument_rule_has_its_error_and_the_values_are_recorded_masked(env: Env) {
+    let secrets = if env.is_aws() {
+        String::new()
+    } else {
+        format!("secrets: {{ token: {{ value: () => '{ARG_SECRET}' }} }},")
+    };
+    env.config(
+        &format!("{secrets} environments: ['dev', 'staging', 'prod'],"),
+        "{ copy: { runOn: [], args: {
+             source: { type: 'environment', required: true },
+             target: { required: true },
+             mode: { choices: ['soft', 'hard'], default: 'soft' },
+             batch: { type: 'number', default: 100 },
+             dryRun: { type: 'boolean', default: false } } } }",
+    );
+    env.p().task(
+        "copy",
+        "echo \"$LUMO_ARG_SOURCE $LUMO_ARG_TARGET $LUMO_ARG_DRY_RUN\" >> \"@OUT@/copy\"",
+    );
+    let p = env.p();
+    p.deploy(&[], 0);
+    let ok = ["--arg", "source=prod", "--arg", "target=t"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut args = ok.to_vec();
+        args.extend_from_slice(extra);
+        args
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--arg", "source=prod", "--arg", "target="],
+            "`--arg target=`: `target` is required and must not be blank",
+        ),
+        (
+            vec!["--arg", "source=prod"],
+            "task `copy` needs the required argument(s) `target`",
+        ),
+        (
+            with(&["--arg", "mode=banana"]),
+            "`--arg mode=banana`: `mode` takes one of `soft`, `hard`",
+        ),
+        (
+            with(&["--arg", "batch=lots"]),
+            "`--arg batch=lots`: `batch` takes a number",
+        ),
+        (
+            with(&["--arg", "dryRun=yes"]),
+            "`--arg dryRun=yes`: `dryRun` takes `true` or `false`",
+        ),
+        (
+            vec!["--arg", "source=qa", "--arg", "target=t"],
+            "`--arg source=qa`: `source` takes the name of another environment of this \
+             project: `staging`, `prod`",
+        ),
+        (
+            vec!["--arg", "source=dev", "--arg", "target=t"],
+            "(`dev` is the environment the task runs in)",
+        ),
+        (
+            with(&["--arg", "SOURCE=staging"]),
+            "`--arg SOURCE` is given more than once (as argument `source`)",
+        ),
+        (
+            with(&["--arg", "sorce=prod"]),
+            "`--arg sorce`: unknown argument; task `copy` declares `source`, `target`, `mode`, \
+             `batch`, `dryRun`; did you mean `source`?",
+        ),
+    ];
+    for (args, expected) in &cases {
+        let mut line = vec!["run", "copy", "--env", "dev", "--json"];
+        line.extend_from_slice(args);
+        let error = p.lumo(&line).code(2).json_error();
+        assert_eq!(error.kind, "invalid", "{args:?}: {error:?}");
+        assert!(
+            error.message.contains(expected),
+            "{args:?}: expected {expected:?} in {:?}",
+            error.message
+        );
+    }
+    assert!(!p.has_out("copy"), "a refused run ran");
+    assert!(env.history().is_empty(), "a refused run was recorded");
+
+    let run: support::TaskRun = p
+        .lumo(&[
+            "run",
+            "copy",
+            "--env",
+            "dev",
+            "--arg",
+            "SOURCE=prod",
+            "--arg",
+            &format!("Target={ARG_SECRET}"),
+            "--arg",
+            "dryrun=true",
+            "--json",
+        ])
+        .code(0)
+        .json();
+    assert_eq!(
+        p.out_lines("copy"),
+        [format!("prod {ARG_SECRET} true")],
+        "the task got the values"
+    );
+    let recorded: BTreeMap<String, String> = [
+        ("batch", "100"),
+        ("dryRun", "true"),
+        ("mode", "soft"),
+        ("source", "prod"),
+        ("target", "***"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(run.args, recorded);
+    assert_eq!(env.history()[0].args, recorded);
+    assert_eq!(p.logs(&run.id).run.args, recorded);
+    let text = p.lumo(&["history", "--env", "dev"]).code(0).stdout.clone();
+    assert!(
+        text.contains("batch=100 dryRun=true mode=soft source=prod target=***"),
+        "{text}"
+    );
+    assert!(!text.contains(ARG_SECRET), "{text}");
+}
+
 /// `lumo tasks --env E --json` with who is asking.
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -930,7 +1158,43 @@ struct TasksAsked {
     may_deploy: Option<bool>,
     #[serde(default)]
     deploy_role: Option<String>,
+    #[serde(default)]
+    access: Option<Access>,
     tasks: Vec<support::TaskInfo>,
+}
+
+/// `access` of `lumo tasks --env E --json` and `deploy --dry-run --json`: what the actor may
+/// do there, and why.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Access {
+    role_from: RoleFrom,
+    rights: BTreeMap<String, Right>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RoleFrom {
+    kind: String,
+    key: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Right {
+    allowed: bool,
+    needs: String,
+    from: String,
+    refusal: Option<String>,
+}
+
+/// `lumo run TASK --dry-run --json`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RunPreview {
+    allowed: bool,
+    error: Option<String>,
+    permission: String,
+    may_run: bool,
+    bundle_hash: Option<String>,
 }
 
 /// Regression: on `aws`, `lumo tasks` judged "may run" for the git or OS user while `lumo run`

@@ -6,8 +6,6 @@
 //! needs `developer` (someone else's lock: `maintainer`). This is the CLI's guardrail and its
 //! audit trail; the hard boundary is IAM on the runner function (`infra/`).
 
-use std::fmt;
-
 use serde::Serialize;
 
 use crate::backend::records::EventKind;
@@ -15,20 +13,66 @@ use crate::config::{ConfirmRule, EnvAccess, Permission, ProjectConfig};
 use crate::error::CliError;
 use crate::operation::Operation;
 
+/// The role a manual `lumo lock` / `lumo unlock` needs (not configurable: PRODUCT.md §6).
+pub const LOCK_ROLE: Permission = Permission::Developer;
+
+/// The role releasing someone else's lock (`lumo unlock --force`) needs.
+pub const FORCE_UNLOCK_ROLE: Permission = Permission::Maintainer;
+
 /// The role `actor` holds in `env`: maintainer when the config has no `access` entry for `env`
 /// or one that lists no role; otherwise the highest role whose list names the actor (`*`
 /// names everyone, and a single `*` inside an entry matches any text: `*@example.com`); `None`
 /// when none does.
 pub fn role_of(config: &ProjectConfig, env: &str, actor: &str) -> Option<Permission> {
+    role_with_source(config, env, actor).0
+}
+
+/// [`role_of`], and why: which key of the config gave the role, or that none did.
+pub fn role_with_source(
+    config: &ProjectConfig,
+    env: &str,
+    actor: &str,
+) -> (Option<Permission>, RoleSource) {
     let Some(entry) = config.access.get(env).filter(|e| !e.roles.is_empty()) else {
-        return Some(Permission::Maintainer);
+        return (Some(Permission::Maintainer), RoleSource::Open);
     };
-    entry
+    let best = entry
         .roles
         .iter()
-        .filter(|(_, actors)| actors.iter().any(|pattern| matches(pattern, actor)))
-        .map(|(role, _)| *role)
-        .max()
+        .filter_map(|(role, actors)| {
+            actors
+                .iter()
+                .find(|pattern| matches(pattern, actor))
+                .map(|pattern| (*role, pattern))
+        })
+        .max_by_key(|(role, _)| *role);
+    match best {
+        Some((role, pattern)) => (
+            Some(role),
+            RoleSource::Listed {
+                key: format!("access.{env}.{}", role.as_str()),
+                pattern: pattern.clone(),
+            },
+        ),
+        None => (
+            None,
+            RoleSource::Unlisted {
+                key: format!("access.{env}"),
+            },
+        ),
+    }
+}
+
+/// Why an actor holds the role it does in an environment (`roleFrom` in `--json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum RoleSource {
+    /// The config gives the environment no roles: everyone is maintainer.
+    Open,
+    /// `key` (`access.<env>.<role>`) lists `pattern`, which names the actor.
+    Listed { key: String, pattern: String },
+    /// `key` (`access.<env>`) lists roles, and no pattern of them names the actor.
+    Unlisted { key: String },
 }
 
 /// The role a deploy of `env` needs: `access.<env>.deploy`, else `developer`.
@@ -71,26 +115,50 @@ pub async fn require(op: &Operation, needed: Permission, what: &str) -> Result<(
     if allows(role, needed) {
         return Ok(());
     }
-    let message = format!(
-        "`{}` has {} in `{}`; {what} needs `{}`",
-        op.actor,
-        held(role),
-        op.env,
-        needed.as_str()
-    );
+    let message = refusal_message(&op.actor, role, &op.env, what, needed);
     Err(refuse(op, message).await)
 }
+
+/// Why `actor` may not do `what`: the text a refusal is recorded with, and (after `refused: `)
+/// the error it stops the command with. One function, so a dry run's "would be refused" is
+/// word for word the real command's error.
+fn refusal_message(
+    actor: &str,
+    role: Option<Permission>,
+    env: &str,
+    what: &str,
+    needed: Permission,
+) -> String {
+    format!(
+        "`{actor}` has {} in `{env}`; {what} needs `{}`",
+        held(role),
+        needed.as_str()
+    )
+}
+
+/// What a deploy of `env` is called in its refusal.
+fn deploying(env: &str) -> String {
+    format!("deploying `{env}`")
+}
+
+/// What a manual run of `task` is called in its refusal.
+pub fn running_task(task: &str) -> String {
+    format!("task `{task}`")
+}
+
+/// What `lumo exec` is called in its refusal.
+pub const EXEC: &str = "`lumo exec`";
 
 /// A deploy is refused (recorded, exit code 2) before the lock is taken or anything is
 /// uploaded when the actor lacks the environment's deploy role. The plan's tasks are not
 /// checked: they are part of the deploy.
 pub async fn authorize_deploy(op: &Operation) -> Result<(), CliError> {
     let needed = deploy_role(&op.project.config, &op.env);
-    require(op, needed, &format!("deploying `{}`", op.env)).await
+    require(op, needed, &deploying(&op.env)).await
 }
 
-/// What an actor may deploy in an environment, and why: what `lumo tasks --env` and
-/// `lumo deploy --dry-run` show before anyone is refused.
+/// What an actor may do in an environment, and why: what `lumo tasks --env` and the dry runs
+/// show before anyone is refused (`access` in their `--json`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Standing {
@@ -98,21 +166,96 @@ pub struct Standing {
     pub env: String,
     /// `None`: the environment's `access` entry names the actor in no role.
     pub role: Option<Permission>,
-    /// The role a deploy of `env` needs.
+    /// Why the actor holds `role`.
+    pub role_from: RoleSource,
+    /// The role a deploy of `env` needs (as `rights.deploy.needs`).
     pub deploy_needs: Permission,
+    /// As `rights.deploy.allowed`.
     pub may_deploy: bool,
+    /// Each thing the actor may or may not do in `env` besides running a task by hand (each
+    /// task's `permission` says that one).
+    pub rights: Rights,
+}
+
+/// The rights of [`Standing`], one per command that checks a role.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rights {
+    /// `lumo deploy`.
+    pub deploy: Right,
+    /// `lumo exec`.
+    pub exec: Right,
+    /// `lumo lock` and `lumo unlock` of one's own lock.
+    pub lock: Right,
+    /// `lumo unlock --force` of someone else's lock.
+    pub force_unlock: Right,
+}
+
+/// Whether the actor may do one thing, the role it takes and where that rule comes from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Right {
+    pub allowed: bool,
+    pub needs: Permission,
+    /// The config key that sets `needs` (`access.prod.exec`), `default` when the config could
+    /// and does not, `fixed` when no config can (lock, unlock).
+    pub from: String,
+    /// The error the command would stop with (exit 2); `None` when allowed.
+    pub refusal: Option<String>,
 }
 
 impl Standing {
     pub fn of(config: &ProjectConfig, env: &str, actor: &str) -> Standing {
-        let role = role_of(config, env, actor);
-        let deploy_needs = deploy_role(config, env);
+        let (role, role_from) = role_with_source(config, env, actor);
+        let entry = config.access.get(env);
+        let right = |needs: Permission, from: String, what: &str| Right {
+            allowed: allows(role, needs),
+            needs,
+            from,
+            refusal: (!allows(role, needs)).then(|| {
+                format!(
+                    "refused: {}",
+                    refusal_message(actor, role, env, what, needs)
+                )
+            }),
+        };
+        let configured = |set: Option<Permission>, key: &str| match set {
+            Some(_) => format!("access.{env}.{key}"),
+            None => "default".to_string(),
+        };
+        let deploy = right(
+            deploy_role(config, env),
+            configured(entry.and_then(|e| e.deploy), "deploy"),
+            &deploying(env),
+        );
+        let exec = right(
+            exec_role(config, env),
+            configured(entry.and_then(|e| e.exec), "exec"),
+            EXEC,
+        );
+        let lock = right(
+            LOCK_ROLE,
+            "fixed".to_string(),
+            &format!("locking `{env}` by hand"),
+        );
+        let force_unlock = right(
+            FORCE_UNLOCK_ROLE,
+            "fixed".to_string(),
+            "releasing someone else's lock (`--force`)",
+        );
         Standing {
             actor: actor.to_string(),
             env: env.to_string(),
             role,
-            deploy_needs,
-            may_deploy: allows(role, deploy_needs),
+            role_from,
+            deploy_needs: deploy.needs,
+            may_deploy: deploy.allowed,
+            rights: Rights {
+                deploy,
+                exec,
+                lock,
+                force_unlock,
+            },
         }
     }
 
@@ -120,23 +263,85 @@ impl Standing {
     pub fn may_run(&self, permission: Permission) -> bool {
         allows(self.role, permission)
     }
+
+    /// The error a manual run of `task` (asking for `permission`) would stop with, if any.
+    pub fn run_refusal(&self, task: &str, permission: Permission) -> Option<String> {
+        (!self.may_run(permission)).then(|| {
+            format!(
+                "refused: {}",
+                refusal_message(
+                    &self.actor,
+                    self.role,
+                    &self.env,
+                    &running_task(task),
+                    permission
+                )
+            )
+        })
+    }
+
+    /// Who the actor is here and why: "`bob` is developer in `prod` (`access.prod.developer`
+    /// lists `*@x`)".
+    pub fn who(&self) -> String {
+        let role = match self.role {
+            Some(r) => format!("is {} in `{}`", r.as_str(), self.env),
+            None => format!("has no role in `{}`", self.env),
+        };
+        let why = match &self.role_from {
+            RoleSource::Open => format!("no `access.{}` roles: everyone is maintainer", self.env),
+            RoleSource::Listed { key, pattern } => format!("`{key}` lists `{pattern}`"),
+            RoleSource::Unlisted { key } => format!("no role of `{key}` lists them"),
+        };
+        format!("`{}` {role} ({why})", self.actor)
+    }
+
+    /// The rights as two lines' worth: what the actor may do, and what not (either may be
+    /// empty).
+    pub fn may_and_may_not(&self) -> (Vec<String>, Vec<String>) {
+        let r = &self.rights;
+        let named = [
+            ("deploy", &r.deploy),
+            ("exec", &r.exec),
+            ("lock/unlock", &r.lock),
+            ("unlock --force", &r.force_unlock),
+        ];
+        let (may, may_not): (Vec<_>, Vec<_>) = named.iter().partition(|(_, right)| right.allowed);
+        let text = |list: Vec<&(&str, &Right)>| {
+            list.into_iter()
+                .map(|(name, right)| format!("{name} ({})", right.role_and_source()))
+                .collect()
+        };
+        (text(may), text(may_not))
+    }
 }
 
-/// `you (`bob`, developer) may deploy `dev``, or why not.
-impl fmt::Display for Standing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let role = self.role.map_or("no role", Permission::as_str);
-        write!(f, "you (`{}`, {role}) ", self.actor)?;
-        if self.may_deploy {
-            write!(f, "may deploy `{}`", self.env)
-        } else {
-            write!(
-                f,
-                "may not deploy `{}`: a deploy there needs {}",
-                self.env,
-                self.deploy_needs.as_str()
-            )
+impl Right {
+    /// "developer, default", "maintainer, `access.prod.exec`", or (fixed) "developer".
+    fn role_and_source(&self) -> String {
+        match self.from.as_str() {
+            "fixed" => self.needs.as_str().to_string(),
+            "default" => format!("{}, default", self.needs.as_str()),
+            key => format!("{}, `{key}`", self.needs.as_str()),
         }
+    }
+}
+
+/// What a dry run says of one right: "allowed: deploying `dev` needs developer (default)", or
+/// the error the real command would give.
+pub fn verdict(what: &str, right: &Right) -> String {
+    match &right.refusal {
+        None => {
+            let needs = right.needs.as_str();
+            match right.from.as_str() {
+                "fixed" => format!("allowed: {what} needs {needs}"),
+                "default" => format!("allowed: {what} needs {needs} (default)"),
+                key => format!("allowed: {what} needs {needs} (`{key}`)"),
+            }
+        }
+        Some(error) => format!(
+            "would be refused (exit 2): {}",
+            error.strip_prefix("refused: ").unwrap_or(error)
+        ),
     }
 }
 
@@ -251,11 +456,15 @@ mod tests {
         let ci = Standing::of(&c, "prod", "ci");
         assert!(ci.may_deploy);
         assert!(!ci.may_run(Permission::Maintainer));
-        assert_eq!(ci.to_string(), "you (`ci`, developer) may deploy `prod`");
+        assert_eq!(
+            verdict("deploying `prod`", &ci.rights.deploy),
+            "allowed: deploying `prod` needs developer (default)"
+        );
         let guest = Standing::of(&c, "prod", "mallory");
         assert_eq!(
-            guest.to_string(),
-            "you (`mallory`, guest) may not deploy `prod`: a deploy there needs developer"
+            verdict("deploying `prod`", &guest.rights.deploy),
+            "would be refused (exit 2): `mallory` has the role `guest` in `prod`; deploying \
+             `prod` needs `developer`"
         );
 
         c.access.get_mut("prod").unwrap().deploy = Some(Permission::Maintainer);
@@ -280,5 +489,73 @@ mod tests {
         assert_eq!(role_of(&c, "prod", "bob"), Some(Permission::Maintainer));
         assert_eq!(confirm_rule(&c, "prod"), ConfirmRule::Name);
         assert_eq!(confirm_rule(&c, "dev"), ConfirmRule::Yes);
+    }
+
+    /// `lumo tasks` and the dry runs say why: which key gave the actor its role, and for each
+    /// right the role it takes and the key that sets it (or that it is the default).
+    #[test]
+    fn a_standing_says_where_the_role_and_each_right_come_from() {
+        let mut c = config(&[(
+            "prod",
+            &[
+                (Permission::Maintainer, &["alice"]),
+                (Permission::Developer, &["*@ci.example.com"]),
+            ],
+        )]);
+        c.access.get_mut("prod").unwrap().exec = Some(Permission::Developer);
+
+        let bot = Standing::of(&c, "prod", "deploy@ci.example.com");
+        assert_eq!(
+            bot.who(),
+            "`deploy@ci.example.com` is developer in `prod` (`access.prod.developer` lists \
+             `*@ci.example.com`)"
+        );
+        assert_eq!(
+            (
+                bot.rights.deploy.from.as_str(),
+                bot.rights.exec.from.as_str()
+            ),
+            ("default", "access.prod.exec")
+        );
+        assert!(bot.rights.exec.allowed && bot.rights.lock.allowed);
+        assert!(!bot.rights.force_unlock.allowed);
+        assert_eq!(
+            bot.may_and_may_not(),
+            (
+                vec![
+                    "deploy (developer, default)".to_string(),
+                    "exec (developer, `access.prod.exec`)".into(),
+                    "lock/unlock (developer)".into(),
+                ],
+                vec!["unlock --force (maintainer)".to_string()],
+            )
+        );
+        assert_eq!(
+            bot.run_refusal("rotate", Permission::Maintainer).as_deref(),
+            Some(
+                "refused: `deploy@ci.example.com` has the role `developer` in `prod`; task \
+                 `rotate` needs `maintainer`"
+            )
+        );
+        assert_eq!(bot.run_refusal("seed", Permission::Developer), None);
+
+        let stranger = Standing::of(&c, "prod", "mallory");
+        assert_eq!(
+            stranger.who(),
+            "`mallory` has no role in `prod` (no role of `access.prod` lists them)"
+        );
+        assert_eq!(
+            stranger.rights.lock.refusal.as_deref(),
+            Some(
+                "refused: `mallory` has no role in `prod`; locking `prod` by hand needs `developer`"
+            )
+        );
+        let anyone = Standing::of(&c, "dev", "mallory");
+        assert_eq!(anyone.role_from, RoleSource::Open);
+        assert_eq!(
+            anyone.who(),
+            "`mallory` is maintainer in `dev` (no `access.dev` roles: everyone is maintainer)"
+        );
+        assert!(anyone.may_and_may_not().1.is_empty());
     }
 }

@@ -157,6 +157,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub from_source: bool,
 
+    /// Show whether the run would be allowed (and the error if not), its bundle and args,
+    /// without running or recording anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
     /// Wait up to this long for the environment's lock.
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
     pub wait: Duration,
@@ -187,6 +192,10 @@ pub struct ExecArgs {
     /// Wait up to this long for the environment's lock.
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
     pub wait: Duration,
+
+    /// Also write the command's run as a JUnit XML report to PATH (GitLab, Jenkins).
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
 
     /// The program and its arguments, after `--` (run without a shell; `sh -c '…'` for one).
     #[arg(last = true, value_name = "CMD")]

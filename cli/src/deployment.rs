@@ -294,7 +294,8 @@ pub struct DeployReport {
     pub status: Option<DeploymentStatus>,
     pub duration_ms: Option<u64>,
     pub tasks: Vec<TaskLine>,
-    /// A dry run's: whether the actor may deploy, and why.
+    /// A dry run's: whether the actor may deploy (and the error a deploy would stop with if
+    /// not), and why; the same document as `lumo tasks --env --json`'s `access`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access: Option<Standing>,
 }
@@ -350,7 +351,16 @@ impl fmt::Display for DeployReport {
             )?,
         }
         if let Some(standing) = &self.access {
-            writeln!(f, "  {standing}; the tasks it runs are part of the deploy")?;
+            writeln!(f, "  {}", standing.who())?;
+            let verdict = crate::access::verdict(
+                &format!("deploying `{}`", self.env),
+                &standing.rights.deploy,
+            );
+            if standing.may_deploy {
+                writeln!(f, "  {verdict}; the tasks it runs are part of the deploy")?;
+            } else {
+                writeln!(f, "  {verdict}")?;
+            }
         }
         let width = self
             .tasks

@@ -64,7 +64,7 @@ pub fn check_timeout(timeout: Option<Duration>) -> Result<Duration, CliError> {
 /// Whether the operation's actor holds the environment's `exec` role; a refusal is recorded.
 pub async fn authorize(op: &Operation) -> Result<(), CliError> {
     let needed = access::exec_role(&op.project.config, &op.env);
-    access::require(op, needed, "`lumo exec`").await
+    access::require(op, needed, access::EXEC).await
 }
 
 /// The deployed bundle of `task` in the environment whose state is `state`; exit 2 naming the

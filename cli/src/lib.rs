@@ -24,6 +24,7 @@ pub mod preflight;
 pub mod progress;
 pub mod project;
 pub mod report;
+pub mod run_preview;
 pub mod stop;
 pub mod suggest;
 pub mod task;

@@ -50,7 +50,12 @@ impl Ran {
 
 /// Whether the operation's actor may run `task` by hand; a refusal is recorded.
 pub async fn authorize(op: &Operation, task: &Task) -> Result<(), CliError> {
-    access::require(op, task.config.permission, &format!("task `{}`", task.name)).await
+    access::require(
+        op,
+        task.config.permission,
+        &access::running_task(&task.name),
+    )
+    .await
 }
 
 /// Runs `run` in the operation's environment, waiting up to `wait` for its lock.

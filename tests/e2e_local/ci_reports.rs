@@ -460,3 +460,116 @@ fn a_terminal_shows_each_running_tasks_elapsed_time_and_place_but_ci_and_quiet_d
     let run = on_a_terminal(&p, &["run", "first", "--env", "dev"], &[]);
     assert!(run.contains("first 1s") && !run.contains("[1/"), "{run}");
 }
+
+/// `lumo exec` reports as `lumo run` does (issue 12): `--junit` with one test case named by the
+/// command line (a failure with the message and the output's tail), the step summary and one
+/// `::error` annotation under GitHub Actions, and `--json` with every key of `run --json`.
+#[test]
+fn exec_reports_like_run_in_junit_the_step_summary_annotations_and_json() {
+    let p = project();
+    p.deploy(&["--deploy-version", "v1"], 0);
+    let run_doc: Value = p
+        .lumo(&["run", "warm", "--env", "dev", "--json"])
+        .code(0)
+        .json();
+    let junit = p.tmp().join("exec.xml");
+    let junit_arg = junit.display().to_string();
+    let (summary, env) = github_env(&p);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let out = p.lumo_with_env(
+        &[
+            "exec",
+            "--env",
+            "dev",
+            "--yes",
+            "--json",
+            "--junit",
+            &junit_arg,
+            "--",
+            "sh",
+            "-c",
+            "echo go1; echo oops >&2; exit 3",
+        ],
+        &env,
+    );
+    out.code(1);
+    let doc: Value = out.json();
+    assert_outcome_keys("exec --json", &doc);
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        keys(&doc),
+        keys(&run_doc),
+        "exec --json and run --json differ"
+    );
+    let exec: TaskRun = out.json();
+    assert_eq!((exec.status, exec.exit_code), (RunStatus::Failed, Some(3)));
+    let message = exec.message.clone().unwrap();
+    assert!(message.contains("oops"), "{message}");
+    let id = &exec.id;
+    // As `lumo history` shows the run.
+    let shown = "exec sh -c 'echo go1; echo oops >&2; exit 3'";
+
+    let (counts, cases) = parse_junit(&std::fs::read_to_string(&junit).unwrap());
+    assert_eq!(counts, [1, 1, 0]);
+    assert_eq!(cases[0].name, shown);
+    assert_eq!(cases[0].classname, "lumo.shop.dev");
+    let (failure, text) = cases[0].failure.clone().unwrap();
+    assert_eq!(failure, message);
+    assert!(
+        text.contains("go1") && text.contains(&format!("lumo logs {id}")),
+        "{text}"
+    );
+
+    let md = std::fs::read_to_string(&summary).unwrap();
+    for fragment in [
+        format!("### ❌ lumo: `{shown}` in `dev`: failed"),
+        "| ❌ failed |".to_string(),
+        format!("`{id}` |"),
+        format!("failed; its full output: `lumo logs {id}`"),
+    ] {
+        assert!(md.contains(&fragment), "summary lacks {fragment:?}:\n{md}");
+    }
+    let annotations: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("::")).collect();
+    assert_eq!(annotations.len(), 1, "{}", out.show());
+    assert!(
+        annotations[0].starts_with("::error title=lumo exec sh -c ")
+            && annotations[0].contains("%3A failed in dev::")
+            && annotations[0].ends_with(&format!("%0Arun {id}; full output: lumo logs {id}")),
+        "{}",
+        annotations[0]
+    );
+
+    // A command that succeeds is a passing case; no annotation.
+    let ok = p.lumo_with_env(
+        &[
+            "exec", "--env", "dev", "--yes", "--junit", &junit_arg, "--", "echo", "fine",
+        ],
+        &env,
+    );
+    ok.code(0);
+    assert!(!ok.stderr.contains("::error"), "{}", ok.show());
+    let (counts, cases) = parse_junit(&std::fs::read_to_string(&junit).unwrap());
+    assert_eq!(counts, [1, 0, 0]);
+    assert_eq!(cases[0].name, "exec echo fine");
+    assert!(cases[0].failure.is_none());
+    // `--junit` is checked before anything runs, as for `run`.
+    let missing = p.tmp().join("no-such-dir").join("x.xml");
+    p.lumo(&[
+        "exec",
+        "--env",
+        "dev",
+        "--yes",
+        "--junit",
+        &missing.display().to_string(),
+        "--",
+        "true",
+    ])
+    .code(2)
+    .stderr_has(&["no-such-dir` does not exist"]);
+    assert_eq!(
+        p.history().len(),
+        5,
+        "the refused exec was recorded as a run"
+    );
+}

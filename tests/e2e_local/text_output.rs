@@ -315,3 +315,70 @@ fn exec_success_and_failure() {
     );
     snapshot(&p, "exec_failure", &failed);
 }
+
+/// What the actor may do in an environment and why (issue 12), as `lumo tasks --env` and the
+/// dry runs of `deploy` and `run` say it: the role and the key that gives it, each right with
+/// the role it takes and where that is set, each task's MAY RUN, and for a dry run the real
+/// command's error (a refusal, or no deployed bundle) instead of a refusal recorded later.
+#[test]
+fn rights_in_tasks_and_dry_runs() {
+    let p = TestProject::new();
+    p.config(
+        r#"export default {
+  projectName: 'shop',
+  access: { dev: { maintainer: ['alice'], developer: ['*@ci.example.com'], exec: 'developer' } },
+  tasks: {
+    migrate: {},
+    purge: {
+      runOn: [],
+      permission: 'maintainer',
+      args: { target: { required: true }, mode: { default: 'soft' } },
+      confirm: 'This drops the cache',
+    },
+  },
+};"#,
+    )
+    .task("migrate", "echo migrated")
+    .task("purge", "echo purged");
+    let bot = "deploy@ci.example.com";
+    snapshot(
+        &p,
+        "rights_tasks",
+        &lumo_as(&p, bot, &["tasks", "--env", "dev"]),
+    );
+    snapshot(
+        &p,
+        "rights_tasks_no_role",
+        &lumo_as(&p, "mallory", &["tasks", "--env", "dev"]),
+    );
+    snapshot(
+        &p,
+        "rights_deploy_dry_run_refused",
+        &lumo_as(&p, "mallory", &["deploy", "--env", "dev", "--dry-run"]),
+    );
+    let purge = [
+        "run",
+        "purge",
+        "--env",
+        "dev",
+        "--arg",
+        "target=users",
+        "--dry-run",
+    ];
+    snapshot(
+        &p,
+        "rights_run_dry_run_not_deployed",
+        &lumo_as(&p, "alice", &purge),
+    );
+    lumo_as(&p, bot, &["deploy", "--env", "dev"]).code(0);
+    snapshot(&p, "rights_run_dry_run_refused", &lumo_as(&p, bot, &purge));
+    snapshot(
+        &p,
+        "rights_run_dry_run_allowed",
+        &lumo_as(&p, "alice", &purge),
+    );
+    assert!(
+        p.status().recent_events.is_empty(),
+        "a dry run recorded a refusal"
+    );
+}

@@ -555,6 +555,9 @@ pub struct TaskRun {
     /// What an `exec` run ran, masked.
     #[serde(default)]
     pub command: Option<Vec<String>>,
+    /// The values a manual run got (defaults filled in, secrets masked).
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
 }
 
 /// `lumo history --json`.

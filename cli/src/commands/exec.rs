@@ -20,6 +20,9 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> CommandResult {
         .hint("for example `lumo exec --env dev -- psql -c 'select 1'`, or `-- sh -c '…'` for a shell line"));
     }
     let timeout = exec::check_timeout(args.timeout)?;
+    if let Some(path) = &args.junit {
+        crate::report::check_junit_path(path)?;
+    }
     let project = Arc::new(ctx.project()?);
     let env = project.resolve_env(args.env.env.as_deref())?;
     let in_task = match &args.in_task {
@@ -43,6 +46,8 @@ pub async fn run(args: ExecArgs, ctx: &Context) -> CommandResult {
     };
     confirm(&op, &run, args.yes).await?;
     let ran = exec::run(&op, run, args.wait).await?;
+    let subject = crate::report::Subject::exec(&ran.report.0);
+    crate::report::publish(&ctx.printer, args.junit.as_deref(), &subject);
     let succeeded = ran.succeeded();
     Ok(Outcome::report(ran.report).ended(succeeded, ran.stopped))
 }

@@ -67,6 +67,17 @@ impl fmt::Display for History {
                 .lines()
                 .next()
                 .unwrap_or("");
+            let mut message = if r.from_source {
+                format!("(working copy) {message}")
+            } else {
+                message.to_string()
+            };
+            // What a manual run was given (recorded masked), so two runs of one task tell
+            // apart without `--json`.
+            if !r.args.is_empty() {
+                let args: Vec<String> = r.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                message.push_str(&format!(" [args: {}]", args.join(" ")));
+            }
             writeln!(
                 f,
                 "{:<26}  {:<24}  {:<width$}  {:<8} {:<10} {:>7}  {:<12} {}",
@@ -77,11 +88,7 @@ impl fmt::Display for History {
                 r.status.as_str(),
                 r.duration_ms.map(format_duration).unwrap_or_default(),
                 r.version,
-                if r.from_source {
-                    format!("(working copy) {message}")
-                } else {
-                    message.to_string()
-                }
+                message.trim_start()
             )?;
         }
         Ok(())

@@ -14,7 +14,6 @@ use crate::access;
 use crate::args::{LockArgs, UnlockArgs};
 use crate::backend::LockSlot;
 use crate::backend::records::{EventKind, LockHolder};
-use crate::config::Permission;
 use crate::error::{CliError, ExitKind};
 use crate::lock::{self, holder};
 
@@ -27,12 +26,7 @@ pub async fn lock(args: LockArgs, ctx: &Context) -> CommandResult {
         ));
     }
     let op = ctx.operation(&project, &env).await?;
-    access::require(
-        &op,
-        Permission::Developer,
-        &format!("locking `{env}` by hand"),
-    )
-    .await?;
+    access::require(&op, access::LOCK_ROLE, &format!("locking `{env}` by hand")).await?;
     let me = holder(
         &op.actor,
         "lock".to_string(),
@@ -57,7 +51,7 @@ pub async fn unlock(args: UnlockArgs, ctx: &Context) -> CommandResult {
     let actor = &op.actor;
     access::require(
         &op,
-        Permission::Developer,
+        access::LOCK_ROLE,
         &format!("unlocking `{env}` by hand"),
     )
     .await?;
@@ -80,7 +74,7 @@ pub async fn unlock(args: UnlockArgs, ctx: &Context) -> CommandResult {
     if forced {
         access::require(
             &op,
-            Permission::Maintainer,
+            access::FORCE_UNLOCK_ROLE,
             &format!("releasing the lock `{}` holds (`--force`)", current.actor),
         )
         .await?;

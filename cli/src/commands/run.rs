@@ -28,6 +28,22 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
         crate::report::check_junit_path(path)?;
     }
     let secrets = project.secret_values()?;
+    if args.dry_run {
+        let backend = ctx.connect_read_only(&project).await?;
+        let actor = ctx.actor(&project, &backend);
+        let shown = masked_args(&task_args, secrets.values());
+        let preview = crate::run_preview::preview(
+            &backend,
+            &project,
+            &env,
+            task,
+            &actor,
+            shown,
+            args.from_source,
+        )
+        .await?;
+        return Ok(Outcome::report(preview));
+    }
 
     let working_copy = if args.from_source {
         let dir = project.lumo_dir().join("bundles");

@@ -61,7 +61,7 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
         role: standing.as_ref().and_then(|s| s.role),
         may_deploy: standing.as_ref().map(|s| s.may_deploy),
         deploy_role: standing.as_ref().map(|s| s.deploy_needs),
-        standing,
+        access: standing,
         env,
         tasks,
     };
@@ -101,8 +101,9 @@ pub struct TaskList {
     /// tasks a deploy runs are part of it; a task's `permission` gates its manual runs).
     pub may_deploy: Option<bool>,
     pub deploy_role: Option<Permission>,
-    #[serde(skip)]
-    pub standing: Option<Standing>,
+    /// With `--env`: what the actor may do there and why (their role and where it comes from,
+    /// each right with the role it takes), as `deploy --dry-run --json` has it.
+    pub access: Option<Standing>,
     pub tasks: Vec<TaskInfo>,
 }
 
@@ -191,23 +192,28 @@ impl fmt::Display for TaskList {
             .max()
             .unwrap_or(4)
             .max(4);
-        if let Some(standing) = &self.standing {
-            let first = standing.to_string();
-            let mut chars = first.chars();
-            let capitalised: String = chars
-                .next()
-                .map(|c| c.to_ascii_uppercase())
-                .into_iter()
-                .chain(chars)
-                .collect();
+        if let Some(standing) = &self.access {
+            writeln!(f, "{}.", standing.who())?;
+            let (may, may_not) = standing.may_and_may_not();
+            if !may.is_empty() {
+                writeln!(f, "  may: {}", may.join(", "))?;
+            }
+            if !may_not.is_empty() {
+                writeln!(f, "  may not: {}", may_not.join(", "))?;
+            }
             writeln!(
                 f,
-                "{capitalised}; PERMISSION is the role a manual run needs:"
+                "  run a task by hand: needs its PERMISSION; MAY RUN: whether you may"
             )?;
         }
+        let may_run_column = if self.access.is_some() {
+            "MAY RUN  "
+        } else {
+            ""
+        };
         writeln!(
             f,
-            "{:<width$}  {:<9}  {:<20} {:>7}  {:<10}  DESCRIPTION",
+            "{:<width$}  {:<9}  {:<20} {:>7}  {:<10}  {may_run_column}DESCRIPTION",
             "TASK", "KIND", "RUN ON", "TIMEOUT", "PERMISSION"
         )?;
         for t in &self.tasks {
@@ -215,19 +221,21 @@ impl fmt::Display for TaskList {
             if let Some(envs) = &t.environments {
                 description.push_str(&format!(" [envs: {}]", envs.join(", ")));
             }
-            if t.may_run == Some(false) {
-                description.push_str(&format!(" [manual run needs {}]", t.permission.as_str()));
-            }
-            writeln!(
-                f,
-                "{:<width$}  {:<9}  {:<20} {:>6}s  {:<10}  {}",
+            let may_run = match t.may_run {
+                Some(true) => "yes      ",
+                Some(false) => "no       ",
+                None => "",
+            };
+            let line = format!(
+                "{:<width$}  {:<9}  {:<20} {:>6}s  {:<10}  {may_run}{}",
                 t.name,
                 t.kind,
                 run_on_text(&t.run_on),
                 t.timeout,
                 t.permission.as_str(),
                 description.trim()
-            )?;
+            );
+            writeln!(f, "{}", line.trim_end())?;
             for arg in &t.arg_defs {
                 writeln!(f, "{:width$}  {arg}", "")?;
             }

@@ -53,6 +53,16 @@ pub fn summary_markdown(subject: &Subject) -> String {
                 .map_or("?", |t| t.outcome.task.as_str()),
             subject.env
         ),
+        "exec" => format!(
+            "`{}` in `{}`",
+            md_code(
+                subject
+                    .tasks
+                    .first()
+                    .map_or("exec", |t| t.outcome.task.as_str())
+            ),
+            subject.env
+        ),
         _ => format!("`{}` deployed to `{}`", subject.project, subject.env),
     };
     let mut md = format!("### {mark} lumo: {what}: {}\n\n", subject.status);
@@ -137,10 +147,11 @@ pub fn annotations(subject: &Subject) -> Vec<String> {
     subject
         .failures()
         .map(|o| {
-            let title = format!(
-                "lumo {}: {} {} in {}",
-                subject.command, o.task, o.status, subject.env
-            );
+            // An exec's "task" is its command line, which names the command already.
+            let title = match subject.command {
+                "exec" => format!("lumo {}: {} in {}", o.task, o.status, subject.env),
+                command => format!("lumo {command}: {} {} in {}", o.task, o.status, subject.env),
+            };
             let mut message = o.message.clone().unwrap_or_default();
             if let (Some(id), Some(logs)) = (&o.run_id, o.logs_command()) {
                 message.push_str(&format!("\nrun {id}; full output: {logs}"));

@@ -1,4 +1,4 @@
-//! `--junit PATH`: the deployment or run as a JUnit XML test report, the format GitLab
+//! `--junit PATH`: the deployment, run or `exec` as a JUnit XML test report, the format GitLab
 //! (`artifacts: reports: junit:`), Jenkins, Azure and most CI dashboards read. One test suite
 //! for the deployment, one test case per task run: a failure (message, and the output's tail as
 //! its text) for a task that failed, timed out or was abandoned, `<skipped/>` for one that never
@@ -51,6 +51,7 @@ pub fn to_xml(subject: &Subject) -> String {
             subject.project,
             subject.env
         ),
+        "exec" => format!("lumo exec in {}/{}", subject.project, subject.env),
         _ => format!(
             "lumo deploy {}/{} {}",
             subject.project, subject.env, subject.version

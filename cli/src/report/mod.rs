@@ -1,7 +1,7 @@
-//! What lumo reports about a deployment or a manual run besides the terminal's text: the one
-//! shape of a task's outcome shared by every `--json` document ([`outcome`]), and the reports
-//! CI systems read ([`github`]: the step summary and `::error` annotations; [`junit`]: the XML
-//! test report GitLab, Jenkins and others show). Each CI report is on by the usual signal (the
+//! What lumo reports about a deployment, a manual run or an `exec` besides the terminal's text:
+//! the one shape of a task's outcome shared by every `--json` document ([`outcome`]), and the
+//! reports CI systems read ([`github`]: the step summary and `::error` annotations; [`junit`]:
+//! the XML test report GitLab, Jenkins and others show). Each CI report is on by the usual signal (the
 //! variable GitHub sets, the `--junit` flag) and off elsewhere; [`publish`] is the one entry.
 
 pub mod github;
@@ -15,10 +15,10 @@ use crate::error::CliError;
 use crate::output::Printer;
 use crate::report::outcome::TaskOutcome;
 
-/// A deployment or a manual run, as every CI report describes it.
+/// A deployment, a manual run or an `exec`, as every CI report describes it.
 #[derive(Debug, Clone)]
 pub struct Subject {
-    /// `deploy` or `run`.
+    /// `deploy`, `run` or `exec`.
     pub command: &'static str,
     pub project: String,
     pub env: String,
@@ -88,6 +88,17 @@ impl Subject {
                 reason: None,
             }],
         }
+    }
+
+    /// An ad-hoc command (`lumo exec`): one "task", named by its masked command line as
+    /// `history` shows it (`exec psql -c '…' (in migrate)`), so a report names what ran.
+    pub fn exec(run: &crate::backend::records::TaskRun) -> Subject {
+        let mut subject = Subject::manual_run(run);
+        subject.command = "exec";
+        for task in &mut subject.tasks {
+            task.outcome.task = run.title();
+        }
+        subject
     }
 
     /// The tasks that ran and did not succeed.
