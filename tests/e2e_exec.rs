@@ -286,6 +286,59 @@ fn in_a_task_the_command_sees_its_bundle(provider: &str) {
         .stderr_has(&["`--in seed`", "the deployed tasks are `migrate`, `report`"]);
 }
 
+/// At a terminal `exec` asks first, naming the command (secrets masked) and the environment:
+/// `y` declines — exit 2 with `error.kind` `declined`, a `refused` event with the actor, and
+/// nothing run or recorded as a run — and only `yes` runs it.
+fn at_a_terminal_it_asks_naming_the_command_and_a_decline_is_recorded(provider: &str) {
+    let Some(s) = Setup::new(provider, "", TASKS) else {
+        return;
+    };
+    let p = s.p();
+    deployed(p);
+    let marker = p.out().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let ask = || {
+        p.std_command(
+            support::ACTOR,
+            &[
+                "exec", "--env", "dev", "--json", "--", "sh", "-c", &touch, SECRET,
+            ],
+        )
+    };
+    let (code, stdout, stderr) = support::pty::answering(ask(), "y");
+    assert_eq!(code, Some(2), "{stderr}");
+    for shown in [
+        "command      sh -c 'touch ",
+        "/out/ran' '***'\n",
+        "environment  dev",
+        "Type `yes` to run it",
+    ] {
+        assert!(stderr.contains(shown), "{shown:?} not in:\n{stderr}");
+    }
+    assert!(!stderr.contains(SECRET) && !stdout.contains(SECRET));
+    let error: support::ErrorDocument = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (error.error.kind.as_str(), error.error.exit_code),
+        ("declined", 2),
+        "{stdout}"
+    );
+    assert!(!marker.exists(), "a declined command ran");
+    assert_eq!(p.history().len(), 2, "only the deploy's runs");
+    let event = &p.status().recent_events[0];
+    assert_eq!(
+        (event.kind.as_str(), event.actor.as_str()),
+        ("refused", support::ACTOR)
+    );
+    assert!(
+        event.message.contains("declined") && !event.message.contains(SECRET),
+        "{event:?}"
+    );
+
+    let (code, _, stderr) = support::pty::answering(ask(), "yes");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(marker.exists(), "`yes` did not run it");
+}
+
 macro_rules! on_both_providers {
     ($($scenario:ident),* $(,)?) => {
         mod local {
@@ -302,6 +355,7 @@ on_both_providers!(
     a_developer_is_refused_and_the_refusal_is_recorded,
     a_held_lock_exits_3_or_is_waited_for,
     in_a_task_the_command_sees_its_bundle,
+    at_a_terminal_it_asks_naming_the_command_and_a_decline_is_recorded,
 );
 
 /// What `lumo exec` refuses before it looks at any provider.
