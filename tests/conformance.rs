@@ -383,7 +383,8 @@ async fn runs_are_recorded_and_queried_newest_first(f: Fixture) {
 
 /// A run is found by a prefix of its id, through an index (`local`) or one Query per
 /// environment the config names (`aws`), never a scan: the runs of both environments in id
-/// order, at most `limit` (the first ones), finished or still running.
+/// order, at most `limit` (the first ones), finished or still running; with an environment,
+/// only its runs.
 async fn runs_are_found_by_a_prefix_of_their_id(f: Fixture) {
     fn ids(runs: &[TaskRun]) -> Vec<&str> {
         runs.iter().map(|r| r.id.as_str()).collect()
@@ -401,32 +402,48 @@ async fn runs_are_found_by_a_prefix_of_their_id(f: Fixture) {
         .take_while(|(a, b)| a == b)
         .count();
     let found = audit
-        .runs_by_id_prefix(&first.id[..shared + 1], 5)
+        .runs_by_id_prefix(&first.id[..shared + 1], None, 5)
         .await
         .unwrap();
     assert_eq!(ids(&found), [first.id.as_str()]);
     assert_eq!(found[0].env, f.env);
     assert_eq!(found[0].task, "ok");
     let only_second = audit
-        .runs_by_id_prefix(&second.id[..shared + 1], 5)
+        .runs_by_id_prefix(&second.id[..shared + 1], None, 5)
         .await
         .unwrap();
     assert_eq!(ids(&only_second), [second.id.as_str()]);
     assert_eq!(only_second[0].env, second_env(&f));
     assert_eq!(only_second[0].status, RunStatus::Running);
     let both = audit
-        .runs_by_id_prefix(&first.id[..shared], 5)
+        .runs_by_id_prefix(&first.id[..shared], None, 5)
         .await
         .unwrap();
     let mut in_id_order = [first.id.as_str(), second.id.as_str()];
     in_id_order.sort();
     assert_eq!(ids(&both), in_id_order);
     let capped = audit
-        .runs_by_id_prefix(&first.id[..shared], 1)
+        .runs_by_id_prefix(&first.id[..shared], None, 1)
         .await
         .unwrap();
     assert_eq!(ids(&capped), [in_id_order[0]]);
-    assert!(audit.runs_by_id_prefix("ZZZZ", 5).await.unwrap().is_empty());
+    assert!(
+        audit
+            .runs_by_id_prefix("ZZZZ", None, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let in_second = audit
+        .runs_by_id_prefix(&first.id[..shared], Some(&second_env(&f)), 5)
+        .await
+        .unwrap();
+    assert_eq!(ids(&in_second), [second.id.as_str()]);
+    let in_neither = audit
+        .runs_by_id_prefix(&first.id[..shared], Some("other"), 5)
+        .await
+        .unwrap();
+    assert!(in_neither.is_empty(), "{in_neither:?}");
 }
 
 /// The executor runs a bundle under the task contract: result, data, exit code, the full
@@ -1216,12 +1233,19 @@ mod provider_specific {
         let found = f
             .backend
             .audit
-            .runs_by_id_prefix(&elsewhere.id[..20], 5)
+            .runs_by_id_prefix(&elsewhere.id[..20], None, 5)
             .await
             .unwrap();
         assert!(found.is_empty(), "{found:?}");
         let whole = f.backend.audit.run(&elsewhere.id).await.unwrap();
         assert_eq!(whole.map(|r| r.env), Some(elsewhere.env.clone()));
+        let named = f
+            .backend
+            .audit
+            .runs_by_id_prefix(&elsewhere.id[..20], Some(&elsewhere.env), 5)
+            .await
+            .unwrap();
+        assert_eq!(named.len(), 1, "{named:?}");
     }
 
     /// On `local` the store's index spans the project: a prefix finds a run of any environment,
@@ -1235,7 +1259,7 @@ mod provider_specific {
         let found = f
             .backend
             .audit
-            .runs_by_id_prefix(&elsewhere.id[..20], 5)
+            .runs_by_id_prefix(&elsewhere.id[..20], None, 5)
             .await
             .unwrap();
         assert_eq!(found.len(), 1);

@@ -423,8 +423,8 @@ printf '{"success":true,"message":"msg %s","data":{"token":"%s"}}' "$TOKEN" "$TO
 
 /// A run id may be shortened to a unique prefix on `aws` as on `local` (issue 11), in any case;
 /// a prefix two runs share is an error listing both. It is looked up in the environments the
-/// config names (here only the default, `dev`), so a run of another one is found by its whole
-/// id only, and the error says so.
+/// config names (here only the default, `dev`), or in `--env`, so a run of another one is found
+/// by its whole id or with `--env`, and the error says so.
 #[test]
 fn logs_takes_a_unique_prefix_of_a_run_id() {
     let _shared = COUNTING.read().unwrap();
@@ -467,6 +467,11 @@ fn logs_takes_a_unique_prefix_of_a_run_id() {
     ]);
     let whole = a.p.lumo(&["logs", elsewhere]).code(0).clone();
     assert_eq!(whole.stdout, "from one\n", "{}", whole.show());
+    let with_env =
+        a.p.lumo(&["logs", &elsewhere[..20], "--env", "pr-7"])
+            .code(0)
+            .clone();
+    assert_eq!(with_env.stdout, "from one\n", "{}", with_env.show());
 }
 
 #[test]

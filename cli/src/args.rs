@@ -235,6 +235,11 @@ pub struct LogsArgs {
     /// The run id (from `lumo history`), or any start of it that only one run has.
     pub run_id: String,
 
+    /// Look the run up in this environment only (on `aws`, how a shortened id finds a run of
+    /// an environment the config does not name).
+    #[arg(long, short)]
+    pub env: Option<String>,
+
     /// Only the last N lines of the output.
     #[arg(long, value_name = "N")]
     pub tail: Option<usize>,

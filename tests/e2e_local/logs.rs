@@ -31,7 +31,7 @@ fn logs_tail_shows_the_last_lines_in_text_and_json() {
 
 /// A run id may be shortened to any unique prefix (as git and docker take them), in any case; a
 /// prefix several runs start with is an error listing them (exit 2), one no run starts with is
-/// "no run".
+/// "no run"; `--env` looks in one environment only; a character no run id has is named.
 #[test]
 fn a_unique_prefix_of_a_run_id_finds_the_run() {
     let p = TestProject::new();
@@ -75,6 +75,21 @@ fn a_unique_prefix_of_a_run_id_finds_the_run() {
         .code(2)
         .clone()
         .stderr_has(&["is not a run id", "26 letters and digits"]);
+    // `--env` narrows the lookup to one environment, declared or not.
+    p.lumo(&["logs", unique, "--env", "prod"])
+        .code(2)
+        .clone()
+        .stderr_has(&["no run of project `logs` in `prod` has an id starting with"]);
+    p.lumo(&["logs", one, "--env", "prod"])
+        .code(2)
+        .clone()
+        .stderr_has(&[&format!("no run `{one}` in project `logs` in `prod`")]);
+    let in_dev = p.lumo(&["logs", unique, "--env", "dev"]).code(0).clone();
+    assert_eq!(in_dev.stdout, "from one\n", "{}", in_dev.show());
+    p.lumo(&["logs", unique, "--env", "Prod"])
+        .code(2)
+        .clone()
+        .stderr_has(&["invalid environment name `Prod`"]);
     // Crockford base32, a ULID's alphabet, has no I, L, O or U.
     p.lumo(&["logs", "01kbo"])
         .code(2)

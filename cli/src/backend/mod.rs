@@ -200,12 +200,18 @@ pub trait AuditStore: Send + Sync {
     /// # Contract
     /// - `prefix` is upper-case Crockford base32 (a run id's alphabet), shorter than a run id;
     ///   only this project's runs match.
-    /// - Looked up through an index, never by scanning the store: on `local` the runs of every
-    ///   environment; on `aws`, whose table is keyed by environment, the runs of the
-    ///   environments the config names (one Query each), and an
+    /// - With `env`, only that environment's runs match, on every provider.
+    /// - Looked up through an index, never by scanning the store. Without `env`: on `local` the
+    ///   runs of every environment; on `aws`, whose table is keyed by environment, the runs of
+    ///   the environments the config names (one Query each), and an
     ///   [`Invalid`](BackendErrorKind::Invalid) error saying to give the whole run id when it
     ///   names none. [`run`](Self::run) finds a whole id in any environment on both.
-    async fn runs_by_id_prefix(&self, prefix: &str, limit: u32) -> BackendResult<Vec<TaskRun>>;
+    async fn runs_by_id_prefix(
+        &self,
+        prefix: &str,
+        env: Option<&str>,
+        limit: u32,
+    ) -> BackendResult<Vec<TaskRun>>;
     async fn deployments(&self, env: &str, limit: u32) -> BackendResult<Vec<Deployment>>;
     /// The full output of a run, if it was stored.
     async fn read_log(&self, run: &TaskRun) -> BackendResult<Option<Vec<u8>>>;

@@ -24,8 +24,9 @@ use crate::project::Project;
 pub async fn run(args: LogsArgs, ctx: &Context) -> CommandResult {
     let project = ctx.project()?;
     let id_or_prefix = run_id_or_prefix(&args.run_id)?;
+    let env = args.env.as_deref().map(valid_env).transpose()?;
     let backend = ctx.connect(&project).await?;
-    let run = find_run(&backend, &project, &id_or_prefix).await?;
+    let run = find_run(&backend, &project, &id_or_prefix, env).await?;
     let run_id = run.id.clone();
     if args.follow && ctx.printer.json {
         return Err(CliError::invalid(
@@ -126,23 +127,43 @@ pub fn run_id_or_prefix(text: &str) -> Result<String, CliError> {
     Ok(id)
 }
 
-/// The run `id` names: the run with that whole id, or the one run whose id starts with it. A
-/// prefix that several ids start with is an error listing them.
-pub async fn find_run(backend: &Backend, project: &Project, id: &str) -> Result<TaskRun, CliError> {
+/// `--env` as given: any well-formed name, declared or not, since runs outlive a config's list.
+fn valid_env(env: &str) -> Result<&str, CliError> {
+    if crate::project::valid_env_name(env) {
+        Ok(env)
+    } else {
+        Err(crate::project::ProjectError::BadEnvironmentName { env: env.into() }.into())
+    }
+}
+
+/// The run `id` names, of `env` when given: the run with that whole id, or the one run whose id
+/// starts with it. A prefix that several ids start with is an error listing them.
+pub async fn find_run(
+    backend: &Backend,
+    project: &Project,
+    id: &str,
+    env: Option<&str>,
+) -> Result<TaskRun, CliError> {
     let name = &project.config.project_name;
+    let in_env = env.map(|e| format!(" in `{e}`")).unwrap_or_default();
     if id.len() == RUN_ID_LEN {
-        return backend.audit.run(id).await?.ok_or_else(|| {
-            CliError::invalid(format!("no run `{id}` in project `{name}`"))
-                .hint("`lumo history --env ENV` lists recent runs")
-        });
+        let run = backend.audit.run(id).await?;
+        return run
+            .filter(|run| env.is_none_or(|e| run.env == e))
+            .ok_or_else(|| {
+                CliError::invalid(format!("no run `{id}` in project `{name}`{in_env}"))
+                    .hint("`lumo history --env ENV` lists recent runs")
+            });
     }
     let no_run = || {
-        let hint = match project.config.provider {
-            Provider::Local => "`lumo history --env ENV` lists recent runs".to_string(),
-            Provider::Aws => format!(
+        let hint = match (project.config.provider, env) {
+            (Provider::Local, _) | (Provider::Aws, Some(_)) => {
+                "`lumo history --env ENV` lists recent runs".to_string()
+            }
+            (Provider::Aws, None) => format!(
                 "on `aws` a shortened run id is looked up in the environments the config \
-                 names ({}); the whole id finds a run of any environment, and \
-                 `lumo history --env ENV` lists recent runs",
+                 names ({}) unless `--env` says which; the whole id finds a run of any \
+                 environment, and `lumo history --env ENV` lists recent runs",
                 project
                     .config
                     .named_environments()
@@ -153,13 +174,13 @@ pub async fn find_run(backend: &Backend, project: &Project, id: &str) -> Result<
             ),
         };
         CliError::invalid(format!(
-            "no run of project `{name}` has an id starting with `{id}`"
+            "no run of project `{name}`{in_env} has an id starting with `{id}`"
         ))
         .hint(hint)
     };
     let mut matches = backend
         .audit
-        .runs_by_id_prefix(id, MAX_MATCHES_SHOWN as u32 + 1)
+        .runs_by_id_prefix(id, env, MAX_MATCHES_SHOWN as u32 + 1)
         .await?;
     if matches.len() <= 1 {
         return matches.pop().ok_or_else(no_run);

@@ -497,12 +497,25 @@ impl AuditStore for DynamoStore {
         Ok(None)
     }
 
-    async fn runs_by_id_prefix(&self, prefix: &str, limit: u32) -> BackendResult<Vec<TaskRun>> {
+    async fn runs_by_id_prefix(
+        &self,
+        prefix: &str,
+        env: Option<&str>,
+        limit: u32,
+    ) -> BackendResult<Vec<TaskRun>> {
         // `by-id` is keyed on the whole id alone, and DynamoDB matches a prefix (`begins_with`)
         // only on a sort key: the runs' sort keys in each environment's partition are where a
         // prefix can be found without a Scan, so the environments to look in come from the
-        // config.
-        let envs = &self.target.environments;
+        // caller or the config.
+        let envs: Vec<&str> = match env {
+            Some(env) => vec![env],
+            None => self
+                .target
+                .environments
+                .iter()
+                .map(String::as_str)
+                .collect(),
+        };
         // Only a config listing its `environments` without naming any could leave this empty
         // (the default `environment` is `dev`); validation refuses that, but a prefix must
         // still not come back "not found" unlooked.
@@ -512,8 +525,8 @@ impl AuditStore for DynamoStore {
                  in the environments the config names, which names none"
             ))
             .hint(
-                "give the whole run id (`lumo history --env ENV` shows it), or list the \
-                 project's `environments` in the config",
+                "give the whole run id (`lumo history --env ENV` shows it), or `--env ENV`, or \
+                 list the project's `environments` in the config",
             ));
         }
         if limit == 0 {

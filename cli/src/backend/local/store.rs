@@ -578,16 +578,21 @@ impl AuditStore for SqliteStore {
         })
     }
 
-    async fn runs_by_id_prefix(&self, prefix: &str, limit: u32) -> BackendResult<Vec<TaskRun>> {
+    async fn runs_by_id_prefix(
+        &self,
+        prefix: &str,
+        env: Option<&str>,
+        limit: u32,
+    ) -> BackendResult<Vec<TaskRun>> {
         let project = self.project.clone();
         // Run ids are upper-case letters and digits, all of which sort before `~`: the ids
         // starting with `prefix` are the range [prefix, prefix~), which the primary key finds.
         let end = format!("{prefix}~");
         self.with("look up a run by a prefix of its id", |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE project = ?1 AND id >= ?2 AND id < ?3 ORDER BY id LIMIT ?4"
+                "SELECT {RUN_COLUMNS} FROM runs WHERE project = ?1 AND id >= ?2 AND id < ?3 AND (?5 IS NULL OR env = ?5) ORDER BY id LIMIT ?4"
             ))?;
-            stmt.query_map(params![project, prefix, end, limit], run_from_row)?
+            stmt.query_map(params![project, prefix, end, limit, env], run_from_row)?
                 .collect()
         })
     }
