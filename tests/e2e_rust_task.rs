@@ -396,3 +396,72 @@ fn a_crate_that_does_not_compile_stops_the_deploy_before_anything_runs() {
         .code(2)
         .stderr_has(&["`cargo build` of this Rust task failed", "mismatched types"]);
 }
+
+/// A plain `lumo run` notes when the working copy differs from the deployed bundle, and for a
+/// crate that meant a `cargo build` on every run, changed or not. Regression: an unchanged
+/// crate is judged by its files' stats and costs no cargo call; an edit still asks cargo and
+/// still warns.
+#[test]
+fn a_plain_run_of_an_unchanged_crate_runs_no_cargo_and_an_edit_still_warns() {
+    let mut p = project();
+    p.config(
+        r#"export default {
+          projectName: 'rust-drift',
+          tasks: { probe: { runOn: [], config: { out: '@OUT@' } } },
+        };"#,
+    );
+    rust_task(&p, "probe", PROBE_MAIN);
+    p.deploy(&["--deploy-version", "v1"], 0);
+    // A cargo that records each call, then builds as the real one does.
+    let real = cargo_env()
+        .iter()
+        .find(|(k, _)| k == "CARGO")
+        .map_or_else(|| "cargo".to_owned(), |(_, v)| v.clone());
+    let calls = p.tmp().join("cargo-calls");
+    let shim = p.tmp().join("cargo-shim");
+    fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    p.set_env("CARGO", shim.to_str().unwrap());
+    let cargo_calls = || {
+        fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // Files changed in the last 2 s are never trusted by their stats (`RACY_WINDOW`).
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+
+    let first = p.lumo(&["run", "probe", "--env", "dev"]);
+    first.code(0);
+    assert!(!first.stderr.contains("changed since"), "{}", first.show());
+    let after_first = cargo_calls();
+    for _ in 0..2 {
+        let again = p.lumo(&["run", "probe", "--env", "dev"]);
+        again.code(0);
+        assert!(!again.stderr.contains("changed since"), "{}", again.show());
+    }
+    assert_eq!(
+        cargo_calls(),
+        after_first,
+        "an unchanged crate was built again to compare it"
+    );
+
+    p.write(
+        "functions/tasks/probe/src/main.rs",
+        PROBE_MAIN.replace("probe saw the", "probe now sees the"),
+    );
+    p.lumo(&["run", "probe", "--env", "dev"])
+        .code(0)
+        .stderr_has(&[
+            "`functions/tasks/probe` changed since the deployed bundle of task `probe`",
+            "`--from-source` runs the working copy",
+        ]);
+    assert_eq!(cargo_calls(), after_first + 1, "the edited crate was built");
+}

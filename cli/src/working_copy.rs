@@ -54,10 +54,11 @@ pub async fn drift(op: &Operation, task: &Task, build: Build) -> Option<String> 
     let deployed = state.bundles.get(&task.name)?;
     // Built into the project's own store, so the stat cache answers for an unchanged task
     // without reading or compressing it (a 200 MB task would otherwise be bundled on every
-    // run); bundles are content-addressed, so this never disturbs a deployed one.
+    // run); bundles are content-addressed and this build leaves stored ones untouched, so it
+    // never disturbs a deployed one or the unpacked tree the run reuses.
     let store = op.project.lumo_dir().join("bundles");
-    let working = match bundle::build_all(op.project.root(), &store, &[task], build) {
-        Ok(built) => built.into_iter().next()?,
+    let working = match bundle::build_for_comparison(op.project.root(), &store, task, build) {
+        Ok(built) => built?,
         Err(e) => {
             tracing::debug!("cannot build the working copy of `{}`: {e}", task.name);
             return None;

@@ -42,7 +42,8 @@ pub const KEPT_TREES: usize = 8;
 pub struct CheckedOut {
     pub dir: PathBuf,
     pub manifest: BundleManifest,
-    /// Whether the tree was reused as it was (not hashed, not unpacked).
+    /// Whether the tree was reused as it was (not unpacked; hashed only when the zip's stamp
+    /// moved).
     pub reused: bool,
     _lock: File,
 }
@@ -129,23 +130,41 @@ impl UnpackCache {
         let tree = home.join("tree");
         let state_path = home.join("state.json");
         let zip_stamp = Stamp::of(&fs::metadata(zip)?);
-        if let Some(state) = read_state(&state_path)
+        let untouched = read_state(&state_path)
+            .filter(|state| snapshot(&tree).ok().as_ref() == Some(&state.tree));
+        if let Some(state) = &untouched
             && state.zip == zip_stamp
-            && snapshot(&tree).ok().as_ref() == Some(&state.tree)
         {
+            return Ok(Some(CheckedOut {
+                dir: tree,
+                manifest: state.manifest.clone(),
+                reused: true,
+                _lock: lock,
+            }));
+        }
+
+        // No record while the zip is checked or the tree replaced, so a crash leaves nothing
+        // trusted.
+        remove_if_present(&state_path)?;
+        let actual = bundle::sha256_file(zip)?;
+        if actual != hash.as_str() {
+            return Err(CheckoutError::HashMismatch { actual });
+        }
+        // Only the zip's stamp moved (a deploy refreshing its time so `lumo prune` spares it,
+        // a copy) and its content is still the bundle: the untouched tree is still its
+        // unpacking, so only the record is renewed.
+        if let Some(state) = untouched {
+            let state = State {
+                zip: zip_stamp,
+                ..state
+            };
+            write_state(&home, &state_path, &state)?;
             return Ok(Some(CheckedOut {
                 dir: tree,
                 manifest: state.manifest,
                 reused: true,
                 _lock: lock,
             }));
-        }
-
-        // Anew: no record while the tree is being replaced, so a crash leaves nothing trusted.
-        remove_if_present(&state_path)?;
-        let actual = bundle::sha256_file(zip)?;
-        if actual != hash.as_str() {
-            return Err(CheckoutError::HashMismatch { actual });
         }
         remove_dir_if_present(&tree)?;
         let manifest = bundle::unpack(zip, &tree)?;
@@ -155,9 +174,7 @@ impl UnpackCache {
             manifest: manifest.clone(),
             tree: snapshot(&tree)?,
         };
-        let tmp = home.join("state.json.tmp");
-        fs::write(&tmp, serde_json::to_vec(&state).map_err(io::Error::other)?)?;
-        fs::rename(&tmp, &state_path)?;
+        write_state(&home, &state_path, &state)?;
         self.evict(hash.as_str());
         Ok(Some(CheckedOut {
             dir: tree,
@@ -196,6 +213,13 @@ impl UnpackCache {
             }
         }
     }
+}
+
+/// Writes the record atomically (a temporary file renamed over it).
+fn write_state(home: &Path, path: &Path, state: &State) -> io::Result<()> {
+    let tmp = home.join("state.json.tmp");
+    fs::write(&tmp, serde_json::to_vec(state).map_err(io::Error::other)?)?;
+    fs::rename(&tmp, path)
 }
 
 fn read_state(path: &Path) -> Option<State> {
@@ -345,6 +369,42 @@ mod tests {
             let mode = fs::metadata(next.dir.join("run.sh")).unwrap().mode();
             assert_eq!(mode & 0o777, 0o755, "{what}");
         }
+    }
+
+    /// A deploy refreshes the time of a stored bundle it builds again (so `lumo prune` spares
+    /// it): the zip is checked again, but its untouched tree is not unpacked again.
+    #[test]
+    fn a_zip_whose_time_moved_is_hashed_again_and_its_tree_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (zip, hash) = bundle(dir.path());
+        let cache = UnpackCache::new(dir.path().join("unpacked"));
+        let first = cache.checkout(&zip, &hash).unwrap().unwrap();
+        let seed_inode = fs::metadata(first.dir.join("data/seed.txt")).unwrap().ino();
+        drop(first);
+        File::options()
+            .append(true)
+            .open(&zip)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        let again = cache.checkout(&zip, &hash).unwrap().unwrap();
+        assert!(again.reused, "the tree was unpacked again");
+        let seed = again.dir.join("data/seed.txt");
+        assert_eq!(fs::metadata(&seed).unwrap().ino(), seed_inode);
+        drop(again);
+        assert!(cache.checkout(&zip, &hash).unwrap().unwrap().reused);
+
+        // A tree changed meanwhile is still unpacked anew.
+        fs::write(&seed, "changed").unwrap();
+        File::options()
+            .append(true)
+            .open(&zip)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        let fresh = cache.checkout(&zip, &hash).unwrap().unwrap();
+        assert!(!fresh.reused);
+        assert_eq!(fs::read_to_string(&seed).unwrap(), "original");
     }
 
     #[test]

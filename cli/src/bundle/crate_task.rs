@@ -53,10 +53,19 @@ struct CargoTarget {
     name: String,
 }
 
-/// Builds the crate in `dir` in release mode and returns the path of its one binary. Cargo's
+/// A crate's binary, as cargo built it.
+pub struct BuiltCrate {
+    /// The entry point of the bundle.
+    pub binary: PathBuf,
+    /// Cargo's dep-info beside the binary it built (`<target>/release/<name>.d`): every local
+    /// source file the binary was built from.
+    pub dep_info: PathBuf,
+}
+
+/// Builds the crate in `dir` in release mode and returns its one binary. Cargo's
 /// own progress (unless quiet) and diagnostics go to our stderr, where the user sees them. For
 /// Lambda, `cargo lambda` moves the binary to `<lambda_dir>/<name>/bootstrap`.
-pub fn build(dir: &Path, how: Build, lambda_dir: &Path) -> Result<PathBuf, String> {
+pub fn build(dir: &Path, how: Build, lambda_dir: &Path) -> Result<BuiltCrate, String> {
     let target = how.target;
     let manifest = dir.join("Cargo.toml");
     let manifest = manifest.canonicalize().unwrap_or(manifest);
@@ -113,9 +122,15 @@ pub fn build(dir: &Path, how: Build, lambda_dir: &Path) -> Result<PathBuf, Strin
             .as_deref()
             .is_some_and(|m| m.canonicalize().is_ok_and(|m| m == manifest));
         if let (true, Some(exe)) = (same_crate, message.executable) {
-            binaries.push(match (target, message.target) {
+            let mut dep_info = exe.clone().into_os_string();
+            dep_info.push(".d");
+            let binary = match (target, message.target) {
                 (BuildTarget::Lambda(_), Some(t)) => lambda_dir.join(t.name).join("bootstrap"),
                 _ => exe,
+            };
+            binaries.push(BuiltCrate {
+                binary,
+                dep_info: dep_info.into(),
             });
         }
     }
