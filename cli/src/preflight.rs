@@ -33,20 +33,30 @@ pub struct PlannedBundle<'a> {
     pub zip: &'a Path,
 }
 
+/// Where a project remembers which Node.js version its `node` is (see
+/// [`node::check_node_cached`]), in `.lumo/`.
+pub const NODE_VERSION_CACHE: &str = "node-version.json";
+
 /// Checks every bundle and fails with one error listing each task that cannot start and how to
-/// fix it (exit code 2). Node.js is looked for (and run for its version) once, only when a
-/// JavaScript task needs it here.
+/// fix it (exit code 2). Node.js is looked for once, only when a JavaScript task needs it here,
+/// and its version is asked of it only when the project's `lumo_dir` does not already know it
+/// for that binary (`None`, a scratch build: always asked, nothing written).
 pub fn check<'a>(
     bundles: impl IntoIterator<Item = PlannedBundle<'a>>,
     provider: Provider,
+    lumo_dir: Option<&Path>,
 ) -> Result<(), PreflightError> {
+    let check_node = || match lumo_dir {
+        Some(dir) => node::check_node_cached(&dir.join(NODE_VERSION_CACHE)),
+        None => node::check_node(),
+    };
     let mut node: Option<Result<(), NodeError>> = None;
     let mut problems = Vec::new();
     for bundle in bundles {
         let problem = match read_entry(bundle.zip) {
             Err(reason) => Some(reason),
             Ok(EntryFile::Node) if provider == Provider::Local => node
-                .get_or_insert_with(|| node::check_node().map(|_| ()))
+                .get_or_insert_with(|| check_node().map(|_| ()))
                 .as_ref()
                 .err()
                 .map(ToString::to_string),
@@ -85,7 +95,11 @@ pub fn check_stored(
         // A bundle gone from the store is the backend's error to report, as it always was.
         return Ok(());
     }
-    check([PlannedBundle { task, zip: &zip }], provider)
+    check(
+        [PlannedBundle { task, zip: &zip }],
+        provider,
+        Some(lumo_dir),
+    )
 }
 
 /// What a bundle's manifest says to start, with what pre-flight needs of the entry file.

@@ -36,6 +36,7 @@ pub fn build(
             zip: &built.path,
         }],
         project.config.provider,
+        Some(&project.lumo_dir()),
     )?;
     Ok(built)
 }

@@ -141,6 +141,116 @@ pub fn check_node() -> Result<(PathBuf, NodeVersion), NodeError> {
     Ok((path, version))
 }
 
+/// [`check_node`], remembering the version in `cache_file` so that the next check of the same
+/// binary costs a `stat` instead of a Node.js start (`node --version` is ~5 ms of CPU, on
+/// every `lumo run` of a JavaScript task). The answer is keyed on the binary's path and its
+/// identity after symlinks (device, inode, size, mtime, ctime): an upgrade, a reinstall or a
+/// symlink pointed elsewhere changes one of them, and no program can set a ctime back. A binary
+/// changed within the last [`RACY_WINDOW`] is not remembered (its next change might not show in
+/// the timestamps). The cache is best effort: unreadable is empty, unwritable is ignored.
+pub fn check_node_cached(cache_file: &Path) -> Result<(PathBuf, NodeVersion), NodeError> {
+    let path = find_node()?;
+    let version = node_version_cached(&path, cache_file, std::time::SystemTime::now())?;
+    if version.major < MIN_NODE_MAJOR {
+        return Err(NodeError::TooOld { path, version });
+    }
+    Ok((path, version))
+}
+
+/// The version of the Node.js at `node`, from `cache_file` when it knows that binary, else
+/// from `node --version` (remembered unless the binary changed within [`RACY_WINDOW`] before
+/// `now`).
+fn node_version_cached(
+    node: &Path,
+    cache_file: &Path,
+    now: std::time::SystemTime,
+) -> Result<NodeVersion, NodeError> {
+    let stamp = BinaryStamp::of(node);
+    if let Some(version) = stamp
+        .as_ref()
+        .and_then(|stamp| read_cached_version(cache_file, node, stamp))
+    {
+        return Ok(version);
+    }
+    let version = node_version(node)?;
+    if let Some(stamp) = stamp.filter(|stamp| stamp.settled_at(now)) {
+        write_cached_version(cache_file, node, &stamp, version);
+    }
+    Ok(version)
+}
+
+/// A binary changed this recently is not trusted to show its next change in its timestamps.
+pub const RACY_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What identifies one Node.js binary without reading it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct BinaryStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl BinaryStamp {
+    fn of(path: &Path) -> Option<BinaryStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        let nanos = |secs: i64, nsec: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
+        Some(BinaryStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: nanos(meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+
+    /// Whether the binary last changed longer than [`RACY_WINDOW`] before `now`.
+    fn settled_at(&self, now: std::time::SystemTime) -> bool {
+        let Ok(now) = now.duration_since(std::time::UNIX_EPOCH) else {
+            return false;
+        };
+        let racy_after =
+            i128::try_from(now.saturating_sub(RACY_WINDOW).as_nanos()).unwrap_or(i128::MAX);
+        self.mtime_ns < racy_after && self.ctime_ns < racy_after
+    }
+}
+
+/// The cache file's one entry: the last Node.js binary checked.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedNodeVersion {
+    path: PathBuf,
+    stamp: BinaryStamp,
+    version: String,
+}
+
+fn read_cached_version(cache_file: &Path, path: &Path, stamp: &BinaryStamp) -> Option<NodeVersion> {
+    let bytes = std::fs::read(cache_file).ok()?;
+    let cached: CachedNodeVersion = serde_json::from_slice(&bytes).ok()?;
+    (cached.path == path && &cached.stamp == stamp)
+        .then(|| NodeVersion::parse(&cached.version))
+        .flatten()
+}
+
+fn write_cached_version(cache_file: &Path, path: &Path, stamp: &BinaryStamp, version: NodeVersion) {
+    let entry = CachedNodeVersion {
+        path: path.to_owned(),
+        stamp: stamp.clone(),
+        version: version.to_string(),
+    };
+    let Ok(bytes) = serde_json::to_vec(&entry) else {
+        return;
+    };
+    // Written aside and renamed, so a concurrent reader sees the old entry or the new one.
+    let mut partial = cache_file.as_os_str().to_owned();
+    partial.push(format!(".{}.tmp", std::process::id()));
+    let partial = PathBuf::from(partial);
+    if std::fs::write(&partial, bytes).is_err() || std::fs::rename(&partial, cache_file).is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+}
+
 /// Checks that the Node.js at `node` runs and is recent enough.
 pub fn check_node_at(node: &Path) -> Result<NodeVersion, NodeError> {
     let version = node_version(node)?;
@@ -272,5 +382,50 @@ mod tests {
 
         let message = NodeError::NotFound.to_string();
         assert!(message.contains("Node.js 20 or later") && message.contains("LUMO_NODE"));
+    }
+
+    #[test]
+    fn a_known_node_binary_is_not_asked_its_version_again_until_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("node");
+        let calls = dir.path().join("calls");
+        let fake_node = |version: &str| {
+            std::fs::write(
+                &node,
+                format!(
+                    "#!/bin/sh\necho run >> '{}'\necho v{version}\n",
+                    calls.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let runs = || {
+            std::fs::read_to_string(&calls)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        let cache = dir.path().join("node-version.json");
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        let version = |now| node_version_cached(&node, &cache, now).unwrap().to_string();
+
+        fake_node("20.1.0");
+        // Just written: not trusted to show its next change, so asked every time.
+        assert_eq!(version(std::time::SystemTime::now()), "20.1.0");
+        assert_eq!(version(std::time::SystemTime::now()), "20.1.0");
+        assert_eq!(runs(), 2);
+        // Settled: asked once, then remembered.
+        assert_eq!(version(later), "20.1.0");
+        assert_eq!(version(later), "20.1.0");
+        assert_eq!(runs(), 3);
+        // Upgraded in place (a new size, mtime and ctime): asked again.
+        fake_node("22.10.0");
+        assert_eq!(version(later), "22.10.0");
+        assert_eq!(runs(), 4);
+        // A cache it cannot read is no cache.
+        std::fs::write(&cache, "not json").unwrap();
+        assert_eq!(version(later), "22.10.0");
+        assert_eq!(runs(), 5);
     }
 }

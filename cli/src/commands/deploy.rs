@@ -59,7 +59,9 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
         task: &b.task,
         zip: &b.path,
     });
-    crate::preflight::check(planned, project.config.provider)?;
+    // A dry run writes nothing into the project, not even what pre-flight learnt.
+    let lumo_dir = scratch.is_none().then(|| project.lumo_dir());
+    crate::preflight::check(planned, project.config.provider, lumo_dir.as_deref())?;
     let release = Release {
         tasks: &tasks,
         built: &built,
