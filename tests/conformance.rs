@@ -19,7 +19,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use lumo_cli::backend::aws::settings::AwsFlags;
 use lumo_cli::backend::records::{
     AuditEvent, Deployment, DeploymentStatus, EventKind, LockHolder, RunKind, TaskRun, Timestamp,
-    new_id,
+    new_id, new_run_id,
 };
 use lumo_cli::backend::{
     Acquired, Backend, BackendErrorKind, ConnectOptions, LockSlot, Prepare, RunRequest,
@@ -27,7 +27,7 @@ use lumo_cli::backend::{
 use lumo_cli::bundle::{self, BuildTarget, BuiltBundle};
 use lumo_cli::{project::Project, task::Task};
 use lumo_runner::contract::{DeploymentInfo, RunStatus, TaskContext, Trigger};
-use lumo_runner::{BundleHash, TaskSpec};
+use lumo_runner::{BundleHash, RunId, TaskSpec, Version};
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -165,17 +165,27 @@ fn build(f: &Fixture, names: &[&str]) -> Vec<BuiltBundle> {
     .unwrap()
 }
 
+/// A made-up bundle hash: `seed`'s bytes in hex, padded with zeros to 64 digits.
+fn fake_hash(seed: &str) -> BundleHash {
+    let hex: String = seed.bytes().map(|b| format!("{b:02x}")).collect();
+    BundleHash::parse(&format!("{hex:0>64}")).unwrap()
+}
+
+fn version(text: &str) -> Version {
+    Version::parse(text).unwrap()
+}
+
 fn run_record(f: &Fixture, task: &str, status: RunStatus) -> TaskRun {
     TaskRun {
-        id: new_id(),
+        id: new_run_id(),
         deployment_id: None,
         project: f.project.config.project_name.clone(),
         env: f.env.clone(),
         task: task.into(),
         trigger: Trigger::Manual,
-        version: "v1".into(),
+        version: Some(version("v1")),
         previous_version: None,
-        bundle_hash: "a".repeat(64),
+        bundle_hash: Some(BundleHash::parse(&"a".repeat(64)).unwrap()),
         actor: "conformance".into(),
         status,
         attempt: 1,
@@ -206,15 +216,15 @@ fn deployment(
         id: new_id(),
         project: f.project.config.project_name.clone(),
         env: f.env.clone(),
-        version: version.into(),
-        previous_version: previous.map(str::to_string),
+        version: self::version(version),
+        previous_version: previous.map(self::version),
         is_first_deploy: previous.is_none(),
         actor: "conformance".into(),
         status,
         started_at: Timestamp::now(),
         ended_at: Some(Timestamp::now()),
         message: None,
-        bundles: BTreeMap::from([("ok".to_string(), format!("{version}-hash"))]),
+        bundles: BTreeMap::from([("ok".to_string(), fake_hash(&format!("{version}-hash")))]),
     }
 }
 
@@ -236,7 +246,7 @@ fn request(f: &Fixture, bundle: &BuiltBundle, run_id: &str) -> RunRequest {
     let mut spec = TaskSpec::new(context, Duration::from_secs(30));
     spec.secrets = f.project.secret_values().unwrap();
     RunRequest {
-        bundle: Some(BundleHash::parse(&bundle.sha256).unwrap()),
+        bundle: Some(bundle.sha256.clone()),
         spec,
         stop: lumo_cli::stop::StopSignal::new(),
     }
@@ -279,16 +289,16 @@ async fn state_moves_only_with_a_successful_deployment(f: Fixture) {
     );
     audit.finish_deployment(&first).await.unwrap();
     let state = audit.env_state(&f.env).await.unwrap();
-    assert_eq!(state.version.as_deref(), Some("v1"));
-    assert_eq!(state.bundles["ok"], "v1-hash");
+    assert_eq!(state.version, Some(version("v1")));
+    assert_eq!(state.bundles["ok"], fake_hash("v1-hash"));
 
     let failed = deployment(&f, "v2", DeploymentStatus::Failed, Some("v1"));
     audit.start_deployment(&failed).await.unwrap();
     audit.finish_deployment(&failed).await.unwrap();
     let state = audit.env_state(&f.env).await.unwrap();
     assert_eq!(
-        state.version.as_deref(),
-        Some("v1"),
+        state.version,
+        Some(version("v1")),
         "a failed deployment moved the version"
     );
 
@@ -296,11 +306,11 @@ async fn state_moves_only_with_a_successful_deployment(f: Fixture) {
     audit.start_deployment(&second).await.unwrap();
     audit.finish_deployment(&second).await.unwrap();
     let state = audit.env_state(&f.env).await.unwrap();
-    assert_eq!(state.version.as_deref(), Some("v3"));
-    assert_eq!(state.previous_version.as_deref(), Some("v1"));
+    assert_eq!(state.version, Some(version("v3")));
+    assert_eq!(state.previous_version, Some(version("v1")));
     assert_eq!(state.deployment_id.as_deref(), Some(second.id.as_str()));
 
-    let listed: Vec<String> = audit
+    let listed: Vec<Version> = audit
         .deployments(&f.env, 10)
         .await
         .unwrap()
@@ -328,7 +338,7 @@ async fn runs_are_recorded_and_queried_newest_first(f: Fixture) {
         } else {
             RunStatus::Failed
         };
-        run.bundle_hash = format!("hash-{i}");
+        run.bundle_hash = Some(fake_hash(&format!("hash-{i}")));
         run.message = Some(format!("message {i}"));
         run.ended_at = Some(Timestamp::now());
         run.duration_ms = Some(1);
@@ -338,7 +348,7 @@ async fn runs_are_recorded_and_queried_newest_first(f: Fixture) {
     }
     let all = audit.runs(&f.env, None, 10).await.unwrap();
     let listed: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
-    let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    let newest_first: Vec<&str> = ids.iter().rev().map(RunId::as_str).collect();
     assert_eq!(listed, newest_first);
     assert_eq!(
         all[0].data,
@@ -364,17 +374,14 @@ async fn runs_are_recorded_and_queried_newest_first(f: Fixture) {
     );
 
     let state = audit.env_state(&f.env).await.unwrap();
-    assert_eq!(
-        state.last_success.get("ok").map(String::as_str),
-        Some("hash-3")
-    );
+    assert_eq!(state.last_success.get("ok"), Some(&fake_hash("hash-3")));
     assert!(
         !state.last_success.contains_key("fails"),
         "a failed run counted as a success"
     );
     assert!(
         audit
-            .run("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            .run(&RunId::parse("01ARZ3NDEKTSV4RRFFQ69G5FAV").unwrap())
             .await
             .unwrap()
             .is_none()
@@ -397,33 +404,34 @@ async fn runs_are_found_by_a_prefix_of_their_id(f: Fixture) {
     audit.start_run(&second).await.unwrap();
     let shared = first
         .id
+        .as_str()
         .chars()
-        .zip(second.id.chars())
+        .zip(second.id.as_str().chars())
         .take_while(|(a, b)| a == b)
         .count();
     let found = audit
-        .runs_by_id_prefix(&first.id[..shared + 1], None, 5)
+        .runs_by_id_prefix(&first.id.as_str()[..shared + 1], None, 5)
         .await
         .unwrap();
     assert_eq!(ids(&found), [first.id.as_str()]);
     assert_eq!(found[0].env, f.env);
     assert_eq!(found[0].task, "ok");
     let only_second = audit
-        .runs_by_id_prefix(&second.id[..shared + 1], None, 5)
+        .runs_by_id_prefix(&second.id.as_str()[..shared + 1], None, 5)
         .await
         .unwrap();
     assert_eq!(ids(&only_second), [second.id.as_str()]);
     assert_eq!(only_second[0].env, second_env(&f));
     assert_eq!(only_second[0].status, RunStatus::Running);
     let both = audit
-        .runs_by_id_prefix(&first.id[..shared], None, 5)
+        .runs_by_id_prefix(&first.id.as_str()[..shared], None, 5)
         .await
         .unwrap();
     let mut in_id_order = [first.id.as_str(), second.id.as_str()];
     in_id_order.sort();
     assert_eq!(ids(&both), in_id_order);
     let capped = audit
-        .runs_by_id_prefix(&first.id[..shared], None, 1)
+        .runs_by_id_prefix(&first.id.as_str()[..shared], None, 1)
         .await
         .unwrap();
     assert_eq!(ids(&capped), [in_id_order[0]]);
@@ -435,12 +443,12 @@ async fn runs_are_found_by_a_prefix_of_their_id(f: Fixture) {
             .is_empty()
     );
     let in_second = audit
-        .runs_by_id_prefix(&first.id[..shared], Some(&second_env(&f)), 5)
+        .runs_by_id_prefix(&first.id.as_str()[..shared], Some(&second_env(&f)), 5)
         .await
         .unwrap();
     assert_eq!(ids(&in_second), [second.id.as_str()]);
     let in_neither = audit
-        .runs_by_id_prefix(&first.id[..shared], Some("other"), 5)
+        .runs_by_id_prefix(&first.id.as_str()[..shared], Some("other"), 5)
         .await
         .unwrap();
     assert!(in_neither.is_empty(), "{in_neither:?}");
@@ -481,7 +489,7 @@ async fn tasks_run_and_their_output_is_kept(f: Fixture) {
     );
 
     let mut run = run_record(&f, "ok", RunStatus::Succeeded);
-    run.id = id;
+    run.id = RunId::parse(&id).unwrap();
     run.log_ref = report.log_ref.clone();
     let log = f
         .backend
@@ -539,7 +547,7 @@ async fn commands_run_with_or_without_a_bundle(f: Fixture) {
         "an empty directory"
     );
     let mut run = run_record(&f, "", RunStatus::Failed);
-    run.id = run_id;
+    run.id = RunId::parse(&run_id).unwrap();
     run.log_ref = report.log_ref.clone();
     let log = f.backend.audit.read_log(&run).await.unwrap().unwrap();
     assert_eq!(String::from_utf8(log).unwrap(), "token=***\n");
@@ -596,7 +604,7 @@ async fn large_data_is_kept(f: Fixture) {
     let data = match (&stored.data, &stored.data_ref) {
         (Some(data), _) => data.clone(),
         (None, Some(reference)) => {
-            assert!(reference.contains(&run.id), "{reference}");
+            assert!(reference.contains(run.id.as_str()), "{reference}");
             let aws = f.aws.as_ref().expect("only `aws` keeps data by pointer");
             serde_json::from_slice(&aws.object(reference).await).unwrap()
         }
@@ -609,7 +617,7 @@ async fn large_data_is_kept(f: Fixture) {
             stored.data.is_none() && stored.data_ref.is_some(),
             "on `aws` large data is a pointer"
         );
-        let item = aws.run_item(&run.id).await;
+        let item = aws.run_item(run.id.as_str()).await;
         let size: usize = item.iter().map(|(k, v)| k.len() + attribute_size(v)).sum();
         assert!(
             size < 64 * 1024,
@@ -883,7 +891,7 @@ async fn unfinished_work_is_abandoned(f: Fixture) {
         .await
         .unwrap();
     abandoned.sort();
-    let mut expected = vec![orphan.id.clone(), deploy.id.clone()];
+    let mut expected = vec![orphan.id.to_string(), deploy.id.clone()];
     expected.sort();
     assert_eq!(abandoned, expected);
     let orphan = audit.run(&orphan.id).await.unwrap().unwrap();
@@ -977,7 +985,7 @@ async fn orphans_of_a_dead_writer_are_stopped(f: Fixture) {
         ..deployment(&f, "v9", DeploymentStatus::Running, None)
     };
     f.backend.audit.start_deployment(&deploy).await.unwrap();
-    let leftovers = f.leave_running(&orphan.id);
+    let leftovers = f.leave_running(orphan.id.as_str());
 
     let mut abandoned = f
         .backend
@@ -985,7 +993,7 @@ async fn orphans_of_a_dead_writer_are_stopped(f: Fixture) {
         .await
         .unwrap();
     abandoned.sort();
-    let mut expected = vec![orphan.id.clone(), deploy.id.clone()];
+    let mut expected = vec![orphan.id.to_string(), deploy.id.clone()];
     expected.sort();
     assert_eq!(abandoned, expected);
     assert_eq!(
@@ -998,7 +1006,7 @@ async fn orphans_of_a_dead_writer_are_stopped(f: Fixture) {
             .status,
         RunStatus::Abandoned
     );
-    f.assert_stopped(&orphan.id, leftovers).await;
+    f.assert_stopped(orphan.id.as_str(), leftovers).await;
     f.assert_not_stopped(&deploy.id).await;
 }
 
@@ -1007,7 +1015,7 @@ async fn orphans_of_a_dead_writer_are_stopped(f: Fixture) {
 async fn a_record_that_does_not_read_back_is_corrupt(f: Fixture) {
     let run = run_record(&f, "ok", RunStatus::Running);
     f.backend.audit.start_run(&run).await.unwrap();
-    f.damage_run(&run.id).await;
+    f.damage_run(run.id.as_str()).await;
     let error = f.backend.audit.run(&run.id).await.unwrap_err();
     assert_eq!(error.kind, BackendErrorKind::Corrupt, "{error}");
 }
@@ -1233,7 +1241,7 @@ mod provider_specific {
         let found = f
             .backend
             .audit
-            .runs_by_id_prefix(&elsewhere.id[..20], None, 5)
+            .runs_by_id_prefix(&elsewhere.id.as_str()[..20], None, 5)
             .await
             .unwrap();
         assert!(found.is_empty(), "{found:?}");
@@ -1242,7 +1250,7 @@ mod provider_specific {
         let named = f
             .backend
             .audit
-            .runs_by_id_prefix(&elsewhere.id[..20], Some(&elsewhere.env), 5)
+            .runs_by_id_prefix(&elsewhere.id.as_str()[..20], Some(&elsewhere.env), 5)
             .await
             .unwrap();
         assert_eq!(named.len(), 1, "{named:?}");
@@ -1259,7 +1267,7 @@ mod provider_specific {
         let found = f
             .backend
             .audit
-            .runs_by_id_prefix(&elsewhere.id[..20], None, 5)
+            .runs_by_id_prefix(&elsewhere.id.as_str()[..20], None, 5)
             .await
             .unwrap();
         assert_eq!(found.len(), 1);

@@ -367,7 +367,10 @@ fn dynamodb_items_written_by_15aa6e6_read_and_the_next_deploy_updates() {
     a.config("{ hello: {}, purge: { runOn: [], args: { target: { required: true } } } }")
         .task("hello", "echo hello from the new lumo")
         .task("purge", "echo \"purging $LUMO_ARG_TARGET\"");
-    let (run_id, items) = items_of_15aa6e6(&a.name, "0000old");
+    // A hash as 15aa6e6 wrote one (a bundle's sha256, 64 lowercase hex digits), of a bundle
+    // this lumo does not have.
+    let old_hash = format!("{:0>64}", "01d");
+    let (run_id, items) = items_of_15aa6e6(&a.name, &old_hash);
     block_on(async {
         let dynamo = aws_sdk_dynamodb::Client::new(&a.sdk().await);
         for item in items {

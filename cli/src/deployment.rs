@@ -9,6 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use lumo_runner::contract::RunStatus;
+use lumo_runner::{BundleHash, Version};
 use serde::Serialize;
 
 use crate::access::Standing;
@@ -31,7 +32,7 @@ pub struct Release<'a> {
     /// The environment's tasks, in project order.
     pub tasks: &'a [&'a Task],
     pub built: &'a [BuiltBundle],
-    pub version: String,
+    pub version: Version,
     /// Secret values by environment variable name.
     pub secrets: BTreeMap<String, String>,
     /// `--only`: when non-empty, the only tasks that may run.
@@ -54,7 +55,7 @@ impl Deployed {
 }
 
 impl Release<'_> {
-    fn bundles(&self) -> BTreeMap<String, String> {
+    fn bundles(&self) -> BTreeMap<String, BundleHash> {
         self.built
             .iter()
             .map(|b| (b.task.clone(), b.sha256.clone()))
@@ -63,7 +64,7 @@ impl Release<'_> {
 
     fn plan(&self, state: &EnvState) -> Plan {
         let history = History {
-            previous_version: state.version.as_deref(),
+            previous_version: state.version.as_ref(),
             last_success: &state.last_success,
         };
         plan::plan(self.tasks, &self.bundles(), &history, self.only)
@@ -262,7 +263,7 @@ fn jobs(plan: &Plan, tasks: &[&Task]) -> BTreeMap<String, TaskJob> {
                 p.task.clone(),
                 TaskJob {
                     task: (*task).clone(),
-                    bundle: p.bundle.clone(),
+                    bundle: p.bundle.clone()?,
                     trigger: *trigger,
                     args: task.config.deploy_args(),
                     from_source: false,
@@ -286,8 +287,8 @@ pub struct DeployReport {
     pub env: String,
     pub provider: &'static str,
     pub deployment_id: Option<String>,
-    pub version: String,
-    pub previous_version: Option<String>,
+    pub version: Version,
+    pub previous_version: Option<Version>,
     pub is_first_deploy: bool,
     pub dry_run: bool,
     /// `None` for a dry run.
@@ -331,7 +332,7 @@ impl fmt::Display for DeployReport {
         } else {
             format!(
                 "update from {}",
-                self.previous_version.as_deref().unwrap_or("?")
+                self.previous_version.as_ref().map_or("?", Version::as_str)
             )
         };
         match self.status {

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use lumo_runner::BundleHash;
+
 use crate::access;
 use crate::backend::Prepare;
 use crate::backend::records::{EnvState, command_line};
@@ -69,7 +71,11 @@ pub async fn authorize(op: &Operation) -> Result<(), CliError> {
 
 /// The deployed bundle of `task` in the environment whose state is `state`; exit 2 naming the
 /// task and the deployed ones when it has none.
-pub fn deployed_bundle(op: &Operation, state: &EnvState, task: &Task) -> Result<String, CliError> {
+pub fn deployed_bundle(
+    op: &Operation,
+    state: &EnvState,
+    task: &Task,
+) -> Result<BundleHash, CliError> {
     if let Some(bundle) = state.bundles.get(&task.name) {
         return Ok(bundle.clone());
     }
@@ -111,12 +117,7 @@ async fn run_locked(op: &Operation, exec: ExecRun<'_>) -> Result<Ran, CliError> 
         None => None,
     };
     op.backend.executor.prepare(&op.env, Prepare::Run).await?;
-    let session = Session::of_manual_run(
-        op,
-        state.version.unwrap_or_default(),
-        state.previous_version,
-        exec.secrets,
-    );
+    let session = Session::of_manual_run(op, state.version, state.previous_version, exec.secrets);
     let job = CommandJob {
         argv: exec.argv,
         in_task: exec.in_task.cloned(),

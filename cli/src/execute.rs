@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lumo_runner::contract::{DeploymentInfo, RunStatus, TaskContext, Trigger};
-use lumo_runner::{BundleHash, TaskSpec};
+use lumo_runner::{BundleHash, TaskSpec, Version};
 use tokio::task::JoinSet;
 
 use crate::backend::records::{
-    Deployment, RunKind, TaskRun, Timestamp, masked_args, masked_argv, new_id,
+    Deployment, RunKind, TaskRun, Timestamp, masked_args, masked_argv, new_run_id,
 };
 use crate::backend::{BackendError, RunRequest};
 use crate::operation::Operation;
@@ -27,6 +27,10 @@ pub struct Session {
     pub operation: Operation,
     /// The version the runs belong to and the one before, as each task is told.
     pub deployment: DeploymentInfo,
+    /// The same two as the runs record them; `version` is `None` only for an `exec` in an
+    /// environment never deployed.
+    version: Option<Version>,
+    previous_version: Option<Version>,
     /// The deployment the runs are part of; `None` for a manual run.
     pub deployment_id: Option<String>,
     /// Secret values by environment variable name.
@@ -44,31 +48,36 @@ impl Session {
             operation: operation.clone(),
             deployment: DeploymentInfo {
                 is_first_deploy: deployment.is_first_deploy,
-                previous_version: deployment.previous_version.clone(),
+                previous_version: deployment.previous_version.as_ref().map(Version::to_string),
                 environment: operation.env.clone(),
-                version: deployment.version.clone(),
+                version: deployment.version.to_string(),
             },
+            version: Some(deployment.version.clone()),
+            previous_version: deployment.previous_version.clone(),
             deployment_id: Some(deployment.id.clone()),
             secrets: Arc::new(secrets),
         }
     }
 
     /// A run by hand of the environment's deployed `version` (which followed
-    /// `previous_version`).
+    /// `previous_version`); `None` only for an `exec` in an environment never deployed, whose
+    /// command is told the version `""`.
     pub fn of_manual_run(
         operation: &Operation,
-        version: String,
-        previous_version: Option<String>,
+        version: Option<Version>,
+        previous_version: Option<Version>,
         secrets: BTreeMap<String, String>,
     ) -> Session {
         Session {
             operation: operation.clone(),
             deployment: DeploymentInfo {
                 is_first_deploy: false,
-                previous_version,
+                previous_version: previous_version.as_ref().map(Version::to_string),
                 environment: operation.env.clone(),
-                version,
+                version: version.as_ref().map(Version::to_string).unwrap_or_default(),
             },
+            version,
+            previous_version,
             deployment_id: None,
             secrets: Arc::new(secrets),
         }
@@ -79,7 +88,13 @@ impl Session {
         TaskRun {
             args: masked_args(&job.args, self.secrets.values()),
             from_source: job.from_source,
-            ..self.record_of(&job.task.name, &job.bundle, job.trigger, attempt, status)
+            ..self.record_of(
+                &job.task.name,
+                Some(&job.bundle),
+                job.trigger,
+                attempt,
+                status,
+            )
         }
     }
 
@@ -88,21 +103,21 @@ impl Session {
     fn record_of(
         &self,
         task: &str,
-        bundle: &str,
+        bundle: Option<&BundleHash>,
         trigger: Trigger,
         attempt: u32,
         status: RunStatus,
     ) -> TaskRun {
         TaskRun {
-            id: new_id(),
+            id: new_run_id(),
             deployment_id: self.deployment_id.clone(),
             project: self.operation.project_name().to_string(),
             env: self.operation.env.clone(),
             task: task.to_string(),
             trigger,
-            version: self.deployment.version.clone(),
-            previous_version: self.deployment.previous_version.clone(),
-            bundle_hash: bundle.to_string(),
+            version: self.version.clone(),
+            previous_version: self.previous_version.clone(),
+            bundle_hash: bundle.cloned(),
             actor: self.operation.actor.clone(),
             status,
             attempt,
@@ -133,7 +148,7 @@ pub struct CommandJob {
     /// directory.
     pub in_task: Option<Task>,
     /// That task's deployed bundle.
-    pub bundle: Option<String>,
+    pub bundle: Option<BundleHash>,
     pub timeout: Duration,
 }
 
@@ -146,7 +161,7 @@ pub async fn run_command(session: &Session, job: &CommandJob) -> Result<TaskRun,
         command: Some(masked_argv(&job.argv, session.secrets.values())),
         ..session.record_of(
             job.in_task.as_ref().map_or("", |t| t.name.as_str()),
-            job.bundle.as_deref().unwrap_or(""),
+            job.bundle.as_ref(),
             Trigger::Manual,
             1,
             RunStatus::Running,
@@ -163,10 +178,7 @@ pub async fn run_command(session: &Session, job: &CommandJob) -> Result<TaskRun,
         secrets: (*session.secrets).clone(),
         argv: Some(job.argv.clone()),
     };
-    let bundle = job
-        .bundle
-        .as_deref()
-        .map(|hash| parse_bundle(hash, &run.task));
+    let bundle = job.bundle.clone();
     run_recorded(session, run, spec, bundle, "exec").await
 }
 
@@ -174,7 +186,7 @@ pub async fn run_command(session: &Session, job: &CommandJob) -> Result<TaskRun,
 #[derive(Clone)]
 pub struct TaskJob {
     pub task: Task,
-    pub bundle: String,
+    pub bundle: BundleHash,
     pub trigger: Trigger,
     pub args: BTreeMap<String, String>,
     /// `bundle` was built from the working tree (`lumo run --from-source`), not deployed.
@@ -222,18 +234,8 @@ async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<Task
         secrets: (*session.secrets).clone(),
         argv: None,
     };
-    let bundle = parse_bundle(&job.bundle, &task.name);
+    let bundle = job.bundle.clone();
     run_recorded(session, run, spec, Some(bundle), &task.name).await
-}
-
-/// A hash lumo recorded itself; one that is not a hash fails the run like a backend error.
-fn parse_bundle(hash: &str, task: &str) -> Result<BundleHash, BackendError> {
-    BundleHash::parse(hash).map_err(|e| {
-        BackendError::with_source(
-            format!("the bundle recorded for task `{task}` is not a bundle hash"),
-            e,
-        )
-    })
 }
 
 impl Session {
@@ -251,7 +253,7 @@ impl Session {
             // The executor fills this in once the bundle is unpacked.
             working_directory: String::new(),
             task: run.task.clone(),
-            run_id: run.id.clone(),
+            run_id: run.id.to_string(),
             trigger: run.trigger,
         }
     }
@@ -263,24 +265,19 @@ async fn run_recorded(
     session: &Session,
     mut run: TaskRun,
     spec: TaskSpec,
-    bundle: Option<Result<BundleHash, BackendError>>,
+    bundle: Option<BundleHash>,
     label: &str,
 ) -> Result<TaskRun, BackendError> {
     let op = &session.operation;
     op.backend.audit.start_run(&run).await?;
     op.progress.run_started(&run);
     let mut output = op.progress.run_output(label);
-    let result = match bundle.transpose() {
-        Ok(bundle) => {
-            let request = RunRequest {
-                bundle,
-                spec,
-                stop: op.stop.clone(),
-            };
-            op.backend.executor.run(request, output.as_mut()).await
-        }
-        Err(e) => Err(e),
+    let request = RunRequest {
+        bundle,
+        spec,
+        stop: op.stop.clone(),
     };
+    let result = op.backend.executor.run(request, output.as_mut()).await;
     // The observer shows what it still holds of an unterminated last line when dropped.
     drop(output);
     match result {

@@ -103,7 +103,7 @@ async fn run_locked(op: &Operation, run: ManualRun<'_>) -> Result<Ran, CliError>
         }
     };
     op.backend.executor.prepare(env, Prepare::Run).await?;
-    let session = Session::of_manual_run(op, version, state.previous_version, run.secrets);
+    let session = Session::of_manual_run(op, Some(version), state.previous_version, run.secrets);
     let job = TaskJob {
         task: task.clone(),
         bundle,
@@ -152,7 +152,9 @@ impl fmt::Display for RunReport {
             writeln!(
                 f,
                 "  bundle: {} (the working copy, not deployed)",
-                r.bundle_hash.get(..12).unwrap_or(&r.bundle_hash)
+                r.bundle_hash
+                    .as_ref()
+                    .map_or("", |hash| &hash.as_str()[..12])
             )?;
         }
         if let Some(data) = &r.data {

@@ -307,7 +307,7 @@ impl Progress for Printer {
             self.paint_err(Style::Dim, format!("({}, run {})", run.trigger, run.id)),
         ));
         if let Some(live) = &self.live {
-            live.started(&run.id, &run.task, run.attempt);
+            live.started(run.id.as_str(), &run.task, run.attempt);
         }
     }
 
@@ -323,7 +323,7 @@ impl Progress for Printer {
 
     fn run_finished(&self, run: &TaskRun) {
         if let Some(live) = &self.live {
-            live.finished(&run.id);
+            live.finished(run.id.as_str());
         }
         let (mark, style) = match run.status {
             RunStatus::Succeeded => ("✔", Style::Green),

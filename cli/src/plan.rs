@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use lumo_runner::contract::Trigger;
+use lumo_runner::{BundleHash, Version};
 use serde::Serialize;
 
 use crate::config::RunOn;
@@ -13,9 +14,9 @@ use crate::task::Task;
 #[derive(Debug, Clone)]
 pub struct History<'a> {
     /// The version of the last successful deployment; `None` = this is the first deploy.
-    pub previous_version: Option<&'a str>,
+    pub previous_version: Option<&'a Version>,
     /// Each task's bundle hash at its last successful run in the environment.
-    pub last_success: &'a BTreeMap<String, String>,
+    pub last_success: &'a BTreeMap<String, BundleHash>,
 }
 
 /// One task's fate in a deployment.
@@ -30,7 +31,8 @@ pub enum Decision {
 #[serde(rename_all = "camelCase")]
 pub struct PlannedTask {
     pub task: String,
-    pub bundle: String,
+    /// `None` only for a task no bundle was built for, which runs nothing.
+    pub bundle: Option<BundleHash>,
     #[serde(flatten)]
     pub decision: Decision,
     /// Tasks of this plan that must succeed before this one starts (through skipped ones too).
@@ -55,7 +57,7 @@ pub struct Plan {
 /// maps each to its bundle hash; `only` (when non-empty) limits the deploy to those tasks.
 pub fn plan(
     tasks: &[&Task],
-    bundles: &BTreeMap<String, String>,
+    bundles: &BTreeMap<String, BundleHash>,
     history: &History<'_>,
     only: &[String],
 ) -> Plan {
@@ -69,13 +71,13 @@ pub fn plan(
     let mut planned: Vec<PlannedTask> = ordered
         .iter()
         .map(|task| {
-            let bundle = bundles.get(&task.name).cloned().unwrap_or_default();
+            let bundle = bundles.get(&task.name).cloned();
             let decision = if !only.is_empty() && !only.contains(&task.name) {
                 Decision::Skip {
                     reason: "not in `--only`".into(),
                 }
             } else {
-                decide(task, &bundle, history, trigger)
+                decide(task, bundle.as_ref(), history, trigger)
             };
             PlannedTask {
                 task: task.name.clone(),
@@ -121,7 +123,12 @@ pub fn plan(
     }
 }
 
-fn decide(task: &Task, bundle: &str, history: &History<'_>, trigger: Trigger) -> Decision {
+fn decide(
+    task: &Task,
+    bundle: Option<&BundleHash>,
+    history: &History<'_>,
+    trigger: Trigger,
+) -> Decision {
     let run_on = &task.config.run_on;
     if run_on.is_empty() {
         return Decision::Skip {
@@ -146,12 +153,12 @@ fn decide(task: &Task, bundle: &str, history: &History<'_>, trigger: Trigger) ->
                 trigger,
                 reason: "never succeeded here yet (`runOn: 'change'`)".into(),
             },
-            Some(last) if last != bundle => Decision::Run {
+            Some(last) if Some(last) != bundle => Decision::Run {
                 trigger,
                 reason: format!(
                     "bundle changed since its last successful run ({} → {})",
-                    short(last),
-                    short(bundle)
+                    short(last.as_str()),
+                    short(bundle.map_or("", BundleHash::as_str))
                 ),
             },
             Some(_) => Decision::Skip {
@@ -242,10 +249,14 @@ mod tests {
         }
     }
 
-    fn hashes(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    /// Bundle hashes by task, each made of one repeated hex digit (`aaa` → `aaaa…`).
+    fn hashes(pairs: &[(&str, &str)]) -> BTreeMap<String, BundleHash> {
         pairs
             .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .map(|(a, b)| {
+                let hex = b.repeat(64)[..64].to_string();
+                (a.to_string(), BundleHash::parse(&hex).unwrap())
+            })
             .collect()
     }
 
@@ -289,12 +300,13 @@ mod tests {
             }
         ));
 
+        let v1 = Version::parse("v1").unwrap();
         let unchanged = hashes(&[("changed", "bbb")]);
         let update = plan(
             &refs,
             &bundles,
             &History {
-                previous_version: Some("v1"),
+                previous_version: Some(&v1),
                 last_success: &unchanged,
             },
             &[],
@@ -318,7 +330,7 @@ mod tests {
             &refs,
             &bundles,
             &History {
-                previous_version: Some("v1"),
+                previous_version: Some(&v1),
                 last_success: &changed,
             },
             &[],

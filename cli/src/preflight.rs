@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use lumo_runner::BundleHash;
 use lumo_runner::contract::{BundleManifest, Entry, MANIFEST_PATH};
 use lumo_runner::node::{self, NodeError};
 
@@ -85,7 +86,7 @@ pub fn check_stored(
     provider: Provider,
     lumo_dir: &Path,
     task: &str,
-    sha256: &str,
+    sha256: &BundleHash,
 ) -> Result<(), PreflightError> {
     if provider != Provider::Local {
         return Ok(());

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use lumo_runner::{BundleHash, Version};
 use serde::Serialize;
 
 use crate::access::{Right, Standing, verdict};
@@ -38,10 +39,10 @@ pub struct RunPreview {
     /// Who is asking, and what else they may do in `env` (as `lumo tasks --env --json`).
     pub access: Standing,
     /// The environment's version; `None` before its first deploy.
-    pub version: Option<String>,
+    pub version: Option<Version>,
     /// The deployed bundle the run would use; `None` when there is none, or with
     /// `--from-source` (the working copy is bundled when it runs).
-    pub bundle_hash: Option<String>,
+    pub bundle_hash: Option<BundleHash>,
     pub from_source: bool,
     /// The arguments as the task would get them (defaults filled in), secrets masked.
     pub args: BTreeMap<String, String>,
@@ -127,7 +128,7 @@ impl fmt::Display for RunPreview {
             "  {}",
             verdict(&format!("task `{}`", self.task), &self.run_right())
         )?;
-        let version = self.version.as_deref().unwrap_or("none");
+        let version = self.version.as_ref().map_or("none", Version::as_str);
         match (&self.bundle_hash, self.from_source) {
             (_, true) => writeln!(
                 f,
@@ -136,7 +137,7 @@ impl fmt::Display for RunPreview {
             (Some(hash), false) => writeln!(
                 f,
                 "  bundle: {}, deployed in version {version}",
-                hash.get(..12).unwrap_or(hash)
+                &hash.as_str()[..12]
             )?,
             (None, false) => {}
         }

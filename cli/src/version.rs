@@ -4,30 +4,24 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use lumo_runner::Version;
 use sha2::{Digest, Sha256};
 
 use crate::bundle::BuiltBundle;
 use crate::error::CliError;
 
-/// Checks a `--deploy-version` value: 1 to 64 of `A-Z a-z 0-9 . _ - + /`.
-pub fn check(version: &str) -> Result<(), CliError> {
-    let ok = !version.is_empty()
-        && version.len() <= 64
-        && version
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-+/".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(CliError::invalid(format!(
+/// A `--deploy-version` value: 1 to 64 of `A-Z a-z 0-9 . _ - + /`.
+pub fn parse(version: &str) -> Result<Version, CliError> {
+    Version::parse(version).map_err(|_| {
+        CliError::invalid(format!(
             "invalid `--deploy-version` `{version}`: use 1 to 64 of `A-Z`, `a-z`, `0-9`, `.`, `_`, `-`, `+`, `/`"
-        )))
-    }
+        ))
+    })
 }
 
-pub fn resolve(flag: Option<&str>, root: &Path, bundles: &[BuiltBundle]) -> String {
+pub fn resolve(flag: Option<Version>, root: &Path, bundles: &[BuiltBundle]) -> Version {
     if let Some(v) = flag {
-        return v.to_string();
+        return v;
     }
     git_version(root).unwrap_or_else(|| bundles_hash(bundles))
 }
@@ -45,7 +39,7 @@ fn git(root: &Path, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn git_version(root: &Path) -> Option<String> {
+fn git_version(root: &Path) -> Option<Version> {
     let sha = git(root, &["rev-parse", "--short", "HEAD"])?;
     let sha = sha.trim();
     if sha.is_empty() {
@@ -57,15 +51,17 @@ fn git_version(root: &Path) -> Option<String> {
         &["status", "--porcelain", "--", ".", ":(exclude).lumo"],
     )?;
     let dirty = status.lines().any(|l| !l.trim().is_empty());
-    Some(if dirty {
+    // Hex digits, always a version; anything else git printed is no version of ours.
+    Version::parse(&if dirty {
         format!("{sha}-dirty")
     } else {
         sha.to_string()
     })
+    .ok()
 }
 
 /// The first 12 hex digits of the sha256 of every task's name and bundle hash.
-pub fn bundles_hash(bundles: &[BuiltBundle]) -> String {
+pub fn bundles_hash(bundles: &[BuiltBundle]) -> Version {
     let mut pairs: Vec<(&str, &str)> = bundles
         .iter()
         .map(|b| (b.task.as_str(), b.sha256.as_str()))
@@ -79,7 +75,9 @@ pub fn bundles_hash(bundles: &[BuiltBundle]) -> String {
         hasher.update([b'\n']);
     }
     let digest = hasher.finalize();
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    // 12 hex digits.
+    Version::parse(&hex).unwrap_or_else(|e| unreachable!("{e}"))
 }
 
 #[cfg(test)]
@@ -88,11 +86,15 @@ mod tests {
 
     #[test]
     fn deploy_version_flag_is_checked() {
-        assert!(check("v1.2.3").is_ok());
-        assert!(check("release/2026-11").is_ok());
-        assert!(check("").is_err());
-        assert!(check("has space").is_err());
-        assert!(check(&"x".repeat(65)).is_err());
+        assert_eq!(parse("v1.2.3").unwrap(), "v1.2.3");
+        assert!(parse("release/2026-11").is_ok());
+        assert!(parse("").is_err());
+        let err = parse("has space").unwrap_err().to_string();
+        assert!(
+            err.contains("invalid `--deploy-version` `has space`"),
+            "{err}"
+        );
+        assert!(parse(&"x".repeat(65)).is_err());
     }
 
     #[test]
@@ -100,7 +102,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bundle = |task: &str, sha: &str| BuiltBundle {
             task: task.into(),
-            sha256: sha.into(),
+            sha256: lumo_runner::BundleHash::parse(&sha.repeat(64)).unwrap(),
             path: Default::default(),
             size: 0,
             unpacked_size: 0,
@@ -112,7 +114,8 @@ mod tests {
         let c = resolve(None, dir.path(), &[bundle("a", "1"), bundle("b", "3")]);
         assert_eq!(a, b);
         assert_ne!(a, c);
-        assert_eq!(a.len(), 12);
-        assert_eq!(resolve(Some("v9"), dir.path(), &[]), "v9");
+        assert_eq!(a.as_str().len(), 12);
+        let v9 = Version::parse("v9").unwrap();
+        assert_eq!(resolve(Some(v9), dir.path(), &[]), "v9");
     }
 }

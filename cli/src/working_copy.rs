@@ -65,7 +65,7 @@ pub async fn drift(op: &Operation, task: &Task, build: Build) -> Option<String> 
             return None;
         }
     };
-    if &working.sha256 == deployed {
+    if working.sha256 == *deployed {
         return None;
     }
     let when = state

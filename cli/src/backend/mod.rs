@@ -13,6 +13,7 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use lumo_runner::RunId;
 use lumo_runner::executor::OutputObserver;
 use serde::Serialize;
 
@@ -193,7 +194,7 @@ pub trait AuditStore: Send + Sync {
     async fn finish_run(&self, run: &TaskRun) -> BackendResult<bool>;
     /// The latest `limit` runs of `env` (of one task when `task` is given).
     async fn runs(&self, env: &str, task: Option<&str>, limit: u32) -> BackendResult<Vec<TaskRun>>;
-    async fn run(&self, id: &str) -> BackendResult<Option<TaskRun>>;
+    async fn run(&self, id: &RunId) -> BackendResult<Option<TaskRun>>;
     /// The runs of this project whose id starts with `prefix`, in id order, at most `limit`:
     /// how a user's shortened run id (`lumo logs 01KBQZ6N`) is found.
     ///
@@ -336,7 +337,11 @@ impl Backend {
         for id in &abandoned {
             // Deployments run nothing themselves; only runs are stopped. When the record
             // cannot be read, stopping is the safe guess.
-            if !matches!(self.audit.run(id).await, Ok(None)) {
+            // Every run id parses; what does not is no run of ours to stop.
+            let Ok(run_id) = RunId::parse(id) else {
+                continue;
+            };
+            if !matches!(self.audit.run(&run_id).await, Ok(None)) {
                 runs.push(id.clone());
             }
         }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lumo_runner::Masker;
 use lumo_runner::contract::{RunStatus, Trigger};
+use lumo_runner::{BundleHash, Masker, RunId, Version};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
@@ -103,8 +103,8 @@ pub struct Deployment {
     pub id: String,
     pub project: String,
     pub env: String,
-    pub version: String,
-    pub previous_version: Option<String>,
+    pub version: Version,
+    pub previous_version: Option<Version>,
     pub is_first_deploy: bool,
     pub actor: String,
     pub status: DeploymentStatus,
@@ -113,22 +113,27 @@ pub struct Deployment {
     pub message: Option<String>,
     /// Every task of the environment and its bundle hash: what `lumo run` uses once this
     /// deployment has succeeded.
-    pub bundles: BTreeMap<String, String>,
+    pub bundles: BTreeMap<String, BundleHash>,
 }
 
 /// One run of one task: part of a deployment, or manual.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskRun {
-    pub id: String,
+    pub id: RunId,
     pub deployment_id: Option<String>,
     pub project: String,
     pub env: String,
     pub task: String,
     pub trigger: Trigger,
-    pub version: String,
-    pub previous_version: Option<String>,
-    pub bundle_hash: String,
+    /// The environment's version the run belongs to; `None` (stored as `""`) only for an
+    /// `exec` in an environment that was never deployed.
+    #[serde(with = "empty_is_none")]
+    pub version: Option<Version>,
+    pub previous_version: Option<Version>,
+    /// The bundle it ran; `None` (stored as `""`) only for an `exec` without `--in`.
+    #[serde(with = "empty_is_none")]
+    pub bundle_hash: Option<BundleHash>,
     pub actor: String,
     pub status: RunStatus,
     /// 1 for the first attempt; retries count up.
@@ -270,20 +275,55 @@ pub fn masked_args<'a>(
 #[serde(rename_all = "camelCase")]
 pub struct EnvState {
     /// The version of the last successful deployment; `None` until there is one.
-    pub version: Option<String>,
+    pub version: Option<Version>,
     /// The version before `version` (the current deployment's `previousVersion`).
-    pub previous_version: Option<String>,
+    pub previous_version: Option<Version>,
     pub deployment_id: Option<String>,
     pub deployed_at: Option<Timestamp>,
     /// The bundles of the last successful deployment, by task.
-    pub bundles: BTreeMap<String, String>,
+    pub bundles: BTreeMap<String, BundleHash>,
     /// Each task's bundle hash at its last successful run here (any trigger).
-    pub last_success: BTreeMap<String, String>,
+    pub last_success: BTreeMap<String, BundleHash>,
 }
 
 impl EnvState {
     pub fn is_first_deploy(&self) -> bool {
         self.version.is_none()
+    }
+}
+
+/// A fresh id for a run: a ULID (see [`new_id`]), which is always a valid [`RunId`].
+pub fn new_run_id() -> RunId {
+    let id = new_id();
+    // 26 letters and digits.
+    RunId::parse(&id).unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+/// `Option<T>` stored as its text, and `None` as `""`: how a run records "no version" and "no
+/// bundle" (an `exec`), as every earlier lumo did with a plain string.
+pub(crate) mod empty_is_none {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: AsRef<str>, S: Serializer>(
+        value: &Option<T>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        value.as_ref().map_or("", AsRef::as_ref).serialize(s)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: TryFrom<String>,
+        T::Error: std::fmt::Display,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        T::try_from(text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -306,7 +346,7 @@ mod tests {
 
     #[test]
     fn ids_sort_in_creation_order() {
-        let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
+        let ids: Vec<RunId> = (0..1000).map(|_| new_run_id()).collect();
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted);
@@ -379,7 +419,8 @@ mod tests {
         let old = serde_json::json!({
             "id": "01M962YZGGD6WCZ2PF293Q2TNN", "deploymentId": null, "project": "p", "env": "dev",
             "task": "purge", "trigger": "manual", "version": "v2", "previousVersion": "v1",
-            "bundleHash": "abc", "actor": "alice", "status": "succeeded", "attempt": 1,
+            "bundleHash": "56fb8f04a9c50b2484472c88989cfd30f08e6f299c7fd8bf5c97d19b8d4dacf3",
+            "actor": "alice", "status": "succeeded", "attempt": 1,
             "startedAt": "2026-12-06T16:28:31.600Z", "endedAt": null, "durationMs": 5,
             "exitCode": 0, "message": "purged", "data": null, "dataRef": null, "logRef": null,
             "outputTail": "", "outputBytes": 0, "fieldFromTheFuture": 1
@@ -388,6 +429,59 @@ mod tests {
         assert_eq!(run.kind, RunKind::Task);
         assert!(run.args.is_empty());
         assert_eq!(run.command, None);
+    }
+
+    #[test]
+    fn ids_hashes_and_versions_are_stored_as_the_plain_strings_they_were() {
+        let hash = "56fb8f04a9c50b2484472c88989cfd30f08e6f299c7fd8bf5c97d19b8d4dacf3";
+        let stored = serde_json::json!({
+            "id": "01M962YZGGD6WCZ2PF293Q2TNN", "deploymentId": "01M962YZ9PGHGE5ESP49X9FGVR",
+            "project": "p", "env": "dev", "task": "purge", "trigger": "deploy",
+            "version": "abc1234-dirty", "previousVersion": "v1", "bundleHash": hash,
+            "actor": "alice", "status": "succeeded", "attempt": 1,
+            "startedAt": "2026-12-06T16:28:31.600Z", "endedAt": null, "durationMs": 5,
+            "exitCode": 0, "message": "purged", "data": null, "dataRef": null, "logRef": null,
+            "outputTail": "", "outputBytes": 0, "kind": "task", "args": {}, "fromSource": false,
+            "command": null,
+        });
+        let run: TaskRun = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(run.id, "01M962YZGGD6WCZ2PF293Q2TNN");
+        assert_eq!(run.bundle_hash.as_ref().map(BundleHash::as_str), Some(hash));
+        assert_eq!(serde_json::to_value(&run).unwrap(), stored);
+
+        // An exec outside any bundle, in an environment never deployed: no version, no bundle,
+        // stored as the empty strings they always were.
+        let mut exec = stored.clone();
+        exec["version"] = "".into();
+        exec["bundleHash"] = "".into();
+        let run: TaskRun = serde_json::from_value(exec.clone()).unwrap();
+        assert_eq!(
+            (run.version.as_ref(), run.bundle_hash.as_ref()),
+            (None, None)
+        );
+        assert_eq!(serde_json::to_value(&run).unwrap(), exec);
+    }
+
+    #[test]
+    fn a_record_whose_hash_or_id_is_not_one_is_refused_when_read() {
+        let mut stored = serde_json::json!({
+            "id": "../escape", "deploymentId": null, "project": "p", "env": "dev",
+            "task": "purge", "trigger": "manual", "version": "v2", "previousVersion": null,
+            "bundleHash": "", "actor": "alice", "status": "succeeded", "attempt": 1,
+            "startedAt": "2026-12-06T16:28:31.600Z", "endedAt": null, "durationMs": 5,
+            "exitCode": 0, "message": "purged", "data": null, "dataRef": null, "logRef": null,
+            "outputTail": "", "outputBytes": 0,
+        });
+        let err = serde_json::from_value::<TaskRun>(stored.clone()).unwrap_err();
+        assert!(err.to_string().contains("invalid run id"), "{err}");
+        stored["id"] = "01M962YZGGD6WCZ2PF293Q2TNN".into();
+        stored["bundleHash"] = "../../etc/passwd".into();
+        let err = serde_json::from_value::<TaskRun>(stored.clone()).unwrap_err();
+        assert!(err.to_string().contains("invalid bundle hash"), "{err}");
+        stored["bundleHash"] = "".into();
+        stored["version"] = "has space".into();
+        let err = serde_json::from_value::<TaskRun>(stored).unwrap_err();
+        assert!(err.to_string().contains("invalid version"), "{err}");
     }
 
     #[test]

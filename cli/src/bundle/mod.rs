@@ -19,6 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use lumo_runner::BundleHash;
 use lumo_runner::contract::{BundleManifest, Entry, MANIFEST_PATH};
 use serde::Serialize;
 
@@ -35,7 +36,7 @@ pub use zip_writer::write_zip;
 #[serde(rename_all = "camelCase")]
 pub struct BuiltBundle {
     pub task: String,
-    pub sha256: String,
+    pub sha256: BundleHash,
     #[serde(skip)]
     pub path: PathBuf,
     /// Size of the zip.
@@ -368,7 +369,9 @@ fn write_bundle(
         .map_err(store_err(store_dir))?;
     write_zip(tmp.as_file(), entries, cancel).map_err(store_err(tmp.path()))?;
     cancel.check().map_err(store_err(tmp.path()))?;
-    let sha256 = lumo_runner::bundle::sha256_file(tmp.path()).map_err(store_err(tmp.path()))?;
+    let sha256 = lumo_runner::bundle::sha256_file(tmp.path())
+        .and_then(|hex| BundleHash::parse(&hex).map_err(io::Error::other))
+        .map_err(store_err(tmp.path()))?;
     let size = tmp
         .as_file()
         .metadata()

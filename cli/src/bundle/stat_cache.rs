@@ -45,7 +45,8 @@ pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 #[serde(rename_all = "camelCase")]
 pub struct CachedBundle {
     pub fingerprint: String,
-    pub sha256: String,
+    /// Checked when the cache is read: a cache whose hash is not one is no cache.
+    pub sha256: lumo_runner::BundleHash,
     pub size: u64,
     pub unpacked_size: u64,
     pub files: usize,

@@ -21,9 +21,11 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     let env = project.resolve_env(args.env.env.as_deref())?;
     let tasks: Vec<&Task> = project.tasks_in(&env).collect();
     check_only(&args.only, &tasks, &project, &env)?;
-    if let Some(v) = &args.deploy_version {
-        version::check(v)?;
-    }
+    let deploy_version = args
+        .deploy_version
+        .as_deref()
+        .map(version::parse)
+        .transpose()?;
     if let Some(path) = &args.junit {
         crate::report::check_junit_path(path)?;
     }
@@ -65,7 +67,7 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     let release = Release {
         tasks: &tasks,
         built: &built,
-        version: version::resolve(args.deploy_version.as_deref(), project.root(), &built),
+        version: version::resolve(deploy_version, project.root(), &built),
         secrets,
         only: &args.only,
         concurrency: usize::from(args.concurrency),

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use lumo_runner::Version;
 use serde::Serialize;
 
 use super::{CommandResult, Context, Outcome};
@@ -87,7 +88,7 @@ impl fmt::Display for History {
                 r.trigger.as_str(),
                 r.status.as_str(),
                 r.duration_ms.map(format_duration).unwrap_or_default(),
-                r.version,
+                r.version.as_ref().map_or("", Version::as_str),
                 message.trim_start()
             )?;
         }

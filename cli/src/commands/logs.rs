@@ -10,6 +10,7 @@ mod follow;
 use std::fmt;
 use std::io::{self, Read};
 
+use lumo_runner::RunId;
 use lumo_runner::contract::RunStatus;
 use serde::Serialize;
 
@@ -147,7 +148,8 @@ pub async fn find_run(
     let name = &project.config.project_name;
     let in_env = env.map(|e| format!(" in `{e}`")).unwrap_or_default();
     if id.len() == RUN_ID_LEN {
-        let run = backend.audit.run(id).await?;
+        let whole = RunId::parse(id).map_err(|e| CliError::invalid(e.to_string()))?;
+        let run = backend.audit.run(&whole).await?;
         return run
             .filter(|run| env.is_none_or(|e| run.env == e))
             .ok_or_else(|| {
@@ -405,7 +407,7 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "id": "01JABCDEFGHJKMNPQRSTVWXYZ0", "deploymentId": null, "project": "p", "env": "dev",
             "task": "t", "trigger": "manual", "version": "v1", "previousVersion": null,
-            "bundleHash": "00", "actor": "me", "status": "succeeded", "attempt": 1,
+            "bundleHash": "", "actor": "me", "status": "succeeded", "attempt": 1,
             "startedAt": "2026-12-06T10:00:00Z", "endedAt": "2026-12-06T10:00:01Z", "durationMs": 1, "exitCode": 0, "message": "ok",
             "data": { "output": "" }, "dataRef": null, "logRef": null, "outputTail": "",
             "outputBytes": 0

@@ -10,6 +10,8 @@ pub mod outcome;
 
 use std::path::Path;
 
+use lumo_runner::Version;
+
 use crate::deployment::DeployReport;
 use crate::error::CliError;
 use crate::output::Printer;
@@ -58,7 +60,7 @@ impl Subject {
             command: "deploy",
             project: report.project.clone(),
             env: report.env.clone(),
-            version: report.version.clone(),
+            version: report.version.to_string(),
             deployment_id: report.deployment_id.clone(),
             status: status.as_str().to_string(),
             duration_ms: report.duration_ms,
@@ -79,7 +81,11 @@ impl Subject {
             command: "run",
             project: run.project.clone(),
             env: run.env.clone(),
-            version: run.version.clone(),
+            version: run
+                .version
+                .as_ref()
+                .map(Version::to_string)
+                .unwrap_or_default(),
             deployment_id: None,
             status: run.status.as_str().to_string(),
             duration_ms: run.duration_ms,

@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 
 use lumo_runner::contract::{RunStatus, Trigger};
+use lumo_runner::{BundleHash, RunId, Version};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::backend::records::{RunKind, TaskRun, Timestamp};
+use crate::backend::records::{RunKind, TaskRun, Timestamp, empty_is_none};
 
 /// How one task's run went, or (in a deployment's report) why it did not run.
 #[derive(Debug, Clone, Serialize)]
@@ -47,7 +48,7 @@ impl TaskOutcome {
         TaskOutcome {
             task: run.task.clone(),
             status: run.status.as_str().to_string(),
-            run_id: Some(run.id.clone()),
+            run_id: Some(run.id.to_string()),
             attempt: Some(run.attempt),
             trigger: Some(run.trigger),
             actor: Some(run.actor.clone()),
@@ -108,13 +109,17 @@ pub struct RunDocument {
     #[serde(flatten)]
     pub outcome: TaskOutcome,
     /// The run id again, under the record's own name (`runId` is the same).
-    pub id: String,
+    pub id: RunId,
     pub deployment_id: Option<String>,
     pub project: String,
     pub env: String,
-    pub version: String,
-    pub previous_version: Option<String>,
-    pub bundle_hash: String,
+    /// `""` for none, as in the record.
+    #[serde(serialize_with = "empty_is_none::serialize")]
+    pub version: Option<Version>,
+    pub previous_version: Option<Version>,
+    /// `""` for none, as in the record.
+    #[serde(serialize_with = "empty_is_none::serialize")]
+    pub bundle_hash: Option<BundleHash>,
     /// Where `data` lives when it was too large to keep in the record.
     pub data_ref: Option<String>,
     pub output_bytes: u64,

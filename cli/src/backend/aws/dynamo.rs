@@ -39,6 +39,7 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use lumo_runner::contract::RunStatus;
+use lumo_runner::{BundleHash, RunId, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -79,11 +80,11 @@ pub struct DynamoStore {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StateItem {
-    version: String,
-    previous_version: Option<String>,
+    version: Version,
+    previous_version: Option<Version>,
     deployment_id: String,
     deployed_at: Timestamp,
-    bundles: BTreeMap<String, String>,
+    bundles: BTreeMap<String, BundleHash>,
 }
 
 /// A `TASK#<task>` item.
@@ -91,8 +92,8 @@ struct StateItem {
 #[serde(rename_all = "camelCase")]
 struct TaskStateItem {
     task: String,
-    last_success_hash: String,
-    last_success_run: String,
+    last_success_hash: BundleHash,
+    last_success_run: RunId,
 }
 
 pub(super) fn s(v: impl Into<String>) -> AttributeValue {
@@ -160,7 +161,7 @@ impl DynamoStore {
         if let Some(data) = run.data.take() {
             let text = data.to_string();
             if text.len() > MAX_INLINE_DATA {
-                let key = self.s3.data_key(&run.id);
+                let key = self.s3.data_key(run.id.as_str());
                 self.s3
                     .put_bytes(&key, text.into_bytes(), "application/json")
                     .await?;
@@ -334,11 +335,19 @@ async fn query_pages(
     }
 }
 
-/// An item as a record, or an error naming what it should have been.
+/// An item as a record, or a corrupt-store error naming what it should have been and its sort
+/// key (an id, hash or version that is not one is refused here, with the field it was in).
 pub(super) fn decode<T: serde::de::DeserializeOwned>(item: Item, what: &str) -> BackendResult<T> {
+    let key = match item.get("sk") {
+        Some(AttributeValue::S(sk)) => format!(" `{sk}`"),
+        _ => String::new(),
+    };
     serde_dynamo::from_item(item).map_err(|e| {
-        BackendError::with_source(format!("{what} in the table has an unexpected shape"), e)
-            .of_kind(BackendErrorKind::Corrupt)
+        BackendError::with_source(
+            format!("{what}{key} in the table has an unexpected shape"),
+            e,
+        )
+        .of_kind(BackendErrorKind::Corrupt)
     })
 }
 
@@ -420,7 +429,7 @@ impl AuditStore for DynamoStore {
         let item = self.run_item(run).await?;
         let mut writes = vec![self.put(item)?];
         if run.status == RunStatus::Running {
-            writes.push(self.put(self.active_marker(&run.env, &run.id, "run"))?);
+            writes.push(self.put(self.active_marker(&run.env, run.id.as_str(), "run"))?);
         }
         self.transact(
             writes,
@@ -436,10 +445,14 @@ impl AuditStore for DynamoStore {
             self.delete(self.pk(&run.env), format!("ACTIVE#{}", run.id))?,
         ];
         // Only a task run is the task's success: an `exec` in its bundle is not.
-        if run.status == RunStatus::Succeeded && run.kind == RunKind::Task {
+        // (A task run always ran a bundle; only an `exec` may have none.)
+        if run.status == RunStatus::Succeeded
+            && run.kind == RunKind::Task
+            && let Some(hash) = &run.bundle_hash
+        {
             let state = TaskStateItem {
                 task: run.task.clone(),
-                last_success_hash: run.bundle_hash.clone(),
+                last_success_hash: hash.clone(),
                 last_success_run: run.id.clone(),
             };
             let mut state = self.to_item(&state, "a task state")?;
@@ -477,7 +490,7 @@ impl AuditStore for DynamoStore {
         items.into_iter().map(|i| self.run_from_item(i)).collect()
     }
 
-    async fn run(&self, id: &str) -> BackendResult<Option<TaskRun>> {
+    async fn run(&self, id: &RunId) -> BackendResult<Option<TaskRun>> {
         let query = self
             .client
             .query()
@@ -695,7 +708,10 @@ mod tests {
             ("trigger", s("manual")),
             ("version", s("v1")),
             ("previousVersion", null.clone()),
-            ("bundleHash", s("abc")),
+            (
+                "bundleHash",
+                s("56fb8f04a9c50b2484472c88989cfd30f08e6f299c7fd8bf5c97d19b8d4dacf3"),
+            ),
             ("actor", s("alice")),
             ("status", s("succeeded")),
             ("attempt", AttributeValue::N("1".into())),
@@ -714,8 +730,24 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        let mut broken = item.clone();
         let run: TaskRun = decode(item, "a run").unwrap();
         assert_eq!(run.kind, crate::backend::records::RunKind::Task);
+
+        // A hash that is not one (edited by hand, written by something else) is a corrupt
+        // item named by its key, never a path or a panic.
+        broken.insert("bundleHash".into(), s("../../etc/passwd"));
+        let err = decode::<TaskRun>(broken, "a run").unwrap_err();
+        assert_eq!(err.kind, BackendErrorKind::Corrupt);
+        assert_eq!(
+            err.message,
+            "a run `RUN#01KBQZ6N12C3M3JX0V4GQK5T2B` in the table has an unexpected shape"
+        );
+        let cause = err.source.unwrap().to_string();
+        assert!(
+            cause.contains("invalid bundle hash `../../etc/passwd`"),
+            "{cause}"
+        );
         assert!(run.args.is_empty());
         assert!(!run.from_source);
         assert_eq!(run.command, None);

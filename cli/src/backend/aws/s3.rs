@@ -12,6 +12,7 @@ use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::head_object::HeadObjectError;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
+use lumo_runner::BundleHash;
 
 use super::AwsTarget;
 use super::errors::{code_of, sdk_error};
@@ -29,7 +30,7 @@ impl S3Store {
         S3Store { client, target }
     }
 
-    pub fn bundle_key(&self, sha256: &str) -> String {
+    pub fn bundle_key(&self, sha256: &BundleHash) -> String {
         format!("{}/bundles/{sha256}.zip", self.target.project)
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lumo_runner::contract::{RunStatus, Trigger};
+use lumo_runner::{BundleHash, IdError, RunId, Version};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::backend::records::{
@@ -296,6 +297,7 @@ impl SqliteStore {
         unless_abandoned: bool,
     ) -> BackendResult<bool> {
         let bundles = serde_json::to_string(&d.bundles).unwrap_or_else(|_| "{}".into());
+        let previous_version = d.previous_version.as_ref().map(Version::as_str);
         self.with("record the deployment", |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if unless_abandoned && is_abandoned(&tx, "deployments", &d.id)? {
@@ -306,7 +308,7 @@ impl SqliteStore {
                     actor, status, started_at, ended_at, message, bundles)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
-                    d.id, d.project, d.env, d.version, d.previous_version, d.is_first_deploy, d.actor,
+                    d.id, d.project, d.env, d.version.as_str(), previous_version, d.is_first_deploy, d.actor,
                     d.status.as_str(), d.started_at.millis(), d.ended_at.map(Timestamp::millis),
                     d.message, bundles
                 ],
@@ -317,7 +319,7 @@ impl SqliteStore {
                         deployed_at, bundles)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
-                        d.project, d.env, d.version, d.previous_version, d.id,
+                        d.project, d.env, d.version.as_str(), previous_version, d.id,
                         d.ended_at.unwrap_or(d.started_at).millis(), bundles
                     ],
                 )?;
@@ -332,16 +334,20 @@ impl SqliteStore {
     async fn write_run(&self, run: &TaskRun, unless_abandoned: bool) -> BackendResult<bool> {
         self.with("record the run", |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if unless_abandoned && is_abandoned(&tx, "runs", &run.id)? {
+            if unless_abandoned && is_abandoned(&tx, "runs", run.id.as_str())? {
                 return Ok(false);
             }
             tx.execute(INSERT_RUN, rusqlite::params_from_iter(run_params(run)))?;
             // Only a task run is the task's success: an `exec` in its bundle is not.
-            if run.status == RunStatus::Succeeded && run.kind == RunKind::Task {
+            // (A task run always ran a bundle; only an `exec` may have none.)
+            if run.status == RunStatus::Succeeded
+                && run.kind == RunKind::Task
+                && let Some(hash) = &run.bundle_hash
+            {
                 tx.execute(
                     "INSERT OR REPLACE INTO task_state (project, env, task, last_success_hash, last_success_run)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![run.project, run.env, run.task, run.bundle_hash, run.id],
+                    params![run.project, run.env, run.task, hash.as_str(), run.id.as_str()],
                 )?;
             }
             tx.commit()?;
@@ -374,15 +380,15 @@ const RUN_COLUMNS: &str = "id, deployment_id, project, env, task, trigger, versi
 
 fn run_params(run: &TaskRun) -> Vec<Box<dyn rusqlite::ToSql + '_>> {
     vec![
-        Box::new(&run.id),
+        Box::new(run.id.as_str()),
         Box::new(&run.deployment_id),
         Box::new(&run.project),
         Box::new(&run.env),
         Box::new(&run.task),
         Box::new(run.trigger.as_str()),
-        Box::new(&run.version),
-        Box::new(&run.previous_version),
-        Box::new(&run.bundle_hash),
+        Box::new(run.version.as_ref().map_or("", Version::as_str)),
+        Box::new(run.previous_version.as_ref().map(Version::as_str)),
+        Box::new(hash_text(&run.bundle_hash)),
         Box::new(&run.actor),
         Box::new(run.status.as_str()),
         Box::new(run.attempt),
@@ -410,6 +416,65 @@ fn run_params(run: &TaskRun) -> Vec<Box<dyn rusqlite::ToSql + '_>> {
     ]
 }
 
+/// A run's bundle hash as the store keeps it: `""` for none (an `exec` without a bundle).
+fn hash_text(hash: &Option<BundleHash>) -> &str {
+    hash.as_ref().map_or("", BundleHash::as_str)
+}
+
+/// Column `column` of the record `item` (`run 01…`) as an id, hash or version: text that is
+/// not one makes the record corrupt, and the error names the record.
+fn parsed<T>(row: &Row<'_>, column: usize, item: &dyn Fn() -> String) -> rusqlite::Result<T>
+where
+    T: TryFrom<String, Error = IdError>,
+{
+    parsed_text(row.get(column)?, column, item)
+}
+
+/// As [`parsed`], for a column that may be empty: `NULL` and `""` are `None`, as every lumo
+/// wrote "none".
+fn parsed_opt<T>(
+    row: &Row<'_>,
+    column: usize,
+    item: &dyn Fn() -> String,
+) -> rusqlite::Result<Option<T>>
+where
+    T: TryFrom<String, Error = IdError>,
+{
+    match row.get::<_, Option<String>>(column)? {
+        Some(text) if !text.is_empty() => parsed_text(text, column, item).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn parsed_text<T>(text: String, column: usize, item: &dyn Fn() -> String) -> rusqlite::Result<T>
+where
+    T: TryFrom<String, Error = IdError>,
+{
+    T::try_from(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("{}: {e}", item()).into(),
+        )
+    })
+}
+
+/// A JSON map of task → bundle hash (a deployment's or the environment's `bundles`); a hash
+/// that is not one makes the record corrupt, and the error names the record.
+fn parsed_bundles(
+    text: &str,
+    column: usize,
+    item: &dyn Fn() -> String,
+) -> rusqlite::Result<BTreeMap<String, BundleHash>> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("{}: {e}", item()).into(),
+        )
+    })
+}
+
 fn bad_value(column: usize, what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         column,
@@ -425,8 +490,10 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRun> {
     let kind: String = row.get(22)?;
     let args: Option<String> = row.get(23)?;
     let command: Option<String> = row.get(25)?;
+    let raw_id: String = row.get(0)?;
+    let item = || format!("run `{raw_id}`");
     Ok(TaskRun {
-        id: row.get(0)?,
+        id: parsed_text(raw_id.clone(), 0, &item)?,
         deployment_id: row.get(1)?,
         project: row.get(2)?,
         env: row.get(3)?,
@@ -437,9 +504,9 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRun> {
             "manual" => Trigger::Manual,
             other => return Err(bad_value(5, "trigger", other)),
         },
-        version: row.get(6)?,
-        previous_version: row.get(7)?,
-        bundle_hash: row.get(8)?,
+        version: parsed_opt(row, 6, &item)?,
+        previous_version: parsed_opt(row, 7, &item)?,
+        bundle_hash: parsed_opt(row, 8, &item)?,
         actor: row.get(9)?,
         status: RunStatus::parse(&status).ok_or_else(|| bad_value(10, "status", &status))?,
         attempt: row.get(11)?,
@@ -478,19 +545,21 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRun> {
 fn deployment_from_row(row: &Row<'_>) -> rusqlite::Result<Deployment> {
     let status: String = row.get(7)?;
     let bundles: String = row.get(11)?;
+    let id: String = row.get(0)?;
+    let item = || format!("deployment `{id}`");
     Ok(Deployment {
-        id: row.get(0)?,
+        version: parsed(row, 3, &item)?,
+        previous_version: parsed_opt(row, 4, &item)?,
+        bundles: parsed_bundles(&bundles, 11, &item)?,
+        id,
         project: row.get(1)?,
         env: row.get(2)?,
-        version: row.get(3)?,
-        previous_version: row.get(4)?,
         is_first_deploy: row.get(5)?,
         actor: row.get(6)?,
         status: DeploymentStatus::parse(&status).ok_or_else(|| bad_value(7, "status", &status))?,
         started_at: Timestamp(row.get(8)?),
         ended_at: row.get::<_, Option<i64>>(9)?.map(Timestamp),
         message: row.get(10)?,
-        bundles: serde_json::from_str(&bundles).unwrap_or_default(),
     })
 }
 
@@ -506,12 +575,13 @@ impl AuditStore for SqliteStore {
                     params![project, env],
                     |row| {
                         let bundles: String = row.get(4)?;
+                        let item = || format!("the state of `{env}`");
                         Ok(EnvState {
-                            version: Some(row.get(0)?),
-                            previous_version: row.get(1)?,
+                            version: Some(parsed(row, 0, &item)?),
+                            previous_version: parsed_opt(row, 1, &item)?,
                             deployment_id: Some(row.get(2)?),
                             deployed_at: Some(Timestamp(row.get(3)?)),
-                            bundles: serde_json::from_str(&bundles).unwrap_or_default(),
+                            bundles: parsed_bundles(&bundles, 4, &item)?,
                             last_success: BTreeMap::new(),
                         })
                     },
@@ -521,9 +591,13 @@ impl AuditStore for SqliteStore {
             let mut stmt = conn.prepare_cached(
                 "SELECT task, last_success_hash FROM task_state WHERE project = ?1 AND env = ?2",
             )?;
-            let rows = stmt.query_map(params![project, env], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = stmt.query_map(params![project, env], |r| {
+                let task: String = r.get(0)?;
+                let hash = parsed(r, 1, &|| format!("the last success of `{task}` in `{env}`"))?;
+                Ok((task, hash))
+            })?;
             for row in rows {
-                let (task, hash): (String, String) = row?;
+                let (task, hash) = row?;
                 state.last_success.insert(task, hash);
             }
             Ok(state)
@@ -567,11 +641,11 @@ impl AuditStore for SqliteStore {
         })
     }
 
-    async fn run(&self, id: &str) -> BackendResult<Option<TaskRun>> {
+    async fn run(&self, id: &RunId) -> BackendResult<Option<TaskRun>> {
         self.with("read the run", |conn| {
             conn.query_row(
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
-                params![id],
+                params![id.as_str()],
                 run_from_row,
             )
             .optional()
@@ -623,7 +697,7 @@ impl AuditStore for SqliteStore {
     async fn open_log(&self, run: &TaskRun) -> BackendResult<Option<LogReader>> {
         // A run still going, abandoned, or cut off by a backend error has no ref, but its log
         // was written as the output arrived.
-        let own_log = super::log_file_name(&run.id);
+        let own_log = super::log_file_name(run.id.as_str());
         let log_ref = run.log_ref.as_deref().unwrap_or(&own_log);
         // Local log refs are paths relative to `.lumo/`; only file names under logs/ are read.
         let Some(name) = Path::new(log_ref).file_name() else {
@@ -772,15 +846,15 @@ mod tests {
 
     fn a_run() -> TaskRun {
         TaskRun {
-            id: crate::backend::records::new_id(),
+            id: crate::backend::records::new_run_id(),
             deployment_id: None,
             project: "store-v1".into(),
             env: "dev".into(),
             task: "purge".into(),
             trigger: Trigger::Manual,
-            version: "v3".into(),
-            previous_version: Some("v2".into()),
-            bundle_hash: "abc".into(),
+            version: Some(Version::parse("v3").unwrap()),
+            previous_version: Some(Version::parse("v2").unwrap()),
+            bundle_hash: Some(BundleHash::parse(&"ab".repeat(32)).unwrap()),
             actor: "alice".into(),
             status: RunStatus::Succeeded,
             attempt: 1,
@@ -814,7 +888,7 @@ mod tests {
         assert_eq!(store.run(&run.id).await.unwrap(), Some(run.clone()));
         run.args.clear();
         run.command = None;
-        run.id = crate::backend::records::new_id();
+        run.id = crate::backend::records::new_run_id();
         store.start_run(&run).await.unwrap();
         assert_eq!(store.run(&run.id).await.unwrap(), Some(run));
         drop(store);
@@ -867,10 +941,7 @@ mod tests {
         );
         let purge = runs.iter().find(|r| r.task == "purge").unwrap();
         assert_eq!(store.run(&purge.id).await.unwrap().as_ref(), Some(purge));
-        assert_eq!(
-            store.env_state("dev").await.unwrap().version.as_deref(),
-            Some("v2")
-        );
+        assert_eq!(store.env_state("dev").await.unwrap().version.unwrap(), "v2");
         let mut new = a_run();
         new.status = RunStatus::Running;
         store.start_run(&new).await.unwrap();
@@ -902,9 +973,9 @@ mod tests {
         conn.execute(
             "INSERT INTO runs (id, project, env, task, trigger, version, bundle_hash, actor, status,
                 attempt, started_at, output_bytes, kind, args)
-             VALUES (?1, 'store-v1', 'dev', 'purge', 'manual', 'v2', 'abc', 'alice', 'succeeded',
+             VALUES (?1, 'store-v1', 'dev', 'purge', 'manual', 'v2', '', 'alice', 'succeeded',
                 1, 1765000000000, 0, 'task', '{\"target\":\"users\"}')",
-            params![run.id],
+            params![run.id.as_str()],
         )
         .unwrap();
         drop(conn);
@@ -916,6 +987,46 @@ mod tests {
         assert_eq!(read.args["target"], "users");
         drop(store);
         assert_eq!(user_version(&db), SCHEMA_VERSION);
+    }
+
+    /// A record whose id, hash or version is not one (edited by hand, written by something
+    /// else) is a corrupt store naming the record, never a panic nor a path built from it.
+    #[tokio::test]
+    async fn a_run_whose_bundle_hash_is_not_one_is_a_corrupt_record_named_by_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("lumo.db");
+        let store = open_at(&db).unwrap();
+        let run = a_run();
+        store.start_run(&run).await.unwrap();
+        store
+            .with("break the record", |conn| {
+                conn.execute("UPDATE runs SET bundle_hash = '../../x'", [])
+            })
+            .unwrap();
+        let err = store.runs("dev", None, 10).await.unwrap_err();
+        assert_eq!(err.kind, BackendErrorKind::Corrupt);
+        let chain = format!("{err}: {}", err.source.as_ref().unwrap());
+        assert!(
+            chain.contains(&format!("run `{}`: invalid bundle hash `../../x`", run.id)),
+            "{chain}"
+        );
+        store
+            .with("break the state", |conn| {
+                conn.execute(
+                    "INSERT INTO env_state (project, env, version, previous_version, deployment_id,
+                        deployed_at, bundles) VALUES ('store-v1', 'dev', 'v 1', NULL, 'd', 0, '{}')",
+                    [],
+                )
+            })
+            .unwrap();
+        let err = store.env_state("dev").await.unwrap_err();
+        assert_eq!(err.kind, BackendErrorKind::Corrupt);
+        assert!(
+            err.source
+                .unwrap()
+                .to_string()
+                .contains("the state of `dev`: invalid version `v 1`")
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What the runner function answered instead of a response (a function error), and the
 //! [`BackendError`] a user reads for it: which part failed, and what to do about it.
 
+use lumo_runner::BundleHash;
 use lumo_runner::mask::Masker;
 
 use super::LambdaExecutor;
@@ -21,8 +22,8 @@ pub(super) struct FailedRun<'a> {
     pub function: &'a str,
     pub env: &'a str,
     pub task: &'a str,
-    /// The bundle's sha256.
-    pub bundle: &'a str,
+    /// The bundle's sha256; `None` for a command run without one.
+    pub bundle: Option<&'a BundleHash>,
 }
 
 impl FunctionError {
@@ -81,12 +82,17 @@ impl LambdaExecutor {
         let logs = format!("the function's log in CloudWatch (`/aws/lambda/{name}`) says more");
         let (message, hint) = match error.error_type.as_str() {
             "lumo.BundleDownloadFailed" => {
-                let key = self.s3.bundle_key(run.bundle);
-                match self.s3.bundle_exists(&key).await {
-                    Ok(false) => (
+                let key = run
+                    .bundle
+                    .map(|bundle| (bundle, self.s3.bundle_key(bundle)));
+                let exists = match &key {
+                    Some((_, key)) => self.s3.bundle_exists(key).await,
+                    None => Ok(true),
+                };
+                match (exists, key) {
+                    (Ok(false), Some((bundle, key))) => (
                         format!(
-                            "the bundle {} of task `{task}` is missing from `{}`",
-                            run.bundle,
+                            "the bundle {bundle} of task `{task}` is missing from `{}`",
                             self.s3.url(&key)
                         ),
                         format!("deploy again ({deploy}) to upload it"),

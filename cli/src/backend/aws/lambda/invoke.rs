@@ -70,7 +70,7 @@ impl LambdaExecutor {
         );
         let run_id = spec.run_id().to_owned();
         let keys = RunKeys {
-            bundle: bundle.as_ref().map(|b| self.s3.bundle_key(b.as_str())),
+            bundle: bundle.as_ref().map(|b| self.s3.bundle_key(b)),
             log: self.s3.log_key(&run_id),
             data: self.s3.data_key(&run_id),
             cancel: self.s3.cancel_key(&run_id),
@@ -110,7 +110,7 @@ impl LambdaExecutor {
                     function: &name,
                     env: &env,
                     task: &task,
-                    bundle: bundle.as_ref().map_or("", BundleHash::as_str),
+                    bundle: bundle.as_ref(),
                 };
                 return Err(self.function_failed(failed, error).await);
             }
