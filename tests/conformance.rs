@@ -1303,11 +1303,8 @@ mod provider_specific {
             (&built[1], RunStatus::Failed, Some(3), "about to fail"),
         ] {
             let id = new_id();
-            std::os::unix::fs::symlink(
-                full,
-                f.project.lumo_dir().join("logs").join(format!("{id}.log")),
-            )
-            .unwrap();
+            let log = f.project.lumo_dir().join("logs").join(format!("{id}.log"));
+            std::os::unix::fs::symlink(full, &log).unwrap();
             let report = f
                 .backend
                 .executor
@@ -1321,6 +1318,13 @@ mod provider_specific {
                 message.contains(said)
                     && message.contains("(the log could not be stored: No space left on device"),
                 "{message}"
+            );
+            // The cut-off log is not left to pass for the whole output: without it, `lumo logs`
+            // says the full output is not stored and shows the record's tail.
+            assert!(
+                fs::symlink_metadata(&log).is_err(),
+                "the partial log `{}` is gone",
+                log.display()
             );
         }
     }

@@ -336,7 +336,7 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// "a FIFO", "a socket", … for a file that is neither a regular file nor a directory.
-fn special_file_kind(metadata: &fs::Metadata) -> &'static str {
+pub(crate) fn special_file_kind(metadata: &fs::Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     let kind = metadata.file_type();
     if kind.is_fifo() {

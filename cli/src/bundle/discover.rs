@@ -15,6 +15,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::bundle::assets::special_file_kind;
 use crate::bundle::handler;
 use crate::config::ConfigProblem;
 use crate::task::TaskSource;
@@ -60,6 +61,9 @@ pub enum UnrunnableReason {
     /// A JS/TS module exporting none of `run`, a default export or `handler` (a helper, most
     /// likely, that the tasks import).
     NoHandlerExport,
+    /// Neither a regular file nor a directory (a FIFO, a socket, a device): nothing lumo could
+    /// bundle, and opening a FIFO to look inside would block. The text says which kind.
+    NotAFile(&'static str),
 }
 
 impl Unrunnable {
@@ -75,6 +79,9 @@ impl Unrunnable {
                  task; export the handler lumo calls, e.g. \
                  `export const run = async (ctx) => ({{ success: true, message: 'done' }})`"
             ),
+            UnrunnableReason::NotAFile(kind) => {
+                format!("`{path}` is {kind}, not a task: a task is a regular file or a directory")
+            }
         }
     }
 
@@ -89,6 +96,9 @@ impl Unrunnable {
                 "`{path}` is not a task (it exports none of `run`, a default export or \
                  `handler`); ignored"
             ),
+            UnrunnableReason::NotAFile(kind) => {
+                format!("`{path}` is not a task (it is {kind}); ignored")
+            }
         }
     }
 }
@@ -254,6 +264,21 @@ impl Scan<'_> {
                         );
                     }
                 }
+            } else {
+                // A FIFO, socket or device: never opened (a FIFO would block discovery), but
+                // remembered, so `--verbose` lists it and a config naming it says what it is.
+                let name = format!("{prefix}{}", task_stem(file_name));
+                if is_link && self.outside_root(&path) {
+                    self.refuse_outside(&path, name);
+                    continue;
+                }
+                self.found.unrunnable.insert(
+                    name,
+                    Unrunnable {
+                        display_path: display(root, &path),
+                        reason: UnrunnableReason::NotAFile(special_file_kind(&meta)),
+                    },
+                );
             }
         }
     }
@@ -601,6 +626,40 @@ mod tests {
         );
         assert_eq!(found.tasks.len(), 1);
         assert_eq!(found.tasks[0].source.kind(), "file");
+    }
+
+    /// Regression (verify of issues 9/10): a FIFO in `functions/tasks/` was dropped without a
+    /// word, though anything there lumo cannot run is to be reported, and a config naming it
+    /// was told "no task file".
+    #[test]
+    fn a_fifo_or_socket_among_the_tasks_is_remembered_with_what_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "functions/tasks/ok.sh", "#!/bin/sh\n", true);
+        let fifo = root.join("functions/tasks/pipe.ts");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo failed");
+        let _socket =
+            std::os::unix::net::UnixListener::bind(root.join("functions/tasks/sock")).unwrap();
+        let (found, problems) = discover(root);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(found.tasks.len(), 1, "{:?}", found.tasks);
+        let pipe = &found.unrunnable["pipe"];
+        assert_eq!(
+            pipe.note(),
+            "`functions/tasks/pipe.ts` is not a task (it is a FIFO (named pipe)); ignored"
+        );
+        assert!(
+            pipe.problem()
+                .contains("is a FIFO (named pipe), not a task")
+        );
+        assert_eq!(
+            found.unrunnable["sock"].reason,
+            UnrunnableReason::NotAFile("a socket")
+        );
     }
 
     #[test]

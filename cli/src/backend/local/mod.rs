@@ -193,6 +193,13 @@ impl TaskExecutor for LocalExecutor {
                     "task `{task}`: could not write the log `{}`: {source}",
                     path.display()
                 );
+                // What was written is the log's start without its end (where the error is), and
+                // nothing would tell a reader it stops short. Without the file, `lumo logs` says
+                // the full output is not stored and shows the tail the record keeps, as on
+                // `aws` when the upload fails; and the space goes back to the full disk.
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::debug!("could not remove the partial log `{}`: {e}", path.display());
+                }
                 Ok(RunReport {
                     outcome: *outcome,
                     data_ref: None,

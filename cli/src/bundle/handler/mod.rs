@@ -171,7 +171,15 @@ async fn bundle_async(root: &Path, entry: &Path) -> Result<String, HandlerBundle
 /// One diagnostic as one line: its place (`file:line:col`, relative to the project root) when
 /// the bundler knows it, then the message.
 fn describe(diagnostic: &BuildDiagnostic, options: &DiagnosticOptions) -> String {
-    let mut message = diagnostic.to_message_with(options).trim().to_string();
+    // The bundler names the virtual core module by its id, which reads `"\0lumo:core"`; the
+    // user imported `@lumo-framework/core`, and needs to hear what it holds here.
+    let mut message = diagnostic.to_message_with(options).trim().replace(
+        &format!("{CORE_ID:?}"),
+        &format!(
+            "`{CORE_SPECIFIER}` (lumo's own, which has `defineConfig`, `env`, `fromEnv`, \
+                 `config`, `secrets` and `tasks`)"
+        ),
+    );
     if matches!(diagnostic.kind(), EventKind::UnresolvedImport) {
         message.push_str(
             " (a relative path resolves from the importing file, a package from the \

@@ -222,6 +222,28 @@ fn a_module_whose_handler_export_is_not_there_is_refused() {
     );
 }
 
+/// Regression (verify of issue 9): importing a Lumo helper lumo does not have said it "is
+/// not exported by "\0lumo:core"", the bundler's id of the virtual module.
+#[test]
+fn a_missing_core_export_names_the_package_and_what_it_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "functions/tasks/http.ts",
+        "import { http } from '@lumo-framework/core';\n\
+         export const run = async () => ({ success: true, message: String(http) });\n",
+    );
+    let text = bundle(root, &root.join("functions/tasks/http.ts"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("\"http\" is not exported by `@lumo-framework/core` (lumo's own, which has"),
+        "{text}"
+    );
+    assert!(!text.contains("lumo:core"), "{text}");
+}
+
 #[test]
 fn the_core_module_has_lumo_s_runtime_surface() {
     let dir = tempfile::tempdir().unwrap();
