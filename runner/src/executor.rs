@@ -200,8 +200,8 @@ pub async fn execute(
     observer: &mut dyn OutputObserver,
 ) -> Result<RunOutcome, ExecError> {
     let masker = Masker::new(process.spec.secrets.values().cloned());
-    let scratch = spawn::prepare_scratch(&process).await?;
-    let log = output::create_log(process.log_file.as_deref()).await?;
+    let scratch = spawn::prepare_scratch(&process)?;
+    let log = output::create_log(process.log_file.as_deref())?;
     let (pipe, writers) = spawn::output_pipe()?;
 
     let started_at = SystemTime::now();

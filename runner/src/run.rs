@@ -78,7 +78,7 @@ pub enum RunnerError {
 /// Verifies the bundle's sha256 (a mismatch runs nothing), unpacks it into
 /// `<work_root>/<run_id>/bundle` (or checks out its kept tree from `unpack_cache`, see
 /// [`crate::unpacked`]), runs its entry (or the spec's `argv`) with scratch files in
-/// `<work_root>/<run_id>/scratch` and `context.working_directory` set to the absolute bundle
+/// `<work_root>/<run_id>` itself and `context.working_directory` set to the absolute bundle
 /// directory, and removes `<work_root>/<run_id>` afterwards, whatever happened. Without a
 /// bundle, the spec's `argv` runs in the empty directory `<work_root>/<run_id>/work`.
 pub async fn run_bundle(
@@ -98,12 +98,19 @@ pub async fn run_bundle(
         None => None,
     };
     let run_dir = run.work_root.join(run_id.as_str());
+    let small = kept.is_some();
     let result = run_in(&run_dir, run, kept, observer).await;
-    let dir = run_dir.clone();
-    let removed = tokio::task::spawn_blocking(move || remove_dir_if_present(&dir))
-        .await
-        .map_err(io::Error::other)
-        .and_then(|removed| removed);
+    let removed = if small {
+        // Only the scratch files are in it (the bundle ran from its kept tree): removed here,
+        // quicker than a round trip to a blocking thread.
+        remove_dir_if_present(&run_dir)
+    } else {
+        let dir = run_dir.clone();
+        tokio::task::spawn_blocking(move || remove_dir_if_present(&dir))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|removed| removed)
+    };
     if let Err(e) = removed {
         // The outcome matters more than a leftover directory; it holds nothing another run
         // could pick up by mistake (run ids are unique, and a rerun clears it first).
@@ -177,7 +184,10 @@ async fn run_in(
     // mid-run and is reused) must not mix with this bundle.
     remove_dir_if_present(run_dir).map_err(|e| work_dir_err(run_dir, e))?;
     let bundle_dir = run_dir.join("bundle");
-    let scratch_dir = run_dir.join("scratch");
+    // The scratch files (context, result, Node's entry) sit in the run directory beside
+    // `bundle/`, not in a directory of their own: each directory made and removed costs a
+    // deploy of many tasks measurably on some file systems (see `crate::unpacked`).
+    let scratch_dir = run_dir.to_path_buf();
     std::fs::create_dir_all(&scratch_dir).map_err(|e| work_dir_err(&scratch_dir, e))?;
 
     // The kept tree's lock is held until the run ends (`_kept` lives to the end of this

@@ -17,13 +17,26 @@
 //! hashed again either; a zip that changed is hashed (and refused if it no longer matches).
 //!
 //! The record (`state.json`) is stored data: versioned, and one that cannot be read is the
-//! same as none (the tree is unpacked anew). The cache keeps the [`KEPT_TREES`] most recently
-//! used trees.
+//! same as none (the tree is unpacked anew).
+//!
+//! Which trees stay: the [`KEPT_TREES`] most recently used whatever their size (a `lumo run` of
+//! a big bundle finds its tree), and after them more, most recently used first, while all kept
+//! trees together take at most [`KEPT_BYTES`] and number at most [`MAX_KEPT_TREES`]. So a
+//! deploy's small tasks find their trees on the next deploy: keeping only eight made a deploy of
+//! ten tasks unpack and delete every tree on every deploy, and creating and deleting files is
+//! what a run costs most on some file systems (ext4 without a journal scans past every inode
+//! deleted in the last minutes to allocate one). Each tree's size is written in its lock file
+//! when it is unpacked, so choosing what to evict reads no tree. Eviction runs after the first
+//! tree a cache unpacks and then after every [`EVICT_EVERY_TREES`] trees or
+//! [`EVICT_EVERY_BYTES`] unpacked, not after each one: a deploy of many tasks does not list the
+//! cache once per task.
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,8 +47,25 @@ use crate::ids::BundleHash;
 /// The record's shape; another version reads as no record.
 const STATE_VERSION: u32 = 1;
 
-/// How many unpacked bundles are kept (the most recently used ones).
+/// How many unpacked bundles are kept whatever their size (the most recently used ones).
 pub const KEPT_TREES: usize = 8;
+
+/// How much all kept trees may take together (their files' bytes, plus [`ENTRY_OVERHEAD`] an
+/// entry) for trees beyond the [`KEPT_TREES`] most recent to be kept.
+pub const KEPT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The most trees kept, however small.
+pub const MAX_KEPT_TREES: usize = 2048;
+
+/// What a file or directory takes on disk beyond its bytes, roughly (an inode, a block's slack).
+const ENTRY_OVERHEAD: u64 = 4096;
+
+/// A cache looks for trees to evict again once it has unpacked this many trees, or
+/// [`EVICT_EVERY_BYTES`], since it last did.
+pub const EVICT_EVERY_TREES: usize = 64;
+
+/// See [`EVICT_EVERY_TREES`].
+pub const EVICT_EVERY_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A kept tree, checked out for one run: the run's working directory, locked until dropped.
 #[derive(Debug)]
@@ -60,10 +90,37 @@ pub enum CheckoutError {
     Io(#[from] io::Error),
 }
 
-/// `<dir>/<sha256>/{lock,state.json,tree/}`.
+/// `<dir>/<sha256>/{lock,state.json,tree/}`. Clones share their count of what was unpacked
+/// since the last eviction: make one per process and clone it for each run.
 #[derive(Debug, Clone)]
 pub struct UnpackCache {
     dir: PathBuf,
+    retention: Retention,
+    /// Trees and bytes unpacked since this cache last evicted; `None` before its first
+    /// eviction.
+    since_eviction: Arc<Mutex<Option<(usize, u64)>>>,
+}
+
+/// Which trees are kept and how often eviction runs; see the module docs.
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    kept_trees: usize,
+    kept_bytes: u64,
+    max_kept_trees: usize,
+    evict_every_trees: usize,
+    evict_every_bytes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            kept_trees: KEPT_TREES,
+            kept_bytes: KEPT_BYTES,
+            max_kept_trees: MAX_KEPT_TREES,
+            evict_every_trees: EVICT_EVERY_TREES,
+            evict_every_bytes: EVICT_EVERY_BYTES,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +159,15 @@ impl Stamp {
 
 impl UnpackCache {
     pub fn new(dir: PathBuf) -> UnpackCache {
-        UnpackCache { dir }
+        UnpackCache::with_retention(dir, Retention::default())
+    }
+
+    fn with_retention(dir: PathBuf, retention: Retention) -> UnpackCache {
+        UnpackCache {
+            dir,
+            retention,
+            since_eviction: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// The tree of bundle `hash` (whose zip is `zip`) for one run: the kept one when it is
@@ -175,7 +240,12 @@ impl UnpackCache {
             tree: snapshot(&tree)?,
         };
         write_state(&home, &state_path, &state)?;
-        self.evict(hash.as_str());
+        let size = state.tree_size();
+        // Best effort: a tree without a recorded size is kept only among the most recent.
+        let _ = record_size(&lock, size);
+        if self.due_for_eviction(size) {
+            self.evict(hash.as_str(), size);
+        }
         Ok(Some(CheckedOut {
             dir: tree,
             manifest,
@@ -184,13 +254,36 @@ impl UnpackCache {
         }))
     }
 
-    /// Removes the least recently used trees beyond [`KEPT_TREES`], except `keep` and those in
-    /// use. Best effort: a tree that cannot be removed now is tried again next time.
-    fn evict(&self, keep: &str) {
+    /// Counts a tree of `size` just unpacked; whether it is time to evict (see
+    /// [`EVICT_EVERY_TREES`]).
+    fn due_for_eviction(&self, size: u64) -> bool {
+        let mut since = self
+            .since_eviction
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let due = match since.as_mut() {
+            None => true,
+            Some((trees, bytes)) => {
+                *trees += 1;
+                *bytes = bytes.saturating_add(size);
+                *trees >= self.retention.evict_every_trees
+                    || *bytes >= self.retention.evict_every_bytes
+            }
+        };
+        if due {
+            *since = Some((0, 0));
+        }
+        due
+    }
+
+    /// Removes the least recently used trees that the retention rules (module docs) do not
+    /// keep, except `keep` (of `keep_size`, just used) and trees in use. Best effort: a tree
+    /// that cannot be removed now is tried again next time.
+    fn evict(&self, keep: &str, keep_size: u64) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
-        let mut trees: Vec<(std::time::SystemTime, PathBuf)> = entries
+        let mut trees: Vec<(SystemTime, PathBuf)> = entries
             .flatten()
             .filter(|e| e.file_name().to_str() != Some(keep))
             .filter_map(|e| {
@@ -198,11 +291,25 @@ impl UnpackCache {
                 Some((used, e.path()))
             })
             .collect();
-        if trees.len() < KEPT_TREES {
+        if trees.len() < self.retention.kept_trees {
             return;
         }
         trees.sort_by_key(|(used, _)| std::cmp::Reverse(*used));
-        for (_, home) in trees.into_iter().skip(KEPT_TREES - 1) {
+        let (mut kept, mut kept_bytes) = (1, keep_size);
+        let mut full = false;
+        for (_, home) in trees {
+            if !full {
+                let size = recorded_size(&home).unwrap_or(u64::MAX);
+                let fits = kept < self.retention.max_kept_trees
+                    && kept_bytes.saturating_add(size) <= self.retention.kept_bytes;
+                if kept < self.retention.kept_trees || fits {
+                    kept += 1;
+                    kept_bytes = kept_bytes.saturating_add(size);
+                    continue;
+                }
+                // The most recently used trees that fit are kept; every older one goes.
+                full = true;
+            }
             let Ok(lock) = File::open(home.join("lock")) else {
                 continue;
             };
@@ -220,6 +327,32 @@ fn write_state(home: &Path, path: &Path, state: &State) -> io::Result<()> {
     let tmp = home.join("state.json.tmp");
     fs::write(&tmp, serde_json::to_vec(state).map_err(io::Error::other)?)?;
     fs::rename(&tmp, path)
+}
+
+impl State {
+    /// What the tree takes on disk, roughly: its files' bytes and [`ENTRY_OVERHEAD`] an entry.
+    fn tree_size(&self) -> u64 {
+        self.tree.iter().fold(0u64, |sum, (_, stamp)| {
+            sum.saturating_add(stamp.size)
+                .saturating_add(ENTRY_OVERHEAD)
+        })
+    }
+}
+
+/// Writes the tree's size into its lock file (held by us), where eviction reads it.
+fn record_size(mut lock: &File, size: u64) -> io::Result<()> {
+    lock.set_len(0)?;
+    lock.write_all(size.to_string().as_bytes())
+}
+
+/// The size recorded in the lock file of the tree at `home`; `None` when there is none (a tree
+/// kept by an older lumo).
+fn recorded_size(home: &Path) -> Option<u64> {
+    fs::read_to_string(home.join("lock"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn read_state(path: &Path) -> Option<State> {
@@ -405,6 +538,96 @@ mod tests {
         let fresh = cache.checkout(&zip, &hash).unwrap().unwrap();
         assert!(!fresh.reused);
         assert_eq!(fs::read_to_string(&seed).unwrap(), "original");
+    }
+
+    /// A bundle of its own for each `n`, with a file of `bytes` bytes.
+    fn nth_bundle(dir: &Path, n: usize, bytes: usize) -> (PathBuf, BundleHash) {
+        let zip = dir.join(format!("b{n}.zip"));
+        let body = vec![b'x'; bytes];
+        write_zip(
+            &zip,
+            &[
+                ZipItem::File {
+                    name: "lumo-bundle.json",
+                    body: format!(r#"{{"task":"t{n}","entry":{{"program":"run.sh"}}}}"#).as_bytes(),
+                    mode: 0o644,
+                },
+                ZipItem::File {
+                    name: "run.sh",
+                    body: &body,
+                    mode: 0o755,
+                },
+            ],
+        );
+        let hash = BundleHash::parse(&bundle::sha256_file(&zip).unwrap()).unwrap();
+        (zip, hash)
+    }
+
+    fn kept(cache_dir: &Path) -> usize {
+        fs::read_dir(cache_dir).unwrap().count()
+    }
+
+    /// The regression: a deploy of more tasks than the eight always kept unpacked and deleted
+    /// every tree on every deploy. Small trees are all kept; big ones only the most recent.
+    #[test]
+    fn a_deploys_small_trees_are_all_kept_for_the_next_deploy_and_big_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("unpacked");
+        let retention = Retention {
+            kept_trees: 2,
+            kept_bytes: 200_000,
+            max_kept_trees: 12,
+            evict_every_trees: 1,
+            evict_every_bytes: u64::MAX,
+        };
+        let cache = UnpackCache::with_retention(cache_dir.clone(), retention);
+        let small: Vec<_> = (0..10).map(|n| nth_bundle(dir.path(), n, 10)).collect();
+        for (zip, hash) in &small {
+            assert!(!cache.checkout(zip, hash).unwrap().unwrap().reused);
+        }
+        assert_eq!(kept(&cache_dir), 10);
+        for (zip, hash) in &small {
+            let again = cache.checkout(zip, hash).unwrap().unwrap();
+            assert!(again.reused, "the second deploy reuses every small tree");
+        }
+
+        // Trees of 100 kB: two are kept whatever their size, a third does not fit.
+        let big: Vec<_> = (10..14)
+            .map(|n| nth_bundle(dir.path(), n, 100_000))
+            .collect();
+        for (zip, hash) in &big {
+            drop(cache.checkout(zip, hash).unwrap());
+        }
+        assert_eq!(kept(&cache_dir), 2, "only the two most recent big trees");
+        for (zip, hash) in big.iter().rev() {
+            let again = cache.checkout(zip, hash).unwrap().unwrap();
+            assert_eq!(
+                again.reused,
+                !zip.ends_with("b10.zip") && !zip.ends_with("b11.zip")
+            );
+        }
+    }
+
+    #[test]
+    fn eviction_waits_for_enough_new_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("unpacked");
+        let retention = Retention {
+            kept_trees: 1,
+            kept_bytes: 0,
+            max_kept_trees: 1,
+            evict_every_trees: 3,
+            evict_every_bytes: u64::MAX,
+        };
+        let cache = UnpackCache::with_retention(cache_dir.clone(), retention);
+        let mut counts = Vec::new();
+        for n in 0..5 {
+            let (zip, hash) = nth_bundle(dir.path(), n, 10);
+            drop(cache.checkout(&zip, &hash).unwrap());
+            counts.push(kept(&cache_dir));
+        }
+        // The first tree evicts, then every third: the cache grows by at most that in between.
+        assert_eq!(counts, [1, 2, 3, 1, 2]);
     }
 
     #[test]

@@ -75,7 +75,9 @@ pub(super) fn cut_short(
 /// Reads the task's result file: `Ok(None)` when the task wrote none, `Err(reason)` when what it
 /// wrote is not a valid `TaskResult`.
 pub(super) async fn read_result_file(path: &Path) -> Result<Option<TaskResult>, String> {
-    let metadata = match tokio::fs::metadata(path).await {
+    // A stat on the runtime's thread: handing it to a blocking thread costs more than it does
+    // (most tasks write no result file).
+    let metadata = match std::fs::metadata(path) {
         Ok(metadata) => metadata,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("could not read it: {e}")),

@@ -55,17 +55,17 @@ pub(crate) struct OutputSummary {
 }
 
 /// Creates (or truncates) the run's log file, when it has one.
-pub(crate) async fn create_log(path: Option<&Path>) -> Result<Option<(PathBuf, File)>, ExecError> {
+pub(crate) fn create_log(path: Option<&Path>) -> Result<Option<(PathBuf, File)>, ExecError> {
     let Some(path) = path else {
         return Ok(None);
     };
-    let file = File::create(path)
-        .await
-        .map_err(|source| ExecError::CreateLog {
-            path: path.to_owned(),
-            source,
-        })?;
-    Ok(Some((path.to_owned(), file)))
+    // Created on the calling thread (a new empty file), not handed to a blocking thread and
+    // back as tokio's `File::create` does: once per task, that round trip costs more.
+    let file = std::fs::File::create(path).map_err(|source| ExecError::CreateLog {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(Some((path.to_owned(), File::from_std(file))))
 }
 
 impl<'a> OutputSink<'a> {

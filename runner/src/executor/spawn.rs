@@ -31,7 +31,10 @@ pub(super) struct ScratchFiles {
 
 /// Writes the context file and clears any result file an earlier run in the same scratch
 /// directory left behind, so it cannot be taken for this run's.
-pub(super) async fn prepare_scratch(process: &TaskProcess) -> Result<ScratchFiles, ExecError> {
+///
+/// Both are done on the calling thread: a file of a few hundred bytes is written faster than
+/// tokio's `fs` hands it to a blocking thread and back, which a deploy would pay twice a task.
+pub(super) fn prepare_scratch(process: &TaskProcess) -> Result<ScratchFiles, ExecError> {
     let scratch =
         std::path::absolute(&process.scratch_dir).map_err(|source| ExecError::Scratch {
             path: process.scratch_dir.clone(),
@@ -47,10 +50,8 @@ pub(super) async fn prepare_scratch(process: &TaskProcess) -> Result<ScratchFile
         serde_json::to_vec(&process.spec.context).map_err(|e| write_err(io::Error::other(e)))?;
     // A trailing newline lets a shell task `read` the context line as well as parse it.
     context_json.push(b'\n');
-    tokio::fs::write(&context_file, &context_json)
-        .await
-        .map_err(write_err)?;
-    match tokio::fs::remove_file(&result_file).await {
+    std::fs::write(&context_file, &context_json).map_err(write_err)?;
+    match std::fs::remove_file(&result_file) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(source) => {

@@ -84,7 +84,10 @@ pub fn open(project: &Project, read_only: bool) -> BackendResult<Backend> {
         &project.config.project_name,
         &layout.logs(),
     )?);
-    let executor = Arc::new(LocalExecutor { layout });
+    let executor = Arc::new(LocalExecutor {
+        unpack_cache: UnpackCache::new(layout.unpacked()),
+        layout,
+    });
     Ok(Backend {
         bundles: Arc::new(LocalBundles {
             dir: executor.layout.bundles(),
@@ -119,6 +122,9 @@ impl BundleStore for LocalBundles {
 /// Runs a task bundle as a local process group.
 pub struct LocalExecutor {
     layout: LocalLayout,
+    /// One for all of this process's runs, so that a deploy evicts kept trees now and then,
+    /// not after every task.
+    unpack_cache: UnpackCache,
 }
 
 #[async_trait]
@@ -164,7 +170,7 @@ impl TaskExecutor for LocalExecutor {
             // On a stop the executor stops the task's group as on a timeout (SIGTERM, grace,
             // SIGKILL), keeping its output.
             stop: Some(stop.flag()),
-            unpack_cache: Some(UnpackCache::new(self.layout.unpacked())),
+            unpack_cache: Some(self.unpack_cache.clone()),
         };
         match lumo_runner::run_bundle(run, output).await {
             Ok(outcome) => Ok(RunReport {
