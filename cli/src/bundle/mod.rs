@@ -401,11 +401,31 @@ fn write_bundle(
 /// never removes a bundle written in the last hour, so a deploy about to use an old bundle
 /// (a reverted change) does not lose it to a prune running meanwhile. Best effort: a bundle
 /// whose time cannot be set is only less protected.
+///
+/// A bundle marked in the last [`MARK_AGAIN_AFTER`] is left as it is: it is protected for
+/// most of an hour still, and a new time is a new stamp, which makes the run after it hash the
+/// zip again before trusting its kept unpacked tree (`lumo_runner::unpacked`) — on every task
+/// of every deploy, when each deploy marked every bundle.
 pub fn mark_in_use(bundle: &Path) {
-    if let Ok(file) = fs::File::options().append(true).open(bundle) {
-        let _ = file.set_modified(std::time::SystemTime::now());
+    let Ok(file) = fs::File::options().append(true).open(bundle) else {
+        return;
+    };
+    let now = SystemTime::now();
+    let marked_recently = file
+        .metadata()
+        .and_then(|meta| meta.modified())
+        .is_ok_and(|marked| {
+            now.duration_since(marked)
+                .is_ok_and(|age| age < MARK_AGAIN_AFTER)
+        });
+    if !marked_recently {
+        let _ = file.set_modified(now);
     }
 }
+
+/// How old a stored bundle's time may be before a build that finds it again refreshes it; well
+/// under the hour `lumo prune` spares a fresh bundle for.
+const MARK_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 #[cfg(test)]
 mod tests {
@@ -549,6 +569,30 @@ mod tests {
         assert!(!rebuilt.reused);
         assert_eq!(rebuilt.sha256, cached.sha256);
         assert_eq!(stamp(&cached.path), before);
+    }
+
+    /// Each deploy refreshed the time of every bundle it found again, so each task's kept
+    /// unpacked tree was distrusted (its zip's stamp had moved) and the zip hashed again on every
+    /// run of every deploy. A bundle marked minutes ago keeps its stamp.
+    #[test]
+    fn rebuilding_a_bundle_marked_minutes_ago_leaves_its_stamp() {
+        let (dir, task) = project();
+        let store = dir.path().join(".lumo/bundles");
+        let first = build_all(dir.path(), &store, &[&task], BuildTarget::Host).unwrap();
+        let minutes_ago = SystemTime::now() - std::time::Duration::from_secs(120);
+        fs::File::options()
+            .append(true)
+            .open(&first[0].path)
+            .unwrap()
+            .set_modified(minutes_ago)
+            .unwrap();
+        let stamp = |path: &Path| {
+            let meta = fs::metadata(path).unwrap();
+            (meta.modified().unwrap(), meta.ctime(), meta.ctime_nsec())
+        };
+        let before = stamp(&first[0].path);
+        build_all(dir.path(), &store, &[&task], BuildTarget::Host).unwrap();
+        assert_eq!(stamp(&first[0].path), before);
     }
 
     /// A build an hour from now: no file counts as changed too recently to be cached.
