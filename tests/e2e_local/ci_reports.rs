@@ -321,6 +321,15 @@ fn a_junit_path_that_cannot_be_written_is_refused_before_anything_runs() {
         &p.tmp().display().to_string(),
     ]);
     out.code(2).stderr_has(&["is a directory"]);
+    // A directory that exists but takes no new file (procfs refuses even root) is refused up
+    // front too, rather than found out after the deployment as a warning.
+    let out = p.lumo(&["deploy", "--env", "dev", "--junit", "/proc/lumo.xml"]);
+    out.code(2)
+        .stderr_has(&["`--junit /proc/lumo.xml`: cannot write in directory `/proc`"]);
+    assert!(
+        !p.lumo_dir().join("bundles").exists(),
+        "nothing was bundled"
+    );
 }
 
 /// `--color` flag, environment variables, whether stderr is coloured.

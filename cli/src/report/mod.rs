@@ -142,8 +142,8 @@ pub fn publish(printer: &Printer, junit: Option<&Path>, subject: &Subject) {
     }
 }
 
-/// `--junit PATH` checked before anything runs: its directory exists and it is not a
-/// directory, so the report can be written when the work is done.
+/// `--junit PATH` checked before anything runs: it is not a directory, and its directory exists
+/// and takes a new file, so the report can be written when the work is done.
 pub fn check_junit_path(path: &Path) -> Result<(), CliError> {
     if path.is_dir() {
         return Err(CliError::invalid(format!(
@@ -161,6 +161,26 @@ pub fn check_junit_path(path: &Path) -> Result<(), CliError> {
             parent.display()
         ))
         .hint("create it first (`mkdir -p`), or write the report elsewhere"));
+    }
+    // The report is written beside itself and renamed: a directory that takes no new file
+    // (read-only, no permission) would otherwise be found out only after the deployment.
+    let dir = parent.unwrap_or(Path::new("."));
+    if let Err(e) = tempfile::Builder::new()
+        .prefix(".lumo-junit-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+    {
+        return Err(CliError::invalid(format!(
+            "`--junit {}`: cannot write in directory `{}`: {}",
+            path.display(),
+            dir.display(),
+            // Not `e` itself: tempfile names its random file, which the user never asked for.
+            e.raw_os_error().map_or_else(
+                || e.kind().to_string(),
+                |code| std::io::Error::from_raw_os_error(code).to_string()
+            )
+        ))
+        .hint("give a path in a directory lumo may write to"));
     }
     Ok(())
 }
