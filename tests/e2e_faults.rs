@@ -549,6 +549,7 @@ on_both_providers!(
     a_developer_ci_identity_deploys_twice_across_a_maintainer_update_task,
     a_declined_confirmation_exits_2_and_is_recorded,
     an_environment_can_ask_for_its_name,
+    a_secret_typed_at_the_prompt_is_masked_in_the_refusal,
     from_source_runs_the_working_copy_and_a_plain_run_says_it_differs,
     every_argument_rule_has_its_error_and_the_values_are_recorded_masked,
 );
@@ -939,6 +940,39 @@ fn a_declined_confirmation_exits_2_and_is_recorded(env: Env) {
     let (code, _, stderr) = answer_purge(&env, "yes");
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(p.out_lines("purged"), ["users"]);
+}
+
+/// A secret pasted at the prompt by mistake declines, and is `***` in the error and in the
+/// recorded `refused` event, as everywhere else lumo shows or stores text.
+fn a_secret_typed_at_the_prompt_is_masked_in_the_refusal(env: Env) {
+    // The aws config has the token already (`AwsProject::config_with`).
+    let secrets = if env.is_aws() {
+        String::new()
+    } else {
+        format!("secrets: {{ token: {{ value: () => '{ARG_SECRET}' }} }},")
+    };
+    env.config(
+        &secrets,
+        "{ purge: { runOn: [], confirm: 'This drops the cache',
+                    args: { target: { required: true }, mode: { default: 'soft' } } } }",
+    );
+    env.p()
+        .task("purge", "echo \"$LUMO_ARG_TARGET\" >> \"@OUT@/purged\"");
+    env.p().lumo(&["deploy", "--env", "dev"]).code(0);
+    let (code, stdout, stderr) = answer_purge(&env, &format!("oops {ARG_SECRET}"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        !stderr.contains(ARG_SECRET) && !stdout.contains(ARG_SECRET),
+        "the secret was shown:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("the answer was `oops ***`"), "{stdout}");
+    assert!(!env.p().has_out("purged"), "a declined run ran");
+    let event = env.status().recent_events.into_iter().next().unwrap();
+    assert_eq!(event.kind, "refused");
+    assert!(
+        event.message.contains("(`oops ***`)") && !event.message.contains(ARG_SECRET),
+        "{event:?}"
+    );
 }
 
 /// `access.dev.confirm: 'name'`: only the environment's name confirms (GitHub's "type the

@@ -134,10 +134,7 @@ pub async fn confirm(
         return Ok(());
     }
     let env = confirmation.env;
-    let answered = match answer.trim() {
-        "" => "no answer".to_string(),
-        other => format!("`{other}`"),
-    };
+    let answered = answered(answer.trim(), op);
     op.record_event(
         EventKind::Refused,
         format!("declined: {what} in `{env}` was not confirmed ({answered})"),
@@ -154,6 +151,24 @@ pub async fn confirm(
         "type exactly `{}` to confirm, or pass `--yes`",
         confirmation.expected()
     )))
+}
+
+/// The declined answer as the error and the `refused` event quote it: a secret pasted at the
+/// prompt by mistake is masked like everywhere else lumo shows or stores text, and a long paste
+/// is cut (the event only needs to tell a reflex `y` from a typo).
+fn answered(answer: &str, op: &Operation) -> String {
+    const SHOWN_CHARS: usize = 40;
+    if answer.is_empty() {
+        return "no answer".to_string();
+    }
+    // A secret that cannot be resolved stopped the command before it asked.
+    let secrets = op.project.secret_values().unwrap_or_default();
+    let masked = lumo_runner::Masker::new(secrets.into_values()).mask_str(answer);
+    let mut shown: String = masked.chars().take(SHOWN_CHARS).collect();
+    if masked.chars().count() > SHOWN_CHARS {
+        shown.push('…');
+    }
+    format!("`{shown}`")
 }
 
 /// Shows `prompt` on stderr and reads one line from stdin (an empty answer at end of input).
