@@ -169,13 +169,38 @@ struct LastLine {
 }
 
 impl LastLine {
-    fn push(&mut self, mut bytes: &[u8]) {
-        while let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
-            self.append(&bytes[..newline]);
-            self.end_line();
-            bytes = &bytes[newline + 1..];
+    /// Only the last non-blank line counts, so a chunk's complete lines are looked at from its
+    /// end: a task printing millions of lines costs a look at one line per chunk, not work on
+    /// every line.
+    fn push(&mut self, bytes: &[u8]) {
+        let Some(last_newline) = bytes.iter().rposition(|&b| b == b'\n') else {
+            self.append(bytes);
+            return;
+        };
+        let complete = &bytes[..last_newline];
+        let mut end = complete.len();
+        loop {
+            let start = complete[..end]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |newline| newline + 1);
+            let line = &complete[start..end];
+            if start == 0 {
+                // The chunk's first line ends the one the previous chunks started.
+                self.append(line);
+                self.end_line();
+                break;
+            }
+            if line.iter().any(|b| !b.is_ascii_whitespace()) {
+                self.current.clear();
+                self.current_cut = false;
+                self.append(line);
+                self.end_line();
+                break;
+            }
+            end = start - 1;
         }
-        self.append(bytes);
+        self.append(&bytes[last_newline + 1..]);
     }
 
     fn append(&mut self, mut bytes: &[u8]) {
@@ -247,6 +272,41 @@ mod tests {
         assert_eq!(last_line(&["\r\n", " \n"]), None);
         assert_eq!(last_line(&[]), None);
         assert_eq!(last_line(&["done\r\n"]).as_deref(), Some("done"));
+    }
+
+    /// The line-by-line reading `push` must agree with, however the output is cut.
+    fn last_line_of_whole(text: &str) -> Option<String> {
+        let mut l = LastLine::default();
+        for line in text.split_inclusive('\n') {
+            l.append(line.strip_suffix('\n').unwrap_or(line).as_bytes());
+            if line.ends_with('\n') {
+                l.end_line();
+            }
+        }
+        l.finish()
+    }
+
+    #[test]
+    fn the_last_line_is_the_same_wherever_the_chunks_are_cut() {
+        for text in [
+            "one\ntwo\n\n  \nthree  \n \n",
+            "  lead\n\n\ntrail",
+            "\n\n\n",
+            "a\r\nb\r\n\r\n",
+            "x\n   \n y z \n\t\n",
+        ] {
+            let expected = last_line_of_whole(text);
+            for cut in 0..=text.len() {
+                for second in cut..=text.len() {
+                    let chunks = [&text[..cut], &text[cut..second], &text[second..]];
+                    assert_eq!(
+                        last_line(&chunks),
+                        expected,
+                        "{text:?} cut at {cut}, {second}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
