@@ -90,32 +90,27 @@ pub(super) fn evaluate(
     runtime.set_loader(ConfigResolver, ConfigLoader);
     let context = Context::full(&runtime).map_err(engine_error)?;
 
-    context.with(|ctx| {
+    let out_of_memory = || ConfigError::Evaluate {
+        path: path.to_path_buf(),
+        line: None,
+        column: None,
+        message: format!(
+            "the config ran out of memory (the {} MiB limit)",
+            MEMORY_LIMIT / (1024 * 1024)
+        ),
+    };
+    // `None`: the deadline passed; whether that was a loop or a heap being filled is judged
+    // below, once the context no longer holds the runtime.
+    let outcome = context.with(|ctx| {
         run(&ctx, name, root, source).map_err(|failure| {
             if started.elapsed() > time_limit {
-                return ConfigError::Evaluate {
-                    path: path.to_path_buf(),
-                    line: None,
-                    column: None,
-                    message: format!(
-                        "config evaluation took longer than {} s; does it loop forever?",
-                        time_limit.as_secs()
-                    ),
-                };
+                return None;
             }
-            match failure {
+            Some(match failure {
                 Failure::Js(error) => {
                     let error = js_error(&ctx, error, path);
                     if ran_out_of_memory(&error) {
-                        return ConfigError::Evaluate {
-                            path: path.to_path_buf(),
-                            line: None,
-                            column: None,
-                            message: format!(
-                                "the config ran out of memory (the {} MiB limit)",
-                                MEMORY_LIMIT / (1024 * 1024)
-                            ),
-                        };
+                        return Some(out_of_memory());
                     }
                     error
                 }
@@ -128,9 +123,33 @@ pub(super) fn evaluate(
                     column: None,
                     message,
                 },
-            }
+            })
         })
-    })
+    });
+    match outcome {
+        Ok(evaluated) => Ok(evaluated),
+        Err(Some(error)) => Err(error),
+        // Filling the heap with many small objects ends in a collector that runs on almost
+        // every allocation, so a config that runs out of memory can reach the deadline first
+        // (on a slow machine or a debug build). The memory still held tells the two apart: a
+        // loop that runs forever holds next to nothing, a config near the limit is filling it.
+        Err(None) if filling_the_heap(runtime.memory_usage().malloc_size) => Err(out_of_memory()),
+        Err(None) => Err(ConfigError::Evaluate {
+            path: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: format!(
+                "config evaluation took longer than {} s; does it loop forever?",
+                time_limit.as_secs()
+            ),
+        }),
+    }
+}
+
+/// Whether an engine holding `malloc_size` bytes at the deadline was running out of memory:
+/// past half of [`MEMORY_LIMIT`], which no config needs (they take well under 1 MiB).
+fn filling_the_heap(malloc_size: i64) -> bool {
+    usize::try_from(malloc_size).is_ok_and(|size| size > MEMORY_LIMIT / 2)
 }
 
 fn run<'js>(
@@ -346,8 +365,7 @@ fn resolve_secrets<'js>(
             {
                 Ok(returned) => secret_string(&returned, "returned"),
                 Err(Failure::Js(rquickjs::Error::Exception)) => {
-                    let cause = describe_thrown(&ctx.catch());
-                    Err(format!("the function threw: {cause}"))
+                    Err(format!("the function threw {}", thrown_kind(&ctx.catch())))
                 }
                 Err(other) => return Err(other),
             }
@@ -384,6 +402,50 @@ fn secret_string(value: &Value<'_>, verb: &str) -> Result<String, String> {
         "the value"
     };
     Err(format!("{subject} {verb} {what}"))
+}
+
+/// What a secret's `value` function threw, never its text: the message of an error thrown
+/// while computing a secret can quote the secret (`JSON.parse(process.env.DSN)` quotes part of
+/// the DSN in its `SyntaxError`), and the true value is unknown, so it cannot be masked. Only
+/// the built-in error names are shown; a config can give an error any `name`.
+fn thrown_kind(value: &Value<'_>) -> String {
+    const BUILT_IN_ERRORS: [&str; 9] = [
+        "Error",
+        "AggregateError",
+        "EvalError",
+        "InternalError",
+        "RangeError",
+        "ReferenceError",
+        "SyntaxError",
+        "TypeError",
+        "URIError",
+    ];
+    const NOT_SHOWN: &str = "it may contain the secret";
+    let built_in = value
+        .as_exception()
+        .and_then(|exception| exception.get::<_, Option<String>>("name").ok().flatten())
+        .filter(|name| BUILT_IN_ERRORS.contains(&name.as_str()));
+    match built_in {
+        Some(name) => {
+            let article = if name.starts_with(['A', 'E', 'I', 'U']) {
+                "an"
+            } else {
+                "a"
+            };
+            format!("{article} {name} (its message is not shown: {NOT_SHOWN})")
+        }
+        None if value.is_object() => {
+            format!("an exception (not shown: {NOT_SHOWN})")
+        }
+        None => {
+            let kind = match value.type_name() {
+                "int" | "float" => "a number".to_string(),
+                "undefined" | "null" => value.type_name().to_string(),
+                other => format!("a {other}"),
+            };
+            format!("{kind} (not shown: {NOT_SHOWN})")
+        }
+    }
 }
 
 /// JavaScript's `String(number)` for the common cases: `8080`, not `8080.0`.
