@@ -147,6 +147,8 @@ fn a_throwing_handler_fails_with_its_message_and_a_slow_one_leaves_no_node_behin
     ]);
     let run: TaskRun = out.code(1).json();
     assert_eq!(run.status, RunStatus::Failed);
+    // Exit code 1 as Node gives an uncaught error; the message is the error's own.
+    assert_eq!(run.exit_code, Some(1));
     assert_eq!(
         run.message.as_deref(),
         Some("the payment provider is unreachable")
@@ -296,6 +298,7 @@ fn a_lumo_framework_project_deploys_unchanged_on_aws() {
         a.p.lumo(&["run", "broken", "--env", "dev", "--json"])
             .code(1)
             .json();
+    assert_eq!(run.exit_code, Some(1));
     assert_eq!(
         run.message.as_deref(),
         Some("the payment provider is unreachable")

@@ -264,7 +264,15 @@ pub async fn execute(
         ),
         None => {
             let result = judge::read_result_file(&scratch.result_file).await;
-            judge::judge(exit, result, &summary, &masker, started_at, ended_at)
+            judge::judge(
+                &process.entry,
+                exit,
+                result,
+                &summary,
+                &masker,
+                started_at,
+                ended_at,
+            )
         }
     };
     match summary.log_error {

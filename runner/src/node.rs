@@ -28,6 +28,10 @@ pub const NODE_OVERRIDE_VAR: &str = "LUMO_NODE";
 /// The name lumo's entry script gets in a run's scratch directory.
 pub const ENTRY_FILE_NAME: &str = "lumo-node-entry.mjs";
 
+/// The exit code lumo's entry ends with when the handler threw, rejected or could not be run
+/// (as Node's own for an uncaught error), its reason in the result file as `success: false`.
+pub const ENTRY_FAILED_EXIT_CODE: i32 = 1;
+
 /// lumo's Node.js entry: imports the module, calls its handler with the context, writes the
 /// result. See the file itself for the rules.
 pub const ENTRY_SCRIPT: &str = include_str!("node/entry.mjs");

@@ -132,7 +132,11 @@ fn json_kind(v: &Value) -> &'static str {
 }
 
 /// Turns how the task ended into a status and a message (PRODUCT.md §4 "Outcome").
+///
+/// `entry` is what ran: a Node handler's failure is told by lumo's own entry script, whose
+/// result file carries the thrown error's message along with its exit code 1.
 pub(super) fn judge(
+    entry: &Entry,
     exit: ExitStatus,
     result: Result<Option<TaskResult>, String>,
     output: &OutputSummary,
@@ -161,6 +165,14 @@ pub(super) fn judge(
                 RunStatus::Failed
             };
             (status, None)
+        }
+        // A handler that threw: the error's message is the run's (PRODUCT.md §4), as it is
+        // for a returned `success: false`; the exit code is still recorded. A handler's own
+        // `process.exit(1)` writes no result file, so it reads as any exit code.
+        (Some(crate::node::ENTRY_FAILED_EXIT_CODE), _)
+            if matches!(entry, Entry::Node(_)) && result.as_ref().is_some_and(|r| !r.success) =>
+        {
+            (RunStatus::Failed, None)
         }
         (Some(code), _) => (RunStatus::Failed, Some(format!("exit code {code}"))),
         (None, Some(signal)) => (

@@ -48,17 +48,17 @@ function printError(prefix, error) {
   console.error(prefix + detail);
 }
 
-// Ends the run as failed with `message`; the exit status stays 0 so that the run's message is
-// the error's own, not "exit code 1: …" (the run is failed by `success: false`).
+// Ends the run as failed with `message`, exit status 1 as Node itself gives an uncaught error.
+// The result file is how the entry says why: the runner's judge, knowing the run is a Node
+// entry's, takes its message as the run's own ("database is down", not "exit code 1: …").
 function fail(message) {
   settled = true;
   try {
     writeResult(JSON.stringify({ success: false, message: message }));
   } catch (writeError) {
     console.error('lumo: could not write the result file: ' + errorMessage(writeError));
-    process.exit(1);
   }
-  process.exit(0);
+  process.exit(1);
 }
 
 function pickHandler(mod) {

@@ -174,6 +174,9 @@ async fn a_throw_fails_with_its_message_and_the_stack_in_the_output() {
     ] {
         let (outcome, output) = run(bundle(source).process()).await;
         assert_eq!(outcome.status, RunStatus::Failed, "{source}");
+        // Exit code 1, as Node gives an uncaught error, but the message is the error's own,
+        // not "exit code 1: …".
+        assert_eq!(outcome.exit_code, Some(1), "{source}");
         assert_eq!(outcome.message, "database is down", "{source}");
         assert!(
             output.contains("Error: database is down\n    at ") && output.contains("handler.mjs"),
@@ -191,6 +194,7 @@ async fn an_unhandled_rejection_and_process_exit_are_outcomes() {
     .process())
     .await;
     assert_eq!(outcome.status, RunStatus::Failed);
+    assert_eq!(outcome.exit_code, Some(1));
     assert_eq!(outcome.message, "unhandled promise rejection: forgotten");
     assert!(output.contains("Error: forgotten"), "{output}");
 
@@ -214,6 +218,7 @@ async fn a_handler_whose_promise_can_never_settle_fails() {
     .process())
     .await;
     assert_eq!(outcome.status, RunStatus::Failed);
+    assert_eq!(outcome.exit_code, Some(1));
     assert_eq!(
         outcome.message,
         "the handler never finished: it awaited a promise that nothing was left to settle"
