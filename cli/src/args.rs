@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::backend::aws::settings::AwsFlags;
 use crate::config::Provider;
+use crate::flag_values;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -124,11 +125,11 @@ pub struct DeployArgs {
     pub dry_run: bool,
 
     /// Run up to N independent tasks side by side.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = 1, value_parser = flag_values::concurrency, allow_negative_numbers = true)]
     pub concurrency: u16,
 
     /// Wait up to this long for the environment's lock (e.g. `30s`, `5m`).
-    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
+    #[arg(long, value_parser = flag_values::duration, allow_negative_numbers = true, default_value = "0s", value_name = "D")]
     pub wait: Duration,
 
     /// Also write the task runs as a JUnit XML report to PATH (GitLab, Jenkins).
@@ -163,7 +164,7 @@ pub struct RunArgs {
     pub dry_run: bool,
 
     /// Wait up to this long for the environment's lock.
-    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
+    #[arg(long, value_parser = flag_values::duration, allow_negative_numbers = true, default_value = "0s", value_name = "D")]
     pub wait: Duration,
 
     /// Also write the task runs as a JUnit XML report to PATH (GitLab, Jenkins).
@@ -182,7 +183,7 @@ pub struct ExecArgs {
     pub in_task: Option<String>,
 
     /// Stop the command after this long (1s to 15m) [default: 5m, a task's default].
-    #[arg(long, value_parser = parse_duration, value_name = "D")]
+    #[arg(long, value_parser = flag_values::duration, allow_negative_numbers = true, value_name = "D")]
     pub timeout: Option<Duration>,
 
     /// Skip the confirmation prompt.
@@ -190,7 +191,7 @@ pub struct ExecArgs {
     pub yes: bool,
 
     /// Wait up to this long for the environment's lock.
-    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
+    #[arg(long, value_parser = flag_values::duration, allow_negative_numbers = true, default_value = "0s", value_name = "D")]
     pub wait: Duration,
 
     /// Also write the command's run as a JUnit XML report to PATH (GitLab, Jenkins).
@@ -226,7 +227,7 @@ pub struct HistoryArgs {
     pub task: Option<String>,
 
     /// How many runs, newest first.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = 20, value_parser = flag_values::run_limit, allow_negative_numbers = true)]
     pub limit: u32,
 }
 
@@ -241,7 +242,7 @@ pub struct LogsArgs {
     pub env: Option<String>,
 
     /// Only the last N lines of the output.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = flag_values::lines, allow_negative_numbers = true)]
     pub tail: Option<usize>,
 
     /// Keep showing the output of a run still going, until it ends.
@@ -259,7 +260,7 @@ pub struct LockArgs {
     pub reason: String,
 
     /// Wait up to this long for the lock.
-    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "D")]
+    #[arg(long, value_parser = flag_values::duration, allow_negative_numbers = true, default_value = "0s", value_name = "D")]
     pub wait: Duration,
 }
 
@@ -294,11 +295,4 @@ pub enum Shell {
     Bash,
     Zsh,
     Fish,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: `30s`, `5m`, `1h`)"))
 }

@@ -163,3 +163,42 @@ fn logs_follow_sees_the_lines_of_a_running_task_and_ends_with_it() {
         finished.duration_since(deploy_end)
     );
 }
+
+/// Regression (issue 11's check): `--tail -1` got clap's generic "unexpected argument '-1'
+/// found", naming no flag. A negative or non-number value of every numeric flag now names the
+/// flag and says what it takes, exit 2, before anything runs.
+#[test]
+fn a_negative_or_non_number_numeric_flag_names_the_flag_and_what_it_takes() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'flags', tasks: { talk: {} } };")
+        .task("talk", "echo ran >> @OUT@/ran");
+    for (args, flag, allowed) in [
+        (
+            &["logs", "01KBQZ", "--tail", "-1"][..],
+            "--tail",
+            "a whole number of lines, 0 or more",
+        ),
+        (&["logs", "01KBQZ", "--tail", "ten"], "--tail", "0 or more"),
+        (&["history", "--limit", "-5"], "--limit", "from 1 to 10000"),
+        (
+            &["deploy", "--concurrency", "-1"],
+            "--concurrency",
+            "from 1 to 64",
+        ),
+        (&["deploy", "--wait", "-1"], "--wait", "not a negative one"),
+        (
+            &["exec", "--timeout", "-1", "--", "true"],
+            "--timeout",
+            "not a negative one",
+        ),
+    ] {
+        let refused = p.lumo(args).code(2).clone();
+        refused.stderr_has(&[flag, allowed]);
+        assert!(
+            !refused.stderr.contains("unexpected argument"),
+            "{}",
+            refused.show()
+        );
+    }
+    assert!(!p.has_out("ran"), "a task ran despite a bad flag");
+}
