@@ -186,6 +186,29 @@ fn a_throwing_handler_fails_with_its_message_and_a_slow_one_leaves_no_node_behin
     );
 }
 
+/// Regression: a handler returning what is not a `TaskResult` got the script's message
+/// ("result file is not a valid TaskResult … to LUMO_RESULT_FILE"), naming neither the value
+/// nor what a handler returns.
+#[test]
+fn a_handler_returning_what_is_not_a_task_result_is_told_what_it_returned() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'bad-return' };");
+    p.write(
+        "functions/tasks/report.ts",
+        "export const run = async () => { console.log('reported'); return 'ok'; };",
+    );
+    let report = p.deploy(&[], 1);
+    let task = report.task("report");
+    assert_eq!(task.status, RunStatus::Failed);
+    assert_eq!(
+        task.message.as_deref(),
+        Some(
+            "the handler returned \"ok\"; a handler returns \
+             { success: boolean, message: string, data?: object }, or nothing"
+        )
+    );
+}
+
 /// Pre-flight: without a usable Node.js a deploy of JavaScript tasks stops before the first
 /// task, naming each task and the fix; nothing is recorded as run.
 #[test]

@@ -72,50 +72,150 @@ pub(super) fn cut_short(
     }
 }
 
-/// Reads the task's result file: `Ok(None)` when the task wrote none, `Err(reason)` when what it
-/// wrote is not a valid `TaskResult`.
-pub(super) async fn read_result_file(path: &Path) -> Result<Option<TaskResult>, String> {
+/// A result file that is not a valid `TaskResult`.
+#[derive(Debug)]
+pub(super) struct InvalidResult {
+    /// Why not, for a script's author (serde's words, or the check that failed).
+    reason: String,
+    /// What the file held, when it could be read: for a Node handler it is what the handler
+    /// returned, written by lumo's entry, and the message shows it.
+    text: Option<String>,
+}
+
+impl InvalidResult {
+    fn unread(reason: impl Into<String>) -> InvalidResult {
+        InvalidResult {
+            reason: reason.into(),
+            text: None,
+        }
+    }
+
+    fn read(reason: impl Into<String>, bytes: &[u8]) -> InvalidResult {
+        InvalidResult {
+            reason: reason.into(),
+            text: Some(String::from_utf8_lossy(bytes).into_owned()),
+        }
+    }
+
+    /// The run's message: a script's author is told about the file and its contract; a
+    /// handler's, about the value the handler returned and what a handler returns.
+    fn message(&self, entry: &Entry, masker: &Masker) -> String {
+        if !matches!(entry, Entry::Node(_)) {
+            return format!(
+                "result file is not a valid TaskResult: {}; a task writes \
+                 {{\"success\": bool, \"message\": string, \"data\"?: object}} to LUMO_RESULT_FILE",
+                self.reason
+            );
+        }
+        const EXPECTED: &str =
+            "a handler returns { success: boolean, message: string, data?: object }, or nothing";
+        let Some(text) = &self.text else {
+            return format!(
+                "the handler's return value is not a TaskResult: {}; {EXPECTED}",
+                self.reason
+            );
+        };
+        let problems = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(fields)) => result_object_problems(&fields),
+            // Not an object (`42`, `"ok"`), or a function the entry wrote as its source: what
+            // it returned says it all.
+            _ => Vec::new(),
+        };
+        let problems = if problems.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", problems.join(", "))
+        };
+        format!(
+            "the handler returned {}{problems}; {EXPECTED}",
+            shortened(&masker.mask_str(text))
+        )
+    }
+}
+
+/// What keeps a returned object from being a `TaskResult`, in the order of its fields.
+fn result_object_problems(fields: &serde_json::Map<String, Value>) -> Vec<String> {
+    let mut problems = Vec::new();
+    match fields.get("success") {
+        None => problems.push("no `success`".to_owned()),
+        Some(Value::Bool(_)) => {}
+        Some(other) => problems.push(format!("`success` is {}", json_kind(other))),
+    }
+    match fields.get("message") {
+        None => problems.push("no `message`".to_owned()),
+        Some(Value::String(_)) => {}
+        Some(other) => problems.push(format!("`message` is {}", json_kind(other))),
+    }
+    match fields.get("data") {
+        None | Some(Value::Null | Value::Object(_)) => {}
+        Some(other) => problems.push(format!("`data` is {}", json_kind(other))),
+    }
+    for key in fields.keys() {
+        if !matches!(key.as_str(), "success" | "message" | "data") {
+            problems.push(format!("unknown key `{key}`"));
+        }
+    }
+    problems
+}
+
+/// How much of a returned value a message quotes.
+const QUOTED_VALUE_CHARS: usize = 60;
+
+/// `text` on one line, cut to [`QUOTED_VALUE_CHARS`] with `…`. Cut after masking, so that a
+/// secret is never cut into a part the masker no longer knows.
+fn shortened(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(QUOTED_VALUE_CHARS) {
+        Some((end, _)) => format!("{}…", &one_line[..end]),
+        None => one_line,
+    }
+}
+
+/// Reads the task's result file: `Ok(None)` when the task wrote none, `Err` when what it wrote
+/// is not a valid `TaskResult`.
+pub(super) async fn read_result_file(path: &Path) -> Result<Option<TaskResult>, InvalidResult> {
     // A stat on the runtime's thread: handing it to a blocking thread costs more than it does
     // (most tasks write no result file).
     let metadata = match std::fs::metadata(path) {
         Ok(metadata) => metadata,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("could not read it: {e}")),
+        Err(e) => return Err(InvalidResult::unread(format!("could not read it: {e}"))),
     };
     // Opening a FIFO would block until someone writes to it, and nobody will.
     if !metadata.is_file() {
-        return Err("it is not a regular file".to_owned());
+        return Err(InvalidResult::unread("it is not a regular file"));
     }
     if metadata.len() > MAX_RESULT_FILE_BYTES {
-        return Err(format!(
+        return Err(InvalidResult::unread(format!(
             "it is larger than {} MiB",
             MAX_RESULT_FILE_BYTES / (1024 * 1024)
-        ));
+        )));
     }
     let file = tokio::fs::File::open(path)
         .await
-        .map_err(|e| format!("could not read it: {e}"))?;
+        .map_err(|e| InvalidResult::unread(format!("could not read it: {e}")))?;
     let mut bytes = Vec::new();
     // The length checked above may have grown since; never read more than the limit.
     file.take(MAX_RESULT_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .await
-        .map_err(|e| format!("could not read it: {e}"))?;
+        .map_err(|e| InvalidResult::unread(format!("could not read it: {e}")))?;
     if bytes.len() as u64 > MAX_RESULT_FILE_BYTES {
-        return Err(format!(
+        return Err(InvalidResult::unread(format!(
             "it is larger than {} MiB",
             MAX_RESULT_FILE_BYTES / (1024 * 1024)
-        ));
+        )));
     }
     if bytes.trim_ascii().is_empty() {
-        return Err("the file is empty".to_owned());
+        return Err(InvalidResult::read("the file is empty", &bytes));
     }
-    let result: TaskResult = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let result: TaskResult =
+        serde_json::from_slice(&bytes).map_err(|e| InvalidResult::read(e.to_string(), &bytes))?;
     match &result.data {
         None | Some(Value::Object(_)) => Ok(Some(result)),
-        Some(other) => Err(format!(
-            "`data` must be an object, not {}",
-            json_kind(other)
+        Some(other) => Err(InvalidResult::read(
+            format!("`data` must be an object, not {}", json_kind(other)),
+            &bytes,
         )),
     }
 }
@@ -138,7 +238,7 @@ fn json_kind(v: &Value) -> &'static str {
 pub(super) fn judge(
     entry: &Entry,
     exit: ExitStatus,
-    result: Result<Option<TaskResult>, String>,
+    result: Result<Option<TaskResult>, InvalidResult>,
     output: &OutputSummary,
     masker: &Masker,
     started_at: SystemTime,
@@ -149,10 +249,7 @@ pub(super) fn judge(
         Err(reason) => (None, Some(reason)),
     };
     let mut task_message = match (&invalid_result, &result) {
-        (Some(reason), _) => format!(
-            "result file is not a valid TaskResult: {reason}; a task writes \
-             {{\"success\": bool, \"message\": string, \"data\"?: object}} to LUMO_RESULT_FILE"
-        ),
+        (Some(invalid), _) => invalid.message(entry, masker),
         (None, Some(result)) => result.message.clone(),
         (None, None) => output.last_line.clone().unwrap_or_default(),
     };

@@ -139,9 +139,9 @@ async function main() {
       fail('the handler\'s return value cannot be written as JSON: ' + errorMessage(error));
       return;
     }
-    // A function or symbol stringifies to undefined: write something the runner will refuse
-    // with its usual "not a valid TaskResult" message rather than no result at all.
-    writeResult(json === undefined ? JSON.stringify(String(returned)) : json);
+    // A function or symbol stringifies to undefined: write its text instead (not JSON), which
+    // the runner refuses quoting it as what the handler returned, rather than no result at all.
+    writeResult(json === undefined ? String(returned) : json);
   }
   process.exit();
 }

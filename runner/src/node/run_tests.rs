@@ -236,22 +236,78 @@ async fn returning_nothing_follows_the_rule_for_tasks_without_a_result() {
     assert_eq!(outcome.message, "warmed 3 caches");
 }
 
+/// Regression: a handler's bad return value got the script's message ("result file is not a
+/// valid TaskResult … writes … to LUMO_RESULT_FILE"), which names neither what it returned nor
+/// what a handler returns.
 #[tokio::test]
-async fn a_return_value_that_is_not_a_task_result_fails_the_run() {
-    for source in [
-        "export const run = async () => ({ success: 'yes', message: 'x' });",
-        "export const run = async () => 'done';",
-        "export const run = async () => ({ success: true, message: 'x', data: 1n });",
-    ] {
-        let (outcome, _) = run(bundle(source).process()).await;
+async fn a_return_value_that_is_not_a_task_result_says_what_it_returned_and_what_is_expected() {
+    const EXPECTED: &str =
+        "a handler returns { success: boolean, message: string, data?: object }, or nothing";
+    let cases = [
+        ("42", "the handler returned 42"),
+        ("'ok'", r#"the handler returned "ok""#),
+        (
+            "{ succes: true }",
+            r#"the handler returned {"succes":true} (no `success`, no `message`, unknown key `succes`)"#,
+        ),
+        (
+            "{ success: 'yes' }",
+            r#"the handler returned {"success":"yes"} (`success` is a string, no `message`)"#,
+        ),
+        (
+            "{ success: true, message: 'x', data: [1] }",
+            r#"the handler returned {"success":true,"message":"x","data":[1]} (`data` is an array)"#,
+        ),
+        ("() => 1", "the handler returned () => 1"),
+    ];
+    for (value, says) in cases {
+        let source = format!("export const run = async () => ({value});");
+        let (outcome, _) = run(bundle(&source).process()).await;
         assert_eq!(outcome.status, RunStatus::Failed, "{source}: {outcome:?}");
-        assert!(
-            outcome.message.contains("not a valid TaskResult")
-                || outcome.message.contains("cannot be written as JSON"),
-            "{source}: {}",
-            outcome.message
-        );
+        assert_eq!(outcome.message, format!("{says}; {EXPECTED}"), "{source}");
+        assert_eq!(outcome.data, None);
     }
+
+    // What it returned is shortened, and masked before it is cut, so that no part of a
+    // secret shows.
+    let b = bundle(
+        "export const run = async () => ({ success: true, messages: 'ok ' + process.env.API_KEY + ' ' + 'x'.repeat(200) });",
+    );
+    let mut process = b.process();
+    process
+        .spec
+        .secrets
+        .insert("API_KEY".into(), "s3cr3t-hyphen-key".into());
+    let (outcome, _) = run(process).await;
+    assert!(
+        outcome
+            .message
+            .starts_with(r#"the handler returned {"success":true,"messages":"ok *** xxx"#),
+        "{}",
+        outcome.message
+    );
+    assert!(
+        outcome
+            .message
+            .contains("x… (no `message`, unknown key `messages`)"),
+        "{}",
+        outcome.message
+    );
+    assert!(!outcome.message.contains("s3cr3t"));
+    assert!(outcome.message.len() < 300, "{}", outcome.message);
+
+    // A value JSON cannot hold is said by the entry itself.
+    let (outcome, _) = run(bundle(
+        "export const run = async () => ({ success: true, message: 'x', data: 1n });",
+    )
+    .process())
+    .await;
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert!(
+        outcome.message.contains("cannot be written as JSON"),
+        "{}",
+        outcome.message
+    );
 }
 
 #[tokio::test]
