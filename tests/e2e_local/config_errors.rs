@@ -112,6 +112,36 @@ fn config_task_without_file_or_command() {
     );
 }
 
+/// Regression: a config entry naming a `_` helper (`_shared.ts`, anything in `_lib/`) read "no
+/// task file", though the file is there: it is not a task by convention, and the error says so.
+#[test]
+fn config_naming_a_helper_file_says_underscore_names_are_not_tasks() {
+    let p = TestProject::new();
+    with_task(&p, "a");
+    p.write(
+        "functions/tasks/_shared.ts",
+        "export const run = async () => ({ success: true, message: 'x' });",
+    );
+    p.write("functions/tasks/_lib/db.ts", "export const db = 1;");
+    p.config("export default { projectName: 'p', tasks: { _shared: {}, '_lib/db': {} } };");
+    let out = p.lumo(&["deploy", "--env", "dev"]).code(2).clone();
+    for (key, helper) in [("_shared", "_shared"), ("_lib/db", "_lib")] {
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!("`tasks.{key}`")))
+            .unwrap_or_else(|| panic!("no line for `tasks.{key}`: {}", out.show()));
+        assert!(
+            line.contains(&format!(
+                "`{helper}` starts with `_`: by convention such files and folders are helpers \
+                 for the tasks to import, not tasks"
+            )) && !line.contains("no task file"),
+            "{line}"
+        );
+    }
+    assert!(!p.lumo_dir().exists());
+}
+
 #[test]
 fn config_copy_assets_from_missing() {
     let p = TestProject::new();

@@ -404,6 +404,27 @@ fn not_a_task_by_convention(file_name: &str, is_dir: bool) -> bool {
         || lower.contains(".spec.")
 }
 
+/// Why a config entry naming `name` finds no task when a part of its path starts with `_` or
+/// `.`: such files are never tasks ([`not_a_task_by_convention`]), so the entry is told that
+/// rather than "no task file" beside the file it names. `None` for any other name.
+pub fn excluded_by_convention(name: &str) -> Option<String> {
+    let part = name
+        .split('/')
+        .find(|part| part.starts_with('_') || part.starts_with('.'))?;
+    let (prefix, convention) = if part.starts_with('_') {
+        (
+            "_",
+            "by convention such files and folders are helpers for the tasks to import, not tasks",
+        )
+    } else {
+        (".", "by convention hidden files and folders are not tasks")
+    };
+    Some(format!(
+        "`{part}` starts with `{prefix}`: {convention}, so `{TASKS_DIR}/{name}` never runs; \
+         rename it without the `{prefix}` to make it a task, or remove this entry"
+    ))
+}
+
 /// `migrate.sh` → `migrate`; `archive.tar.gz` → `archive.tar`; `run` → `run`.
 fn task_stem(file_name: &str) -> &str {
     match file_name.rfind('.') {
