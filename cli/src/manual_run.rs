@@ -15,6 +15,7 @@ use crate::access;
 use crate::backend::Prepare;
 use crate::backend::records::TaskRun;
 use crate::bundle::BuiltBundle;
+use crate::config::Provider;
 use crate::error::CliError;
 use crate::execute::{self, Session, TaskJob};
 use crate::lock;
@@ -70,6 +71,16 @@ async fn run_locked(op: &Operation, run: ManualRun<'_>) -> Result<Ran, CliError>
     let task = run.task;
     let state = op.backend.audit.env_state(env).await?;
     let Some(version) = state.version else {
+        if run.working_copy.is_some() {
+            return Err(CliError::invalid(from_source_needs_a_deploy(
+                env,
+                op.project.config.provider,
+            ))
+            .hint(format!(
+                "deploy it first: `lumo deploy --env {env}`; then `--from-source` runs the \
+                 working copy of any task, deployed or not"
+            )));
+        }
         return Err(CliError::invalid(format!(
             "task `{}` has no deployed bundle in environment `{env}`",
             task.name
@@ -121,6 +132,20 @@ async fn run_locked(op: &Operation, run: ManualRun<'_>) -> Result<Ran, CliError>
         report: RunReport(record),
         stopped,
     })
+}
+
+/// Why a `--from-source` run refuses an environment that was never deployed. It needs no
+/// deployed bundle (it brings its own), but its context carries the environment's deployed
+/// version, and on `aws` it runs on the runner function only a deploy creates.
+pub fn from_source_needs_a_deploy(env: &str, provider: Provider) -> String {
+    let runner = match provider {
+        Provider::Aws => " and runs on the runner function a deploy creates",
+        Provider::Local => "",
+    };
+    format!(
+        "`--from-source` needs environment `{env}` deployed once: the run takes its version \
+         (`ctx.deployment.version`) from the last deploy{runner}, and `{env}` has none yet"
+    )
 }
 
 /// What `lumo run` prints: the run's record, as a [`RunDocument`](crate::report::outcome::RunDocument).

@@ -69,7 +69,11 @@ pub async fn preview(
     let refusal = access.run_refusal(&task.name, task.config.permission);
     // The real run's order: the role first, then (under the lock) the deployed bundle.
     let missing = match (&state.version, &deployed, from_source) {
-        (None, _, _) | (_, None, false) => Some(format!(
+        (None, _, true) => Some(crate::manual_run::from_source_needs_a_deploy(
+            env,
+            config.provider,
+        )),
+        (None, _, false) | (_, None, false) => Some(format!(
             "task `{}` has no deployed bundle in environment `{env}`",
             task.name
         )),

@@ -64,6 +64,55 @@ fn manual_run_before_any_deploy_is_refused_with_a_hint() {
     assert!(!p.has_out("purge.env"));
 }
 
+/// Regression: `--from-source` before any deploy said "has no deployed bundle", though it needs
+/// none: what it needs is the environment's deployment (its version for the context).
+#[test]
+fn from_source_before_any_deploy_says_it_needs_the_environment_deployed() {
+    let p = manual_project();
+    let run = [
+        "run",
+        "purge",
+        "--env",
+        "dev",
+        "--arg",
+        "target=users",
+        "--yes",
+        "--from-source",
+    ];
+    let says = "`--from-source` needs environment `dev` deployed once";
+    let out = p.lumo(&run).code(2).clone();
+    assert!(
+        out.stderr.contains(says) && !out.stderr.contains("no deployed bundle"),
+        "{}",
+        out.show()
+    );
+    let error = p
+        .lumo(&[&run[..], &["--json"]].concat())
+        .code(2)
+        .json_error();
+    assert!(error.message.contains("its version"), "{error:?}");
+    assert!(
+        error
+            .hint
+            .unwrap_or_default()
+            .contains("lumo deploy --env dev"),
+    );
+    let preview = p.lumo(&[&run[..], &["--dry-run"]].concat()).code(0).clone();
+    assert!(
+        preview
+            .stdout
+            .contains(&format!("would fail (exit 2): {says}")),
+        "{}",
+        preview.show()
+    );
+    assert!(!p.has_out("purge.env"));
+
+    // Once deployed, it runs.
+    p.deploy(&[], 0);
+    p.lumo(&run).code(0);
+    assert!(p.has_out("purge.env"));
+}
+
 #[test]
 fn manual_run_checks_its_args_applies_defaults_and_passes_them() {
     let p = manual_project();
