@@ -624,8 +624,9 @@ fn provider_aws_without_an_aws_section_is_an_invalid_config() {
 }
 
 /// Regression: the error for a missing runner binary named paths relative to nothing in
-/// particular and only hinted at where to point lumo. It names the absolute path it looked at and
-/// the three ways to give the binary.
+/// particular and only hinted at where to point lumo. It names the absolute path it looked at,
+/// that the path came from `LUMO_RUNNER` (issue 11's check: a variable the user may have
+/// forgotten was set), and the three ways to give the binary.
 #[test]
 fn a_missing_runner_binary_names_the_absolute_path_and_every_way_to_give_it() {
     let _shared = COUNTING.read().unwrap();
@@ -635,7 +636,10 @@ fn a_missing_runner_binary_names_the_absolute_path_and_every_way_to_give_it() {
     a.config("{ t: {} }").task("t", "echo t");
     let expected = a.p.root().canonicalize().unwrap().join("bin/bootstrap");
     a.p.lumo(&["deploy", "--env", "dev"]).code(4).stderr_has(&[
-        &format!("(looked for `{}`)", expected.display()),
+        &format!(
+            "(looked for `{}`, the path in `LUMO_RUNNER`)",
+            expected.display()
+        ),
         &format!(
             "cargo lambda build --release -p lumo-runner {}",
             if lumo_testkit::HOST_ARCHITECTURE == "arm64" {

@@ -123,14 +123,30 @@ impl From<crate::preflight::PreflightError> for CliError {
 
 impl From<ProjectError> for CliError {
     fn from(e: ProjectError) -> Self {
-        let hint = match &e {
-            ProjectError::Config(ConfigError::NotFound { .. }) => {
-                Some("run `lumo init` to create one, or pass `--config PATH`".to_string())
+        // A path from `LUMO_CONFIG` is named as such: "pass `--config PATH`" would not say
+        // where the path the user never typed came from.
+        let unusable_path = matches!(
+            &e,
+            ProjectError::Config(ConfigError::NotFound { .. } | ConfigError::Read { .. })
+        );
+        let variable = "LUMO_CONFIG";
+        let hint = if unusable_path && crate::flag_source::value_from_variable("config", variable) {
+            Some(format!(
+                "the path comes from the environment variable `{variable}`: point it at the \
+                 config file, or unset it (`unset {variable}`) to use `{}` here or in a parent \
+                 directory",
+                crate::config::CONFIG_FILE_NAME
+            ))
+        } else {
+            match &e {
+                ProjectError::Config(ConfigError::NotFound { .. }) => {
+                    Some("run `lumo init` to create one, or pass `--config PATH`".to_string())
+                }
+                ProjectError::NoEnvironment { .. } => {
+                    Some("pass `--env NAME` or set `environment` in the config".to_string())
+                }
+                _ => None,
             }
-            ProjectError::NoEnvironment { .. } => {
-                Some("pass `--env NAME` or set `environment` in the config".to_string())
-            }
-            _ => None,
         };
         let problems = match &e {
             ProjectError::Invalid { problems, .. }

@@ -14,6 +14,7 @@ pub mod deployment;
 pub mod error;
 pub mod exec;
 pub mod execute;
+pub mod flag_source;
 pub mod flag_values;
 pub mod live_runs;
 pub mod lock;

@@ -172,11 +172,7 @@ fn variable_behind(e: &clap::Error) -> Option<String> {
         .get_env()?
         .to_string_lossy()
         .into_owned();
-    let typed = std::env::args_os()
-        .skip(1)
-        .take_while(|a| a != "--")
-        .any(|a| a.to_string_lossy().split('=').next() == Some(flag));
-    if typed || std::env::var_os(&variable).is_none() {
+    if !lumo_cli::flag_source::value_from_variable(long, &variable) {
         return None;
     }
     Some(format!(

@@ -235,3 +235,55 @@ fn lumo_config_and_lumo_provider_stand_for_their_flags() {
         .clone();
     bad.stderr_has(&["gcp", "LUMO_PROVIDER", "local", "aws"]);
 }
+
+/// Regression (issue 11's check): a `LUMO_CONFIG` naming a missing file got "pass `--config
+/// PATH`", though the user typed no path; and `LUMO_PROVIDER=aws` without an `aws` section was
+/// reported as "required with `--provider aws`". Both now name the variable the value came
+/// from; the typed flag is still named as the flag.
+#[test]
+fn a_bad_value_from_lumo_config_or_lumo_provider_names_the_variable() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'app', tasks: { hello: {} } };")
+        .task("hello", "echo hello");
+
+    let from_env = p
+        .lumo_with_env(&["tasks"], &[("LUMO_CONFIG", "lumo.missing.js")])
+        .code(2)
+        .clone();
+    from_env.stderr_has(&[
+        "lumo.missing.js",
+        "the environment variable `LUMO_CONFIG`",
+        "unset LUMO_CONFIG",
+    ]);
+    assert!(
+        !from_env.stderr.contains("pass `--config PATH`"),
+        "{}",
+        from_env.show()
+    );
+    let json = p
+        .lumo_with_env(&["tasks", "--json"], &[("LUMO_CONFIG", "lumo.missing.js")])
+        .code(2)
+        .json_error();
+    assert!(
+        json.hint
+            .as_deref()
+            .is_some_and(|h| h.contains("`LUMO_CONFIG`")),
+        "{:?}",
+        json.hint
+    );
+
+    let typed = p
+        .lumo(&["tasks", "--config", "lumo.missing.js"])
+        .code(2)
+        .clone();
+    typed.stderr_has(&["lumo.missing.js", "pass `--config PATH`"]);
+    assert!(!typed.stderr.contains("LUMO_CONFIG"), "{}", typed.show());
+
+    p.lumo_with_env(&["deploy", "--env", "dev"], &[("LUMO_PROVIDER", "aws")])
+        .code(2)
+        .stderr_has(&["`aws.bucket`", "is required with `LUMO_PROVIDER=aws`"]);
+    p.lumo(&["deploy", "--env", "dev", "--provider", "aws"])
+        .code(2)
+        .stderr_has(&["`aws.bucket`", "is required with `--provider aws`"]);
+    assert!(!p.has_out("hello"), "a task ran with an unusable provider");
+}

@@ -236,8 +236,14 @@ pub fn runner_missing(target: &AwsTarget) -> BackendError {
         .collect::<Vec<_>>()
         .join(", ");
     let arch = cargo_lambda_arch_flag(target.architecture);
+    // A path the user never typed is named with the variable it came from.
+    let source = if crate::flag_source::value_from_variable("runner", "LUMO_RUNNER") {
+        ", the path in `LUMO_RUNNER`"
+    } else {
+        ""
+    };
     BackendError::new(format!(
-        "the lumo runner binary for Lambda is missing (looked for {searched})"
+        "the lumo runner binary for Lambda is missing (looked for {searched}{source})"
     ))
     .of_kind(BackendErrorKind::NotFound)
     .hint(format!(

@@ -140,17 +140,19 @@ pub(crate) fn validate(p: &mut Problems, value: &Value) -> AwsSettings {
 /// kept apart from the load's (`ProjectConfig::backend_ready` reports them, before anything is
 /// bundled, and the backend again if it is opened without asking). A key that is there but
 /// invalid already has its own problem; an `aws` that is not an object too. `from_flag`: the
-/// provider was chosen by `--provider aws`, not by the config.
+/// provider was chosen by `--provider aws` (or `LUMO_PROVIDER`, then named), not by the config.
 pub(crate) fn require_resources(p: &mut Problems, aws: Option<&Value>, from_flag: bool) {
     let section = match aws {
         None => None,
         Some(Value::Object(map)) => Some(map),
         Some(_) => return,
     };
-    let provider = if from_flag {
-        "`--provider aws`"
-    } else {
+    let provider = if !from_flag {
         "provider `aws`"
+    } else if crate::flag_source::value_from_variable("provider", "LUMO_PROVIDER") {
+        "`LUMO_PROVIDER=aws`"
+    } else {
+        "`--provider aws`"
     };
     for (key, what, output) in [
         ("bucket", "the S3 bucket for bundles and logs", "BucketName"),
