@@ -591,6 +591,50 @@ async fn an_exec_run_keeps_its_command_and_is_no_task_success(f: Fixture) {
     );
 }
 
+/// Regression (issue 12's check): `history --task T` listed the `exec`s run in T's bundle as
+/// runs of T. A task's history is its own runs; an environment's history lists the `exec`s
+/// too. An `exec` between two runs of the task, with a limit of 2, must not cost one of them
+/// (DynamoDB filters after its page limit).
+async fn a_task_history_is_its_own_runs_not_the_execs_in_its_bundle(f: Fixture) {
+    let audit = &f.backend.audit;
+    let mut recorded = Vec::new();
+    for kind in [RunKind::Task, RunKind::Exec, RunKind::Task] {
+        let mut run = run_record(&f, "ok", RunStatus::Running);
+        run.kind = kind;
+        if kind == RunKind::Exec {
+            run.args.clear();
+            run.command = Some(vec!["ls".into(), "-la".into()]);
+        }
+        audit.start_run(&run).await.unwrap();
+        run.status = RunStatus::Succeeded;
+        run.ended_at = Some(Timestamp::now());
+        audit.finish_run(&run).await.unwrap();
+        recorded.push(run);
+    }
+    let ids = |runs: &[TaskRun]| {
+        runs.iter()
+            .map(|r| r.id.as_str().to_string())
+            .collect::<Vec<_>>()
+    };
+    let of_task = audit.runs(&f.env, Some("ok"), 2).await.unwrap();
+    assert_eq!(
+        ids(&of_task),
+        ids(&[recorded[2].clone(), recorded[0].clone()]),
+        "the task's own runs, newest first, without the exec in its bundle"
+    );
+    let of_env = audit.runs(&f.env, None, 10).await.unwrap();
+    assert_eq!(
+        ids(&of_env),
+        ids(&[
+            recorded[2].clone(),
+            recorded[1].clone(),
+            recorded[0].clone()
+        ]),
+        "the environment's history lists the exec too"
+    );
+    assert_eq!(of_env[1].kind, RunKind::Exec);
+}
+
 /// Data too large for a record (DynamoDB items: 400 KB) is kept whole, by pointer: never lost,
 /// and on `aws` never inline in the item.
 async fn large_data_is_kept(f: Fixture) {
@@ -1180,6 +1224,7 @@ conformance!(
     tasks_run_and_their_output_is_kept,
     commands_run_with_or_without_a_bundle,
     an_exec_run_keeps_its_command_and_is_no_task_success,
+    a_task_history_is_its_own_runs_not_the_execs_in_its_bundle,
     large_data_is_kept,
     the_writer_lock_is_exclusive,
     an_expired_writer_is_displaced,

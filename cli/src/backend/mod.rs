@@ -192,7 +192,8 @@ pub trait AuditStore: Send + Sync {
     async fn finish_deployment(&self, deployment: &Deployment) -> BackendResult<bool>;
     async fn start_run(&self, run: &TaskRun) -> BackendResult<()>;
     async fn finish_run(&self, run: &TaskRun) -> BackendResult<bool>;
-    /// The latest `limit` runs of `env` (of one task when `task` is given).
+    /// The latest `limit` runs of `env`, `exec`s included; with `task`, that task's own runs
+    /// only (not the `exec`s run in its bundle, which are no run of the task).
     async fn runs(&self, env: &str, task: Option<&str>, limit: u32) -> BackendResult<Vec<TaskRun>>;
     async fn run(&self, id: &RunId) -> BackendResult<Option<TaskRun>>;
     /// The runs of this project whose id starts with `prefix`, in id order, at most `limit`:

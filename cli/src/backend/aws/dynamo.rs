@@ -478,10 +478,17 @@ impl AuditStore for DynamoStore {
                     .table_name(self.table())
                     .index_name(BY_TASK)
                     .key_condition_expression("gsi1pk = :task")
+                    // The index also holds the `exec`s run in the task's bundle; they are not
+                    // the task's runs. (Items from before `kind` are task runs.) DynamoDB
+                    // filters after `limit`, so a page may bring fewer: the pages are followed
+                    // until `limit` runs are found.
+                    .filter_expression("attribute_not_exists(#kind) OR #kind = :task_kind")
+                    .expression_attribute_names("#kind", "kind")
                     .expression_attribute_values(
                         ":task",
                         s(format!("TASK#{}#{env}#{task}", self.target.project)),
                     )
+                    .expression_attribute_values(":task_kind", s(RunKind::Task.as_str()))
                     .scan_index_forward(false)
                     .limit(limit as i32);
                 self.query_all(query, Some(limit as usize), &what).await?

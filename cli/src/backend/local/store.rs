@@ -639,7 +639,7 @@ impl AuditStore for SqliteStore {
             let rows = match task {
                 Some(task) => {
                     let mut stmt = conn.prepare_cached(&format!(
-                        "SELECT {RUN_COLUMNS} FROM runs WHERE project = ?1 AND env = ?2 AND task = ?3 ORDER BY id DESC LIMIT ?4"
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE project = ?1 AND env = ?2 AND task = ?3 AND kind = 'task' ORDER BY id DESC LIMIT ?4"
                     ))?;
                     stmt.query_map(params![project, env, task, limit], run_from_row)?.collect::<Result<Vec<_>, _>>()?
                 }
