@@ -332,6 +332,49 @@ fn a_junit_path_that_cannot_be_written_is_refused_before_anything_runs() {
     );
 }
 
+/// Regression (issue 11's check): a JUnit report that could not be written at the end of a
+/// run was reported under lumo's temporary file (`… at path ".lumo-junit-x7Kq.tmp"`) instead of
+/// `--junit PATH`. The warning names PATH and the reason; no temporary file is left behind; the
+/// deployment's exit code still says how it went.
+#[test]
+fn a_junit_report_that_cannot_be_written_at_the_end_names_its_path_and_leaves_nothing() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'ci', tasks: { gone: {}, taken: {} } };")
+        .task("gone", "rm -rf @OUT@/reports")
+        .task("taken", "mkdir -p @OUT@/reports/lumo.xml/inside");
+    let reports = p.out().join("reports");
+    let junit = reports.join("lumo.xml");
+    let junit_arg = junit.display().to_string();
+    let warning = format!("cannot write the JUnit report `{junit_arg}`: ");
+
+    // The report's directory is gone by the end of the run.
+    std::fs::create_dir_all(&reports).unwrap();
+    let out = p
+        .lumo(&[
+            "deploy", "--env", "dev", "--only", "gone", "--junit", &junit_arg,
+        ])
+        .code(0)
+        .clone();
+    out.stderr_has(&[&warning, "No such file or directory"]);
+    assert!(!out.stderr.contains(".lumo-junit"), "{}", out.show());
+
+    // The report's path has become a directory: the rename fails after the file was written.
+    std::fs::create_dir_all(&reports).unwrap();
+    let out = p
+        .lumo(&[
+            "deploy", "--env", "dev", "--only", "taken", "--junit", &junit_arg,
+        ])
+        .code(0)
+        .clone();
+    out.stderr_has(&[&warning]);
+    assert!(!out.stderr.contains(".lumo-junit"), "{}", out.show());
+    let left: Vec<_> = std::fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["lumo.xml"], "a half-written report was left behind");
+}
+
 /// `--color` flag, environment variables, whether stderr is coloured.
 type ColourCase = (&'static str, &'static [(&'static str, &'static str)], bool);
 

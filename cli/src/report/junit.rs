@@ -16,21 +16,45 @@ use std::path::Path;
 use super::Subject;
 use crate::report::outcome::TaskOutcome;
 
-/// Writes the report of `subject` to `path`, atomically.
+/// Writes the report of `subject` to `path`, atomically. An error names no temporary file (the
+/// caller names `path`); the temporary file is gone whatever failed.
 pub fn write(path: &Path, subject: &Subject) -> io::Result<()> {
     let xml = to_xml(subject);
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut file = tempfile::Builder::new()
+    let write = || -> io::Result<()> {
+        let mut file = temp_file_in(dir)?;
+        file.write_all(xml.as_bytes())?;
+        file.as_file().sync_all()?;
+        file.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    write().map_err(|e| without_temp_file_name(&e))
+}
+
+/// The temporary file a report is written to before it is renamed over its path.
+pub(crate) fn temp_file_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
         .prefix(".lumo-junit-")
         .suffix(".tmp")
-        .tempfile_in(dir)?;
-    file.write_all(xml.as_bytes())?;
-    file.as_file().sync_all()?;
-    file.persist(path).map_err(|e| e.error)?;
-    Ok(())
+        .tempfile_in(dir)
+}
+
+/// `e` without the name of the temporary file tempfile adds to its errors (`… at path
+/// ".lumo-junit-x7Kq.tmp"`): a file the user never asked for, named in place of their
+/// `--junit PATH`.
+pub(crate) fn without_temp_file_name(e: &io::Error) -> io::Error {
+    if let Some(code) = e.raw_os_error() {
+        return io::Error::from_raw_os_error(code);
+    }
+    // tempfile's wrapper hides the OS error's code; its text comes first.
+    let text = e.to_string();
+    let os_error = text
+        .split_once(" at path ")
+        .map_or(text.as_str(), |(os_error, _)| os_error);
+    io::Error::new(e.kind(), os_error.to_string())
 }
 
 /// The report as XML text.

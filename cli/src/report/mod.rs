@@ -165,20 +165,12 @@ pub fn check_junit_path(path: &Path) -> Result<(), CliError> {
     // The report is written beside itself and renamed: a directory that takes no new file
     // (read-only, no permission) would otherwise be found out only after the deployment.
     let dir = parent.unwrap_or(Path::new("."));
-    if let Err(e) = tempfile::Builder::new()
-        .prefix(".lumo-junit-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-    {
+    if let Err(e) = junit::temp_file_in(dir) {
         return Err(CliError::invalid(format!(
             "`--junit {}`: cannot write in directory `{}`: {}",
             path.display(),
             dir.display(),
-            // Not `e` itself: tempfile names its random file, which the user never asked for.
-            e.raw_os_error().map_or_else(
-                || e.kind().to_string(),
-                |code| std::io::Error::from_raw_os_error(code).to_string()
-            )
+            junit::without_temp_file_name(&e)
         ))
         .hint("give a path in a directory lumo may write to"));
     }
