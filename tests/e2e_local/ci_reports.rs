@@ -457,6 +457,62 @@ fn the_ci_examples_call_commands_and_flags_lumo_has() {
     }
 }
 
+/// The README's CLI summary lists every flag of every command, and each flag it lists is in
+/// the command's `--help` (issue 11's check: `lumo logs --env` was missing from a summary; the
+/// README lacked `run --wait`, `lock --wait` and `init --name`). Global flags are documented
+/// once, below the summary.
+#[test]
+fn the_readme_cli_summary_and_each_commands_help_list_the_same_flags() {
+    use clap::CommandFactory;
+
+    let p = TestProject::new();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
+    let summary = readme
+        .split("## CLI\n\n```\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README has a `## CLI` summary in a code block");
+    // `lumo lock … / lumo unlock …` shares a line.
+    let documented = |verb: &str| -> String {
+        summary
+            .lines()
+            .flat_map(|line| line.split(" / "))
+            .map(|part| part.split(" # ").next().unwrap_or(part))
+            .find(|part| part.split_whitespace().nth(1) == Some(verb))
+            .unwrap_or_else(|| panic!("the README's CLI summary has no `lumo {verb}`"))
+            .to_string()
+    };
+    let cli = lumo_cli::args::Cli::command();
+    for command in cli.get_subcommands() {
+        let verb = command.get_name();
+        let line = documented(verb);
+        let help = p.lumo(&[verb, "--help"]).code(0).stdout.clone();
+        for arg in command.get_arguments().filter(|a| !a.is_global_set()) {
+            let Some(long) = arg.get_long() else { continue };
+            let flag = format!("--{long}");
+            let is_flag = |text: &str| {
+                text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                    .any(|w| w == flag)
+            };
+            assert!(is_flag(&line), "README: `{line}` lacks `{flag}`");
+            assert!(
+                is_flag(&help),
+                "`lumo {verb} --help` lacks `{flag}`:\n{help}"
+            );
+        }
+        for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            // `--` alone is `exec`'s separator before its command.
+            if let Some(long) = word.strip_prefix("--").filter(|l| !l.is_empty()) {
+                assert!(
+                    command.get_arguments().any(|a| a.get_long() == Some(long)),
+                    "README: `lumo {verb}` has no `--{long}`"
+                );
+            }
+        }
+    }
+}
+
 /// Runs `lumo <args>` on a pseudo-terminal (util-linux `script`), as a person at a terminal
 /// would: what the terminal received (stdout and stderr together, with its redraws).
 fn on_a_terminal(p: &TestProject, args: &[&str], env: &[(&str, &str)]) -> String {
