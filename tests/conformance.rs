@@ -1337,10 +1337,22 @@ mod provider_specific {
     /// `failed` "backend error: cannot run task". The outcome stands (status, exit code, the
     /// task's message) and the message names the storage failure, as on `aws`. The log file is
     /// linked to `/dev/full`, where every write fails with ENOSPC as on a full disk.
+    ///
+    /// Regression: each run warned twice (the runner when the write failed, the backend when
+    /// it got the failure with the outcome), shown even with `--quiet`; one warning a run.
     #[tokio::test]
     async fn local_a_full_log_disk_keeps_the_outcome() {
         let full = Path::new("/dev/full");
         assert!(full.exists(), "this test needs /dev/full (Linux)");
+        let warnings = CapturedLog::default();
+        // The test's runtime runs the whole run on this thread.
+        let _capture = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::WARN)
+                .with_ansi(false)
+                .with_writer(warnings.clone())
+                .finish(),
+        );
         let f = local_fixture().await;
         let built = build(&f, &["ok", "fails"]);
         for (bundle, status, exit_code, said) in [
@@ -1371,6 +1383,40 @@ mod provider_specific {
                 "the partial log `{}` is gone",
                 log.display()
             );
+            let said = warnings.take();
+            assert_eq!(
+                said.lines().filter(|l| l.contains("WARN")).count(),
+                1,
+                "one warning for the run: {said}"
+            );
+            assert!(said.contains(&format!("{id}.log")), "{said}");
+        }
+    }
+
+    /// What tracing prints, kept for a test to read.
+    #[derive(Clone, Default)]
+    struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl CapturedLog {
+        fn take(&self) -> String {
+            String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+        }
+    }
+
+    impl std::io::Write for CapturedLog {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
+        type Writer = CapturedLog;
+        fn make_writer(&'a self) -> CapturedLog {
+            self.clone()
         }
     }
 

@@ -138,9 +138,10 @@ impl<'a> OutputSink<'a> {
             && let Some(writer) = log.writer.as_mut()
             && let Err(e) = writer.write_all(masked).await
         {
-            // Keep running the task: its outcome matters more than its log, and the error is
-            // reported with the outcome at the end.
-            tracing::warn!("could not write log file `{}`: {e}", log.path.display());
+            // Keep running the task: its outcome matters more than its log. The error comes
+            // back with the outcome ([`ExecError::WriteLog`]) and the caller says it once (a
+            // warning here too printed it twice).
+            tracing::debug!("could not write log file `{}`: {e}", log.path.display());
             log.writer = None;
             log.error = Some(e);
         }
