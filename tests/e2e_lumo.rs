@@ -244,13 +244,39 @@ fn without_a_usable_node_the_deploy_stops_before_any_task() {
             &[(key, value)],
         );
         out.code(2).stderr_has(&[
-            "task(s) could not start, so nothing was run",
-            "`tasks.run-migrations`",
-            "`tasks.database/migrate`",
-            "`tasks.warm-cache`",
-            says,
+            "5 task(s) could not start, so nothing was run",
             "Node.js 20",
         ]);
+        // Regression: the same Node.js line was repeated for each task. One line names them.
+        let lines: Vec<&str> = out.stderr.lines().filter(|l| l.contains(says)).collect();
+        assert_eq!(lines.len(), 1, "{}", out.show());
+        assert!(
+            lines[0].contains(
+                "  - `tasks.run-migrations`, `tasks.database/migrate`, `tasks.broken`, \
+                 `tasks.slow`, `tasks.warm-cache`: "
+            ),
+            "{}",
+            out.show()
+        );
+        // --json keeps one problem per task, each with its key.
+        let error = p
+            .lumo_with_env(
+                &["deploy", "--env", "dev", "--provider", "local", "--json"],
+                &[(key, value)],
+            )
+            .code(2)
+            .json_error();
+        let keys: Vec<&str> = error.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "tasks.run-migrations",
+                "tasks.database/migrate",
+                "tasks.broken",
+                "tasks.slow",
+                "tasks.warm-cache"
+            ]
+        );
     }
     let history = p.lumo(&["history", "--env", "dev", "--provider", "local", "--json"]);
     let history: support::History = history.code(0).json();

@@ -113,7 +113,7 @@ impl fmt::Display for CliError {
 
 impl From<crate::preflight::PreflightError> for CliError {
     fn from(e: crate::preflight::PreflightError) -> Self {
-        let message = format!("{e}:\n{}", crate::project::list(&e.problems));
+        let message = format!("{e}:\n{}", e.listing());
         CliError {
             problems: e.problems,
             ..CliError::invalid(message).hint("fix each task above and run the command again")

@@ -27,6 +27,47 @@ pub struct PreflightError {
     pub problems: Vec<ConfigProblem>,
 }
 
+impl PreflightError {
+    /// The problems as the text error lists them. Tasks with the same problem share one line
+    /// naming them (no Node.js is one fix for every JavaScript task, not a line each); `--json`
+    /// keeps one problem per task, each under its key.
+    pub fn listing(&self) -> String {
+        let mut groups: Vec<(Vec<&str>, &str)> = Vec::new();
+        for problem in &self.problems {
+            match groups
+                .iter_mut()
+                .find(|(_, message)| *message == problem.message)
+            {
+                Some((keys, _)) => keys.push(&problem.key),
+                None => groups.push((vec![&problem.key], &problem.message)),
+            }
+        }
+        groups
+            .iter()
+            .map(|(keys, message)| format!("  - {}: {message}", named_keys(keys)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// `` `tasks.a`, `tasks.b` ``; past [`NAMED_KEYS`] the first three and how many others.
+fn named_keys(keys: &[&str]) -> String {
+    let quoted = |keys: &[&str]| {
+        keys.iter()
+            .map(|key| format!("`{key}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if keys.len() <= NAMED_KEYS {
+        quoted(keys)
+    } else {
+        format!("{} and {} other tasks", quoted(&keys[..3]), keys.len() - 3)
+    }
+}
+
+/// How many tasks sharing a problem its line names before it counts the rest.
+const NAMED_KEYS: usize = 5;
+
 /// A task's bundle, as pre-flight needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct PlannedBundle<'a> {
@@ -218,6 +259,43 @@ fn on_path(program: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn problem(key: &str, message: &str) -> ConfigProblem {
+        ConfigProblem {
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    #[test]
+    fn tasks_with_the_same_problem_share_one_line() {
+        let no_node = "Node.js was not found on `PATH`";
+        let mut problems = vec![
+            problem("tasks.a", no_node),
+            problem("tasks.b", "`run.sh` is not executable"),
+            problem("tasks.c", no_node),
+        ];
+        let error = PreflightError {
+            problems: problems.clone(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "3 task(s) could not start, so nothing was run"
+        );
+        assert_eq!(
+            error.listing(),
+            "  - `tasks.a`, `tasks.c`: Node.js was not found on `PATH`\n  \
+             - `tasks.b`: `run.sh` is not executable"
+        );
+        problems.extend((0..7).map(|i| problem(&format!("tasks.n{i}"), no_node)));
+        let listing = PreflightError { problems }.listing();
+        assert!(
+            listing.starts_with(
+                "  - `tasks.a`, `tasks.c`, `tasks.n0` and 6 other tasks: Node.js was not found"
+            ),
+            "{listing}"
+        );
+    }
 
     #[test]
     fn a_script_without_a_shebang_line_is_refused_with_the_fix() {

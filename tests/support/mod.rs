@@ -720,6 +720,16 @@ pub struct ErrorBody {
     pub message: String,
     pub causes: Vec<String>,
     pub hint: Option<String>,
+    /// An invalid config's (or pre-flight's) problems, one per key.
+    #[serde(default)]
+    pub problems: Vec<ProblemBody>,
+}
+
+/// One of [`ErrorBody::problems`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProblemBody {
+    pub key: String,
+    pub message: String,
 }
 
 /// The `TaskContext` a task receives (PRODUCT.md §4), as the task sees it.
