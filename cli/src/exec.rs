@@ -85,12 +85,7 @@ pub fn deployed_bundle(
     } else {
         format!(
             "the deployed tasks are {}",
-            state
-                .bundles
-                .keys()
-                .map(|t| format!("`{t}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::quoted::list(state.bundles.keys())
         )
     };
     Err(CliError::invalid(format!(

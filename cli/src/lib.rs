@@ -25,6 +25,7 @@ pub mod plan;
 pub mod preflight;
 pub mod progress;
 pub mod project;
+pub mod quoted;
 pub mod report;
 pub mod run_preview;
 pub mod stop;

@@ -34,7 +34,7 @@ pub enum ProjectError {
     },
     #[error("no environment given and `{}` sets no `environment`", path.display())]
     NoEnvironment { path: PathBuf },
-    #[error("unknown environment `{env}`: `{}` declares {}{hint}", path.display(), names(known))]
+    #[error("unknown environment `{env}`: `{}` declares {}{hint}", path.display(), crate::quoted::list(known))]
     UnknownEnvironment {
         path: PathBuf,
         env: String,
@@ -49,7 +49,7 @@ pub enum ProjectError {
     UnknownTask { task: String, hint: String },
     #[error(
         "task `{task}` does not exist in environment `{env}` (its `environments` are {})",
-        names(allowed)
+        crate::quoted::list(allowed)
     )]
     TaskNotInEnvironment {
         task: String,
@@ -64,14 +64,6 @@ pub fn list(problems: &[ConfigProblem]) -> String {
         .map(|p| format!("  - `{}`: {}", p.key, p.message))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn names(items: &[String]) -> String {
-    items
-        .iter()
-        .map(|i| format!("`{i}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl Project {

@@ -375,11 +375,7 @@ fn find_entry_point(dir: &Path) -> Result<EntryPoint, String> {
             .map_or(EntryPoint::Absent, EntryPoint::Executable)),
         _ => Err(format!(
             "a task directory needs exactly one executable entry point, found {}",
-            candidates
-                .iter()
-                .map(|c| format!("`{c}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::quoted::list(candidates)
         )),
     }
 }

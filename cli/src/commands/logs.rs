@@ -166,13 +166,7 @@ pub async fn find_run(
                 "on `aws` a shortened run id is looked up in the environments the config \
                  names ({}) unless `--env` says which; the whole id finds a run of any \
                  environment, and `lumo history --env ENV` lists recent runs",
-                project
-                    .config
-                    .named_environments()
-                    .iter()
-                    .map(|e| format!("`{e}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                crate::quoted::list(project.config.named_environments())
             ),
         };
         CliError::invalid(format!(

@@ -133,11 +133,7 @@ pub fn parse_args(
                 format!(
                     "task `{}` declares {}",
                     task.name,
-                    declared
-                        .keys()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    crate::quoted::list(declared.keys())
                 )
             };
             return Err(CliError::invalid(format!(
@@ -255,13 +251,6 @@ fn check_value(name: &str, def: &ArgDef, value: &str, scope: &ArgScope<'_>) -> R
 /// What argument `def` takes, for errors: its choices, else its type (for an `environment`,
 /// the environments it may name).
 fn allowed(def: &ArgDef, scope: &ArgScope<'_>) -> String {
-    let quoted = |items: &[String]| {
-        items
-            .iter()
-            .map(|i| format!("`{i}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let choices = def.choices.as_ref().map(|choices| {
         let fitting: Vec<String> = choices
             .iter()
@@ -276,7 +265,7 @@ fn allowed(def: &ArgDef, scope: &ArgScope<'_>) -> String {
              runs in",
             scope.env
         ),
-        (_, Some(choices)) => format!("one of {}", quoted(&choices)),
+        (_, Some(choices)) => format!("one of {}", crate::quoted::list(&choices)),
         (ArgType::Environment, None) => match scope.environments {
             Some(_) => {
                 let others = other_environments(scope);
@@ -287,7 +276,11 @@ fn allowed(def: &ArgDef, scope: &ArgScope<'_>) -> String {
                         scope.env
                     )
                 } else {
-                    format!("{}: {}", ArgType::Environment.described(), quoted(&others))
+                    format!(
+                        "{}: {}",
+                        ArgType::Environment.described(),
+                        crate::quoted::list(&others)
+                    )
                 }
             }
             None => format!(

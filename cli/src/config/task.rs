@@ -628,11 +628,7 @@ fn check_arg_value(
                     format!(
                         "must be one of the project's environments ({}) as the argument's \
                          `type` is 'environment', got {}{}",
-                        known
-                            .iter()
-                            .map(|e| format!("`{e}`"))
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        crate::quoted::list(known),
                         got(value),
                         suggest::hint_suffix(text, known.iter().map(String::as_str))
                     ),
@@ -689,11 +685,7 @@ fn check_choice(
         key,
         format!(
             "must be one of the argument's `choices` ({}), got {}{}",
-            choices
-                .iter()
-                .map(|c| format!("`{c}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            crate::quoted::list(choices),
             got(value),
             suggest::hint_suffix(text, choices.iter().map(String::as_str))
         ),

@@ -295,15 +295,21 @@ impl DynamoStore {
         what: &str,
     ) -> BackendResult<Vec<Item>> {
         let query = self
-            .client
+            .partition_query(env, prefix)
+            .scan_index_forward(false)
+            .limit(limit as i32);
+        self.query_all(query, Some(limit as usize), what).await
+    }
+
+    /// A Query for the items of `env`'s partition whose sort key starts with `prefix`, oldest
+    /// first.
+    fn partition_query(&self, env: &str, prefix: &str) -> QueryFluentBuilder {
+        self.client
             .query()
             .table_name(self.table())
             .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
             .expression_attribute_values(":pk", s(self.pk(env)))
             .expression_attribute_values(":prefix", s(prefix))
-            .scan_index_forward(false)
-            .limit(limit as i32);
-        self.query_all(query, Some(limit as usize), what).await
     }
 }
 
@@ -563,12 +569,7 @@ impl AuditStore for DynamoStore {
                 // Oldest first in each partition, as `local` lists them: the first `limit` of
                 // every environment hold the first `limit` of all.
                 let query = self
-                    .client
-                    .query()
-                    .table_name(self.table())
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                    .expression_attribute_values(":pk", s(self.pk(env)))
-                    .expression_attribute_values(":prefix", s(format!("RUN#{prefix}")))
+                    .partition_query(env, &format!("RUN#{prefix}"))
                     .limit(limit as i32);
                 queries.spawn(query_pages(query, Some(limit as usize)));
             }
@@ -606,14 +607,7 @@ impl AuditStore for DynamoStore {
     }
 
     async fn abandon_unfinished(&self, env: &str, message: &str) -> BackendResult<Vec<String>> {
-        let query = self
-            .client
-            .query()
-            .table_name(self.table())
-            .key_condition_expression("pk = :pk AND begins_with(sk, :active)")
-            .expression_attribute_values(":pk", s(self.pk(env)))
-            .expression_attribute_values(":active", s("ACTIVE#"))
-            .consistent_read(true);
+        let query = self.partition_query(env, "ACTIVE#").consistent_read(true);
         let markers = self
             .query_all(
                 query,

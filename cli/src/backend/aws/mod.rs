@@ -229,12 +229,7 @@ fn cargo_lambda_arch_flag(arch: Architecture) -> &'static str {
 /// it, and the three ways to point lumo at it. The binary is built in the lumo repository, not
 /// in the user's project, so the default places rarely hold it.
 pub fn runner_missing(target: &AwsTarget) -> BackendError {
-    let searched = target
-        .runner_searched
-        .iter()
-        .map(|p| format!("`{}`", p.display()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let searched = crate::quoted::list(target.runner_searched.iter().map(|p| p.display()));
     let arch = cargo_lambda_arch_flag(target.architecture);
     // A path the user never typed is named with the variable it came from.
     let source = if crate::flag_source::value_from_variable("runner", "LUMO_RUNNER") {

@@ -463,13 +463,7 @@ fn parsed_text<T>(text: String, column: usize, item: &dyn Fn() -> String) -> rus
 where
     T: TryFrom<String, Error = IdError>,
 {
-    T::try_from(text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(
-            column,
-            rusqlite::types::Type::Text,
-            format!("{}: {e}", item()).into(),
-        )
-    })
+    T::try_from(text).map_err(|e| unreadable_text(column, format!("{}: {e}", item())))
 }
 
 /// A JSON map of task → bundle hash (a deployment's or the environment's `bundles`); a hash
@@ -479,21 +473,20 @@ fn parsed_bundles(
     column: usize,
     item: &dyn Fn() -> String,
 ) -> rusqlite::Result<BTreeMap<String, BundleHash>> {
-    serde_json::from_str(text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(
-            column,
-            rusqlite::types::Type::Text,
-            format!("{}: {e}", item()).into(),
-        )
-    })
+    serde_json::from_str(text).map_err(|e| unreadable_text(column, format!("{}: {e}", item())))
 }
 
 fn bad_value(column: usize, what: &str, value: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        column,
-        rusqlite::types::Type::Text,
-        format!("unknown {what} `{value}`").into(),
-    )
+    unreadable_text(column, format!("unknown {what} `{value}`"))
+}
+
+/// A text column whose value does not read as what it holds: the record is corrupt
+/// (`sqlite_kind` says so), and `why` says how.
+fn unreadable_text(
+    column: usize,
+    why: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, why.into())
 }
 
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRun> {
@@ -535,22 +528,12 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<TaskRun> {
         output_bytes: row.get::<_, i64>(21)?.max(0) as u64,
         kind: RunKind::parse(&kind).ok_or_else(|| bad_value(22, "run kind", &kind))?,
         args: match args {
-            Some(text) => serde_json::from_str(&text).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(23, rusqlite::types::Type::Text, e.into())
-            })?,
+            Some(text) => serde_json::from_str(&text).map_err(|e| unreadable_text(23, e))?,
             None => BTreeMap::new(),
         },
         from_source: row.get(24)?,
         command: command
-            .map(|text| {
-                serde_json::from_str(&text).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        25,
-                        rusqlite::types::Type::Text,
-                        e.into(),
-                    )
-                })
-            })
+            .map(|text| serde_json::from_str(&text).map_err(|e| unreadable_text(25, e)))
             .transpose()?,
     })
 }
