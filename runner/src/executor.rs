@@ -51,10 +51,12 @@ pub const TAIL_BYTES: usize = 4096;
 /// The largest result file read; a bigger one fails the run.
 pub const MAX_RESULT_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Name of the context file inside the scratch directory (`LUMO_CONTEXT_FILE`).
+/// Name of the context file inside the scratch directory (`LUMO_CONTEXT_FILE`), after the
+/// [`TaskProcess::scratch_prefix`].
 pub const CONTEXT_FILE_NAME: &str = "context.json";
 
-/// Name of the result file inside the scratch directory (`LUMO_RESULT_FILE`).
+/// Name of the result file inside the scratch directory (`LUMO_RESULT_FILE`), after the
+/// [`TaskProcess::scratch_prefix`].
 pub const RESULT_FILE_NAME: &str = "result.json";
 
 /// How long the output pipe is still read once no process of the task's group is left
@@ -77,6 +79,9 @@ pub struct TaskProcess {
     pub kill_grace: Duration,
     /// An existing directory outside the working directory, for the context and result files.
     pub scratch_dir: PathBuf,
+    /// Put before the scratch files' names (`<prefix>context.json`, ...): empty when
+    /// `scratch_dir` is the run's own, the run's id and a dot when runs share the directory.
+    pub scratch_prefix: String,
     /// Where the full masked output is written (created or truncated), as it arrives.
     pub log_file: Option<PathBuf>,
     /// Becomes `true` when the run must end early (the caller was interrupted, or lost the
@@ -98,6 +103,7 @@ impl TaskProcess {
             working_directory,
             kill_grace: DEFAULT_KILL_GRACE,
             scratch_dir,
+            scratch_prefix: String::new(),
             log_file: None,
             stop: None,
         }

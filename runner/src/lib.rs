@@ -43,4 +43,4 @@ pub use executor::{
 #[cfg(feature = "executor")]
 pub use mask::{MASK, Masker, StreamMasker};
 #[cfg(feature = "executor")]
-pub use run::{BundleFile, BundleRun, RunnerError, run_bundle};
+pub use run::{BundleFile, BundleRun, RunnerError, remove_run_files, run_bundle};

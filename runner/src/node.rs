@@ -286,14 +286,15 @@ pub fn node_version(node: &Path) -> Result<NodeVersion, NodeError> {
 }
 
 /// The command that runs the ES module `module` (relative to `working_directory`) through
-/// lumo's entry, written into `scratch_dir` first. `Err` with a reason when it cannot start.
+/// lumo's entry, written to `entry` (a scratch file of the run) first. `Err` with a reason when
+/// it cannot start.
 ///
 /// Node's version is not checked here (that would cost a process per task); the entry script
 /// checks it as its first step, and deploys check it before the first task runs.
 pub(crate) fn task_command(
     module: &str,
     working_directory: &Path,
-    scratch_dir: &Path,
+    entry: &Path,
 ) -> Result<Command, String> {
     let relative = Path::new(module);
     if module.is_empty()
@@ -309,8 +310,7 @@ pub(crate) fn task_command(
         return Err(format!("the bundle has no file `{module}`"));
     }
     let node = find_node().map_err(|e| e.to_string())?;
-    let entry = scratch_dir.join(ENTRY_FILE_NAME);
-    std::fs::write(&entry, ENTRY_SCRIPT).map_err(|e| {
+    std::fs::write(entry, ENTRY_SCRIPT).map_err(|e| {
         format!(
             "could not write lumo's Node entry to `{}`: {e}",
             entry.display()

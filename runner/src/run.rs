@@ -77,10 +77,17 @@ pub enum RunnerError {
 
 /// Verifies the bundle's sha256 (a mismatch runs nothing), unpacks it into
 /// `<work_root>/<run_id>/bundle` (or checks out its kept tree from `unpack_cache`, see
-/// [`crate::unpacked`]), runs its entry (or the spec's `argv`) with scratch files in
-/// `<work_root>/<run_id>` itself and `context.working_directory` set to the absolute bundle
-/// directory, and removes `<work_root>/<run_id>` afterwards, whatever happened. Without a
-/// bundle, the spec's `argv` runs in the empty directory `<work_root>/<run_id>/work`.
+/// [`crate::unpacked`]), runs its entry (or the spec's `argv`) with `context.working_directory`
+/// set to the absolute bundle directory, and removes what the run left in `<work_root>`
+/// afterwards, whatever happened. Without a bundle, the spec's `argv` runs in the empty
+/// directory `<work_root>/<run_id>/work`.
+///
+/// The scratch files (context, result, Node's entry) go in `<work_root>/<run_id>/` beside the
+/// unpacked bundle, or, when the bundle runs from its kept tree and the run needs no directory
+/// of its own, straight in `<work_root>` named `<run_id>.context.json` and so on: a directory
+/// made and removed per run costs more than the run's own files on some file systems (on ext4
+/// mounted with `discard`, removing it waits for the disk to discard its block). Either way
+/// everything named after the run is removed when it ends.
 pub async fn run_bundle(
     run: BundleRun,
     observer: &mut dyn OutputObserver,
@@ -97,13 +104,14 @@ pub async fn run_bundle(
         None if run.spec.argv.is_none() => return Err(RunnerError::NothingToRun),
         None => None,
     };
-    let run_dir = run.work_root.join(run_id.as_str());
+    let work_root = run.work_root.clone();
+    let run_dir = work_root.join(run_id.as_str());
     let small = kept.is_some();
     let result = run_in(&run_dir, run, kept, observer).await;
     let removed = if small {
-        // Only the scratch files are in it (the bundle ran from its kept tree): removed here,
-        // quicker than a round trip to a blocking thread.
-        remove_dir_if_present(&run_dir)
+        // No unpacked bundle to remove (the bundle ran from its kept tree), only the run's
+        // scratch files: removed here, quicker than a round trip to a blocking thread.
+        remove_run_files(&work_root, run_id.as_str())
     } else {
         let dir = run_dir.clone();
         tokio::task::spawn_blocking(move || remove_dir_if_present(&dir))
@@ -112,12 +120,43 @@ pub async fn run_bundle(
             .and_then(|removed| removed)
     };
     if let Err(e) = removed {
-        // The outcome matters more than a leftover directory; it holds nothing another run
-        // could pick up by mistake (run ids are unique, and a rerun clears it first).
+        // The outcome matters more than a leftover file; it holds nothing another run could
+        // pick up by mistake (run ids are unique, and a rerun clears it first).
         tracing::warn!(
-            "could not remove the run directory `{}`: {e}",
-            run_dir.display()
+            "could not remove the files of run {run_id} in `{}`: {e}",
+            work_root.display()
         );
+    }
+    result
+}
+
+/// Removes everything in `work_root` named after run `run_id`: its scratch files
+/// (`<run_id>.context.json`, ...), what the task wrote beside them (`<run_id>.result.json.tmp`)
+/// and its run directory, if it has one.
+pub fn remove_run_files(work_root: &Path, run_id: &str) -> io::Result<()> {
+    let entries = match std::fs::read_dir(work_root) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        entries => entries?,
+    };
+    let mut result = Ok(());
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(rest) = name.as_encoded_bytes().strip_prefix(run_id.as_bytes()) else {
+            continue;
+        };
+        if !(rest.is_empty() || rest.starts_with(b".")) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => remove_dir_if_present(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        match removed {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => result = result.and(Err(e)),
+            _ => {}
+        }
     }
     result
 }
@@ -169,7 +208,8 @@ async fn verify_hash(bundle_zip: &Path, expected: &BundleHash) -> Result<(), Run
     }
 }
 
-/// Everything between a verified bundle and its outcome, inside `run_dir`.
+/// Everything between a verified bundle and its outcome, inside `run_dir` (or beside it, see
+/// [`run_bundle`]).
 async fn run_in(
     run_dir: &Path,
     run: BundleRun,
@@ -180,15 +220,23 @@ async fn run_in(
         path: path.to_owned(),
         source,
     };
-    // A directory left by an earlier attempt of this run (a Lambda container that was stopped
-    // mid-run and is reused) must not mix with this bundle.
-    remove_dir_if_present(run_dir).map_err(|e| work_dir_err(run_dir, e))?;
     let bundle_dir = run_dir.join("bundle");
-    // The scratch files (context, result, Node's entry) sit in the run directory beside
-    // `bundle/`, not in a directory of their own: each directory made and removed costs a
-    // deploy of many tasks measurably on some file systems (see `crate::unpacked`).
-    let scratch_dir = run_dir.to_path_buf();
-    std::fs::create_dir_all(&scratch_dir).map_err(|e| work_dir_err(&scratch_dir, e))?;
+    let (scratch_dir, scratch_prefix) = if kept.is_some() {
+        // Nothing of the run needs a directory: its scratch files go in the work root, named
+        // after the run. Those of an earlier attempt with the same id are written over (the
+        // context) or removed (the result) before the task starts.
+        let prefix = format!("{}.", run.spec.run_id());
+        std::fs::create_dir_all(&run.work_root).map_err(|e| work_dir_err(&run.work_root, e))?;
+        (run.work_root.clone(), prefix)
+    } else {
+        // A directory left by an earlier attempt of this run (a Lambda container that was
+        // stopped mid-run and is reused) must not mix with this bundle.
+        remove_dir_if_present(run_dir).map_err(|e| work_dir_err(run_dir, e))?;
+        // The scratch files (context, result, Node's entry) sit in the run directory beside
+        // `bundle/`, not in a directory of their own.
+        std::fs::create_dir_all(run_dir).map_err(|e| work_dir_err(run_dir, e))?;
+        (run_dir.to_path_buf(), String::new())
+    };
 
     // The kept tree's lock is held until the run ends (`_kept` lives to the end of this
     // function): no other run uses the tree meanwhile.
@@ -234,6 +282,7 @@ async fn run_in(
         working_directory: bundle_dir,
         kill_grace: run.kill_grace,
         scratch_dir,
+        scratch_prefix,
         log_file: run.log_file,
         stop: run.stop,
     };

@@ -40,8 +40,9 @@ pub(super) fn prepare_scratch(process: &TaskProcess) -> Result<ScratchFiles, Exe
             path: process.scratch_dir.clone(),
             source,
         })?;
-    let context_file = scratch.join(CONTEXT_FILE_NAME);
-    let result_file = scratch.join(RESULT_FILE_NAME);
+    let prefix = &process.scratch_prefix;
+    let context_file = scratch.join(format!("{prefix}{CONTEXT_FILE_NAME}"));
+    let result_file = scratch.join(format!("{prefix}{RESULT_FILE_NAME}"));
     let write_err = |source| ExecError::WriteContext {
         path: context_file.clone(),
         source,
@@ -191,7 +192,12 @@ fn task_command(
         Entry::Node(module) => {
             // The context file lives in the scratch directory, beside which the entry goes.
             let scratch = context_file.parent().unwrap_or(&process.scratch_dir);
-            crate::node::task_command(module, &process.working_directory, scratch)?
+            let entry = scratch.join(format!(
+                "{}{}",
+                process.scratch_prefix,
+                crate::node::ENTRY_FILE_NAME
+            ));
+            crate::node::task_command(module, &process.working_directory, &entry)?
         }
         Entry::Argv(argv) => {
             let Some((program, args)) = argv.split_first().filter(|(p, _)| !p.is_empty()) else {

@@ -259,3 +259,49 @@ async fn an_argv_without_a_bundle_runs_in_an_empty_directory() {
     let err = run_bundle(run, &mut DiscardOutput).await.unwrap_err();
     assert!(matches!(err, RunnerError::NothingToRun), "{err}");
 }
+
+/// A run from a kept tree makes no directory of its own: its scratch files sit in the work root
+/// named after the run, and everything named after it is gone when it ends, what the task wrote
+/// beside them included. Another run's files there are left alone.
+#[tokio::test]
+async fn a_run_from_a_kept_tree_keeps_its_scratch_files_in_the_work_root_and_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = b"#!/bin/sh\n\
+        echo \"$LUMO_CONTEXT_FILE\"\n\
+        echo \"$LUMO_RESULT_FILE\"\n\
+        grep -q '\"runId\":\"run-1\"' \"$LUMO_CONTEXT_FILE\" || exit 9\n\
+        echo half > \"$LUMO_RESULT_FILE.tmp\"\n\
+        echo '{\"success\":true,\"message\":\"from the result\"}' > \"$LUMO_RESULT_FILE\"\n";
+    let mut run = bundle_run(
+        dir.path(),
+        Entry::Program("run.sh".into()),
+        &[("run.sh", script, 0o755)],
+    );
+    run.unpack_cache = Some(UnpackCache::new(dir.path().join("unpacked")));
+    let work_root = dir.path().join("runs");
+    fs::create_dir_all(&work_root).unwrap();
+    // Another run's scratch file, and one whose id starts with this one's.
+    fs::write(work_root.join("run-2.context.json"), "{}").unwrap();
+    fs::write(work_root.join("run-10.context.json"), "{}").unwrap();
+    for _ in 0..2 {
+        let mut seen = Vec::new();
+        let outcome = run_bundle(run.clone(), &mut seen).await.unwrap();
+        assert_eq!(outcome.status, RunStatus::Succeeded, "{outcome:?}");
+        assert_eq!(outcome.message, "from the result");
+        let root = std::path::absolute(&work_root).unwrap();
+        assert_eq!(
+            String::from_utf8(seen).unwrap(),
+            format!(
+                "{}\n{}\n",
+                root.join("run-1.context.json").display(),
+                root.join("run-1.result.json").display()
+            )
+        );
+        let mut left: Vec<_> = fs::read_dir(&work_root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["run-10.context.json", "run-2.context.json"]);
+    }
+}

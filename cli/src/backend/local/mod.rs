@@ -5,7 +5,7 @@
 //! .lumo/lumo.db                 audit trail and environment state (SQLite)
 //! .lumo/bundles/<sha256>.zip    content-addressed bundles
 //! .lumo/logs/<run-id>.log       full (masked) output of each run
-//! .lumo/work/<run-id>/          a run's scratch files (and unpacked bundle when not kept), removed when it ends
+//! .lumo/work/<run-id>.*         a run's scratch files (in <run-id>/ with its unpacked bundle when not kept), removed when it ends
 //! .lumo/unpacked/<sha256>/      unpacked bundles kept between runs, reused only when untouched
 //! .lumo/bundle-cache.json       which bundle each task's unchanged inputs built (stat cache)
 //! ```
@@ -260,10 +260,8 @@ impl Orphans for LocalExecutor {
     async fn stop(&self, _env: &str, run_ids: &[String], _reason: &str) -> BackendResult<()> {
         for run_id in run_ids {
             lumo_runner::executor::kill_processes_of_run(run_id);
-            let run_dir = self.layout.work().join(run_id);
-            if run_dir.is_dir() {
-                let _ = std::fs::remove_dir_all(&run_dir);
-            }
+            // Its run directory or scratch files, whichever it had.
+            let _ = lumo_runner::remove_run_files(&self.layout.work(), run_id);
         }
         Ok(())
     }
