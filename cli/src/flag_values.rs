@@ -4,7 +4,9 @@
 //! generic "unexpected argument '-1' found" or "invalid digit found in string". The flags
 //! using them take a negative number as their value (`allow_negative_numbers`), so it reaches
 //! the parser instead of being taken for an unknown flag. Not `allow_hyphen_values`: that would
-//! also take the next flag (`--wait --json`) or the `--` before `exec`'s command as the value.
+//! also take the next flag (`--wait --json`) or the `--` before `exec`'s command as the value;
+//! a negative duration with a unit (`--wait -5s`) is caught after clap instead
+//! ([`negative_duration`]).
 
 use std::time::Duration;
 
@@ -34,6 +36,37 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(s).map_err(|e| format!("{ALLOWED} ({e})"))
+}
+
+/// The flags read with [`duration`].
+const DURATION_FLAGS: &[&str] = &["--wait", "--timeout"];
+
+/// `--wait -5s`: a negative duration with a unit is no number, so clap takes it for flags
+/// (`-5`, `-s`) and says "unexpected argument '-5' found". When that word follows a duration
+/// flag, the error [`duration`] gives for it instead, naming the flag.
+pub fn negative_duration(e: &clap::Error) -> Option<clap::Error> {
+    if e.kind() != clap::error::ErrorKind::UnknownArgument {
+        return None;
+    }
+    let words: Vec<String> = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let (flag, value) = words.windows(2).find_map(|pair| {
+        let negative = pair[1]
+            .strip_prefix('-')?
+            .starts_with(|c: char| c.is_ascii_digit());
+        (negative && DURATION_FLAGS.contains(&pair[0].as_str())).then(|| (&pair[0], &pair[1]))
+    })?;
+    let why = duration(value).err()?;
+    Some(clap::Error::raw(
+        clap::error::ErrorKind::InvalidValue,
+        // As clap words a value its parser refused.
+        format!(
+            "invalid value '{value}' for '{flag} <D>': {why}\n\nFor more information, try '--help'.\n"
+        ),
+    ))
 }
 
 /// A whole number from `min` to `max` (`max` = the type's largest: no upper bound to speak of).

@@ -18,6 +18,9 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(mut e) => {
+            if let Some(refused) = lumo_cli::flag_values::negative_duration(&e) {
+                e = refused;
+            }
             let from_variable = variable_behind(&e);
             if let Some(note) = &from_variable {
                 e.insert(

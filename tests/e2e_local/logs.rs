@@ -186,6 +186,12 @@ fn a_negative_or_non_number_numeric_flag_names_the_flag_and_what_it_takes() {
             "from 1 to 64",
         ),
         (&["deploy", "--wait", "-1"], "--wait", "not a negative one"),
+        (&["deploy", "--wait", "-5s"], "--wait", "not a negative one"),
+        (
+            &["exec", "--timeout", "-1m", "--", "true"],
+            "--timeout",
+            "not a negative one",
+        ),
         (
             &["exec", "--timeout", "-1", "--", "true"],
             "--timeout",
