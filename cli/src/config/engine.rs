@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::time::{ClockId, clock_gettime};
 use rquickjs::context::EvalOptions;
 use rquickjs::{Context, Ctx, Exception, Function, Module, Object, Promise, Runtime, Value};
 
@@ -83,10 +84,10 @@ pub(super) fn evaluate(
         });
     };
 
-    let started = Instant::now();
+    let clock = EvaluationClock::start();
     let runtime = Runtime::new().map_err(engine_error)?;
     runtime.set_memory_limit(MEMORY_LIMIT);
-    runtime.set_interrupt_handler(Some(Box::new(move || started.elapsed() > time_limit)));
+    runtime.set_interrupt_handler(Some(Box::new(move || clock.elapsed() > time_limit)));
     runtime.set_loader(ConfigResolver, ConfigLoader);
     let context = Context::full(&runtime).map_err(engine_error)?;
 
@@ -103,7 +104,7 @@ pub(super) fn evaluate(
     // below, once the context no longer holds the runtime.
     let outcome = context.with(|ctx| {
         run(&ctx, name, root, source).map_err(|failure| {
-            if started.elapsed() > time_limit {
+            if clock.elapsed() > time_limit {
                 return None;
             }
             Some(match failure {
@@ -144,6 +145,38 @@ pub(super) fn evaluate(
             ),
         }),
     }
+}
+
+/// The time a config has spent evaluating: the CPU time of the evaluating thread, so that a
+/// loaded machine (parallel tests, a build beside it) does not turn a config that fills its
+/// memory, or merely a slow one, into "does it loop forever?". Evaluation does no waiting (no
+/// I/O beyond reading its modules), so on an idle machine this is its wall-clock time. Where
+/// the thread's CPU clock cannot be read, wall-clock time is used.
+#[derive(Clone, Copy)]
+struct EvaluationClock {
+    cpu_at_start: Option<Duration>,
+    wall_at_start: Instant,
+}
+
+impl EvaluationClock {
+    fn start() -> Self {
+        EvaluationClock {
+            cpu_at_start: thread_cpu_time(),
+            wall_at_start: Instant::now(),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        match (self.cpu_at_start, thread_cpu_time()) {
+            (Some(start), Some(now)) => now.saturating_sub(start),
+            _ => self.wall_at_start.elapsed(),
+        }
+    }
+}
+
+fn thread_cpu_time() -> Option<Duration> {
+    let now = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    Some(Duration::from(now))
 }
 
 /// Whether an engine holding `malloc_size` bytes at the deadline was running out of memory:

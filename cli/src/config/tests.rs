@@ -551,7 +551,9 @@ fn a_config_that_never_ends_is_stopped() {
     let started = Instant::now();
     let error =
         load_within(&config_path(&dir), None, Duration::from_millis(200)).expect_err("loops");
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // 200 ms of the evaluating thread's CPU time: on a loaded machine that takes longer on the
+    // clock, so this only checks that the loop is stopped at all.
+    assert!(started.elapsed() < Duration::from_secs(60));
     match error {
         ConfigError::Evaluate { message, .. } => {
             assert!(
