@@ -322,6 +322,16 @@ fn a_lumo_framework_project_deploys_unchanged_on_aws() {
             lumo_testkit::HOST_ARCHITECTURE
         ),
     );
+    // The slow handler writes its pid where this test looks (the task's `env` reaches the
+    // runner on Lambda; the emulated Lambda runs on this machine, so the pid is checkable).
+    let pid_file = a.p.out().join("slow.pid");
+    let config = config.replace(
+        "slow: { timeout: 2, runOn: [] },",
+        &format!(
+            "slow: {{ timeout: 2, runOn: [], env: {{ FIXTURE_PID_FILE: '{}' }} }},",
+            pid_file.display()
+        ),
+    );
     fs::write(a.p.root().join("lumo.config.js"), config).unwrap();
 
     let first = a.p.deploy(&["--deploy-version", "v1"], 0);
@@ -357,6 +367,15 @@ fn a_lumo_framework_project_deploys_unchanged_on_aws() {
             .code(1)
             .json();
     assert_eq!(run.status, RunStatus::TimedOut);
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        !is_alive(pid),
+        "the handler's node process {pid} outlived its timeout on the runner"
+    );
 
     // The function: nodejs24.x, the wrapper in its environment, and started through it.
     let function = format!("{}-dev-lumo-runner", a.name);
