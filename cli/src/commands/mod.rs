@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::args::GlobalArgs;
+use crate::args::{Command, GlobalArgs};
 use crate::backend::{self, Backend, ConnectOptions};
 use crate::bundle::{Build, BuildTarget};
 use crate::config::Provider;
@@ -32,6 +32,26 @@ use crate::project::Project;
 use crate::stop::{StopReason, StopSignal};
 
 pub type CommandResult = Result<Outcome, CliError>;
+
+/// Whether `command` runs tasks or builds bundles. Those get tokio's two worker threads, so a
+/// task's output is pumped and its timeout and the environment's lock watched while the
+/// command's own future hashes, zips or writes to the store. Every other command reads or
+/// writes a record or two and prints: it runs on the main thread alone and starts no threads
+/// (docs/startup.md: a tenth of a millisecond or more of every such start).
+pub fn needs_worker_threads(command: &Command) -> bool {
+    match command {
+        Command::Deploy(_) | Command::Run(_) | Command::Exec(_) | Command::Build(_) => true,
+        Command::Tasks(_)
+        | Command::History(_)
+        | Command::Logs(_)
+        | Command::Status(_)
+        | Command::Lock(_)
+        | Command::Unlock(_)
+        | Command::Init(_)
+        | Command::Completions(_)
+        | Command::Prune(_) => false,
+    }
+}
 
 /// What a command that did its work hands back to `main`.
 pub struct Outcome {

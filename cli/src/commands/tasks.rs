@@ -18,10 +18,16 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
         Some(e) => Some(project.resolve_env(Some(e))?),
         None => None,
     };
-    let actor = actor(&project, env.as_deref(), ctx).await?;
-    let standing = env
-        .as_deref()
-        .map(|e| Standing::of(&project.config, e, &actor));
+    // Who is asking matters only with `--env`: without it no actor is looked up (no `git`
+    // started, no backend opened).
+    let (actor, standing) = match env.as_deref() {
+        Some(e) => {
+            let actor = actor(&project, e, ctx).await?;
+            let standing = Standing::of(&project.config, e, &actor);
+            (Some(actor), Some(standing))
+        }
+        None => (None, None),
+    };
     let tasks = project
         .tasks
         .iter()
@@ -57,7 +63,7 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
         .collect();
     let list = TaskList {
         project: project.config.project_name.clone(),
-        actor: env.as_ref().map(|_| actor.clone()),
+        actor,
         role: standing.as_ref().and_then(|s| s.role),
         may_deploy: standing.as_ref().map(|s| s.may_deploy),
         deploy_role: standing.as_ref().map(|s| s.deploy_needs),
@@ -71,15 +77,13 @@ pub async fn run(args: TasksArgs, ctx: &Context) -> CommandResult {
 /// Who is asking, for "may run": the actor `lumo run` would check ([`Context::actor`]). The
 /// backend is opened only when its answer can matter: on `aws` (the caller identity) with
 /// `--env`, an `access` map for that environment, and no actor from the flag or the CI.
-async fn actor(project: &Project, env: Option<&str>, ctx: &Context) -> Result<String, CliError> {
+async fn actor(project: &Project, env: &str, ctx: &Context) -> Result<String, CliError> {
     let needs_caller = crate::backend::identifies_caller(project.config.provider)
-        && env.is_some_and(|e| {
-            project
-                .config
-                .access
-                .get(e)
-                .is_some_and(|a| !a.roles.is_empty())
-        })
+        && project
+            .config
+            .access
+            .get(env)
+            .is_some_and(|a| !a.roles.is_empty())
         && crate::actor::from_flag_or_ci(ctx.global.actor.as_deref()).is_none();
     if needs_caller {
         let backend = ctx.connect_read_only(project).await?;

@@ -203,6 +203,40 @@ fn read_only(path: &Path, e: &rusqlite::Error) -> bool {
     !(file_writable && dir_writable)
 }
 
+/// The size the write-ahead log is cut back to after a checkpoint (it is emptied when the last
+/// connection closes).
+const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
+
+/// Asks SQLite to leave the write-ahead log and its index (`lumo.db-wal`, `lumo.db-shm`) in
+/// place when the last connection closes, instead of deleting them for the next lumo to create
+/// again: every lumo process that opened the store created both files, synced the directory
+/// and deleted both on the way out, a read-only `lumo history` included (docs/startup.md).
+/// Closing still checkpoints, so `lumo.db` alone holds every record once lumo has exited, and
+/// then empties the log ([`WAL_SIZE_LIMIT`]).
+fn keep_wal_files(conn: &Connection) -> rusqlite::Result<()> {
+    let mut keep: std::ffi::c_int = 1;
+    // SAFETY: the handle is this open connection's, used only for the call; the schema name
+    // is a NUL-terminated literal; SQLITE_FCNTL_PERSIST_WAL reads and writes one int through
+    // the pointer, which outlives the call.
+    let code = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&raw mut keep).cast(),
+        )
+    };
+    // NOTFOUND: no file behind the connection (the `:memory:` store of a dry run).
+    if code == rusqlite::ffi::SQLITE_OK || code == rusqlite::ffi::SQLITE_NOTFOUND {
+        Ok(())
+    } else {
+        Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            Some("cannot keep the write-ahead log between runs".to_string()),
+        ))
+    }
+}
+
 /// The SQLite store. One connection behind a mutex: every statement is microseconds, and
 /// SQLite serialises writers anyway.
 pub struct SqliteStore {
@@ -235,10 +269,16 @@ impl SqliteStore {
             .hint("it may be corrupt; move it away to start a fresh history")
         };
         let mut conn = Connection::open(path).map_err(fail)?;
+        keep_wal_files(&conn).map_err(fail)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(fail)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(fail)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(fail)?;
+        // With the log kept, a limit makes the last close empty it after its checkpoint: the
+        // first process to open the store rebuilds the log's index by reading back all it holds,
+        // and a checkpointed log's frames stay valid. It also caps the log between checkpoints.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(fail)?;
         match migrate(&mut conn, MIGRATIONS) {
             Ok(()) => {}
@@ -869,6 +909,48 @@ mod tests {
             from_source: false,
             command: None,
         }
+    }
+
+    /// Every lumo process created `lumo.db-wal` and `lumo.db-shm` and deleted them again on exit
+    /// (a directory sync and two inodes each time); they now stay, and the store file itself is
+    /// still complete after lumo closes it (a copy of `lumo.db` alone has every record).
+    #[tokio::test]
+    async fn the_write_ahead_log_stays_between_runs_and_the_store_file_alone_is_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("lumo.db");
+        let run = a_run();
+        let store = open_at(&db).unwrap();
+        store.start_run(&run).await.unwrap();
+        drop(store);
+        let wal = dir.path().join("lumo.db-wal");
+        let shm = dir.path().join("lumo.db-shm");
+        assert!(
+            wal.exists() && shm.exists(),
+            "the log and its index are kept"
+        );
+        assert_eq!(
+            std::fs::metadata(&wal).unwrap().len(),
+            0,
+            "the log is emptied: the next lumo has nothing to read back from it"
+        );
+        let wal_inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&wal).unwrap());
+
+        let copy = tempfile::tempdir().unwrap();
+        let copied = copy.path().join("lumo.db");
+        std::fs::copy(&db, &copied).unwrap();
+        let alone = open_at(&copied).unwrap();
+        assert_eq!(alone.run(&run.id).await.unwrap(), Some(run.clone()));
+
+        let store = open_at(&db).unwrap();
+        let mut second = a_run();
+        second.id = crate::backend::records::new_run_id();
+        store.start_run(&second).await.unwrap();
+        drop(store);
+        let reopened = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&wal).unwrap());
+        assert_eq!(reopened, wal_inode, "the next lumo reuses the log file");
+        let store = open_at(&db).unwrap();
+        assert_eq!(store.run(&run.id).await.unwrap(), Some(run));
+        assert_eq!(store.run(&second.id).await.unwrap(), Some(second));
     }
 
     #[tokio::test]
