@@ -723,3 +723,140 @@ fn the_runner_function_gets_room_in_tmp_for_its_cache_and_the_bundle() {
     });
     assert_eq!(storage, Some(1024));
 }
+
+/// AWS files of the test's own (lumo is pointed at them by `AWS_CONFIG_FILE` and
+/// `AWS_SHARED_CREDENTIALS_FILE`): profile `prod` in the config file, `ci` in the credentials
+/// file. Returns the two paths.
+fn aws_files(p: &TestProject) -> (String, String) {
+    let config = p.tmp().join("aws-config");
+    std::fs::write(&config, "[profile prod]\nregion = us-east-1\n").unwrap();
+    let credentials = p.tmp().join("aws-credentials");
+    std::fs::write(
+        &credentials,
+        "[ci]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    (
+        config.to_string_lossy().into_owned(),
+        credentials.to_string_lossy().into_owned(),
+    )
+}
+
+/// A profile that neither AWS file defines is a bad input (exit 2), named with where it came
+/// from, the files looked in and the profiles they define, before anything is bundled, locked
+/// or recorded; the SDK's "cannot reach AWS" and its dump are not what the user reads. A profile
+/// that exists is taken as before.
+#[test]
+fn a_profile_that_does_not_exist_is_named_with_the_files_before_anything_is_written() {
+    let _shared = COUNTING.read().unwrap();
+    let a = aws_project!();
+    a.config("{ step: {} }")
+        .task("step", "echo ran > \"@OUT@/ran\"");
+    let (config, credentials) = aws_files(&a.p);
+    let files = [
+        ("AWS_CONFIG_FILE", config.as_str()),
+        ("AWS_SHARED_CREDENTIALS_FILE", credentials.as_str()),
+    ];
+
+    let by_flag =
+        a.p.lumo_with_env(&["deploy", "--env", "dev", "--profile", "ghost"], &files);
+    by_flag.code(2).stderr_has(&[
+        "AWS profile `ghost` (from `--profile`) does not exist",
+        &format!("`{config}` (`AWS_CONFIG_FILE`)"),
+        &format!("`{credentials}` (`AWS_SHARED_CREDENTIALS_FILE`)"),
+        "profiles there: `ci`, `prod`",
+        "pass one of those to `--profile`",
+    ]);
+    assert!(
+        !by_flag.stderr.contains("cannot reach AWS") && !by_flag.stderr.contains("Bundling"),
+        "one error, before the build:\n{}",
+        by_flag.stderr
+    );
+
+    let by_variable = [files.as_slice(), &[("AWS_PROFILE", "ghost")]].concat();
+    let json =
+        a.p.lumo_with_env(&["deploy", "--env", "dev", "--json"], &by_variable);
+    let error = json.code(2).json_error();
+    assert_eq!(error.kind, "invalid");
+    assert!(
+        error
+            .message
+            .contains("AWS profile `ghost` (from `AWS_PROFILE`) does not exist")
+            && error.message.contains(&config)
+            && error.message.contains("`ci`, `prod`"),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("set `AWS_PROFILE` to one of those")),
+        "{error:?}"
+    );
+    let text =
+        a.p.lumo_with_env(&["history", "--env", "dev"], &by_variable);
+    text.code(2)
+        .stderr_has(&["AWS profile `ghost` (from `AWS_PROFILE`) does not exist"]);
+
+    assert!(a.items().is_empty(), "no lock taken, nothing recorded");
+    assert!(a.objects().is_empty(), "no bundle uploaded");
+    assert!(!a.p.lumo_dir().join("bundles").exists(), "nothing bundled");
+    assert!(!a.p.out().join("ran").exists(), "nothing ran");
+
+    // `prod` exists (with no keys of its own: the environment's are used, as the SDK does).
+    let runs = a.p.lumo_with_env(
+        &["history", "--env", "dev", "--profile", "prod", "--json"],
+        &files,
+    );
+    runs.code(0);
+}
+
+/// An SDK failure is one line a user can read, never the SDK's `{:?}` dump; no usable
+/// credentials is said as that, not as an unreachable AWS. No emulator: the endpoint is a
+/// closed port, so nothing is sent anywhere.
+#[test]
+fn an_sdk_failure_is_one_line_and_missing_credentials_are_not_a_network_problem() {
+    let mut p = TestProject::new();
+    p.config(
+        "export default {
+           projectName: 'quiet', provider: 'aws', region: 'us-east-1',
+           aws: { bucket: 'quiet-bundles', table: 'quiet-audit' },
+           tasks: { step: {} },
+         };",
+    )
+    .task("step", "echo step");
+    for (key, value) in [
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ("AWS_MAX_ATTEMPTS", "1"),
+    ] {
+        p.set_env(key, value);
+    }
+    let dump = ["DispatchFailure", "ConnectorError", "{ source"];
+
+    let no_credentials = p.lumo(&["history", "--env", "dev"]);
+    no_credentials.code(4).stderr_has(&[
+        "no usable AWS credentials while reading the history of `dev`",
+        "aws sts get-caller-identity",
+    ]);
+    for fragment in dump {
+        assert!(
+            !no_credentials.stderr.contains(fragment),
+            "{}",
+            no_credentials.stderr
+        );
+    }
+
+    p.set_env("AWS_ACCESS_KEY_ID", "testing")
+        .set_env("AWS_SECRET_ACCESS_KEY", "testing");
+    let unreachable = p.lumo(&["history", "--env", "dev", "--json"]);
+    let error = unreachable.code(4).json_error();
+    assert!(error.message.contains("cannot reach AWS"), "{error:?}");
+    let causes = error.causes.join("\n");
+    assert!(causes.contains("Connection refused"), "{error:?}");
+    for fragment in dump {
+        assert!(!causes.contains(fragment), "{error:?}");
+    }
+}

@@ -31,7 +31,7 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     }
     let secrets = project.secret_values()?;
     // Before bundling: a provider that cannot be opened would waste the build.
-    project.backend_ready()?;
+    ctx.backend_ready(&project).await?;
 
     let spinner = printer.spinner(format!("Bundling {} task(s)", tasks.len()));
     // A dry run bundles too (`runOn: 'change'` needs the hashes), but leaves no trace.

@@ -156,8 +156,20 @@ impl Context {
         self.connect_with(project, true).await
     }
 
-    async fn connect_with(&self, project: &Project, read_only: bool) -> Result<Backend, CliError> {
+    /// Whether the project's provider can be opened with the global flags: what its config
+    /// needs, and on `aws` a named profile that exists. Before a build, so a bad input wastes
+    /// none and leaves nothing behind.
+    pub async fn backend_ready(&self, project: &Project) -> Result<(), CliError> {
         project.backend_ready()?;
+        if let (Provider::Aws, Some(profile)) = (project.config.provider, &self.global.aws.profile)
+        {
+            backend::aws::check_named_profile(profile).await?;
+        }
+        Ok(())
+    }
+
+    async fn connect_with(&self, project: &Project, read_only: bool) -> Result<Backend, CliError> {
+        self.backend_ready(project).await?;
         if !read_only {
             self.warn_of_an_empty_store_in_ci(project);
         }

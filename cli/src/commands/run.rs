@@ -46,6 +46,7 @@ pub async fn run(args: RunArgs, ctx: &Context) -> CommandResult {
     }
 
     let working_copy = if args.from_source {
+        ctx.backend_ready(&project).await?;
         let dir = project.lumo_dir().join("bundles");
         Some(working_copy::build(
             &project,

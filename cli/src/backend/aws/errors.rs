@@ -4,11 +4,34 @@
 
 use std::error::Error as StdError;
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::error::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 
 use crate::backend::{BackendError, BackendErrorKind};
+
+/// The error and its sources on one line, `: `-separated, a source whose text its error already
+/// shows left out. Not `DisplayErrorContext`: it appends the whole error's `{:?}`, a dump of
+/// the SDK's internals no user can act on.
+pub fn one_line(err: &(dyn StdError + 'static)) -> String {
+    let mut line = String::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !text.is_empty() && !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        next = e.source();
+    }
+    line
+}
 
 /// A message the SDK error's `Display` chain renders, as the cause of our error.
 #[derive(Debug, thiserror::Error)]
@@ -21,9 +44,16 @@ where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let detail = SdkCause(DisplayErrorContext(&err).to_string());
+    let detail = SdkCause(one_line(&err));
     let code = err.code().unwrap_or_default().to_string();
     let (kind, message, hint) = match &err {
+        // The request never left: the credential chain found nothing usable (no profile
+        // credentials, an expired SSO session). Not the network, so not "cannot reach AWS".
+        SdkError::DispatchFailure(_) if is_credentials_error(&err) => (
+            BackendErrorKind::Denied,
+            format!("no usable AWS credentials while {what}"),
+            Some(credentials_hint()),
+        ),
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
             let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
             (
@@ -55,6 +85,27 @@ where
     let mut e = BackendError::with_source(message, detail).of_kind(kind);
     e.hint = hint;
     e
+}
+
+/// Whether a credentials provider's error is in the chain of `err`.
+fn is_credentials_error(err: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<CredentialsError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Where to look: the same chain lumo used, checked with the AWS CLI.
+fn credentials_hint() -> String {
+    "check `aws sts get-caller-identity` with the same `--profile`/`AWS_PROFILE` (`aws sso \
+     login` if the profile uses SSO); lumo uses the standard chain: `AWS_ACCESS_KEY_ID` and \
+     `AWS_SECRET_ACCESS_KEY`, the profile in `~/.aws/credentials` and `~/.aws/config`, then web \
+     identity, ECS and EC2 roles"
+        .to_string()
 }
 
 /// The kind of a service error by its code (denials are told apart before, for their message).

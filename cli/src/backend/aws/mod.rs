@@ -9,6 +9,7 @@ mod dynamo;
 mod errors;
 mod lambda;
 mod locks;
+mod profile;
 mod runner_arch;
 mod s3;
 pub mod settings;
@@ -24,6 +25,7 @@ use crate::project::Project;
 use settings::Architecture;
 
 pub use errors::sdk_error;
+pub use profile::check_named_profile;
 
 /// The `aws` settings of a project, every required one present.
 #[derive(Debug, Clone)]
@@ -128,6 +130,8 @@ pub async fn open(project: &Project, opts: &ConnectOptions) -> BackendResult<Bac
         .build_https();
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client);
     if let Some(profile) = &opts.aws.profile {
+        // Also checked by the commands before they build; here for any other way in.
+        check_named_profile(profile).await?;
         loader = loader.profile_name(profile);
     }
     if let Some(region) = opts
@@ -189,10 +193,7 @@ async fn caller_identity(sdk: &aws_config::SdkConfig) -> Option<String> {
     match sts.get_caller_identity().send().await {
         Ok(out) => out.arn().map(str::to_string),
         Err(e) => {
-            tracing::debug!(
-                "sts:GetCallerIdentity failed: {}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            );
+            tracing::debug!("sts:GetCallerIdentity failed: {}", errors::one_line(&e));
             None
         }
     }
