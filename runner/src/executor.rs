@@ -82,6 +82,12 @@ pub struct TaskProcess {
     /// Put before the scratch files' names (`<prefix>context.json`, ...): empty when
     /// `scratch_dir` is the run's own, the run's id and a dot when runs share the directory.
     pub scratch_prefix: String,
+    /// The context file is an in-memory file (Linux), named `/proc/<lumo's pid>/fd/<n>` for
+    /// the run's processes, instead of `<scratch_dir>/<prefix>context.json`: nothing is created
+    /// on disk or deleted from it, which a deploy of many tasks pays per task on some file
+    /// systems. It can be read, by the task and whatever it starts, until the run ends.
+    /// Elsewhere, or if it cannot be made, the file on disk is written as without it.
+    pub context_in_memory: bool,
     /// Where the full masked output is written (created or truncated), as it arrives.
     pub log_file: Option<PathBuf>,
     /// Becomes `true` when the run must end early (the caller was interrupted, or lost the
@@ -104,6 +110,7 @@ impl TaskProcess {
             kill_grace: DEFAULT_KILL_GRACE,
             scratch_dir,
             scratch_prefix: String::new(),
+            context_in_memory: false,
             log_file: None,
             stop: None,
         }

@@ -84,10 +84,12 @@ pub enum RunnerError {
 ///
 /// The scratch files (context, result, Node's entry) go in `<work_root>/<run_id>/` beside the
 /// unpacked bundle, or, when the bundle runs from its kept tree and the run needs no directory
-/// of its own, straight in `<work_root>` named `<run_id>.context.json` and so on: a directory
-/// made and removed per run costs more than the run's own files on some file systems (on ext4
-/// mounted with `discard`, removing it waits for the disk to discard its block). Either way
-/// everything named after the run is removed when it ends.
+/// of its own, straight in `<work_root>` named `<run_id>.result.json` and so on, the context in
+/// memory ([`TaskProcess::context_in_memory`]): every file made and removed per run costs a
+/// deploy of many tasks on some file systems (on ext4 mounted with `discard`, removing a
+/// directory waits for the disk to discard its block; without a journal, every inode created
+/// is looked for past the ones deleted in the last minutes). Either way everything named after
+/// the run is removed when it ends.
 pub async fn run_bundle(
     run: BundleRun,
     observer: &mut dyn OutputObserver,
@@ -161,6 +163,10 @@ pub fn remove_run_files(work_root: &Path, run_id: &str) -> io::Result<()> {
     result
 }
 
+/// The largest bundle zip whose kept tree is checked out on the runtime's thread rather than a
+/// blocking one: a few files, checked with a few dozen system calls.
+const INLINE_CHECKOUT_MAX_ZIP: u64 = 64 * 1024;
+
 /// The kept unpacked tree of the run's bundle, if the run has a cache and the tree is free.
 /// A cache that fails (a full disk, a permission) only costs the run its shortcut: it unpacks
 /// a private copy as without a cache. A zip that no longer matches its hash is refused.
@@ -169,9 +175,16 @@ async fn checkout(run: &BundleRun, bundle: &BundleFile) -> Result<Option<Checked
         return Ok(None);
     };
     let (zip, hash) = (bundle.zip.clone(), bundle.hash.clone());
-    let checked_out = tokio::task::spawn_blocking(move || cache.checkout(&zip, &hash))
-        .await
-        .map_err(|join| CheckoutError::Io(io::Error::other(join)));
+    let small = std::fs::metadata(&zip).is_ok_and(|meta| meta.len() <= INLINE_CHECKOUT_MAX_ZIP);
+    let checked_out = if small {
+        // A small bundle's tree is checked (or even unpacked) in less time than a round trip
+        // to a blocking thread takes, which a deploy of many small tasks paid once per task.
+        Ok(cache.checkout(&zip, &hash))
+    } else {
+        tokio::task::spawn_blocking(move || cache.checkout(&zip, &hash))
+            .await
+            .map_err(|join| CheckoutError::Io(io::Error::other(join)))
+    };
     match checked_out.and_then(|c| c) {
         Ok(kept) => Ok(kept),
         Err(CheckoutError::HashMismatch { actual }) => Err(RunnerError::HashMismatch {
@@ -223,8 +236,8 @@ async fn run_in(
     let bundle_dir = run_dir.join("bundle");
     let (scratch_dir, scratch_prefix) = if kept.is_some() {
         // Nothing of the run needs a directory: its scratch files go in the work root, named
-        // after the run. Those of an earlier attempt with the same id are written over (the
-        // context) or removed (the result) before the task starts.
+        // after the run. A result file of an earlier attempt with the same id is removed
+        // before the task starts.
         let prefix = format!("{}.", run.spec.run_id());
         std::fs::create_dir_all(&run.work_root).map_err(|e| work_dir_err(&run.work_root, e))?;
         (run.work_root.clone(), prefix)
@@ -282,6 +295,9 @@ async fn run_in(
         working_directory: bundle_dir,
         kill_grace: run.kill_grace,
         scratch_dir,
+        // A run that needs no directory of its own creates no file of its own either, but its
+        // log (and whatever the task writes).
+        context_in_memory: !scratch_prefix.is_empty(),
         scratch_prefix,
         log_file: run.log_file,
         stop: run.stop,

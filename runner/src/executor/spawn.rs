@@ -23,10 +23,15 @@ use crate::contract::{Entry, arg_env_name};
 
 /// The scratch files of a run, ready before the task starts.
 pub(super) struct ScratchFiles {
+    /// The scratch directory, absolute.
+    pub dir: PathBuf,
     pub context_file: PathBuf,
     pub result_file: PathBuf,
     /// The context as written to the file, and as the task will read it on stdin.
     pub context_json: Vec<u8>,
+    /// The in-memory context file ([`TaskProcess::context_in_memory`]), open until the run
+    /// ends: `context_file` names it only while it is.
+    _in_memory: Option<std::os::fd::OwnedFd>,
 }
 
 /// Writes the context file and clears any result file an earlier run in the same scratch
@@ -41,17 +46,35 @@ pub(super) fn prepare_scratch(process: &TaskProcess) -> Result<ScratchFiles, Exe
             source,
         })?;
     let prefix = &process.scratch_prefix;
-    let context_file = scratch.join(format!("{prefix}{CONTEXT_FILE_NAME}"));
+    let on_disk = scratch.join(format!("{prefix}{CONTEXT_FILE_NAME}"));
     let result_file = scratch.join(format!("{prefix}{RESULT_FILE_NAME}"));
     let write_err = |source| ExecError::WriteContext {
-        path: context_file.clone(),
+        path: on_disk.clone(),
         source,
     };
     let mut context_json =
         serde_json::to_vec(&process.spec.context).map_err(|e| write_err(io::Error::other(e)))?;
     // A trailing newline lets a shell task `read` the context line as well as parse it.
     context_json.push(b'\n');
-    std::fs::write(&context_file, &context_json).map_err(write_err)?;
+    let in_memory = if process.context_in_memory {
+        in_memory_file(&context_json)
+            .inspect_err(|e| {
+                tracing::debug!(
+                    "no in-memory context file ({e}); writing `{}`",
+                    on_disk.display()
+                );
+            })
+            .ok()
+    } else {
+        None
+    };
+    let (context_file, in_memory) = match in_memory {
+        Some((path, fd)) => (path, Some(fd)),
+        None => {
+            std::fs::write(&on_disk, &context_json).map_err(write_err)?;
+            (on_disk, None)
+        }
+    };
     match std::fs::remove_file(&result_file) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -63,10 +86,38 @@ pub(super) fn prepare_scratch(process: &TaskProcess) -> Result<ScratchFiles, Exe
         }
     }
     Ok(ScratchFiles {
+        dir: scratch,
         context_file,
         result_file,
         context_json,
+        _in_memory: in_memory,
     })
+}
+
+/// An in-memory file holding `content` (Linux `memfd_create`, closed on exec) and the path
+/// every process of ours can open it by while it is open: `/proc/<our pid>/fd/<fd>`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn in_memory_file(content: &[u8]) -> io::Result<(PathBuf, std::os::fd::OwnedFd)> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let fd = memfd_create(c"lumo-context", MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
+    let path = PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        fd.as_raw_fd()
+    ));
+    let mut file = std::fs::File::from(fd);
+    file.write_all(content)?;
+    // Whoever opens the path reads from the start; a task opening it must be able to.
+    std::fs::File::open(&path)?;
+    Ok((path, file.into()))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn in_memory_file(_content: &[u8]) -> io::Result<(PathBuf, std::os::fd::OwnedFd)> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 /// The write ends of the output pipe, one for the task's stdout and one for its stderr.
@@ -127,7 +178,7 @@ pub(super) async fn start(
     scratch: &ScratchFiles,
     writers: PipeWriters,
 ) -> Result<Start, ExecError> {
-    let mut command = match task_command(process, &scratch.context_file, &scratch.result_file) {
+    let mut command = match task_command(process, scratch) {
         Ok(command) => command,
         Err(reason) => return Ok(Start::Failed(reason)),
     };
@@ -163,11 +214,7 @@ pub(super) async fn start(
 
 /// The command that starts the task, with the contract's environment; `Err` with a reason when
 /// the entry cannot name something to start.
-fn task_command(
-    process: &TaskProcess,
-    context_file: &Path,
-    result_file: &Path,
-) -> Result<Command, String> {
+fn task_command(process: &TaskProcess, scratch: &ScratchFiles) -> Result<Command, String> {
     let mut command = match &process.entry {
         Entry::Program(path) => {
             let relative = Path::new(path);
@@ -190,9 +237,7 @@ fn task_command(
             command
         }
         Entry::Node(module) => {
-            // The context file lives in the scratch directory, beside which the entry goes.
-            let scratch = context_file.parent().unwrap_or(&process.scratch_dir);
-            let entry = scratch.join(format!(
+            let entry = scratch.dir.join(format!(
                 "{}{}",
                 process.scratch_prefix,
                 crate::node::ENTRY_FILE_NAME
@@ -245,8 +290,8 @@ fn task_command(
                 "false"
             },
         )
-        .env("LUMO_RESULT_FILE", result_file)
-        .env("LUMO_CONTEXT_FILE", context_file);
+        .env("LUMO_RESULT_FILE", &scratch.result_file)
+        .env("LUMO_CONTEXT_FILE", &scratch.context_file);
     for (name, value) in &ctx.args {
         command.env(arg_env_name(name), value);
     }

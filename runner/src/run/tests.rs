@@ -260,16 +260,17 @@ async fn an_argv_without_a_bundle_runs_in_an_empty_directory() {
     assert!(matches!(err, RunnerError::NothingToRun), "{err}");
 }
 
-/// A run from a kept tree makes no directory of its own: its scratch files sit in the work root
-/// named after the run, and everything named after it is gone when it ends, what the task wrote
-/// beside them included. Another run's files there are left alone.
+/// A run from a kept tree makes no directory of its own: its result file sits in the work root
+/// named after the run, its context is in memory (readable by the task and what it starts, for
+/// as long as the run lasts), and everything named after the run is gone when it ends, what the
+/// task wrote beside its result included. Another run's files there are left alone.
 #[tokio::test]
-async fn a_run_from_a_kept_tree_keeps_its_scratch_files_in_the_work_root_and_removes_them() {
+async fn a_run_from_a_kept_tree_creates_no_directory_and_leaves_nothing_in_the_work_root() {
     let dir = tempfile::tempdir().unwrap();
     let script = b"#!/bin/sh\n\
         echo \"$LUMO_CONTEXT_FILE\"\n\
         echo \"$LUMO_RESULT_FILE\"\n\
-        grep -q '\"runId\":\"run-1\"' \"$LUMO_CONTEXT_FILE\" || exit 9\n\
+        sh -c 'grep -q \"\\\"runId\\\":\\\"run-1\\\"\" \"$LUMO_CONTEXT_FILE\"' || exit 9\n\
         echo half > \"$LUMO_RESULT_FILE.tmp\"\n\
         echo '{\"success\":true,\"message\":\"from the result\"}' > \"$LUMO_RESULT_FILE\"\n";
     let mut run = bundle_run(
@@ -281,27 +282,33 @@ async fn a_run_from_a_kept_tree_keeps_its_scratch_files_in_the_work_root_and_rem
     let work_root = dir.path().join("runs");
     fs::create_dir_all(&work_root).unwrap();
     // Another run's scratch file, and one whose id starts with this one's.
-    fs::write(work_root.join("run-2.context.json"), "{}").unwrap();
-    fs::write(work_root.join("run-10.context.json"), "{}").unwrap();
+    fs::write(work_root.join("run-2.result.json"), "{}").unwrap();
+    fs::write(work_root.join("run-10.result.json"), "{}").unwrap();
     for _ in 0..2 {
         let mut seen = Vec::new();
         let outcome = run_bundle(run.clone(), &mut seen).await.unwrap();
         assert_eq!(outcome.status, RunStatus::Succeeded, "{outcome:?}");
         assert_eq!(outcome.message, "from the result");
+        let seen = String::from_utf8(seen).unwrap();
+        let (context_file, result_file) = seen.trim_end().split_once('\n').unwrap();
         let root = std::path::absolute(&work_root).unwrap();
         assert_eq!(
-            String::from_utf8(seen).unwrap(),
-            format!(
-                "{}\n{}\n",
-                root.join("run-1.context.json").display(),
-                root.join("run-1.result.json").display()
-            )
+            result_file,
+            root.join("run-1.result.json").to_str().unwrap()
+        );
+        assert!(
+            !Path::new(context_file).starts_with(dir.path()),
+            "{context_file}"
+        );
+        assert!(
+            fs::read(context_file).is_err(),
+            "{context_file} is gone with the run"
         );
         let mut left: Vec<_> = fs::read_dir(&work_root)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left, ["run-10.context.json", "run-2.context.json"]);
+        assert_eq!(left, ["run-10.result.json", "run-2.result.json"]);
     }
 }
