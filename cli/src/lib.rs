@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod confirm;
 pub mod deployment;
+pub mod diagnostics;
 pub mod error;
 pub mod exec;
 pub mod execute;

@@ -223,10 +223,16 @@ fn init_tracing(global: &args::GlobalArgs) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LUMO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let color = lumo_cli::color::enabled_for_stderr(global.color);
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(lumo_cli::color::enabled_for_stderr(global.color))
-        .with_target(false)
-        .try_init();
+        .with_ansi(color)
+        .with_target(false);
+    if global.verbose || std::env::var_os("LUMO_LOG").is_some() {
+        let _ = subscriber.try_init();
+    } else {
+        let plain = lumo_cli::diagnostics::PlainDiagnostics { color };
+        let _ = subscriber.event_format(plain).try_init();
+    }
 }

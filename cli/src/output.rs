@@ -223,7 +223,7 @@ impl Printer {
     }
 }
 
-fn paint(enabled: bool, style: Style, text: impl Display) -> String {
+pub(crate) fn paint(enabled: bool, style: Style, text: impl Display) -> String {
     if enabled {
         format!("\x1b[{}m{text}\x1b[0m", style.code())
     } else {

@@ -382,3 +382,43 @@ fn rights_in_tasks_and_dry_runs() {
         "a dry run recorded a refusal"
     );
 }
+
+/// A problem lumo recovers from, reported deep inside it (here: the bundle cache cannot be
+/// saved because `.lumo/bundle-cache.json` is a directory), reads like every other warning —
+/// `warning: …`, no timestamp or level column — and `--verbose` keeps the full log format.
+#[test]
+fn a_recovered_problem_is_a_plain_warning_line() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'warn' };")
+        .task("hello", "echo hi");
+    // Files changed (ctime included) in the last 2 s are not cached, and then the cache is not
+    // saved: let the project's files age past that.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    std::fs::create_dir_all(p.lumo_dir().join("bundle-cache.json/in-the-way"))
+        .expect("make the cache path a directory");
+
+    let out = p.lumo(&["deploy", "--env", "dev"]);
+    out.code(0);
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("bundle-cache.json"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", out.show());
+    assert!(
+        warnings[0].starts_with("warning: could not write `") && !warnings[0].contains("WARN"),
+        "{}",
+        out.show()
+    );
+
+    let verbose = p.lumo(&["deploy", "--env", "dev", "--verbose"]);
+    verbose.code(0);
+    assert!(
+        verbose
+            .stderr
+            .lines()
+            .any(|l| l.contains(" WARN ") && l.contains("bundle-cache.json")),
+        "{}",
+        verbose.show()
+    );
+}
