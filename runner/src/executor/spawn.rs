@@ -110,8 +110,16 @@ fn in_memory_file(content: &[u8]) -> io::Result<(PathBuf, std::os::fd::OwnedFd)>
     ));
     let mut file = std::fs::File::from(fd);
     file.write_all(content)?;
-    // Whoever opens the path reads from the start; a task opening it must be able to.
-    std::fs::File::open(&path)?;
+    // A task must be able to open the path (whoever opens it reads from the start). Whether
+    // `/proc` lets this process's fds be opened by path does not change while it runs, so it
+    // is asked once, not on every run of a deploy.
+    static PROC_FD_PATHS_OPEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*PROC_FD_PATHS_OPEN.get_or_init(|| std::fs::File::open(&path).is_ok()) {
+        return Err(io::Error::other(format!(
+            "`{}` cannot be opened",
+            path.display()
+        )));
+    }
     Ok((path, file.into()))
 }
 
