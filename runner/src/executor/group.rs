@@ -172,6 +172,7 @@ impl Escaped {
             // Held while looking and signalling: see `LIVE_TASKS`.
             let live = live_tasks();
             let me = nix::unistd::getpid().as_raw();
+            let own_group = nix::unistd::getpgrp().as_raw();
             let mut found = 0;
             for child in linux::children_of_self(me) {
                 if live.contains(&child.pid) || live.contains(&child.pgrp) {
@@ -188,7 +189,7 @@ impl Escaped {
                     }
                     continue;
                 }
-                if !known && !self.is_ours(&child, live.is_empty()) {
+                if !known && !self.is_ours(&child, own_group, live.is_empty()) {
                     continue;
                 }
                 let pid = Pid::from_raw(child.pid);
@@ -224,14 +225,20 @@ impl Escaped {
     }
 
     /// Whether a live child of ours not yet signalled belongs to this run: its environment
-    /// names the run, or it names no run at all, started after the run's task did, and no
-    /// other task is running (`alone`) that it could belong to instead.
+    /// names the run, or it names no run at all, started after the run's task did, is not in
+    /// our own process group (`own_group`), and no other task is running (`alone`) that it
+    /// could belong to instead.
+    ///
+    /// A task runs in a group of its own, and whatever escapes it made another group or
+    /// session; a child still in our group is one this process started for itself (a build,
+    /// `git`, another thread's command in a program embedding the executor), never a stray.
     #[cfg(target_os = "linux")]
-    fn is_ours(&self, child: &linux::Stat, alone: bool) -> bool {
+    fn is_ours(&self, child: &linux::Stat, own_group: i32, alone: bool) -> bool {
         match linux::environment_run_id(child.pid) {
             Some(Some(id)) => id == self.run_id,
             Some(None) => {
                 alone
+                    && child.pgrp != own_group
                     && self
                         .strays_since
                         .is_some_and(|since| child.start_time >= since)

@@ -592,6 +592,32 @@ async fn a_child_that_escaped_and_cleared_its_environment_cannot_hold_the_run_op
     assert!(took < Duration::from_secs(2), "{took:?}");
 }
 
+/// A process the program itself starts while a run lasts (a build, `git`, another thread's
+/// command) carries no run id and started after the task, as an escaped daemon would; it stays
+/// in the program's own process group, which no task runs in, so it is not taken for a stray.
+#[tokio::test]
+async fn a_child_the_program_starts_for_itself_during_a_run_is_not_stopped() {
+    let f = fixture();
+    let task = tokio::spawn(run(f.command("touch started; sleep 0.3; echo bye")));
+    while !f.work.join("started").exists() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut own = std::process::Command::new("sleep")
+        .arg("30")
+        .env_remove("LUMO_RUN_ID")
+        .spawn()
+        .unwrap();
+    let (outcome, seen) = task.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Stopped and reaped by the run, `try_wait` finds no child at all.
+    let still_running = matches!(own.try_wait(), Ok(None));
+    let _ = own.kill();
+    let _ = own.wait();
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert_eq!(seen, "bye\n");
+    assert!(still_running, "the run stopped a process it did not start");
+}
+
 /// With `--concurrency`, one run ending must not stop another's processes: its leader and the
 /// orphans in its group even under the same run id (the registry of live tasks), nor what left
 /// the group of a run with another id.
