@@ -179,7 +179,8 @@ pub async fn run_command(session: &Session, job: &CommandJob) -> Result<TaskRun,
         argv: Some(job.argv.clone()),
     };
     let bundle = job.bundle.clone();
-    run_recorded(session, run, spec, bundle, "exec").await
+    let ended = run_recorded(session, run, false, spec, bundle, "exec").await?;
+    ended.record(session, None).await
 }
 
 /// One task to run, with everything needed to run it without the project at hand.
@@ -196,16 +197,79 @@ pub struct TaskJob {
 /// Runs a task, retrying as its `retries` allows, and returns the last attempt's record.
 /// `Err` only when the backend failed; the run is then recorded `failed` if at all possible.
 pub async fn run_task(session: &Session, job: &TaskJob) -> Result<TaskRun, BackendError> {
+    run_attempts(session, job, None)
+        .await?
+        .record(session, None)
+        .await
+}
+
+/// A run that has ended, its end maybe not recorded yet: [`Ended::record`] records it (alone,
+/// or with the start of the run that follows it at once, as a deploy does: one write a run
+/// boundary instead of two) and only then reports it. Its outcome is never shown before it
+/// is recorded.
+#[must_use]
+pub struct Ended {
+    run: TaskRun,
+    /// Its end is recorded already (an attempt stopped while waiting to be retried).
+    recorded: bool,
+}
+
+impl Ended {
+    pub fn status(&self) -> RunStatus {
+        self.run.status
+    }
+
+    /// Records the end (unless it is), and `next`'s start with it in one write where the store
+    /// can, then reports the end. `Err` when the store failed; `next` is then not recorded
+    /// as started.
+    async fn record(
+        self,
+        session: &Session,
+        next: Option<&TaskRun>,
+    ) -> Result<TaskRun, BackendError> {
+        let op = &session.operation;
+        let Ended { mut run, recorded } = self;
+        if recorded {
+            if let Some(next) = next {
+                op.backend.audit.start_run(next).await?;
+            }
+            return Ok(run);
+        }
+        let written = match next {
+            Some(next) => op.backend.audit.finish_run_and_start(&run, next).await?,
+            None => op.backend.audit.finish_run(&run).await?,
+        };
+        if !written {
+            // Another writer took over and marked the run abandoned first: its record stands.
+            run.status = RunStatus::Abandoned;
+            run.message = Some(format!(
+                "abandoned: the lock of `{}` was taken over before the run ended",
+                op.env
+            ));
+        }
+        op.progress.run_finished(&run);
+        Ok(run)
+    }
+}
+
+/// [`run_task`] without recording the last attempt's end. `first` is the first attempt's
+/// record when its start is recorded already.
+async fn run_attempts(
+    session: &Session,
+    job: &TaskJob,
+    mut first: Option<TaskRun>,
+) -> Result<Ended, BackendError> {
     let attempts = job.task.config.retries + 1;
     let mut attempt = 1;
     loop {
-        let run = run_once(session, job, attempt).await?;
-        let retry = matches!(run.status, RunStatus::Failed | RunStatus::TimedOut)
+        let ended = run_once(session, job, attempt, first.take()).await?;
+        let retry = matches!(ended.status(), RunStatus::Failed | RunStatus::TimedOut)
             && attempt < attempts
             && session.operation.stop.reason().is_none();
         if !retry {
-            return Ok(run);
+            return Ok(ended);
         }
+        let run = ended.record(session, None).await?;
         let backoff = backoff(attempt);
         session
             .operation
@@ -213,7 +277,7 @@ pub async fn run_task(session: &Session, job: &TaskJob) -> Result<TaskRun, Backe
             .run_retrying(&run, attempts, backoff);
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            _ = session.operation.stop.stopped() => return Ok(run),
+            _ = session.operation.stop.stopped() => return Ok(Ended { run, recorded: true }),
         }
         attempt += 1;
     }
@@ -224,9 +288,16 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_secs((1u64 << (attempt - 1).min(5)).min(30))
 }
 
-async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<TaskRun, BackendError> {
+/// One attempt; `started` is its record when its start is recorded already.
+async fn run_once(
+    session: &Session,
+    job: &TaskJob,
+    attempt: u32,
+    started: Option<TaskRun>,
+) -> Result<Ended, BackendError> {
     let task = &job.task;
-    let run = session.record(job, attempt, RunStatus::Running);
+    let recorded = started.is_some();
+    let run = started.unwrap_or_else(|| session.record(job, attempt, RunStatus::Running));
     let spec = TaskSpec {
         context: session.context(&run, task.config.config.clone(), job.args.clone()),
         timeout: Duration::from_secs(task.config.timeout.into()),
@@ -235,7 +306,7 @@ async fn run_once(session: &Session, job: &TaskJob, attempt: u32) -> Result<Task
         argv: None,
     };
     let bundle = job.bundle.clone();
-    run_recorded(session, run, spec, Some(bundle), &task.name).await
+    run_recorded(session, run, recorded, spec, Some(bundle), &task.name).await
 }
 
 impl Session {
@@ -259,17 +330,21 @@ impl Session {
     }
 }
 
-/// Records `run` as started, runs `spec` (from `bundle`, when it has one) through the backend's
-/// executor with its output shown under `label`, and records how it ended.
+/// Records `run` as started (unless `start_recorded`), runs `spec` (from `bundle`, when it has
+/// one) through the backend's executor with its output shown under `label`, and hands back
+/// how it ended, to be recorded ([`Ended::record`]).
 async fn run_recorded(
     session: &Session,
     mut run: TaskRun,
+    start_recorded: bool,
     spec: TaskSpec,
     bundle: Option<BundleHash>,
     label: &str,
-) -> Result<TaskRun, BackendError> {
+) -> Result<Ended, BackendError> {
     let op = &session.operation;
-    op.backend.audit.start_run(&run).await?;
+    if !start_recorded {
+        op.backend.audit.start_run(&run).await?;
+    }
     op.progress.run_started(&run);
     let mut output = op.progress.run_output(label);
     let request = RunRequest {
@@ -300,16 +375,10 @@ async fn run_recorded(
         run.status = RunStatus::Abandoned;
     }
     run.duration_ms = Some(duration_ms(&run));
-    if !op.backend.audit.finish_run(&run).await? {
-        // Another writer took over and marked the run abandoned first: its record stands.
-        run.status = RunStatus::Abandoned;
-        run.message = Some(format!(
-            "abandoned: the lock of `{}` was taken over before the run ended",
-            op.env
-        ));
-    }
-    op.progress.run_finished(&run);
-    Ok(run)
+    Ok(Ended {
+        run,
+        recorded: false,
+    })
 }
 
 /// Messages are for reading at a glance; records stay small on every store (DynamoDB: 400 KB
@@ -329,6 +398,20 @@ fn duration_ms(run: &TaskRun) -> u64 {
     })
 }
 
+/// Files a run whose end is recorded among `runs`. A success another writer marked abandoned
+/// while it was recorded is no success: the tasks after it do not start.
+fn settle(
+    runs: &mut BTreeMap<String, TaskRun>,
+    succeeded: &mut BTreeSet<String>,
+    failed_task: &mut Option<String>,
+    run: TaskRun,
+) {
+    if run.status != RunStatus::Succeeded && succeeded.remove(&run.task) {
+        failed_task.get_or_insert_with(|| run.task.clone());
+    }
+    runs.insert(run.task.clone(), run);
+}
+
 /// What happened to each task a deployment meant to run.
 pub struct Execution {
     /// Finished runs and skipped records, by task.
@@ -339,6 +422,10 @@ pub struct Execution {
 
 /// Runs the plan's tasks: each after the tasks in its `after`, up to `concurrency` at once, in
 /// plan order. After a failure nothing new starts; tasks not started are recorded `skipped`.
+///
+/// A run's end is recorded together with the start of the run that follows it, when one
+/// does at once ([`Ended::record`]): each run is still recorded `running` before its task
+/// starts, and its outcome recorded before it is reported.
 pub async fn run_plan(
     session: &Session,
     plan: &[PlannedTask],
@@ -350,7 +437,9 @@ pub async fn run_plan(
     let mut runs = BTreeMap::new();
     let mut failed_task: Option<String> = None;
     let mut backend_error: Option<BackendError> = None;
-    let mut running: JoinSet<(String, Result<TaskRun, BackendError>)> = JoinSet::new();
+    let mut running: JoinSet<(String, Result<Ended, BackendError>)> = JoinSet::new();
+    // The run that just ended, its end not recorded yet.
+    let mut ended: Option<Ended> = None;
 
     session.operation.progress.runs_planned(waiting.len());
     let stop = &session.operation.stop;
@@ -358,18 +447,49 @@ pub async fn run_plan(
         if failed_task.is_none() && backend_error.is_none() && stop.reason().is_none() {
             let mut i = 0;
             while i < waiting.len() && running.len() < concurrency {
-                if waiting[i].after.iter().all(|d| succeeded.contains(d)) {
-                    let planned = waiting.remove(i);
-                    let Some(job) = jobs.get(&planned.task).cloned() else {
-                        continue;
-                    };
-                    let session = session.clone();
-                    running.spawn(async move {
-                        let result = run_task(&session, &job).await;
-                        (job.task.name, result)
-                    });
-                } else {
+                if !waiting[i].after.iter().all(|d| succeeded.contains(d)) {
                     i += 1;
+                    continue;
+                }
+                let Some(job) = jobs.get(&waiting[i].task).cloned() else {
+                    waiting.remove(i);
+                    continue;
+                };
+                // The first run to start records the end of the one before with its start.
+                let first = match ended.take() {
+                    Some(before) => {
+                        let first = session.record(&job, 1, RunStatus::Running);
+                        let task = before.run.task.clone();
+                        match before.record(session, Some(&first)).await {
+                            Ok(run) => {
+                                settle(&mut runs, &mut succeeded, &mut failed_task, run);
+                                Some(first)
+                            }
+                            Err(e) => {
+                                // Not started: the task stays waiting, to be recorded skipped.
+                                failed_task.get_or_insert(task);
+                                backend_error.get_or_insert(e);
+                                break;
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                waiting.remove(i);
+                let session = session.clone();
+                running.spawn(async move {
+                    let result = run_attempts(&session, &job, first).await;
+                    (job.task.name, result)
+                });
+            }
+        }
+        if let Some(before) = ended.take() {
+            let task = before.run.task.clone();
+            match before.record(session, None).await {
+                Ok(run) => settle(&mut runs, &mut succeeded, &mut failed_task, run),
+                Err(e) => {
+                    failed_task.get_or_insert(task);
+                    backend_error.get_or_insert(e);
                 }
             }
         }
@@ -378,12 +498,12 @@ pub async fn run_plan(
         };
         match joined {
             Ok((task, Ok(run))) => {
-                if run.status == RunStatus::Succeeded {
-                    succeeded.insert(task.clone());
+                if run.status() == RunStatus::Succeeded {
+                    succeeded.insert(task);
                 } else if failed_task.is_none() {
-                    failed_task = Some(task.clone());
+                    failed_task = Some(task);
                 }
-                runs.insert(task, run);
+                ended = Some(run);
             }
             Ok((task, Err(e))) => {
                 failed_task.get_or_insert(task);

@@ -88,7 +88,9 @@ pub struct TaskProcess {
     /// systems. It can be read, by the task and whatever it starts, until the run ends.
     /// Elsewhere, or if it cannot be made, the file on disk is written as without it.
     pub context_in_memory: bool,
-    /// Where the full masked output is written (created or truncated), as it arrives.
+    /// Where the full masked output is written as it arrives: created (or truncated) at the
+    /// task's first output, so a run that prints nothing creates no file (its record says it
+    /// printed nothing: a deploy of many quiet tasks creates no file a task).
     pub log_file: Option<PathBuf>,
     /// Becomes `true` when the run must end early (the caller was interrupted, or lost the
     /// right to run): the group is stopped as on a timeout and the run is `failed`.
@@ -168,12 +170,6 @@ pub enum ExecError {
         #[source]
         source: io::Error,
     },
-    #[error("could not create the log file `{}`", path.display())]
-    CreateLog {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     /// The log could not be written while the task ran. The task ran to its end regardless, and
     /// `outcome` says how; only the log is incomplete.
     #[error(
@@ -189,6 +185,11 @@ pub enum ExecError {
     },
     #[error("could not create the pipe for the task's output")]
     Pipe {
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not create the pipe that hands the task its context on stdin")]
+    ContextPipe {
         #[source]
         source: io::Error,
     },
@@ -214,10 +215,11 @@ pub async fn execute(
 ) -> Result<RunOutcome, ExecError> {
     let masker = Masker::new(process.spec.secrets.values().cloned());
     let scratch = spawn::prepare_scratch(&process)?;
-    let log = output::create_log(process.log_file.as_deref())?;
     let (pipe, writers) = spawn::output_pipe()?;
 
     let started_at = SystemTime::now();
+    // Before the task starts: whatever starts after this may be the run's stray.
+    let task_started = group::boot_ticks_now();
     let mut task = match spawn::start(&process, &scratch, writers).await? {
         Start::Running(task) => task,
         Start::Failed(reason) => {
@@ -231,16 +233,18 @@ pub async fn execute(
     };
     let started = Instant::now();
     let (pid, pgid) = (task.pid, task.pgid());
-    let task_started = group::start_time(pid);
     let run_id = process.spec.run_id();
     // Should the process running us die (kill -9), whoever finds the run orphaned stops its
     // processes by their `LUMO_RUN_ID` ([`kill_processes_of_run`]); should this future be
     // dropped, the guard does.
     let mut guard = GroupGuard::new(pgid, run_id);
     tracing::debug!(pid, task = %process.spec.task(), "task started");
-    let stdin_writer = task.feed_stdin(scratch.context_json);
+    let stdin_writer = task.feed_stdin();
 
-    let mut out = OutputPump::new(OutputSink::new(masker.stream(), observer, log), pipe);
+    let mut out = OutputPump::new(
+        OutputSink::new(masker.stream(), observer, process.log_file.clone()),
+        pipe,
+    );
     let deadline = stop::deadline(started, process.spec.timeout);
     let (waited, cut) = out
         .wait_or_cut(

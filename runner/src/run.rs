@@ -175,13 +175,19 @@ async fn checkout(run: &BundleRun, bundle: &BundleFile) -> Result<Option<Checked
         return Ok(None);
     };
     let (zip, hash) = (bundle.zip.clone(), bundle.hash.clone());
-    let small = std::fs::metadata(&zip).is_ok_and(|meta| meta.len() <= INLINE_CHECKOUT_MAX_ZIP);
-    let checked_out = if small {
+    let meta = match std::fs::metadata(&zip) {
+        Ok(meta) => meta,
+        Err(e) => {
+            tracing::warn!("could not use the unpacked-bundle cache: {e}");
+            return Ok(None);
+        }
+    };
+    let checked_out = if meta.len() <= INLINE_CHECKOUT_MAX_ZIP {
         // A small bundle's tree is checked (or even unpacked) in less time than a round trip
         // to a blocking thread takes, which a deploy of many small tasks paid once per task.
-        Ok(cache.checkout(&zip, &hash))
+        Ok(cache.checkout_stated(&zip, &meta, &hash))
     } else {
-        tokio::task::spawn_blocking(move || cache.checkout(&zip, &hash))
+        tokio::task::spawn_blocking(move || cache.checkout_stated(&zip, &meta, &hash))
             .await
             .map_err(|join| CheckoutError::Io(io::Error::other(join)))
     };
@@ -239,7 +245,15 @@ async fn run_in(
         // after the run. A result file of an earlier attempt with the same id is removed
         // before the task starts.
         let prefix = format!("{}.", run.spec.run_id());
-        std::fs::create_dir_all(&run.work_root).map_err(|e| work_dir_err(&run.work_root, e))?;
+        // One `mkdir` (`create_dir_all` makes two calls for a directory that exists, as this
+        // one does on every run but the first). Something else by that name fails the run
+        // at its first file there.
+        match std::fs::create_dir(&run.work_root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(_) => std::fs::create_dir_all(&run.work_root)
+                .map_err(|e| work_dir_err(&run.work_root, e))?,
+        }
         (run.work_root.clone(), prefix)
     } else {
         // A directory left by an earlier attempt of this run (a Lambda container that was
@@ -269,9 +283,14 @@ async fn run_in(
             (None, empty, None)
         }
     };
-    let bundle_dir = bundle_dir
-        .canonicalize()
-        .map_err(|e| work_dir_err(&bundle_dir, e))?;
+    // A kept tree comes resolved already.
+    let bundle_dir = if _kept.is_some() {
+        bundle_dir
+    } else {
+        bundle_dir
+            .canonicalize()
+            .map_err(|e| work_dir_err(&bundle_dir, e))?
+    };
     let mut spec = run.spec;
     if let Some(manifest) = &manifest
         && manifest.task != spec.context.task

@@ -70,6 +70,7 @@ pub const EVICT_EVERY_BYTES: u64 = 64 * 1024 * 1024;
 /// A kept tree, checked out for one run: the run's working directory, locked until dropped.
 #[derive(Debug)]
 pub struct CheckedOut {
+    /// The tree, as an absolute path without symlinks (the task's working directory).
     pub dir: PathBuf,
     pub manifest: BundleManifest,
     /// Whether the tree was reused as it was (not unpacked; hashed only when the zip's stamp
@@ -99,6 +100,9 @@ pub struct UnpackCache {
     /// Trees and bytes unpacked since this cache last evicted; `None` before its first
     /// eviction.
     since_eviction: Arc<Mutex<Option<(usize, u64)>>>,
+    /// `dir` resolved (absolute, no symlinks) once it exists: every tree handed out is under
+    /// it, so no run resolves its working directory's path again.
+    resolved: Arc<std::sync::OnceLock<PathBuf>>,
 }
 
 /// Which trees are kept and how often eviction runs; see the module docs.
@@ -167,6 +171,7 @@ impl UnpackCache {
             dir,
             retention,
             since_eviction: Arc::new(Mutex::new(None)),
+            resolved: Arc::default(),
         }
     }
 
@@ -178,13 +183,36 @@ impl UnpackCache {
         zip: &Path,
         hash: &BundleHash,
     ) -> Result<Option<CheckedOut>, CheckoutError> {
-        let home = self.dir.join(hash.as_str());
-        fs::create_dir_all(&home)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(home.join("lock"))?;
+        self.checkout_stated(zip, &fs::metadata(zip)?, hash)
+    }
+
+    /// [`checkout`](Self::checkout) of a zip whose metadata the caller has just read.
+    pub fn checkout_stated(
+        &self,
+        zip: &Path,
+        zip_meta: &fs::Metadata,
+        hash: &BundleHash,
+    ) -> Result<Option<CheckedOut>, CheckoutError> {
+        let open_lock = |home: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(home.join("lock"))
+        };
+        // The tree's directory exists on every run but its first: opening its lock says so.
+        let lock = match open_lock(&self.dir.join(hash.as_str())) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(self.dir.join(hash.as_str()))?;
+                open_lock(&self.dir.join(hash.as_str()))?
+            }
+            opened => opened?,
+        };
+        let resolved = match self.resolved.get() {
+            Some(resolved) => resolved.clone(),
+            None => self.resolved.get_or_init(|| resolve(&self.dir)).clone(),
+        };
+        let home = resolved.join(hash.as_str());
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Ok(None),
@@ -194,7 +222,7 @@ impl UnpackCache {
         let _ = lock.set_modified(std::time::SystemTime::now());
         let tree = home.join("tree");
         let state_path = home.join("state.json");
-        let zip_stamp = Stamp::of(&fs::metadata(zip)?);
+        let zip_stamp = Stamp::of(zip_meta);
         let untouched = read_state(&state_path)
             .filter(|state| snapshot(&tree).ok().as_ref() == Some(&state.tree));
         if let Some(state) = &untouched
@@ -323,6 +351,12 @@ impl UnpackCache {
 }
 
 /// Writes the record atomically (a temporary file renamed over it).
+/// `dir` as an absolute path without symlinks; as it is when it cannot be resolved (the tree
+/// is then resolved by the run, as any unpacked bundle is).
+fn resolve(dir: &Path) -> PathBuf {
+    fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
 fn write_state(home: &Path, path: &Path, state: &State) -> io::Result<()> {
     let tmp = home.join("state.json.tmp");
     fs::write(&tmp, serde_json::to_vec(state).map_err(io::Error::other)?)?;

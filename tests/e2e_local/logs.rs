@@ -208,3 +208,37 @@ fn a_negative_or_non_number_numeric_flag_names_the_flag_and_what_it_takes() {
     }
     assert!(!p.has_out("ran"), "a task ran despite a bad flag");
 }
+
+/// A run that printed nothing leaves no log file (the log is created at the first output, so
+/// a deploy of many quiet tasks creates no file a task); its output reads back as empty, not
+/// as lost, in text and JSON, with and without `--tail`.
+#[test]
+fn a_run_that_printed_nothing_has_an_empty_log_not_a_lost_one() {
+    let p = TestProject::new();
+    p.config("export default { projectName: 'logs', tasks: { quiet: {}, talk: {} } };")
+        .task("quiet", "exit 0")
+        .task("talk", "echo spoken");
+    p.deploy(&[], 0);
+    let runs = p.history();
+    let quiet = runs.iter().find(|r| r.task == "quiet").unwrap().id.clone();
+    let talk = runs.iter().find(|r| r.task == "talk").unwrap().id.clone();
+    let logs = p.lumo_dir().join("logs");
+    assert!(!logs.join(format!("{quiet}.log")).exists());
+    assert!(logs.join(format!("{talk}.log")).exists());
+
+    let text = p.lumo(&["logs", &quiet]).code(0).clone();
+    assert_eq!(text.stdout, "", "{}", text.show());
+    assert!(!text.stderr.contains("not stored"), "{}", text.show());
+    let tail = p.lumo(&["logs", &quiet, "--tail", "5"]).code(0).clone();
+    assert_eq!(tail.stdout, "", "{}", tail.show());
+    assert!(!tail.stderr.contains("not stored"), "{}", tail.show());
+    let json: Logs = p.lumo(&["logs", &quiet, "--json"]).code(0).json();
+    assert_eq!(json.output.as_deref(), Some(""));
+    assert!(json.complete);
+
+    // A log that is gone for another reason is still said to be missing.
+    std::fs::remove_file(logs.join(format!("{talk}.log"))).unwrap();
+    let lost = p.lumo(&["logs", &talk]).code(0).clone();
+    assert!(lost.stderr.contains("not stored"), "{}", lost.show());
+    assert_eq!(lost.stdout, "spoken\n");
+}

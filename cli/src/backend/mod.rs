@@ -192,6 +192,20 @@ pub trait AuditStore: Send + Sync {
     async fn finish_deployment(&self, deployment: &Deployment) -> BackendResult<bool>;
     async fn start_run(&self, run: &TaskRun) -> BackendResult<()>;
     async fn finish_run(&self, run: &TaskRun) -> BackendResult<bool>;
+    /// [`finish_run`](Self::finish_run) of `finished`, then [`start_run`](Self::start_run) of
+    /// `next`, which is started whatever became of `finished`'s record: where a deploy's next
+    /// run follows at once, a store that can writes both at once (the local store: one
+    /// transaction). Returns what `finish_run` returns. On an error `next` is not recorded as
+    /// started (the local store then wrote neither).
+    async fn finish_run_and_start(
+        &self,
+        finished: &TaskRun,
+        next: &TaskRun,
+    ) -> BackendResult<bool> {
+        let written = self.finish_run(finished).await?;
+        self.start_run(next).await?;
+        Ok(written)
+    }
     /// The latest `limit` runs of `env`, `exec`s included; with `task`, that task's own runs
     /// only (not the `exec`s run in its bundle, which are no run of the task).
     async fn runs(&self, env: &str, task: Option<&str>, limit: u32) -> BackendResult<Vec<TaskRun>>;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{CommandResult, Context, Outcome};
+use super::{CommandResult, Context, Outcome, blocking};
 use crate::access::Standing;
 use crate::args::DeployArgs;
 use crate::bundle;
@@ -47,14 +47,18 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
         Some(dir) => dir.path().to_path_buf(),
         None => project.lumo_dir().join("bundles"),
     };
-    // Ctrl-C/SIGTERM is noticed between blocks: bundling blocks the thread that waits for it.
-    let built = bundle::build_all_cancellable(
-        project.root(),
-        &bundles_dir,
-        &tasks,
-        ctx.build(&project),
-        &bundle::Cancel::on(&ctx.stop),
-    );
+    // On a thread of its own: a deploy runs on one thread (its tasks' output, their timeouts,
+    // the lock and Ctrl-C/SIGTERM all wait on it), and bundling checks for a stop between
+    // blocks.
+    let built = {
+        let (project, env, bundles_dir) = (Arc::clone(&project), env.clone(), bundles_dir.clone());
+        let (build, cancel) = (ctx.build(&project), bundle::Cancel::on(&ctx.stop));
+        blocking(move || {
+            let tasks: Vec<&Task> = project.tasks_in(&env).collect();
+            bundle::build_all_cancellable(project.root(), &bundles_dir, &tasks, build, &cancel)
+        })
+        .await?
+    };
     spinner.finish();
     let built = built.map_err(|e| CliError::bundle(e, &project.config.path))?;
     let planned = built.iter().map(|b| crate::preflight::PlannedBundle {

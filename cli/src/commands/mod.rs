@@ -33,15 +33,20 @@ use crate::stop::{StopReason, StopSignal};
 
 pub type CommandResult = Result<Outcome, CliError>;
 
-/// Whether `command` runs tasks or builds bundles. Those get tokio's two worker threads, so a
-/// task's output is pumped and its timeout and the environment's lock watched while the
-/// command's own future hashes, zips or writes to the store. Every other command reads or
-/// writes a record or two and prints: it runs on the main thread alone and starts no threads
-/// (docs/startup.md: a tenth of a millisecond or more of every such start).
+/// Whether `command` gets tokio's two worker threads, so that a task's output is pumped and
+/// its timeout and the environment's lock watched while the command's own future hashes,
+/// zips or writes to the store. Every other command runs on the main thread alone and starts
+/// no threads (docs/startup.md: a tenth of a millisecond or more of every such start).
+///
+/// `deploy` runs on one thread too: its long blocking work (bundling) goes to a thread of
+/// its own ([`blocking`]), and what is left between its runs (a record written, a kept tree
+/// checked) takes microseconds, less than handing each run between threads cost a deploy of
+/// many tasks (docs/speed.md).
 pub fn needs_worker_threads(command: &Command) -> bool {
     match command {
-        Command::Deploy(_) | Command::Run(_) | Command::Exec(_) | Command::Build(_) => true,
-        Command::Tasks(_)
+        Command::Run(_) | Command::Exec(_) | Command::Build(_) => true,
+        Command::Deploy(_)
+        | Command::Tasks(_)
         | Command::History(_)
         | Command::Logs(_)
         | Command::Status(_)
@@ -51,6 +56,19 @@ pub fn needs_worker_threads(command: &Command) -> bool {
         | Command::Completions(_)
         | Command::Prune(_) => false,
     }
+}
+
+/// Runs `work` (bundling: seconds of blocking work) on a thread of tokio's blocking pool and
+/// waits for it without holding up the runtime, which meanwhile notices Ctrl-C/SIGTERM.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CliError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        CliError::new(
+            crate::error::ExitKind::Backend,
+            format!("a thread of lumo's failed: {e}"),
+        )
+    })
 }
 
 /// What a command that did its work hands back to `main`.

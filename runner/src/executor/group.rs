@@ -283,16 +283,16 @@ pub fn kill_processes_of_run(run_id: &str) {
     let _ = run_id;
 }
 
-/// When process `pid` started, in `/proc`'s clock ticks after boot; `None` off Linux or once
-/// it is gone. Read right after a task starts, it bounds which strays can be the run's.
-pub(crate) fn start_time(pid: i32) -> Option<u64> {
+/// Now, on the clock `/proc` gives process start times in (clock ticks after boot, rounded
+/// down as `/proc` rounds them): any process started after this call started at this tick or
+/// later. Read just before a task starts, it bounds which strays can be the run's, without
+/// reading the task's `/proc/<pid>/stat` (an open, five reads and a close a run). `None` off
+/// Linux.
+pub(crate) fn boot_ticks_now() -> Option<u64> {
     #[cfg(target_os = "linux")]
-    return linux::start_time(pid);
+    return linux::boot_ticks_now();
     #[cfg(not(target_os = "linux"))]
-    {
-        let _ = pid;
-        None
-    }
+    None
 }
 
 /// Reaps child `pid` if it has exited, without blocking; whether it is gone.
@@ -375,10 +375,23 @@ mod linux {
         })
     }
 
-    /// When process `pid` started (clock ticks after boot), if it still exists.
-    pub(crate) fn start_time(pid: i32) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        parse_stat(&stat).map(|stat| stat.start_time)
+    /// See [`super::boot_ticks_now`]. The kernel stamps a process with `CLOCK_BOOTTIME` when
+    /// it is created and shows it in `/proc/<pid>/stat` as whole clock ticks (`CLK_TCK`).
+    pub(super) fn boot_ticks_now() -> Option<u64> {
+        use nix::time::{ClockId, clock_gettime};
+        use nix::unistd::{SysconfVar, sysconf};
+        static TICKS_PER_SECOND: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+        let hz = (*TICKS_PER_SECOND.get_or_init(|| {
+            sysconf(SysconfVar::CLK_TCK)
+                .ok()
+                .flatten()
+                .and_then(|hz| u64::try_from(hz).ok())
+                .filter(|&hz| hz > 0)
+        }))?;
+        let now = clock_gettime(ClockId::CLOCK_BOOTTIME).ok()?;
+        let nanos = u128::try_from(now.tv_sec()).ok()? * 1_000_000_000
+            + u128::try_from(now.tv_nsec()).ok()?;
+        u64::try_from(nanos * u128::from(hz) / 1_000_000_000).ok()
     }
 
     /// Whether this process has any child at all (any thread's, running, stopped or dead and
@@ -570,6 +583,32 @@ mod linux {
             }
             assert!(has_children());
             let _ = child.wait();
+        }
+
+        /// Strays are told by their start time against the clock read before the task
+        /// started: a process started after the read must never look older than it.
+        #[test]
+        fn a_process_started_after_the_clock_was_read_is_not_older_than_it() {
+            for _ in 0..20 {
+                let before = boot_ticks_now().unwrap();
+                let mut child = std::process::Command::new("sleep")
+                    .arg("10")
+                    .spawn()
+                    .unwrap();
+                let after = boot_ticks_now().unwrap();
+                let pid = i32::try_from(child.id()).unwrap();
+                let started = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| parse_stat(&s))
+                    .map(|s| s.start_time);
+                let _ = child.kill();
+                let _ = child.wait();
+                let started = started.unwrap();
+                assert!(
+                    before <= started && started <= after,
+                    "{before} <= {started} <= {after}"
+                );
+            }
         }
 
         #[test]

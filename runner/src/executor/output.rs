@@ -3,6 +3,8 @@
 //!
 //! Output can be megabytes (PRODUCT.md §8), so nothing here grows with it: the log file is
 //! written as output arrives, and only the tail and the start of the current line are kept.
+//! The file is created at the first output: a task that prints nothing leaves none (its
+//! record says it printed no bytes), and a deploy of many quiet tasks creates no file a task.
 //!
 //! The log is not buffered here: `lumo logs` reads it while the task runs, and it must hold
 //! what the task printed even if lumo is killed (`kill -9`) before the run ends. Each masked
@@ -12,12 +14,12 @@
 //! per line (50 MB ran no slower than through the former 64 KiB buffer).
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokio::fs::File;
 use tokio::io::AsyncWriteExt;
 
-use super::{ExecError, OutputObserver, TAIL_BYTES};
+use super::{OutputObserver, TAIL_BYTES};
 use crate::mask::StreamMasker;
 
 /// The most characters of an output line used as a run's message.
@@ -38,9 +40,11 @@ pub(crate) struct OutputSink<'a> {
     masked: Vec<u8>,
 }
 
-/// The log file, until the first write error; then the error, reported when the run is over.
+/// The log file: not created before the first output, then written until the first error;
+/// the error is reported when the run is over.
 struct LogFile {
     path: PathBuf,
+    created: bool,
     writer: Option<File>,
     error: Option<io::Error>,
 }
@@ -54,32 +58,19 @@ pub(crate) struct OutputSummary {
     pub log_error: Option<(PathBuf, io::Error)>,
 }
 
-/// Creates (or truncates) the run's log file, when it has one.
-pub(crate) fn create_log(path: Option<&Path>) -> Result<Option<(PathBuf, File)>, ExecError> {
-    let Some(path) = path else {
-        return Ok(None);
-    };
-    // Created on the calling thread (a new empty file), not handed to a blocking thread and
-    // back as tokio's `File::create` does: once per task, that round trip costs more.
-    let file = std::fs::File::create(path).map_err(|source| ExecError::CreateLog {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(Some((path.to_owned(), File::from_std(file))))
-}
-
 impl<'a> OutputSink<'a> {
     pub(crate) fn new(
         masker: StreamMasker,
         observer: &'a mut dyn OutputObserver,
-        log: Option<(PathBuf, File)>,
+        log: Option<PathBuf>,
     ) -> OutputSink<'a> {
         OutputSink {
             masker,
             observer,
-            log: log.map(|(path, file)| LogFile {
+            log: log.map(|path| LogFile {
                 path,
-                writer: Some(file),
+                created: false,
+                writer: None,
                 error: None,
             }),
             tail: Vec::with_capacity(2 * TAIL_BYTES),
@@ -133,6 +124,20 @@ impl<'a> OutputSink<'a> {
             .extend_from_slice(&masked[masked.len().saturating_sub(TAIL_BYTES)..]);
         if self.tail.len() > 2 * TAIL_BYTES {
             self.tail.drain(..self.tail.len() - TAIL_BYTES);
+        }
+        if let Some(log) = self.log.as_mut()
+            && !log.created
+        {
+            log.created = true;
+            // Created (or truncated) on the calling thread, not handed to a blocking thread
+            // and back as tokio's `File::create` does.
+            match std::fs::File::create(&log.path) {
+                Ok(file) => log.writer = Some(File::from_std(file)),
+                Err(e) => {
+                    tracing::debug!("could not create log file `{}`: {e}", log.path.display());
+                    log.error = Some(e);
+                }
+            }
         }
         if let Some(log) = self.log.as_mut()
             && let Some(writer) = log.writer.as_mut()

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
-use tokio::net::unix::pipe::Receiver;
+use tokio::net::unix::pipe::{Receiver, Sender};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
@@ -149,6 +149,9 @@ pub(super) fn output_pipe() -> Result<(Receiver, PipeWriters), ExecError> {
 /// A task whose process has started.
 pub(super) struct Started {
     pub child: Child,
+    /// The pipe to the task's stdin and the part of the context it did not take before the
+    /// task started ([`context_stdin`]).
+    stdin_rest: Option<(Sender, Vec<u8>)>,
     /// Keeps the task among the live ones until the run has ended ([`group::LiveTask`]).
     pub live: LiveTask,
     pub pid: i32,
@@ -160,17 +163,50 @@ impl Started {
         Pid::from_raw(self.pid)
     }
 
-    /// Writes the context to the task's stdin, then closes it, on a task of its own: a task
-    /// that never reads stdin must not block us, and EPIPE (the task exited without reading)
-    /// is expected, not an error.
-    pub fn feed_stdin(&mut self, context_json: Vec<u8>) -> Option<JoinHandle<()>> {
-        self.child.stdin.take().map(|mut stdin| {
-            tokio::spawn(async move {
-                let _ = stdin.write_all(&context_json).await;
-                let _ = stdin.shutdown().await;
-            })
-        })
+    /// Hands the task the rest of its context on stdin, then closes it, on a task of its own:
+    /// a task that never reads stdin must not block us, and EPIPE (the task exited without
+    /// reading) is expected, not an error. `None` when the pipe took the whole context before
+    /// the task started ([`context_stdin`]), which is the rule: a context is far smaller than
+    /// a pipe's buffer.
+    pub fn feed_stdin(&mut self) -> Option<JoinHandle<()>> {
+        let (mut stdin, rest) = self.stdin_rest.take()?;
+        Some(tokio::spawn(async move {
+            let _ = stdin.write_all(&rest).await;
+            let _ = stdin.shutdown().await;
+        }))
     }
+}
+
+/// The task's stdin: a pipe holding as much of `context` as its buffer takes, written before
+/// the task starts, so that a run needs no task of tokio's (and no wake-ups) to feed it. What
+/// did not fit comes back with the pipe's write end, for [`Started::feed_stdin`]; when all of
+/// it fitted, the write end is closed here and the task reads the context, then end of file.
+fn context_stdin(context: &[u8]) -> io::Result<(Stdio, Option<(Sender, Vec<u8>)>)> {
+    use std::io::Write;
+    let (reader, mut writer) = io::pipe()?;
+    let flags = nix::fcntl::fcntl(&writer, nix::fcntl::FcntlArg::F_GETFL)?;
+    nix::fcntl::fcntl(
+        &writer,
+        nix::fcntl::FcntlArg::F_SETFL(
+            nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK,
+        ),
+    )?;
+    let mut written = 0;
+    while written < context.len() {
+        match writer.write(&context[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let rest = if written < context.len() {
+        let sender = Sender::from_owned_fd(OwnedFd::from(writer))?;
+        Some((sender, context[written..].to_vec()))
+    } else {
+        None
+    };
+    Ok((Stdio::from(reader), rest))
 }
 
 /// What became of the attempt to start the task.
@@ -192,9 +228,12 @@ pub(super) async fn start(
     };
     // A task reads its context on stdin; a command of the user's (`lumo exec`) gets an empty
     // one, so a `psql` or a `sh` does not take the context for its input.
-    let stdin = match process.entry {
-        Entry::Argv(_) => Stdio::null(),
-        _ => Stdio::piped(),
+    let (stdin, stdin_rest) = match process.entry {
+        Entry::Argv(_) => (Stdio::null(), None),
+        _ => match context_stdin(&scratch.context_json) {
+            Ok(stdin) => stdin,
+            Err(source) => return Err(ExecError::ContextPipe { source }),
+        },
     };
     command
         .stdin(stdin)
@@ -217,7 +256,12 @@ pub(super) async fn start(
             source: io::Error::other("the task process has no process id"),
         });
     };
-    Ok(Start::Running(Started { child, live, pid }))
+    Ok(Start::Running(Started {
+        child,
+        stdin_rest,
+        live,
+        pid,
+    }))
 }
 
 /// The command that starts the task, with the contract's environment; `Err` with a reason when
@@ -273,10 +317,8 @@ fn task_command(process: &TaskProcess, scratch: &ScratchFiles) -> Result<Command
     command.current_dir(&process.working_directory);
 
     // Arguments of an enclosing lumo run must not leak into this one's.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("LUMO_ARG_") {
-            command.env_remove(name);
-        }
+    for name in inherited_arg_names() {
+        command.env_remove(name);
     }
     let ctx = &process.spec.context;
     let deployment = &ctx.deployment;
@@ -326,6 +368,18 @@ async fn spawn_retrying_busy(command: &mut Command) -> io::Result<(Child, LiveTa
             spawned => return spawned,
         }
     }
+}
+
+/// The `LUMO_ARG_*` variables this process was started with (it sets none itself), looked
+/// for once rather than in the whole environment at every task's start.
+fn inherited_arg_names() -> &'static [std::ffi::OsString] {
+    static NAMES: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        std::env::vars_os()
+            .map(|(name, _)| name)
+            .filter(|name| name.to_string_lossy().starts_with("LUMO_ARG_"))
+            .collect()
+    })
 }
 
 /// Why the task could not be started, with a hint where the OS error alone misleads.

@@ -85,6 +85,16 @@ pub(super) async fn run_once(
         .as_ref()
         .filter(|_| log_error.is_none())
         .map(|log| log.path.as_path());
+    // The executor creates the log at the task's first output: a task that printed nothing
+    // has an empty log, uploaded as any other.
+    if let Some(path) = log_path
+        && let Err(e) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        tracing::debug!("could not create the empty log `{}`: {e}", path.display());
+    }
     let data = outcome.data.take();
     let mut artifacts = upload_artifacts(request, log_path, data, deadline).await;
     if let Some(reason) = log_error {

@@ -382,33 +382,48 @@ impl SqliteStore {
     }
 
     /// Writes a run (and, when it succeeded, its task's last success); `unless_abandoned` as
-    /// for [`write_deployment`](Self::write_deployment).
-    async fn write_run(&self, run: &TaskRun, unless_abandoned: bool) -> BackendResult<bool> {
+    /// for [`write_deployment`](Self::write_deployment). With `then`, also writes that run (a
+    /// start) in the same transaction, whatever became of the first.
+    async fn write_run(
+        &self,
+        run: &TaskRun,
+        unless_abandoned: bool,
+        then: Option<&TaskRun>,
+    ) -> BackendResult<bool> {
         self.with("record the run", |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if unless_abandoned && is_abandoned(&tx, "runs", run.id.as_str())? {
-                return Ok(false);
+            let written = !(unless_abandoned && is_abandoned(&tx, "runs", run.id.as_str())?);
+            if written {
+                write_run_row(&tx, run)?;
             }
-            // Cached statements: a deploy writes every run twice, and parsing these each time
-            // cost more than executing them.
-            tx.prepare_cached(WRITE_RUN)?
-                .execute(rusqlite::params_from_iter(run_params(run)))?;
-            // Only a task run is the task's success: an `exec` in its bundle is not.
-            // (A task run always ran a bundle; only an `exec` may have none.)
-            if run.status == RunStatus::Succeeded
-                && run.kind == RunKind::Task
-                && let Some(hash) = &run.bundle_hash
-            {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO task_state (project, env, task, last_success_hash, last_success_run)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![run.project, run.env, run.task, hash.as_str(), run.id.as_str()])?;
+            if let Some(next) = then {
+                write_run_row(&tx, next)?;
             }
             tx.commit()?;
-            Ok(true)
+            Ok(written)
         })
     }
+}
+
+/// Writes `run`'s row (and, when it succeeded, its task's last success) in transaction `tx`.
+fn write_run_row(tx: &Connection, run: &TaskRun) -> rusqlite::Result<()> {
+    // Cached statements: a deploy writes every run twice, and parsing these each time cost
+    // more than executing them.
+    tx.prepare_cached(WRITE_RUN)?
+        .execute(rusqlite::params_from_iter(run_params(run)))?;
+    // Only a task run is the task's success: an `exec` in its bundle is not.
+    // (A task run always ran a bundle; only an `exec` may have none.)
+    if run.status == RunStatus::Succeeded
+        && run.kind == RunKind::Task
+        && let Some(hash) = &run.bundle_hash
+    {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO task_state (project, env, task, last_success_hash, last_success_run)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![run.project, run.env, run.task, hash.as_str(), run.id.as_str()])?;
+    }
+    Ok(())
 }
 
 /// Whether the record `id` of `table` (`runs` or `deployments`) is marked `abandoned`.
@@ -661,11 +676,20 @@ impl AuditStore for SqliteStore {
     }
 
     async fn start_run(&self, run: &TaskRun) -> BackendResult<()> {
-        self.write_run(run, false).await.map(|_| ())
+        self.write_run(run, false, None).await.map(|_| ())
     }
 
     async fn finish_run(&self, run: &TaskRun) -> BackendResult<bool> {
-        self.write_run(run, true).await
+        self.write_run(run, true, None).await
+    }
+
+    /// One transaction: a deploy of many tasks commits once a run boundary, not twice.
+    async fn finish_run_and_start(
+        &self,
+        finished: &TaskRun,
+        next: &TaskRun,
+    ) -> BackendResult<bool> {
+        self.write_run(finished, true, Some(next)).await
     }
 
     async fn runs(&self, env: &str, task: Option<&str>, limit: u32) -> BackendResult<Vec<TaskRun>> {
@@ -754,6 +778,16 @@ impl AuditStore for SqliteStore {
         let path = self.logs_dir.join(name);
         match std::fs::File::open(&path) {
             Ok(file) => Ok(Some(Box::new(LogFile { path, file }))),
+            // A run that printed nothing has no log file (the runner creates it at the first
+            // output): its whole output is empty, not lost.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && run.status != RunStatus::Running
+                    && run.output_bytes == 0
+                    && run.log_ref.is_some() =>
+            {
+                Ok(Some(Box::new(std::io::empty())))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(BackendError::from_io(
                 format!("cannot read the log `{}`", path.display()),
