@@ -1015,6 +1015,47 @@ async fn a_late_finish_cannot_overwrite_abandoned(f: Fixture) {
     audit.start_run(&fresh).await.unwrap();
     fresh.status = RunStatus::Succeeded;
     assert!(audit.finish_run(&fresh).await.unwrap());
+
+    // A deploy records a run's end with the next run's start: the late end is refused as
+    // above, and the next run is recorded `running` all the same.
+    let mut late = run_record(&f, "late", RunStatus::Running);
+    audit.start_run(&late).await.unwrap();
+    audit
+        .abandon_unfinished(&f.env, "abandoned: taken over")
+        .await
+        .unwrap();
+    late.status = RunStatus::Succeeded;
+    let next = run_record(&f, "next", RunStatus::Running);
+    assert!(!audit.finish_run_and_start(&late, &next).await.unwrap());
+    let stored = audit.run(&late.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, RunStatus::Abandoned);
+    assert_eq!(
+        audit.run(&next.id).await.unwrap().unwrap().status,
+        RunStatus::Running
+    );
+    // Nobody abandoned `next`: its end and a third run's start are both recorded.
+    let mut next = next;
+    next.status = RunStatus::Succeeded;
+    next.ended_at = Some(Timestamp::now());
+    let third = run_record(&f, "third", RunStatus::Running);
+    assert!(audit.finish_run_and_start(&next, &third).await.unwrap());
+    assert_eq!(
+        audit.run(&next.id).await.unwrap().unwrap().status,
+        RunStatus::Succeeded
+    );
+    assert_eq!(
+        audit.run(&third.id).await.unwrap().unwrap().status,
+        RunStatus::Running
+    );
+    assert!(
+        audit
+            .env_state(&f.env)
+            .await
+            .unwrap()
+            .last_success
+            .contains_key("next"),
+        "a success recorded with the next start is the task's last success"
+    );
 }
 
 /// Cleaning up after a dead writer (`Backend::abandon_unfinished`) stops what its runs left

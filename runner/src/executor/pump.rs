@@ -21,6 +21,8 @@ pub(super) struct OutputPump<'a> {
     sink: OutputSink<'a>,
     /// `None` once the pipe reached EOF or was given up on.
     pipe: Option<Receiver>,
+    /// Empty between reads, with room for [`READ_CHUNK`] bytes: a read fills it without the
+    /// buffer ever being zeroed (a run of a quiet task reads once, at EOF).
     buf: Vec<u8>,
 }
 
@@ -29,7 +31,7 @@ impl<'a> OutputPump<'a> {
         OutputPump {
             sink,
             pipe: Some(pipe),
-            buf: vec![0; READ_CHUNK],
+            buf: Vec::with_capacity(READ_CHUNK),
         }
     }
 
@@ -43,7 +45,7 @@ impl<'a> OutputPump<'a> {
             tokio::select! {
                 biased;
                 done = &mut fut => return done,
-                read = pipe.read(&mut self.buf) => self.take(read).await,
+                read = pipe.read_buf(&mut self.buf) => self.take(read).await,
             }
         }
     }
@@ -56,7 +58,7 @@ impl<'a> OutputPump<'a> {
         let mut deadline = std::pin::pin!(deadline);
         while let Some(pipe) = self.pipe.as_mut() {
             tokio::select! {
-                read = pipe.read(&mut self.buf) => self.take(read).await,
+                read = pipe.read_buf(&mut self.buf) => self.take(read).await,
                 () = &mut deadline => {
                     tracing::debug!("a process outside the task's group still holds its output pipe");
                     self.pipe = None;
@@ -73,7 +75,10 @@ impl<'a> OutputPump<'a> {
     async fn take(&mut self, read: io::Result<usize>) {
         match read {
             Ok(0) => self.pipe = None,
-            Ok(n) => self.sink.push(&self.buf[..n]).await,
+            Ok(n) => {
+                self.sink.push(&self.buf[..n]).await;
+                self.buf.clear();
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::warn!("could not read the task's output: {e}");

@@ -4,7 +4,7 @@
 //! ```text
 //! .lumo/lumo.db                 audit trail and environment state (SQLite)
 //! .lumo/bundles/<sha256>.zip    content-addressed bundles
-//! .lumo/logs/<run-id>.log       full (masked) output of each run
+//! .lumo/logs/<run-id>.log       full (masked) output of each run, created at its first output (none: it printed nothing)
 //! .lumo/work/<run-id>.*         a run's scratch files (in <run-id>/ with its unpacked bundle when not kept), removed when it ends
 //! .lumo/unpacked/<sha256>/      unpacked bundles kept between runs, reused only when untouched
 //! .lumo/bundle-cache.json       which bundle each task's unchanged inputs built (stat cache)

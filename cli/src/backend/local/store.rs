@@ -392,12 +392,9 @@ impl SqliteStore {
     ) -> BackendResult<bool> {
         self.with("record the run", |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let written = !(unless_abandoned && is_abandoned(&tx, "runs", run.id.as_str())?);
-            if written {
-                write_run_row(&tx, run)?;
-            }
+            let written = write_run_row(&tx, run, unless_abandoned)?;
             if let Some(next) = then {
-                write_run_row(&tx, next)?;
+                write_run_row(&tx, next, false)?;
             }
             tx.commit()?;
             Ok(written)
@@ -405,25 +402,38 @@ impl SqliteStore {
     }
 }
 
-/// Writes `run`'s row (and, when it succeeded, its task's last success) in transaction `tx`.
-fn write_run_row(tx: &Connection, run: &TaskRun) -> rusqlite::Result<()> {
+/// Writes `run`'s row (and, when it succeeded, its task's last success) in transaction `tx`;
+/// with `unless_abandoned`, nothing when its record is marked `abandoned`. Whether it wrote.
+fn write_run_row(tx: &Connection, run: &TaskRun, unless_abandoned: bool) -> rusqlite::Result<bool> {
     // Cached statements: a deploy writes every run twice, and parsing these each time cost
     // more than executing them.
-    tx.prepare_cached(WRITE_RUN)?
+    let sql = if unless_abandoned {
+        FINISH_RUN
+    } else {
+        WRITE_RUN
+    };
+    let changed = tx
+        .prepare_cached(sql)?
         .execute(rusqlite::params_from_iter(run_params(run)))?;
+    if changed == 0 {
+        return Ok(false);
+    }
     // Only a task run is the task's success: an `exec` in its bundle is not.
     // (A task run always ran a bundle; only an `exec` may have none.)
     if run.status == RunStatus::Succeeded
         && run.kind == RunKind::Task
         && let Some(hash) = &run.bundle_hash
     {
+        // Changed in place (not `INSERT OR REPLACE`, a delete and an insert): fewer pages a run.
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO task_state (project, env, task, last_success_hash, last_success_run)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO task_state (project, env, task, last_success_hash, last_success_run)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (project, env, task) DO UPDATE SET
+                last_success_hash = excluded.last_success_hash, last_success_run = excluded.last_success_run",
         )?
         .execute(params![run.project, run.env, run.task, hash.as_str(), run.id.as_str()])?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Whether the record `id` of `table` (`runs` or `deployments`) is marked `abandoned`.
@@ -440,7 +450,9 @@ fn is_abandoned(conn: &Connection, table: &str, id: &str) -> rusqlite::Result<bo
 /// anew with every index entry) and leaves `project`, `env` and `task`, which a run id never
 /// changes, alone: ending a run then touches the row and the index of running runs only, a
 /// third of the pages a deploy wrote per run before.
-const WRITE_RUN: &str = "INSERT INTO runs (id, deployment_id, project, env, task, trigger, version,
+macro_rules! write_run_sql {
+    () => {
+        "INSERT INTO runs (id, deployment_id, project, env, task, trigger, version,
     previous_version, bundle_hash, actor, status, attempt, started_at, ended_at, duration_ms, exit_code,
     message, data, data_ref, log_ref, output_tail, output_bytes, kind, args, from_source, command)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
@@ -452,7 +464,13 @@ const WRITE_RUN: &str = "INSERT INTO runs (id, deployment_id, project, env, task
         duration_ms = excluded.duration_ms, exit_code = excluded.exit_code, message = excluded.message,
         data = excluded.data, data_ref = excluded.data_ref, log_ref = excluded.log_ref,
         output_tail = excluded.output_tail, output_bytes = excluded.output_bytes, kind = excluded.kind,
-        args = excluded.args, from_source = excluded.from_source, command = excluded.command";
+        args = excluded.args, from_source = excluded.from_source, command = excluded.command"
+    };
+}
+const WRITE_RUN: &str = write_run_sql!();
+/// [`WRITE_RUN`] of a run's end, which leaves a record another writer marked `abandoned` as
+/// it is: then no row changes, and no separate read was needed to tell.
+const FINISH_RUN: &str = concat!(write_run_sql!(), " WHERE runs.status <> 'abandoned'");
 
 const RUN_COLUMNS: &str = "id, deployment_id, project, env, task, trigger, version, previous_version,
     bundle_hash, actor, status, attempt, started_at, ended_at, duration_ms, exit_code, message, data,
