@@ -151,7 +151,7 @@ pub(super) struct Started {
     pub child: Child,
     /// The pipe to the task's stdin and the part of the context it did not take before the
     /// task started ([`context_stdin`]).
-    stdin_rest: Option<(Sender, Vec<u8>)>,
+    stdin_rest: Option<StdinRest>,
     /// Keeps the task among the live ones until the run has ended ([`group::LiveTask`]).
     pub live: LiveTask,
     pub pid: i32,
@@ -177,11 +177,14 @@ impl Started {
     }
 }
 
+/// The write end of the task's stdin and what is left to write there.
+type StdinRest = (Sender, Vec<u8>);
+
 /// The task's stdin: a pipe holding as much of `context` as its buffer takes, written before
 /// the task starts, so that a run needs no task of tokio's (and no wake-ups) to feed it. What
 /// did not fit comes back with the pipe's write end, for [`Started::feed_stdin`]; when all of
 /// it fitted, the write end is closed here and the task reads the context, then end of file.
-fn context_stdin(context: &[u8]) -> io::Result<(Stdio, Option<(Sender, Vec<u8>)>)> {
+fn context_stdin(context: &[u8]) -> io::Result<(Stdio, Option<StdinRest>)> {
     use std::io::Write;
     let (reader, mut writer) = io::pipe()?;
     let flags = nix::fcntl::fcntl(&writer, nix::fcntl::FcntlArg::F_GETFL)?;
@@ -211,7 +214,7 @@ fn context_stdin(context: &[u8]) -> io::Result<(Stdio, Option<(Sender, Vec<u8>)>
 
 /// What became of the attempt to start the task.
 pub(super) enum Start {
-    Running(Started),
+    Running(Box<Started>),
     /// The task could not be started, and why; recorded like any failed run.
     Failed(String),
 }
@@ -256,12 +259,12 @@ pub(super) async fn start(
             source: io::Error::other("the task process has no process id"),
         });
     };
-    Ok(Start::Running(Started {
+    Ok(Start::Running(Box::new(Started {
         child,
         stdin_rest,
         live,
         pid,
-    }))
+    })))
 }
 
 /// The command that starts the task, with the contract's environment; `Err` with a reason when
