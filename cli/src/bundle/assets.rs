@@ -42,12 +42,18 @@ pub struct EntrySet<'a> {
 
 impl<'a> EntrySet<'a> {
     pub fn new(root: &'a Path) -> std::io::Result<Self> {
-        Ok(EntrySet {
+        Ok(EntrySet::resolved(root, fs::canonicalize(root)?))
+    }
+
+    /// [`new`](Self::new) with `root` already resolved (`canonical_root`): a project of many
+    /// tasks resolves its root once, not once a task.
+    pub fn resolved(root: &'a Path, canonical_root: PathBuf) -> Self {
+        EntrySet {
             root,
-            canonical_root: fs::canonicalize(root)?,
+            canonical_root,
             entries: BTreeMap::new(),
             problems: Vec::new(),
-        })
+        }
     }
 
     /// Adds one file at `path` in the bundle, written by config key `key`.

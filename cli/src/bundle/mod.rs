@@ -141,10 +141,11 @@ fn build_all_at(
     now: impl Fn() -> SystemTime,
     purpose: Purpose,
 ) -> Result<Vec<BuiltBundle>, BundleError> {
+    let canonical_root = resolve_root(root).map_err(BundleError::Invalid)?;
     let mut collected = Vec::with_capacity(tasks.len());
     let mut problems = Vec::new();
     for task in tasks {
-        match collect(root, task, Some((build, purpose))) {
+        match collect(root, &canonical_root, task, Some((build, purpose))) {
             Ok(entries) => collected.push((task, entries)),
             Err(mut p) => problems.append(&mut p),
         }
@@ -220,27 +221,38 @@ pub const STAT_CACHE_FILE: &str = "bundle-cache.json";
 /// Rust tasks or writing anything: a config that has problems elsewhere reports these in the
 /// same round.
 pub fn check_sources(root: &Path, tasks: &[Task]) -> Vec<ConfigProblem> {
+    let canonical_root = match resolve_root(root) {
+        Ok(resolved) => resolved,
+        Err(problems) => return problems,
+    };
     tasks
         .iter()
-        .filter_map(|task| collect(root, task, None).err())
+        .filter_map(|task| collect(root, &canonical_root, task, None).err())
         .flatten()
         .collect()
+}
+
+/// The project's root as an absolute path without symlinks, against which every task's files
+/// are checked to be inside the project; why not, as the problem to report.
+fn resolve_root(root: &Path) -> Result<PathBuf, Vec<ConfigProblem>> {
+    fs::canonicalize(root).map_err(|e| {
+        vec![ConfigProblem {
+            key: root.display().to_string(),
+            message: e.to_string(),
+        }]
+    })
 }
 
 /// The files of one task's bundle, every check done. Without a `build`, Rust tasks are not
 /// built (their binary is left out): only the other checks run.
 fn collect(
     root: &Path,
+    canonical_root: &Path,
     task: &Task,
     build: Option<(Build, Purpose)>,
 ) -> Result<Vec<BundleEntry>, Vec<ConfigProblem>> {
     let task_key = format!("tasks.{}", task.name);
-    let mut set = EntrySet::new(root).map_err(|e| {
-        vec![ConfigProblem {
-            key: root.display().to_string(),
-            message: e.to_string(),
-        }]
-    })?;
+    let mut set = EntrySet::resolved(root, canonical_root.to_path_buf());
     let entry = match &task.source {
         TaskSource::File { path } => {
             let file_name = path
