@@ -159,7 +159,7 @@ impl Project {
                 (None, None) => {
                     let message = match discovery.unrunnable.get(name) {
                         Some(file) => file.problem(),
-                        None => discover::excluded_by_convention(name).unwrap_or_else(|| format!(
+                        None => discover::excluded_by_convention(&config.root.join(discover::TASKS_DIR), name).unwrap_or_else(|| format!(
                             "no task file `{}/{name}` (a JS/TS module exporting `run`, an executable file, a directory with an executable `run`, or a Rust crate) and no `command`{}",
                             discover::TASKS_DIR,
                             suggest::hint_suffix(name, disk_names.iter().map(String::as_str)),

@@ -125,7 +125,11 @@ fn config_naming_a_helper_file_says_underscore_names_are_not_tasks() {
     p.write("functions/tasks/_lib/db.ts", "export const db = 1;");
     p.config("export default { projectName: 'p', tasks: { _shared: {}, '_lib/db': {} } };");
     let out = p.lumo(&["deploy", "--env", "dev"]).code(2).clone();
-    for (key, helper) in [("_shared", "_shared"), ("_lib/db", "_lib")] {
+    // Each is named as it is on disk: `_shared` is `_shared.ts`.
+    for (key, helper, file) in [
+        ("_shared", "_shared.ts", "functions/tasks/_shared.ts"),
+        ("_lib/db", "_lib", "functions/tasks/_lib/db.ts"),
+    ] {
         let line = out
             .stderr
             .lines()
@@ -134,7 +138,7 @@ fn config_naming_a_helper_file_says_underscore_names_are_not_tasks() {
         assert!(
             line.contains(&format!(
                 "`{helper}` starts with `_`: by convention such files and folders are helpers \
-                 for the tasks to import, not tasks"
+                 for the tasks to import, not tasks, so `{file}` never runs"
             )) && !line.contains("no task file"),
             "{line}"
         );

@@ -402,11 +402,19 @@ fn not_a_task_by_convention(file_name: &str, is_dir: bool) -> bool {
 
 /// Why a config entry naming `name` finds no task when a part of its path starts with `_` or
 /// `.`: such files are never tasks ([`not_a_task_by_convention`]), so the entry is told that
-/// rather than "no task file" beside the file it names. `None` for any other name.
-pub fn excluded_by_convention(name: &str) -> Option<String> {
-    let part = name
-        .split('/')
-        .find(|part| part.starts_with('_') || part.starts_with('.'))?;
+/// rather than "no task file" beside the file it names, which it names as it is on disk under
+/// `tasks_dir` (`_shared` is `_shared.ts`). `None` for any other name.
+pub fn excluded_by_convention(tasks_dir: &Path, name: &str) -> Option<String> {
+    let parts: Vec<&str> = name.split('/').collect();
+    let index = parts
+        .iter()
+        .position(|part| part.starts_with('_') || part.starts_with('.'))?;
+    let path = file_named_by(tasks_dir, name);
+    let part = if index + 1 == parts.len() {
+        path.rsplit('/').next().unwrap_or(parts[index])
+    } else {
+        parts[index]
+    };
     let (prefix, convention) = if part.starts_with('_') {
         (
             "_",
@@ -416,9 +424,32 @@ pub fn excluded_by_convention(name: &str) -> Option<String> {
         (".", "by convention hidden files and folders are not tasks")
     };
     Some(format!(
-        "`{part}` starts with `{prefix}`: {convention}, so `{TASKS_DIR}/{name}` never runs; \
+        "`{part}` starts with `{prefix}`: {convention}, so `{TASKS_DIR}/{path}` never runs; \
          rename it without the `{prefix}` to make it a task, or remove this entry"
     ))
+}
+
+/// The file under `tasks_dir` that task name `name` stands for, as a path from `tasks_dir`:
+/// `name` itself when it exists (a directory, a file without an extension), else the one file
+/// beside it whose name without its extension is `name`'s last part (`_shared` →
+/// `_shared.ts`); `name` when there is none, or more than one.
+fn file_named_by(tasks_dir: &Path, name: &str) -> String {
+    if tasks_dir.join(name).exists() {
+        return name.to_owned();
+    }
+    let (parent, stem) = name.rsplit_once('/').unwrap_or(("", name));
+    let Ok(entries) = fs::read_dir(tasks_dir.join(parent)) else {
+        return name.to_owned();
+    };
+    let mut found = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|file| task_stem(file) == stem);
+    match (found.next(), found.next()) {
+        (Some(file), None) if parent.is_empty() => file,
+        (Some(file), None) => format!("{parent}/{file}"),
+        _ => name.to_owned(),
+    }
 }
 
 /// `migrate.sh` → `migrate`; `archive.tar.gz` → `archive.tar`; `run` → `run`.
