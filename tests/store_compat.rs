@@ -162,6 +162,16 @@ fn logs_of_old_runs_read_masked_with_their_records() {
         "the whole log of the old run"
     );
     assert!(logs.complete);
+
+    // A run with no log file reads as empty output only when its record says it printed
+    // nothing (a run of this lumo that stayed quiet); an old run that printed and whose log
+    // is gone is still said to be missing, with the tail its record keeps.
+    let hello = history.iter().find(|r| r.task == "hello").unwrap();
+    fs::remove_file(p.lumo_dir().join(format!("logs/{}.log", hello.id))).unwrap();
+    let gone = p.lumo(&["logs", &hello.id]).code(0).clone();
+    assert!(gone.stderr.contains("not stored"), "{}", gone.show());
+    assert!(!gone.stdout.is_empty(), "{}", gone.show());
+    assert!(!p.logs(&hello.id).complete);
 }
 
 #[test]

@@ -193,26 +193,28 @@ impl UnpackCache {
         zip_meta: &fs::Metadata,
         hash: &BundleHash,
     ) -> Result<Option<CheckedOut>, CheckoutError> {
-        let open_lock = |home: &Path| {
+        let own_home = self.dir.join(hash.as_str());
+        let lock_path = own_home.join("lock");
+        let open_lock = || {
             OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
-                .open(home.join("lock"))
+                .open(&lock_path)
         };
         // The tree's directory exists on every run but its first: opening its lock says so.
-        let lock = match open_lock(&self.dir.join(hash.as_str())) {
+        let lock = match open_lock() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(self.dir.join(hash.as_str()))?;
-                open_lock(&self.dir.join(hash.as_str()))?
+                fs::create_dir_all(&own_home)?;
+                open_lock()?
             }
             opened => opened?,
         };
-        let resolved = match self.resolved.get() {
-            Some(resolved) => resolved.clone(),
-            None => self.resolved.get_or_init(|| resolve(&self.dir)).clone(),
-        };
-        let home = resolved.join(hash.as_str());
+        // Handed-out paths are resolved: the task's working directory needs no `realpath`.
+        let home = self
+            .resolved
+            .get_or_init(|| resolve(&self.dir))
+            .join(hash.as_str());
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Ok(None),

@@ -40,11 +40,10 @@ pub(crate) struct OutputSink<'a> {
     masked: Vec<u8>,
 }
 
-/// The log file: not created before the first output, then written until the first error;
-/// the error is reported when the run is over.
+/// The log file: neither a writer nor an error before the first output, then written until
+/// the first error (creating it included); the error is reported when the run is over.
 struct LogFile {
     path: PathBuf,
-    created: bool,
     writer: Option<File>,
     error: Option<io::Error>,
 }
@@ -69,7 +68,6 @@ impl<'a> OutputSink<'a> {
             observer,
             log: log.map(|path| LogFile {
                 path,
-                created: false,
                 writer: None,
                 error: None,
             }),
@@ -126,9 +124,9 @@ impl<'a> OutputSink<'a> {
             self.tail.drain(..self.tail.len() - TAIL_BYTES);
         }
         if let Some(log) = self.log.as_mut()
-            && !log.created
+            && log.writer.is_none()
+            && log.error.is_none()
         {
-            log.created = true;
             // Created (or truncated) on the calling thread, not handed to a blocking thread
             // and back as tokio's `File::create` does.
             match std::fs::File::create(&log.path) {
