@@ -10,6 +10,7 @@
 //!   the interpreter that line names must exist too (Lambda's file system is not this one);
 //! - a command (`sh -c`) needs nothing.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -93,6 +94,7 @@ pub fn check<'a>(
         None => node::check_node(),
     };
     let mut node: Option<Result<(), NodeError>> = None;
+    let mut installed = Installed::default();
     let mut problems = Vec::new();
     for bundle in bundles {
         let problem = match read_entry(bundle.zip) {
@@ -104,7 +106,7 @@ pub fn check<'a>(
                 .map(ToString::to_string),
             Ok(EntryFile::Node | EntryFile::Command) => None,
             Ok(EntryFile::Program { path, mode, head }) => {
-                program_problem(&path, mode, &head, provider)
+                program_problem(&path, mode, &head, provider, &mut installed)
             }
         };
         if let Some(message) = problem {
@@ -157,12 +159,31 @@ enum EntryFile {
     },
 }
 
+/// The largest bundle [`read_entry`] reads whole rather than seeking through.
+const READ_WHOLE_MAX: u64 = 64 * 1024;
+
+trait ReadSeek: io::Read + io::Seek {}
+impl<T: io::Read + io::Seek> ReadSeek for T {}
+
 fn read_entry(zip_path: &Path) -> Result<EntryFile, String> {
     let unreadable = |e: &dyn std::fmt::Display| {
         format!("could not read its bundle `{}`: {e}", zip_path.display())
     };
-    let file = File::open(zip_path).map_err(|e| unreadable(&e))?;
-    let mut archive = zip::ZipArchive::new(io::BufReader::new(file)).map_err(|e| unreadable(&e))?;
+    let mut file = File::open(zip_path).map_err(|e| unreadable(&e))?;
+    let size = file.metadata().map_err(|e| unreadable(&e))?.len();
+    // A small bundle (most tasks' are a few hundred bytes) is read in one call and parsed in
+    // memory: the zip reader's seeks and short reads were a dozen system calls a task, which a
+    // deploy of a thousand tasks paid before its first one started.
+    let source: Box<dyn ReadSeek> = if size <= READ_WHOLE_MAX {
+        // Exactly its size: `read_to_end` would ask the size and position again first. A
+        // file that changed meanwhile fails to parse and is named as unreadable.
+        let mut bytes = vec![0; size as usize];
+        file.read_exact(&mut bytes).map_err(|e| unreadable(&e))?;
+        Box::new(io::Cursor::new(bytes))
+    } else {
+        Box::new(io::BufReader::new(file))
+    };
+    let mut archive = zip::ZipArchive::new(source).map_err(|e| unreadable(&e))?;
     let manifest: BundleManifest = {
         let mut entry = archive.by_name(MANIFEST_PATH).map_err(|e| unreadable(&e))?;
         let mut bytes = Vec::new();
@@ -192,11 +213,36 @@ fn read_entry(zip_path: &Path) -> Result<EntryFile, String> {
     }
 }
 
+/// Which interpreters and programs are installed here, each looked up once per check: a
+/// thousand scripts naming `/bin/sh` cost one `stat`, not a thousand.
+#[derive(Default)]
+struct Installed {
+    executable: HashMap<String, bool>,
+    on_path: HashMap<String, bool>,
+}
+
+impl Installed {
+    fn executable(&mut self, path: &str) -> bool {
+        *self
+            .executable
+            .entry(path.to_string())
+            .or_insert_with(|| node::is_executable_file(Path::new(path)))
+    }
+
+    fn on_path(&mut self, program: &str) -> bool {
+        *self
+            .on_path
+            .entry(program.to_string())
+            .or_insert_with(|| on_path(program))
+    }
+}
+
 fn program_problem(
     path: &str,
     mode: Option<u32>,
     head: &[u8],
     provider: Provider,
+    installed: &mut Installed,
 ) -> Option<String> {
     if mode.is_some_and(|m| m & 0o111 == 0) {
         return Some(format!(
@@ -225,7 +271,7 @@ fn program_problem(
     if provider != Provider::Local {
         return None;
     }
-    if !node::is_executable_file(Path::new(interpreter)) {
+    if !installed.executable(interpreter) {
         return Some(format!(
             "`{path}` names the interpreter `{interpreter}` on its `#!` line, which is not \
              installed here; install it or change the line"
@@ -237,7 +283,7 @@ fn program_problem(
     {
         // `#!/usr/bin/env [-S] python3 -u`: the program is the first word that is not an option.
         let program = words.find(|w| !w.starts_with('-'))?;
-        if !on_path(program) {
+        if !installed.on_path(program) {
             return Some(format!(
                 "`{path}` runs `{program}` through `{interpreter}` on its `#!` line, and \
                  `{program}` is not on `PATH` here; install it or change the line"
@@ -299,7 +345,13 @@ mod tests {
 
     #[test]
     fn a_script_without_a_shebang_line_is_refused_with_the_fix() {
-        let message = program_problem("run.sh", Some(0o100755), b"echo hi\n", Provider::Aws);
+        let message = program_problem(
+            "run.sh",
+            Some(0o100755),
+            b"echo hi\n",
+            Provider::Aws,
+            &mut Installed::default(),
+        );
         assert!(
             message
                 .unwrap()
@@ -310,12 +362,19 @@ mod tests {
                 "run.sh",
                 Some(0o100755),
                 b"#!/bin/sh\necho\n",
-                Provider::Local
+                Provider::Local,
+                &mut Installed::default()
             ),
             None
         );
         assert_eq!(
-            program_problem("bootstrap", Some(0o100755), b"\x7fELF\x02", Provider::Local),
+            program_problem(
+                "bootstrap",
+                Some(0o100755),
+                b"\x7fELF\x02",
+                Provider::Local,
+                &mut Installed::default()
+            ),
             None
         );
     }
@@ -327,6 +386,7 @@ mod tests {
             Some(0o100755),
             b"#!/nonexistent/python9 -u\n",
             Provider::Local,
+            &mut Installed::default(),
         )
         .unwrap();
         assert!(message.contains("`/nonexistent/python9`"), "{message}");
@@ -335,6 +395,7 @@ mod tests {
             Some(0o100755),
             b"#!/usr/bin/env -S lumo-no-such-interpreter -x\n",
             Provider::Local,
+            &mut Installed::default(),
         )
         .unwrap();
         assert!(
@@ -347,15 +408,112 @@ mod tests {
                 "run.py",
                 Some(0o100755),
                 b"#!/nonexistent/python9\n",
-                Provider::Aws
+                Provider::Aws,
+                &mut Installed::default()
             ),
             None
         );
     }
 
+    /// A zip holding a manifest that starts `run.sh`, the script, and `padding` bytes of an
+    /// incompressible asset.
+    fn bundle_zip(dir: &Path, script: &[u8], padding: usize) -> PathBuf {
+        use std::io::Write;
+        use zip::write::SimpleFileOptions;
+        let path = dir.join(format!("bundle-{padding}.zip"));
+        let mut zip = zip::ZipWriter::new(File::create(&path).unwrap());
+        let stored =
+            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        zip.start_file(MANIFEST_PATH, stored).unwrap();
+        zip.write_all(br#"{"task":"t","entry":{"program":"run.sh"}}"#)
+            .unwrap();
+        zip.start_file("run.sh", stored.unix_permissions(0o755))
+            .unwrap();
+        zip.write_all(script).unwrap();
+        zip.start_file("data.bin", stored).unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let noise: Vec<u8> = (0..padding)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        zip.write_all(&noise).unwrap();
+        zip.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn small_and_large_bundles_are_read_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        // Under and over the size read whole.
+        for padding in [10, 2 * READ_WHOLE_MAX as usize] {
+            let zip = bundle_zip(dir.path(), b"#!/bin/sh\necho hi\n", padding);
+            match read_entry(&zip) {
+                Ok(EntryFile::Program { path, mode, head }) => {
+                    assert_eq!(path, "run.sh");
+                    assert_eq!(mode.map(|m| m & 0o777), Some(0o755));
+                    assert_eq!(head, b"#!/bin/sh\necho hi\n");
+                }
+                Ok(_) => panic!("{padding}: not read as a program"),
+                Err(e) => panic!("{padding}: {e}"),
+            }
+            let problem = check(
+                [PlannedBundle {
+                    task: "t",
+                    zip: &zip,
+                }],
+                Provider::Local,
+                None,
+            );
+            assert!(problem.is_ok(), "{padding}: {problem:?}");
+        }
+        // A truncated bundle is named, whichever way it is read.
+        let zip = bundle_zip(dir.path(), b"#!/bin/sh\n", 10);
+        let bytes = std::fs::read(&zip).unwrap();
+        std::fs::write(&zip, &bytes[..bytes.len() / 2]).unwrap();
+        let Err(message) = read_entry(&zip) else {
+            panic!("a truncated bundle was read");
+        };
+        assert!(
+            message.contains(&format!("`{}`", zip.display())),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_interpreter_is_looked_up_once_per_check() {
+        let mut installed = Installed::default();
+        let script = b"#!/nonexistent/lumo-sh\n";
+        for _ in 0..3 {
+            let message = program_problem(
+                "run.sh",
+                Some(0o100755),
+                script,
+                Provider::Local,
+                &mut installed,
+            )
+            .unwrap();
+            assert!(message.contains("`/nonexistent/lumo-sh`"), "{message}");
+        }
+        assert_eq!(installed.executable.len(), 1);
+        assert_eq!(
+            installed.executable.get("/nonexistent/lumo-sh"),
+            Some(&false)
+        );
+    }
+
     #[test]
     fn a_file_without_its_executable_bit_is_refused() {
-        let message = program_problem("run.sh", Some(0o100644), b"#!/bin/sh\n", Provider::Local);
+        let message = program_problem(
+            "run.sh",
+            Some(0o100644),
+            b"#!/bin/sh\n",
+            Provider::Local,
+            &mut Installed::default(),
+        );
         assert!(message.unwrap().contains("`chmod +x`"));
     }
 }

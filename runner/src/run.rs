@@ -38,6 +38,8 @@ pub struct BundleRun {
 pub struct BundleFile {
     pub zip: PathBuf,
     pub hash: BundleHash,
+    /// The zip's metadata, when the caller has just read it (it is not read again).
+    pub stat: Option<std::fs::Metadata>,
 }
 
 /// Why a bundle run could not take place (or, for [`RunnerError::Exec`], could not be recorded
@@ -175,7 +177,11 @@ async fn checkout(run: &BundleRun, bundle: &BundleFile) -> Result<Option<Checked
         return Ok(None);
     };
     let (zip, hash) = (bundle.zip.clone(), bundle.hash.clone());
-    let meta = match std::fs::metadata(&zip) {
+    let meta = match bundle
+        .stat
+        .clone()
+        .map_or_else(|| std::fs::metadata(&zip), Ok)
+    {
         Ok(meta) => meta,
         Err(e) => {
             tracing::warn!("could not use the unpacked-bundle cache: {e}");

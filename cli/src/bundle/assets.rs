@@ -10,6 +10,7 @@ use lumo_runner::contract::MANIFEST_PATH;
 use nix::unistd::{AccessFlags, access};
 use walkdir::WalkDir;
 
+use super::stat_cache::FileStamp;
 use crate::config::{ConfigProblem, CopyAsset};
 
 /// Lambda's limit on a function's unzipped deployment package (250 MB).
@@ -23,6 +24,9 @@ pub struct BundleEntry {
     pub source: EntrySource,
     pub executable: bool,
     pub size: u64,
+    /// A file's stamp as its checks read it, which the stat cache fingerprints instead of
+    /// asking again (`None`: asked when needed).
+    pub stamp: Option<FileStamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +62,8 @@ impl<'a> EntrySet<'a> {
 
     /// Adds one file at `path` in the bundle, written by config key `key`.
     pub fn add(&mut self, path: String, source: EntrySource, key: &str) {
-        let (size, executable) = match &source {
-            EntrySource::Bytes(b) => (b.len() as u64, false),
+        let (size, executable, stamp) = match &source {
+            EntrySource::Bytes(b) => (b.len() as u64, false, None),
             EntrySource::File(p) => match fs::metadata(p) {
                 Ok(m) if !m.is_file() => {
                     // A FIFO blocks the bundler for ever on open, a device (`/dev/zero`)
@@ -85,7 +89,11 @@ impl<'a> EntrySet<'a> {
                         self.problem(key, format!("cannot read `{}`: {e}", self.show(p)));
                         return;
                     }
-                    (m.len(), m.permissions().mode() & 0o111 != 0)
+                    (
+                        m.len(),
+                        m.permissions().mode() & 0o111 != 0,
+                        FileStamp::of(&m),
+                    )
                 }
                 Err(e) => {
                     self.problem(key, format!("cannot read `{}`: {e}", self.show(p)));
@@ -113,6 +121,7 @@ impl<'a> EntrySet<'a> {
             source,
             executable,
             size,
+            stamp,
         };
         self.entries.insert(path, (entry, key.to_string()));
     }

@@ -164,13 +164,15 @@ impl Scan<'_> {
                 continue;
             };
             let path = entry.path();
-            if not_a_task_by_convention(file_name, path.is_dir()) {
-                continue;
-            }
             // Follow symlinks: a task may be linked in from elsewhere in the project, but not
             // from outside it (a bundle holds only what is inside the project, as with
-            // `copyAssets`), so a link that resolves outside is refused here.
-            let meta = match fs::metadata(&path) {
+            // `copyAssets`), so a link that resolves outside is refused here. One `stat` serves
+            // the convention and the checks after it.
+            let meta = fs::metadata(&path);
+            if not_a_task_by_convention(file_name, meta.as_ref().is_ok_and(fs::Metadata::is_dir)) {
+                continue;
+            }
+            let meta = match meta {
                 Ok(m) => m,
                 Err(e) => {
                     self.problems

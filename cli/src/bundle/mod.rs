@@ -170,7 +170,7 @@ fn build_all_at(
     let mut built = Vec::with_capacity(collected.len());
     for (task, entries) in collected {
         let fingerprint = stat_cache::fingerprint(&entries, &target, now());
-        if let Some(hit) = fingerprint
+        if let Some((hit, stored)) = fingerprint
             .as_deref()
             .and_then(|f| cache.lookup(&task.name, f, store_dir))
         {
@@ -180,7 +180,8 @@ fn build_all_at(
                 hit.sha256
             );
             let path = store_dir.join(format!("{}.zip", hit.sha256));
-            if purpose == Purpose::Use {
+            // The lookup's `stat` tells a bundle marked minutes ago: not opened again.
+            if purpose == Purpose::Use && !marked_recently(&stored) {
                 mark_in_use(&path);
             }
             built.push(BuiltBundle {
@@ -422,17 +423,19 @@ pub fn mark_in_use(bundle: &Path) {
     let Ok(file) = fs::File::options().append(true).open(bundle) else {
         return;
     };
-    let now = SystemTime::now();
-    let marked_recently = file
-        .metadata()
-        .and_then(|meta| meta.modified())
-        .is_ok_and(|marked| {
-            now.duration_since(marked)
-                .is_ok_and(|age| age < MARK_AGAIN_AFTER)
-        });
-    if !marked_recently {
-        let _ = file.set_modified(now);
+    if !file.metadata().is_ok_and(|meta| marked_recently(&meta)) {
+        let _ = file.set_modified(SystemTime::now());
     }
+}
+
+/// Whether a stored bundle with this metadata was marked in use in the last
+/// [`MARK_AGAIN_AFTER`].
+fn marked_recently(meta: &fs::Metadata) -> bool {
+    meta.modified().is_ok_and(|marked| {
+        SystemTime::now()
+            .duration_since(marked)
+            .is_ok_and(|age| age < MARK_AGAIN_AFTER)
+    })
 }
 
 /// How old a stored bundle's time may be before a build that finds it again refreshes it; well

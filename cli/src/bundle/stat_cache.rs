@@ -85,14 +85,19 @@ impl StatCache {
     }
 
     /// The bundle `task` built from inputs with this `fingerprint`, if it is still in the store
-    /// (`<store_dir>/<sha256>.zip` with the recorded size).
-    pub fn lookup(&self, task: &str, fingerprint: &str, store_dir: &Path) -> Option<&CachedBundle> {
+    /// (`<store_dir>/<sha256>.zip` with the recorded size), with the stored zip's metadata.
+    pub fn lookup(
+        &self,
+        task: &str,
+        fingerprint: &str,
+        store_dir: &Path,
+    ) -> Option<(&CachedBundle, fs::Metadata)> {
         let cached = self.tasks.get(task)?;
         if cached.fingerprint != fingerprint {
             return None;
         }
         let stored = fs::metadata(store_dir.join(format!("{}.zip", cached.sha256))).ok()?;
-        (stored.is_file() && stored.len() == cached.size).then_some(cached)
+        (stored.is_file() && stored.len() == cached.size).then_some((cached, stored))
     }
 
     pub fn record(&mut self, task: &str, bundle: CachedBundle) {
@@ -131,6 +136,37 @@ impl StatCache {
     }
 }
 
+/// What the fingerprint knows of a file: where it is, and every stamp a change moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mode: u32,
+    changed: Duration,
+    modified: Duration,
+}
+
+impl FileStamp {
+    /// `None` for times before 1970, which no fingerprint trusts.
+    pub fn of(meta: &fs::Metadata) -> Option<FileStamp> {
+        Some(FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mode: meta.mode(),
+            changed: Duration::new(
+                u64::try_from(meta.ctime()).ok()?,
+                u32::try_from(meta.ctime_nsec()).ok()?,
+            ),
+            modified: Duration::new(
+                u64::try_from(meta.mtime()).ok()?,
+                u32::try_from(meta.mtime_nsec()).ok()?,
+            ),
+        })
+    }
+}
+
 /// The fingerprint of a bundle's inputs, or `None` when one of its files changed within
 /// [`RACY_WINDOW`] of `now` (or cannot be stat'ed): such a bundle is built but not cached.
 pub fn fingerprint(entries: &[BundleEntry], build: &str, now: SystemTime) -> Option<String> {
@@ -155,27 +191,22 @@ pub fn fingerprint(entries: &[BundleEntry], build: &str, now: SystemTime) -> Opt
                 field(bytes);
             }
             EntrySource::File(path) => {
-                let meta = fs::metadata(path).ok()?;
-                let changed = Duration::new(
-                    u64::try_from(meta.ctime()).ok()?,
-                    u32::try_from(meta.ctime_nsec()).ok()?,
-                );
-                let modified = Duration::new(
-                    u64::try_from(meta.mtime()).ok()?,
-                    u32::try_from(meta.mtime_nsec()).ok()?,
-                );
-                if changed >= racy_after || modified >= racy_after {
+                let stamp = match entry.stamp {
+                    Some(stamp) => stamp,
+                    None => FileStamp::of(&fs::metadata(path).ok()?)?,
+                };
+                if stamp.changed >= racy_after || stamp.modified >= racy_after {
                     return None;
                 }
                 field(b"file");
                 field(path.as_os_str().as_encoded_bytes());
                 for number in [
-                    meta.dev(),
-                    meta.ino(),
-                    meta.size(),
-                    u64::from(meta.mode()),
-                    changed.as_nanos() as u64,
-                    modified.as_nanos() as u64,
+                    stamp.dev,
+                    stamp.ino,
+                    stamp.size,
+                    u64::from(stamp.mode),
+                    stamp.changed.as_nanos() as u64,
+                    stamp.modified.as_nanos() as u64,
                 ] {
                     field(&number.to_le_bytes());
                 }

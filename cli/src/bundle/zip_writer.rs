@@ -234,6 +234,7 @@ mod tests {
             size: data.len() as u64,
             source: EntrySource::Bytes(data),
             executable,
+            stamp: None,
         }
     }
 
@@ -344,6 +345,7 @@ mod tests {
             source: EntrySource::File(missing),
             executable: false,
             size: 3,
+            stamp: None,
         }];
         let err = write_zip(
             &File::create(dir.path().join("b.zip")).unwrap(),

@@ -59,6 +59,7 @@ pub(super) async fn run_once(
         bundle: zip.map(|(zip, hash)| BundleFile {
             zip: zip.to_owned(),
             hash: hash.clone(),
+            stat: None,
         }),
         work_root: config.work_dir(),
         kill_grace: config.kill_grace,

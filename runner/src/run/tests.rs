@@ -48,6 +48,7 @@ fn bundle_run(dir: &Path, entry: Entry, files: &[(&str, &[u8], u32)]) -> BundleR
         bundle: Some(BundleFile {
             zip,
             hash: BundleHash::parse(&sha256).unwrap(),
+            stat: None,
         }),
         work_root: dir.join("runs"),
         kill_grace: Duration::from_millis(300),

@@ -109,7 +109,8 @@ pub struct LocalBundles {
 impl BundleStore for LocalBundles {
     async fn put(&self, bundle: &BuiltBundle) -> BackendResult<bool> {
         let path = self.dir.join(format!("{}.zip", bundle.sha256));
-        if path.is_file() {
+        // A deploy builds into this very store: the bundle is where it belongs already.
+        if bundle.path == path || path.is_file() {
             return Ok(false);
         }
         std::fs::copy(&bundle.path, &path).map_err(|e| {
@@ -142,7 +143,8 @@ impl TaskExecutor for LocalExecutor {
         let bundle = match bundle {
             Some(hash) => {
                 let zip = self.layout.bundles().join(format!("{hash}.zip"));
-                if !zip.is_file() {
+                let stat = std::fs::metadata(&zip).ok().filter(|m| m.is_file());
+                if stat.is_none() {
                     return Err(BackendError::new(format!(
                         "the bundle {hash} of task `{}` is missing from `{}`",
                         spec.task(),
@@ -154,7 +156,7 @@ impl TaskExecutor for LocalExecutor {
                         spec.environment()
                     )));
                 }
-                Some(BundleFile { zip, hash })
+                Some(BundleFile { zip, hash, stat })
             }
             None => None,
         };

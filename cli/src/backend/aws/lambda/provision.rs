@@ -403,12 +403,14 @@ fn runner_zip(binary: &Path) -> BackendResult<Vec<u8>> {
         source: EntrySource::File(binary.to_path_buf()),
         executable: true,
         size,
+        stamp: None,
     };
     let wrapper = BundleEntry {
         path: EXEC_WRAPPER_NAME.into(),
         source: EntrySource::Bytes(EXEC_WRAPPER.as_bytes().to_vec()),
         executable: true,
         size: EXEC_WRAPPER.len() as u64,
+        stamp: None,
     };
     let mut file = tempfile::tempfile().map_err(fail)?;
     crate::bundle::write_zip(&file, &[entry, wrapper], &crate::bundle::Cancel::default())
