@@ -227,12 +227,29 @@ impl UnpackCache {
         let zip_stamp = Stamp::of(zip_meta);
         let untouched = read_state(&state_path)
             .filter(|state| snapshot(&tree).ok().as_ref() == Some(&state.tree));
-        if let Some(state) = &untouched
-            && state.zip == zip_stamp
-        {
+        if let Some(state) = untouched {
+            let manifest = if state.zip == zip_stamp {
+                state.manifest
+            } else {
+                // Only the zip's stamp moved (a deploy refreshing its time so `lumo prune`
+                // spares it, a copy): once its content is found to be the bundle still, the
+                // untouched tree is still its unpacking and only the record is renewed.
+                // Nothing is replaced meanwhile, so the record stays: naming the zip's old
+                // stamp, it is trusted again only after this check.
+                let actual = bundle::sha256_file(zip)?;
+                if actual != hash.as_str() {
+                    return Err(CheckoutError::HashMismatch { actual });
+                }
+                let renewed = State {
+                    zip: zip_stamp,
+                    ..state
+                };
+                write_state(&state_path, &renewed)?;
+                renewed.manifest
+            };
             return Ok(Some(CheckedOut {
                 dir: tree,
-                manifest: state.manifest.clone(),
+                manifest,
                 reused: true,
                 _lock: lock,
             }));
@@ -245,22 +262,6 @@ impl UnpackCache {
         if actual != hash.as_str() {
             return Err(CheckoutError::HashMismatch { actual });
         }
-        // Only the zip's stamp moved (a deploy refreshing its time so `lumo prune` spares it,
-        // a copy) and its content is still the bundle: the untouched tree is still its
-        // unpacking, so only the record is renewed.
-        if let Some(state) = untouched {
-            let state = State {
-                zip: zip_stamp,
-                ..state
-            };
-            write_state(&home, &state_path, &state)?;
-            return Ok(Some(CheckedOut {
-                dir: tree,
-                manifest: state.manifest,
-                reused: true,
-                _lock: lock,
-            }));
-        }
         remove_dir_if_present(&tree)?;
         let manifest = bundle::unpack(zip, &tree)?;
         let state = State {
@@ -269,7 +270,7 @@ impl UnpackCache {
             manifest: manifest.clone(),
             tree: snapshot(&tree)?,
         };
-        write_state(&home, &state_path, &state)?;
+        write_state(&state_path, &state)?;
         let size = state.tree_size();
         // Best effort: a tree without a recorded size is kept only among the most recent.
         let _ = record_size(&lock, size);
@@ -352,17 +353,18 @@ impl UnpackCache {
     }
 }
 
-/// Writes the record atomically (a temporary file renamed over it).
 /// `dir` as an absolute path without symlinks; as it is when it cannot be resolved (the tree
 /// is then resolved by the run, as any unpacked bundle is).
 fn resolve(dir: &Path) -> PathBuf {
     fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
-fn write_state(home: &Path, path: &Path, state: &State) -> io::Result<()> {
-    let tmp = home.join("state.json.tmp");
-    fs::write(&tmp, serde_json::to_vec(state).map_err(io::Error::other)?)?;
-    fs::rename(&tmp, path)
+/// Writes the record in place. Only the holder of the tree's lock reads or writes it, and a
+/// record cut short (a crash, a full disk) is not JSON, so it is no record: no temporary file
+/// and rename, which cost a new inode and a deleted one a record (every task's, on the first
+/// deploy after `lumo prune`'s protection of its bundle was renewed).
+fn write_state(path: &Path, state: &State) -> io::Result<()> {
+    fs::write(path, serde_json::to_vec(state).map_err(io::Error::other)?)
 }
 
 impl State {
@@ -574,6 +576,52 @@ mod tests {
         let fresh = cache.checkout(&zip, &hash).unwrap().unwrap();
         assert!(!fresh.reused);
         assert_eq!(fs::read_to_string(&seed).unwrap(), "original");
+    }
+
+    #[test]
+    fn a_zip_whose_time_and_content_moved_is_refused_until_its_content_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (zip, hash) = bundle(dir.path());
+        let cache = UnpackCache::new(dir.path().join("unpacked"));
+        drop(cache.checkout(&zip, &hash).unwrap().unwrap());
+        let record = dir
+            .path()
+            .join("unpacked")
+            .join(hash.as_str())
+            .join("state.json");
+        let record_inode = fs::metadata(&record).unwrap().ino();
+
+        // Same size, other bytes, a new stamp: the untouched tree is not the bundle's now.
+        let good = fs::read(&zip).unwrap();
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        fs::write(&zip, &bad).unwrap();
+        for _ in 0..2 {
+            let err = cache.checkout(&zip, &hash).unwrap_err();
+            assert!(matches!(err, CheckoutError::HashMismatch { .. }), "{err}");
+        }
+
+        // The bundle's bytes back (another stamp again): the tree is the bundle's once more,
+        // kept, and its record renewed in place.
+        fs::write(&zip, &good).unwrap();
+        let again = cache.checkout(&zip, &hash).unwrap().unwrap();
+        assert!(again.reused, "the untouched tree was unpacked again");
+        assert_eq!(
+            fs::read_to_string(again.dir.join("data/seed.txt")).unwrap(),
+            "original"
+        );
+        drop(again);
+        assert_eq!(fs::metadata(&record).unwrap().ino(), record_inode);
+        let names: Vec<_> = fs::read_dir(record.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+        // Renewed: trusted without hashing the zip again.
+        let zip_stamp = fs::metadata(&zip).unwrap();
+        let renewed = read_state(&record).unwrap();
+        assert_eq!(renewed.zip, Stamp::of(&zip_stamp));
     }
 
     /// A bundle of its own for each `n`, with a file of `bytes` bytes.
