@@ -803,6 +803,28 @@ fn a_profile_that_does_not_exist_is_named_with_the_files_before_anything_is_writ
     assert!(!a.p.lumo_dir().join("bundles").exists(), "nothing bundled");
     assert!(!a.p.out().join("ran").exists(), "nothing ran");
 
+    // A config file named by `AWS_CONFIG_FILE` that is not there: lumo's one error names it,
+    // and the SDK's own warning about it does not come first.
+    let missing = a.p.tmp().join("no-such-aws-config");
+    let missing = missing.to_string_lossy();
+    let gone = a.p.lumo_with_env(
+        &["history", "--env", "dev", "--profile", "ghost"],
+        &[
+            ("AWS_CONFIG_FILE", missing.as_ref()),
+            ("AWS_SHARED_CREDENTIALS_FILE", credentials.as_str()),
+        ],
+    );
+    gone.code(2).stderr_has(&[
+        "AWS profile `ghost` (from `--profile`) does not exist",
+        &format!("`{missing}` (`AWS_CONFIG_FILE`)"),
+    ]);
+    assert!(
+        !gone.stderr.contains("overridden via environment variable")
+            && gone.stderr.trim_start().starts_with("error"),
+        "lumo's error alone:\n{}",
+        gone.stderr
+    );
+
     // `prod` exists (with no keys of its own: the environment's are used, as the SDK does).
     let runs = a.p.lumo_with_env(
         &["history", "--env", "dev", "--profile", "prod", "--json"],

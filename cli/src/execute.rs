@@ -477,10 +477,12 @@ pub async fn run_plan(
                 };
                 waiting.remove(i);
                 let session = session.clone();
-                running.spawn(async move {
+                // Boxed: the run's future is large, and tokio moves an unboxed one into its
+                // task's cell by copying it, twice a task.
+                running.spawn(Box::pin(async move {
                     let result = run_attempts(&session, &job, first).await;
                     (job.task.name, result)
-                });
+                }));
             }
         }
         if let Some(before) = ended.take() {

@@ -215,11 +215,12 @@ fn usage_error_document(e: &clap::Error) -> ErrorDocument {
 
 fn init_tracing(global: &args::GlobalArgs) {
     // The SDK's own warnings (an unreachable instance metadata service while it looks for a
-    // region, say) are multi-line debug dumps; lumo reports what failed in its own words.
+    // region, say; an `AWS_CONFIG_FILE` that is not there) are multi-line debug dumps or come
+    // before lumo's own error about the same thing; lumo reports what failed in its own words.
     let default = if global.verbose {
         "lumo=debug,warn"
     } else {
-        "warn,aws_config=error,aws_smithy_runtime=error,aws_smithy_http_client=error"
+        "warn,aws_config=error,aws_runtime=error,aws_smithy_runtime=error,aws_smithy_http_client=error"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LUMO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
