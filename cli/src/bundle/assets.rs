@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use lumo_runner::contract::MANIFEST_PATH;
 use nix::unistd::{AccessFlags, access};
 use walkdir::WalkDir;
 
-use super::stat_cache::FileStamp;
 use crate::config::{ConfigProblem, CopyAsset};
 
 /// Lambda's limit on a function's unzipped deployment package (250 MB).
@@ -27,6 +27,38 @@ pub struct BundleEntry {
     /// A file's stamp as its checks read it, which the stat cache fingerprints instead of
     /// asking again (`None`: asked when needed).
     pub stamp: Option<FileStamp>,
+}
+
+/// What the stat cache's fingerprint knows of a file: where it is, and every stamp a change
+/// moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+    pub(super) size: u64,
+    pub(super) mode: u32,
+    pub(super) changed: Duration,
+    pub(super) modified: Duration,
+}
+
+impl FileStamp {
+    /// `None` for times before 1970, which no fingerprint trusts.
+    pub fn of(meta: &fs::Metadata) -> Option<FileStamp> {
+        Some(FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mode: meta.mode(),
+            changed: Duration::new(
+                u64::try_from(meta.ctime()).ok()?,
+                u32::try_from(meta.ctime_nsec()).ok()?,
+            ),
+            modified: Duration::new(
+                u64::try_from(meta.mtime()).ok()?,
+                u32::try_from(meta.mtime_nsec()).ok()?,
+            ),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

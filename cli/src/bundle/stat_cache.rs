@@ -20,14 +20,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::assets::{BundleEntry, EntrySource};
+use super::assets::{BundleEntry, EntrySource, FileStamp};
 
 /// The cache file's shape; another version reads as an empty cache.
 const CACHE_VERSION: u32 = 1;
@@ -133,37 +132,6 @@ impl StatCache {
         if let Err(e) = written {
             tracing::warn!("could not write `{}`: {e}", self.path.display());
         }
-    }
-}
-
-/// What the fingerprint knows of a file: where it is, and every stamp a change moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mode: u32,
-    changed: Duration,
-    modified: Duration,
-}
-
-impl FileStamp {
-    /// `None` for times before 1970, which no fingerprint trusts.
-    pub fn of(meta: &fs::Metadata) -> Option<FileStamp> {
-        Some(FileStamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mode: meta.mode(),
-            changed: Duration::new(
-                u64::try_from(meta.ctime()).ok()?,
-                u32::try_from(meta.ctime_nsec()).ok()?,
-            ),
-            modified: Duration::new(
-                u64::try_from(meta.mtime()).ok()?,
-                u32::try_from(meta.mtime_nsec()).ok()?,
-            ),
-        })
     }
 }
 
