@@ -471,16 +471,18 @@ mod tests {
             assert!(problem.is_ok(), "{padding}: {problem:?}");
         }
         // A truncated bundle is named, whichever way it is read.
-        let zip = bundle_zip(dir.path(), b"#!/bin/sh\n", 10);
-        let bytes = std::fs::read(&zip).unwrap();
-        std::fs::write(&zip, &bytes[..bytes.len() / 2]).unwrap();
-        let Err(message) = read_entry(&zip) else {
-            panic!("a truncated bundle was read");
-        };
-        assert!(
-            message.contains(&format!("`{}`", zip.display())),
-            "{message}"
-        );
+        for padding in [10, 2 * READ_WHOLE_MAX as usize] {
+            let zip = bundle_zip(dir.path(), b"#!/bin/sh\n", padding);
+            let bytes = std::fs::read(&zip).unwrap();
+            std::fs::write(&zip, &bytes[..bytes.len() / 2]).unwrap();
+            let Err(message) = read_entry(&zip) else {
+                panic!("{padding}: a truncated bundle was read");
+            };
+            assert!(
+                message.contains(&format!("`{}`", zip.display())),
+                "{padding}: {message}"
+            );
+        }
     }
 
     #[test]
