@@ -93,6 +93,9 @@ struct StateItem {
 struct TaskStateItem {
     task: String,
     last_success_hash: BundleHash,
+    /// A run that succeeded with `last_success_hash`: here the latest (the item is rewritten in
+    /// the same transaction as every success); the local store keeps the first since the bundle
+    /// changed, and leaves the row alone while it does not.
     last_success_run: RunId,
 }
 

@@ -424,12 +424,17 @@ fn write_run_row(tx: &Connection, run: &TaskRun, unless_abandoned: bool) -> rusq
         && run.kind == RunKind::Task
         && let Some(hash) = &run.bundle_hash
     {
-        // Changed in place (not `INSERT OR REPLACE`, a delete and an insert): fewer pages a run.
+        // Changed in place (not `INSERT OR REPLACE`, a delete and an insert), and only when the
+        // task succeeds with another bundle than the last time: a task that succeeds again with
+        // the same bundle, every deploy of most tasks, leaves the row and its page alone, one
+        // page of the six a run boundary writes. `last_success_run` is the run that made
+        // `last_success_hash` the task's last success (its latest success is in `runs`).
         tx.prepare_cached(
             "INSERT INTO task_state (project, env, task, last_success_hash, last_success_run)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (project, env, task) DO UPDATE SET
-                last_success_hash = excluded.last_success_hash, last_success_run = excluded.last_success_run",
+                last_success_hash = excluded.last_success_hash, last_success_run = excluded.last_success_run
+             WHERE last_success_hash IS NOT excluded.last_success_hash",
         )?
         .execute(params![run.project, run.env, run.task, hash.as_str(), run.id.as_str()])?;
     }
@@ -1015,6 +1020,69 @@ mod tests {
         let store = open_at(&db).unwrap();
         assert_eq!(store.run(&run.id).await.unwrap(), Some(run));
         assert_eq!(store.run(&second.id).await.unwrap(), Some(second));
+    }
+
+    /// A task that succeeds again with the bundle it last succeeded with leaves its state row
+    /// (and the page holding it) as it was: one page less to write at most run boundaries of a
+    /// deploy. A success with another bundle moves it; a failure never does.
+    #[tokio::test]
+    async fn a_success_with_the_same_bundle_leaves_the_task_state_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_at(&dir.path().join("lumo.db")).unwrap();
+        let state = |store: &SqliteStore| {
+            store
+                .with("read the task state", |c| {
+                    c.query_row(
+                        "SELECT last_success_hash, last_success_run FROM task_state WHERE task = 'purge'",
+                        [],
+                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                    )
+                })
+                .unwrap()
+        };
+        let run_with = |hash: &str, status: RunStatus| TaskRun {
+            id: crate::backend::records::new_run_id(),
+            bundle_hash: Some(BundleHash::parse(&hash.repeat(32)).unwrap()),
+            status,
+            ..a_run()
+        };
+        let first = run_with("ab", RunStatus::Succeeded);
+        store.start_run(&first).await.unwrap();
+        assert!(store.finish_run(&first).await.unwrap());
+        let first_state = ("ab".repeat(32), first.id.to_string());
+        assert_eq!(state(&store), first_state);
+
+        let again = run_with("ab", RunStatus::Succeeded);
+        store.start_run(&again).await.unwrap();
+        let changes = store.with("count", |c| Ok(c.total_changes())).unwrap();
+        assert!(store.finish_run(&again).await.unwrap());
+        assert_eq!(
+            store.with("count", |c| Ok(c.total_changes())).unwrap() - changes,
+            1,
+            "only the run's row changed"
+        );
+        assert_eq!(state(&store), first_state, "the same bundle: the row stays");
+        assert_eq!(store.run(&again.id).await.unwrap(), Some(again));
+
+        let other = run_with("cd", RunStatus::Succeeded);
+        store.start_run(&other).await.unwrap();
+        assert!(store.finish_run(&other).await.unwrap());
+        let other_state = ("cd".repeat(32), other.id.to_string());
+        assert_eq!(
+            state(&store),
+            other_state,
+            "another bundle's success moves it"
+        );
+
+        let failed = run_with("ef", RunStatus::Failed);
+        store.start_run(&failed).await.unwrap();
+        assert!(store.finish_run(&failed).await.unwrap());
+        assert_eq!(state(&store), other_state, "a failure never moves it");
+        let env = store.env_state("dev").await.unwrap();
+        assert_eq!(
+            env.last_success.get("purge").map(BundleHash::as_str),
+            Some("cd".repeat(32).as_str())
+        );
     }
 
     #[tokio::test]
