@@ -9,6 +9,12 @@
 //! - a program entry needs its executable bit and, unless it is a binary, a `#!` line; locally
 //!   the interpreter that line names must exist too (Lambda's file system is not this one);
 //! - a command (`sh -c`) needs nothing.
+//!
+//! What it needs of a bundle ([`EntryFacts`]) is read from the zip once, when the bundle is
+//! built, and kept with it in the stat cache (`bundle/stat_cache.rs`): a bundle is named by its
+//! content, so what it holds never changes, and a redeploy of a thousand unchanged tasks does
+//! not open a thousand zips before its first task starts. A bundle without kept facts (a
+//! manual run's, one cached by an older build) is read here.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,6 +24,7 @@ use std::path::{Path, PathBuf};
 use lumo_runner::BundleHash;
 use lumo_runner::contract::{BundleManifest, Entry, MANIFEST_PATH};
 use lumo_runner::node::{self, NodeError};
+use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigProblem, Provider};
 
@@ -74,6 +81,8 @@ const NAMED_KEYS: usize = 5;
 pub struct PlannedBundle<'a> {
     pub task: &'a str,
     pub zip: &'a Path,
+    /// What the zip holds, when known already ([`read_entry`]): the zip is then not read.
+    pub entry: Option<&'a EntryFacts>,
 }
 
 /// Where a project remembers which Node.js version its `node` is (see
@@ -97,16 +106,24 @@ pub fn check<'a>(
     let mut installed = Installed::default();
     let mut problems = Vec::new();
     for bundle in bundles {
-        let problem = match read_entry(bundle.zip) {
+        let read;
+        let entry = match bundle.entry {
+            Some(known) => Ok(known),
+            None => {
+                read = read_entry(bundle.zip);
+                read.as_ref().map_err(Clone::clone)
+            }
+        };
+        let problem = match entry {
             Err(reason) => Some(reason),
-            Ok(EntryFile::Node) if provider == Provider::Local => node
+            Ok(EntryFacts::Node) if provider == Provider::Local => node
                 .get_or_insert_with(|| check_node().map(|_| ()))
                 .as_ref()
                 .err()
                 .map(ToString::to_string),
-            Ok(EntryFile::Node | EntryFile::Command) => None,
-            Ok(EntryFile::Program { path, mode, head }) => {
-                program_problem(&path, mode, &head, provider, &mut installed)
+            Ok(EntryFacts::Node | EntryFacts::Command) => None,
+            Ok(EntryFacts::Program { path, mode, start }) => {
+                program_problem(path, *mode, start, provider, &mut installed)
             }
         };
         if let Some(message) = problem {
@@ -140,23 +157,60 @@ pub fn check_stored(
         return Ok(());
     }
     check(
-        [PlannedBundle { task, zip: &zip }],
+        [PlannedBundle {
+            task,
+            zip: &zip,
+            entry: None,
+        }],
         provider,
         Some(lumo_dir),
     )
 }
 
 /// What a bundle's manifest says to start, with what pre-flight needs of the entry file.
-enum EntryFile {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum EntryFacts {
     Node,
     Command,
     Program {
         path: String,
         /// The file's unix mode in the zip, if recorded.
         mode: Option<u32>,
-        /// Its first bytes.
-        head: Vec<u8>,
+        start: Start,
     },
+}
+
+/// How a program entry starts, as far as pre-flight cares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Start {
+    /// An ELF binary.
+    Binary,
+    /// A `#!` line: its first line after the `#!`, trimmed.
+    Interpreter(String),
+    /// Neither.
+    Other,
+}
+
+impl Start {
+    /// How a file whose first bytes are `head` starts.
+    fn of(head: &[u8]) -> Start {
+        if head.starts_with(b"\x7fELF") {
+            return Start::Binary;
+        }
+        match head.strip_prefix(b"#!") {
+            Some(line) => Start::Interpreter(
+                String::from_utf8_lossy(line)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
+            ),
+            None => Start::Other,
+        }
+    }
 }
 
 /// The largest bundle [`read_entry`] reads whole rather than seeking through.
@@ -165,7 +219,9 @@ const READ_WHOLE_MAX: u64 = 64 * 1024;
 trait ReadSeek: io::Read + io::Seek {}
 impl<T: io::Read + io::Seek> ReadSeek for T {}
 
-fn read_entry(zip_path: &Path) -> Result<EntryFile, String> {
+/// What pre-flight needs of the bundle at `zip_path`, read from it; `Err` names what is wrong
+/// with it, as a problem of its task.
+pub fn read_entry(zip_path: &Path) -> Result<EntryFacts, String> {
     let unreadable = |e: &dyn std::fmt::Display| {
         format!("could not read its bundle `{}`: {e}", zip_path.display())
     };
@@ -191,9 +247,9 @@ fn read_entry(zip_path: &Path) -> Result<EntryFile, String> {
         serde_json::from_slice(&bytes).map_err(|e| unreadable(&e))?
     };
     match manifest.entry {
-        Entry::Node(_) => Ok(EntryFile::Node),
+        Entry::Node(_) => Ok(EntryFacts::Node),
         // A manifest never holds an argv (it comes with an `exec` run); nothing to check.
-        Entry::Command(_) | Entry::Argv(_) => Ok(EntryFile::Command),
+        Entry::Command(_) | Entry::Argv(_) => Ok(EntryFacts::Command),
         Entry::Program(path) => {
             let mut entry = match archive.by_name(&path) {
                 Ok(entry) => entry,
@@ -208,7 +264,11 @@ fn read_entry(zip_path: &Path) -> Result<EntryFile, String> {
                 .take(256)
                 .read_to_end(&mut head)
                 .map_err(|e| unreadable(&e))?;
-            Ok(EntryFile::Program { path, mode, head })
+            Ok(EntryFacts::Program {
+                path,
+                mode,
+                start: Start::of(&head),
+            })
         }
     }
 }
@@ -240,7 +300,7 @@ impl Installed {
 fn program_problem(
     path: &str,
     mode: Option<u32>,
-    head: &[u8],
+    start: &Start,
     provider: Provider,
     installed: &mut Installed,
 ) -> Option<String> {
@@ -250,17 +310,16 @@ fn program_problem(
              TypeScript handler, give it a `.ts`/`.js` extension so lumo runs it on Node.js)"
         ));
     }
-    if head.starts_with(b"\x7fELF") {
-        return None;
-    }
-    let Some(line) = head.strip_prefix(b"#!") else {
-        return Some(format!(
-            "`{path}` has no `#!` line naming its interpreter; add one as its first line, \
-             such as `#!/bin/sh`"
-        ));
+    let line = match start {
+        Start::Binary => return None,
+        Start::Other => {
+            return Some(format!(
+                "`{path}` has no `#!` line naming its interpreter; add one as its first line, \
+                 such as `#!/bin/sh`"
+            ));
+        }
+        Start::Interpreter(line) => line,
     };
-    let line = String::from_utf8_lossy(line);
-    let line = line.lines().next().unwrap_or("").trim();
     let mut words = line.split_whitespace();
     let Some(interpreter) = words.next() else {
         return Some(format!(
@@ -348,7 +407,7 @@ mod tests {
         let message = program_problem(
             "run.sh",
             Some(0o100755),
-            b"echo hi\n",
+            &Start::of(b"echo hi\n"),
             Provider::Aws,
             &mut Installed::default(),
         );
@@ -361,7 +420,7 @@ mod tests {
             program_problem(
                 "run.sh",
                 Some(0o100755),
-                b"#!/bin/sh\necho\n",
+                &Start::of(b"#!/bin/sh\necho\n"),
                 Provider::Local,
                 &mut Installed::default()
             ),
@@ -371,7 +430,7 @@ mod tests {
             program_problem(
                 "bootstrap",
                 Some(0o100755),
-                b"\x7fELF\x02",
+                &Start::of(b"\x7fELF\x02"),
                 Provider::Local,
                 &mut Installed::default()
             ),
@@ -384,7 +443,7 @@ mod tests {
         let message = program_problem(
             "run.py",
             Some(0o100755),
-            b"#!/nonexistent/python9 -u\n",
+            &Start::of(b"#!/nonexistent/python9 -u\n"),
             Provider::Local,
             &mut Installed::default(),
         )
@@ -393,7 +452,7 @@ mod tests {
         let message = program_problem(
             "run.py",
             Some(0o100755),
-            b"#!/usr/bin/env -S lumo-no-such-interpreter -x\n",
+            &Start::of(b"#!/usr/bin/env -S lumo-no-such-interpreter -x\n"),
             Provider::Local,
             &mut Installed::default(),
         )
@@ -407,7 +466,7 @@ mod tests {
             program_problem(
                 "run.py",
                 Some(0o100755),
-                b"#!/nonexistent/python9\n",
+                &Start::of(b"#!/nonexistent/python9\n"),
                 Provider::Aws,
                 &mut Installed::default()
             ),
@@ -452,10 +511,10 @@ mod tests {
         for padding in [10, 2 * READ_WHOLE_MAX as usize] {
             let zip = bundle_zip(dir.path(), b"#!/bin/sh\necho hi\n", padding);
             match read_entry(&zip) {
-                Ok(EntryFile::Program { path, mode, head }) => {
+                Ok(EntryFacts::Program { path, mode, start }) => {
                     assert_eq!(path, "run.sh");
                     assert_eq!(mode.map(|m| m & 0o777), Some(0o755));
-                    assert_eq!(head, b"#!/bin/sh\necho hi\n");
+                    assert_eq!(start, Start::Interpreter("/bin/sh".into()));
                 }
                 Ok(_) => panic!("{padding}: not read as a program"),
                 Err(e) => panic!("{padding}: {e}"),
@@ -464,6 +523,7 @@ mod tests {
                 [PlannedBundle {
                     task: "t",
                     zip: &zip,
+                    entry: None,
                 }],
                 Provider::Local,
                 None,
@@ -493,7 +553,7 @@ mod tests {
             let message = program_problem(
                 "run.sh",
                 Some(0o100755),
-                script,
+                &Start::of(script),
                 Provider::Local,
                 &mut installed,
             )
@@ -507,12 +567,56 @@ mod tests {
         );
     }
 
+    /// Facts kept from when the bundle was built are used as they are: the zip is not read.
+    #[test]
+    fn known_facts_are_judged_without_reading_the_zip() {
+        let gone = Path::new("/nonexistent/lumo-bundle.zip");
+        let facts = |start: Start| EntryFacts::Program {
+            path: "run.sh".into(),
+            mode: Some(0o100755),
+            start,
+        };
+        let fine = facts(Start::Interpreter("/bin/sh".into()));
+        let planned = |entry| PlannedBundle {
+            task: "t",
+            zip: gone,
+            entry: Some(entry),
+        };
+        assert!(check([planned(&fine)], Provider::Local, None).is_ok());
+        let no_line = facts(Start::Other);
+        let Err(refused) = check([planned(&no_line)], Provider::Local, None) else {
+            panic!("a script without a `#!` line passed");
+        };
+        assert!(
+            refused.listing().contains("has no `#!` line"),
+            "{}",
+            refused.listing()
+        );
+        // Without facts, the zip is read, and its absence named.
+        let Err(unread) = check(
+            [PlannedBundle {
+                task: "t",
+                zip: gone,
+                entry: None,
+            }],
+            Provider::Local,
+            None,
+        ) else {
+            panic!("a missing bundle passed");
+        };
+        assert!(
+            unread.listing().contains("could not read its bundle"),
+            "{}",
+            unread.listing()
+        );
+    }
+
     #[test]
     fn a_file_without_its_executable_bit_is_refused() {
         let message = program_problem(
             "run.sh",
             Some(0o100644),
-            b"#!/bin/sh\n",
+            &Start::of(b"#!/bin/sh\n"),
             Provider::Local,
             &mut Installed::default(),
         );

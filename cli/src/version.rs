@@ -108,6 +108,7 @@ mod tests {
             unpacked_size: 0,
             files: 0,
             reused: false,
+            entry: None,
         };
         let a = resolve(None, dir.path(), &[bundle("a", "1"), bundle("b", "2")]);
         let b = resolve(None, dir.path(), &[bundle("b", "2"), bundle("a", "1")]);

@@ -34,6 +34,7 @@ pub fn build(
         [PlannedBundle {
             task: &built.task,
             zip: &built.path,
+            entry: built.entry.as_ref(),
         }],
         project.config.provider,
         Some(&project.lumo_dir()),

@@ -46,6 +46,9 @@ pub struct BuiltBundle {
     /// Found unchanged by the stat cache: not read or compressed by this build.
     #[serde(skip)]
     pub reused: bool,
+    /// What pre-flight needs of its entry, read from the zip when it was built.
+    #[serde(skip)]
+    pub entry: Option<crate::preflight::EntryFacts>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,10 +195,13 @@ fn build_all_at(
                 size: hit.size,
                 unpacked_size: hit.unpacked_size,
                 files: hit.files,
+                entry: hit.entry.clone(),
             });
             continue;
         }
-        let bundle = write_bundle(store_dir, &task.name, &entries, cancel, purpose)?;
+        let mut bundle = write_bundle(store_dir, &task.name, &entries, cancel, purpose)?;
+        // Read back from the zip just written (what will run, as pre-flight judges it), once.
+        bundle.entry = crate::preflight::read_entry(&bundle.path).ok();
         match fingerprint {
             Some(fingerprint) => cache.record(
                 &task.name,
@@ -205,6 +211,7 @@ fn build_all_at(
                     size: bundle.size,
                     unpacked_size: bundle.unpacked_size,
                     files: bundle.files,
+                    entry: bundle.entry.clone(),
                 },
             ),
             None => cache.forget(&task.name),
@@ -407,6 +414,7 @@ fn write_bundle(
         unpacked_size: entries.iter().map(|e| e.size).sum(),
         files: entries.len(),
         reused: false,
+        entry: None,
     })
 }
 
@@ -643,6 +651,20 @@ mod tests {
         assert!(again.reused, "nothing changed");
         assert_eq!(again.sha256, cold.sha256);
         assert_eq!((again.size, again.files), (cold.size, cold.files));
+        // What pre-flight needs is read from the zip when it is built, and kept with it: a
+        // reused bundle brings it along, its zip not opened.
+        let expected = crate::preflight::EntryFacts::Program {
+            path: "migrate.sh".into(),
+            mode: crate::preflight::read_entry(&cold.path)
+                .ok()
+                .and_then(|facts| match facts {
+                    crate::preflight::EntryFacts::Program { mode, .. } => mode,
+                    _ => None,
+                }),
+            start: crate::preflight::Start::Interpreter("/bin/sh".into()),
+        };
+        assert_eq!(cold.entry.as_ref(), Some(&expected));
+        assert_eq!(again.entry.as_ref(), Some(&expected));
 
         // Same size, mtime restored: only the ctime tells.
         tick();

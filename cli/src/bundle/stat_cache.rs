@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::assets::{BundleEntry, EntrySource, FileStamp};
+use crate::preflight::EntryFacts;
 
 /// The cache file's shape; another version reads as an empty cache.
 const CACHE_VERSION: u32 = 1;
@@ -49,6 +50,10 @@ pub struct CachedBundle {
     pub size: u64,
     pub unpacked_size: u64,
     pub files: usize,
+    /// What pre-flight needs of the bundle's entry, read from it when it was built (none when
+    /// it could not be read: pre-flight reads it then, and names the problem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<EntryFacts>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -64,6 +64,7 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     let planned = built.iter().map(|b| crate::preflight::PlannedBundle {
         task: &b.task,
         zip: &b.path,
+        entry: b.entry.as_ref(),
     });
     // A dry run writes nothing into the project, not even what pre-flight learnt.
     let lumo_dir = scratch.is_none().then(|| project.lumo_dir());
