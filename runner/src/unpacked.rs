@@ -11,6 +11,15 @@
 //! would not be safe: an in-place write changes every link; reflinks would be, but most
 //! filesystems here have none.)
 //!
+//! Except within one tick of a coarse clock: a kernel before Linux 6.13 stamps files with the
+//! time of its last timer tick (1–10 ms), a file system may keep whole seconds, and a file
+//! rewritten in place, at its size, in the tick it was recorded in keeps its stamp. So the
+//! record also keeps the file system's time just before the tree was recorded (`taken`), and
+//! a file whose change time is not older than that is "racy" (git's word for the same case): its
+//! content is compared with the zip before the tree is reused, after which the record is
+//! renewed and the file is not racy any more. Only the files unpacked in the tick before the
+//! record was taken are compared, once: all of a small bundle's, the last few of a big one's.
+//!
 //! One run at a time uses a tree: it holds the tree's lock (`flock`) for the whole run, and a
 //! run that finds it locked (the same bundle running concurrently) unpacks a private copy as
 //! before. The zip's own stat is recorded with the hash check, so an unchanged zip is not
@@ -133,6 +142,11 @@ struct State {
     zip: Stamp,
     manifest: BundleManifest,
     tree: Vec<(String, Stamp)>,
+    /// The file system's time (a change time it gave the lock file) just before `tree` was
+    /// recorded; see the module docs. `None` in a record an older lumo wrote: every file of the
+    /// tree is racy once.
+    #[serde(default)]
+    taken: Option<(i64, i64)>,
 }
 
 /// What changes when a file is changed in any way.
@@ -228,9 +242,8 @@ impl UnpackCache {
         let untouched = read_state(&state_path)
             .filter(|state| snapshot(&tree).ok().as_ref() == Some(&state.tree));
         if let Some(state) = untouched {
-            let manifest = if state.zip == zip_stamp {
-                state.manifest
-            } else {
+            let zip_moved = state.zip != zip_stamp;
+            if zip_moved {
                 // Only the zip's stamp moved (a deploy refreshing its time so `lumo prune`
                 // spares it, a copy): once its content is found to be the bundle still, the
                 // untouched tree is still its unpacking and only the record is renewed.
@@ -240,19 +253,33 @@ impl UnpackCache {
                 if actual != hash.as_str() {
                     return Err(CheckoutError::HashMismatch { actual });
                 }
-                let renewed = State {
-                    zip: zip_stamp,
-                    ..state
-                };
-                write_state(&state_path, &renewed)?;
-                renewed.manifest
-            };
-            return Ok(Some(CheckedOut {
-                dir: tree,
-                manifest,
-                reused: true,
-                _lock: lock,
-            }));
+            }
+            let racy = state.racy_files();
+            if racy.is_empty() || same_content(zip, &tree, &racy)? {
+                let manifest = state.manifest.clone();
+                if zip_moved || !racy.is_empty() {
+                    // The racy files are as unpacked: recorded as of this checkout's lock, whose
+                    // change time precedes the walk that found the tree untouched.
+                    let taken = if racy.is_empty() {
+                        state.taken
+                    } else {
+                        Some(change_time(&lock.metadata()?))
+                    };
+                    let renewed = State {
+                        zip: zip_stamp,
+                        taken,
+                        ..state
+                    };
+                    write_state(&state_path, &renewed)?;
+                }
+                return Ok(Some(CheckedOut {
+                    dir: tree,
+                    manifest,
+                    reused: true,
+                    _lock: lock,
+                }));
+            }
+            // A file was rewritten within the tick the record was taken in: unpacked anew.
         }
 
         // No record while the zip is checked or the tree replaced, so a crash leaves nothing
@@ -264,11 +291,17 @@ impl UnpackCache {
         }
         remove_dir_if_present(&tree)?;
         let manifest = bundle::unpack(zip, &tree)?;
+        // The file system's time now, before the tree is recorded: what is changed after it
+        // in the same tick is told by its content ([`State::racy_files`]). A lock whose time
+        // cannot be set gives an earlier time, which only makes more files racy.
+        let _ = lock.set_modified(std::time::SystemTime::now());
+        let taken = lock.metadata().ok().map(|meta| change_time(&meta));
         let state = State {
             version: STATE_VERSION,
             zip: zip_stamp,
             manifest: manifest.clone(),
             tree: snapshot(&tree)?,
+            taken,
         };
         write_state(&state_path, &state)?;
         let size = state.tree_size();
@@ -368,6 +401,17 @@ fn write_state(path: &Path, state: &State) -> io::Result<()> {
 }
 
 impl State {
+    /// The tree's files (by path) whose change time is not older than the record: a rewrite
+    /// within that tick of a coarse clock would not have moved their stamps.
+    fn racy_files(&self) -> Vec<&str> {
+        self.tree
+            .iter()
+            .filter(|(_, stamp)| stamp.mode & S_IFMT == S_IFREG)
+            .filter(|(_, stamp)| self.taken.is_none_or(|taken| stamp.ctime >= taken))
+            .map(|(path, _)| path.as_str())
+            .collect()
+    }
+
     /// What the tree takes on disk, roughly: its files' bytes and [`ENTRY_OVERHEAD`] an entry.
     fn tree_size(&self) -> u64 {
         self.tree.iter().fold(0u64, |sum, (_, stamp)| {
@@ -375,6 +419,63 @@ impl State {
                 .saturating_add(ENTRY_OVERHEAD)
         })
     }
+}
+
+/// The file type bits of a mode, and a regular file's.
+const S_IFMT: u32 = 0o170_000;
+const S_IFREG: u32 = 0o100_000;
+
+/// A change time as a record keeps it.
+fn change_time(meta: &fs::Metadata) -> (i64, i64) {
+    (meta.ctime(), meta.ctime_nsec())
+}
+
+/// Whether each of `paths` in `tree` holds what the zip's entry of that name does.
+fn same_content(zip: &Path, tree: &Path, paths: &[&str]) -> Result<bool, CheckoutError> {
+    let zip_err = |source| BundleError::Zip {
+        path: zip.to_owned(),
+        source,
+    };
+    let mut archive =
+        zip::ZipArchive::new(io::BufReader::new(File::open(zip)?)).map_err(zip_err)?;
+    for path in paths {
+        let mut entry = match archive.by_name(path) {
+            Ok(entry) => entry,
+            Err(zip::result::ZipError::FileNotFound) => return Ok(false),
+            Err(e) => return Err(zip_err(e).into()),
+        };
+        let mut file = File::open(tree.join(path))?;
+        if file.metadata()?.len() != entry.size() || !same_bytes(&mut entry, &mut file)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Whether `a` and `b` read the same bytes to their ends.
+fn same_bytes(a: &mut impl io::Read, b: &mut impl io::Read) -> io::Result<bool> {
+    let (mut x, mut y) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = fill(a, &mut x)?;
+        let m = fill(b, &mut y[..n.max(1)])?;
+        if n == 0 || m != n || x[..n] != y[..n] {
+            return Ok(n == 0 && m == 0);
+        }
+    }
+}
+
+/// Reads until `buf` is full or `from` ends; how much was read.
+fn fill(from: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut read = 0;
+    while read < buf.len() {
+        match from.read(&mut buf[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(read)
 }
 
 /// Writes the tree's size into its lock file (held by us), where eviction reads it.
@@ -622,6 +723,63 @@ mod tests {
         let zip_stamp = fs::metadata(&zip).unwrap();
         let renewed = read_state(&record).unwrap();
         assert_eq!(renewed.zip, Stamp::of(&zip_stamp));
+    }
+
+    /// On a coarse clock a file rewritten in place, at its size, within the tick its tree was
+    /// recorded in keeps its stamp (simulated here: the record is taken again after the
+    /// rewrite, with a time not older than it). Such a racy file is compared with the zip
+    /// before the tree is reused: a rewritten one has the tree unpacked anew, an intact one
+    /// renews the record past it, and a record an older lumo wrote (no time) has every file
+    /// compared once.
+    #[test]
+    fn a_file_rewritten_within_the_tick_of_its_record_is_told_by_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let (zip, hash) = bundle(dir.path());
+        let cache = UnpackCache::new(dir.path().join("unpacked"));
+        let tree = cache.checkout(&zip, &hash).unwrap().unwrap().dir;
+        let record = dir
+            .path()
+            .join("unpacked")
+            .join(hash.as_str())
+            .join("state.json");
+        let seed = tree.join("data/seed.txt");
+        fs::write(&seed, "changed!").unwrap();
+        let mut state = read_state(&record).unwrap();
+        state.tree = snapshot(&tree).unwrap();
+        state.taken = Some(change_time(&fs::metadata(&seed).unwrap()));
+        write_state(&record, &state).unwrap();
+        let again = cache.checkout(&zip, &hash).unwrap().unwrap();
+        assert!(!again.reused, "the rewritten file went unnoticed");
+        assert_eq!(fs::read_to_string(&seed).unwrap(), "original");
+        drop(again);
+
+        // Racy, intact: reused, and the record renewed past its files.
+        let mut state = read_state(&record).unwrap();
+        state.taken = state.tree.iter().map(|(_, stamp)| stamp.ctime).max();
+        write_state(&record, &state).unwrap();
+        assert!(!state.racy_files().is_empty());
+        let intact = cache.checkout(&zip, &hash).unwrap().unwrap();
+        assert!(intact.reused);
+        drop(intact);
+        let renewed = read_state(&record).unwrap();
+        assert!(renewed.racy_files().is_empty(), "{:?}", renewed.taken);
+        assert_eq!(renewed.tree, state.tree);
+
+        // A record as the lumo before this one wrote it, without a time.
+        let mut old: serde_json::Value =
+            serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+        old.as_object_mut().unwrap().remove("taken");
+        fs::write(&record, serde_json::to_vec(&old).unwrap()).unwrap();
+        let old_state = read_state(&record).unwrap();
+        assert_eq!(old_state.taken, None);
+        assert_eq!(
+            old_state.racy_files(),
+            ["data/seed.txt", "lumo-bundle.json", "run.sh"]
+        );
+        let kept = cache.checkout(&zip, &hash).unwrap().unwrap();
+        assert!(kept.reused, "an older lumo's record of an intact tree");
+        drop(kept);
+        assert!(read_state(&record).unwrap().racy_files().is_empty());
     }
 
     /// A bundle of its own for each `n`, with a file of `bytes` bytes.
