@@ -187,7 +187,7 @@ fn build_all_at(
             if purpose == Purpose::Use && !marked_recently(&stored) {
                 mark_in_use(&path);
             }
-            built.push(BuiltBundle {
+            let mut bundle = BuiltBundle {
                 reused: true,
                 task: task.name.clone(),
                 sha256: hit.sha256.clone(),
@@ -196,30 +196,40 @@ fn build_all_at(
                 unpacked_size: hit.unpacked_size,
                 files: hit.files,
                 entry: hit.entry.clone(),
-            });
+            };
+            if bundle.entry.is_none() {
+                // Cached by a build that kept nothing for pre-flight: read once, kept from now.
+                bundle.entry = crate::preflight::read_entry(&bundle.path).ok();
+                if let (Some(fingerprint), Some(_)) = (fingerprint, &bundle.entry) {
+                    cache.record(&task.name, cached(fingerprint, &bundle));
+                }
+            }
+            built.push(bundle);
             continue;
         }
         let mut bundle = write_bundle(store_dir, &task.name, &entries, cancel, purpose)?;
         // Read back from the zip just written (what will run, as pre-flight judges it), once.
         bundle.entry = crate::preflight::read_entry(&bundle.path).ok();
         match fingerprint {
-            Some(fingerprint) => cache.record(
-                &task.name,
-                CachedBundle {
-                    fingerprint,
-                    sha256: bundle.sha256.clone(),
-                    size: bundle.size,
-                    unpacked_size: bundle.unpacked_size,
-                    files: bundle.files,
-                    entry: bundle.entry.clone(),
-                },
-            ),
+            Some(fingerprint) => cache.record(&task.name, cached(fingerprint, &bundle)),
             None => cache.forget(&task.name),
         }
         built.push(bundle);
     }
     cache.save();
     Ok(built)
+}
+
+/// What the stat cache keeps of `bundle`, built from inputs with this `fingerprint`.
+fn cached(fingerprint: String, bundle: &BuiltBundle) -> CachedBundle {
+    CachedBundle {
+        fingerprint,
+        sha256: bundle.sha256.clone(),
+        size: bundle.size,
+        unpacked_size: bundle.unpacked_size,
+        files: bundle.files,
+        entry: bundle.entry.clone(),
+    }
 }
 
 /// The stat cache's file, beside the bundle store (`.lumo/bundle-cache.json`).
@@ -665,6 +675,22 @@ mod tests {
         };
         assert_eq!(cold.entry.as_ref(), Some(&expected));
         assert_eq!(again.entry.as_ref(), Some(&expected));
+        // A cache an earlier build wrote without them: read once, then kept.
+        let cache_file = root.join(".lumo").join(STAT_CACHE_FILE);
+        let mut file: serde_json::Value =
+            serde_json::from_slice(&fs::read(&cache_file).unwrap()).unwrap();
+        file["tasks"]["migrate"]
+            .as_object_mut()
+            .unwrap()
+            .remove("entry")
+            .unwrap();
+        fs::write(&cache_file, serde_json::to_vec(&file).unwrap()).unwrap();
+        let healed = build_later(root, &task);
+        assert!(healed.reused);
+        assert_eq!(healed.entry.as_ref(), Some(&expected));
+        let file: serde_json::Value =
+            serde_json::from_slice(&fs::read(&cache_file).unwrap()).unwrap();
+        assert!(file["tasks"]["migrate"]["entry"].is_object(), "{file}");
 
         // Same size, mtime restored: only the ctime tells.
         tick();
