@@ -189,7 +189,9 @@ impl fmt::Display for RunReport {
             r.status,
             RunStatus::Failed | RunStatus::TimedOut | RunStatus::Abandoned
         ) {
-            writeln!(f, "  full output: `lumo logs {}`", r.id)?;
+            // Not "full": a log that could not be stored (a full disk) has only the record's
+            // tail, which `lumo logs` shows, saying so.
+            writeln!(f, "  output: `lumo logs {}`", r.id)?;
         }
         Ok(())
     }
