@@ -85,7 +85,8 @@ pub struct TaskProcess {
     /// The context file is an in-memory file (Linux), named `/proc/<lumo's pid>/fd/<n>` for
     /// the run's processes, instead of `<scratch_dir>/<prefix>context.json`: nothing is created
     /// on disk or deleted from it, which a deploy of many tasks pays per task on some file
-    /// systems. It can be read, by the task and whatever it starts, until the run ends.
+    /// systems. It can be read, by the task and whatever it starts, until the run ends; then it
+    /// is emptied, and kept for a later run's context.
     /// Elsewhere, or if it cannot be made, the file on disk is written as without it.
     pub context_in_memory: bool,
     /// Where the full masked output is written as it arrives: created (or truncated) at the
