@@ -189,9 +189,7 @@ impl fmt::Display for RunReport {
             r.status,
             RunStatus::Failed | RunStatus::TimedOut | RunStatus::Abandoned
         ) {
-            // Not "full": a log that could not be stored (a full disk) has only the record's
-            // tail, which `lumo logs` shows, saying so.
-            writeln!(f, "  output: `lumo logs {}`", r.id)?;
+            writeln!(f, "  full output: `lumo logs {}`", r.id)?;
         }
         Ok(())
     }
