@@ -238,8 +238,8 @@ fn keep_wal_files(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// How many pages the write-ahead log may hold before a commit checkpoints it into the
-/// database (SQLite's default is 1,000); see [`SqliteStore::open`].
-const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+/// database (SQLite's default, stated with its reason); see [`SqliteStore::open`].
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 1_000;
 
 /// The SQLite store. One connection behind a mutex: every statement is microseconds, and
 /// SQLite serialises writers anyway.
@@ -284,12 +284,13 @@ impl SqliteStore {
         // and a checkpointed log's frames stay valid. It also caps the log between checkpoints.
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(fail)?;
-        // A checkpoint (every 1,000 pages of log by default) waits for three fsyncs; a deploy
-        // writes about ten pages a task, so one of 1,000 tasks waited through thirty of them
-        // (0.2 s on a plain disk). The log is checkpointed when the last connection closes
-        // anyway, so within one lumo it may grow to 10,000 pages (40 MiB) first ([`WAL_SIZE_LIMIT`]
-        // cuts it back after). Commits are
-        // as durable as before: `NORMAL` never waited for the disk at a commit.
+        // A checkpoint waits for three fsyncs, and lets the log start over in the pages it
+        // already has. A deploy writes five pages a run boundary, so at 1,000 pages one comes
+        // every 200 tasks. A log allowed 10,000 pages (when a boundary wrote ten) grew over a
+        // whole deploy of 1,000 tasks: every page went into new blocks, and 20 MB were synced
+        // and truncated when lumo closed the store; figure 4 was 0.02 ms a task slower
+        // (docs/speed.md). Commits are as durable either way: `NORMAL` never waits for the
+        // disk at a commit.
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
             .map_err(fail)?;
         match migrate(&mut conn, MIGRATIONS) {
