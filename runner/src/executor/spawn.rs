@@ -75,7 +75,12 @@ pub(super) fn prepare_scratch(process: &TaskProcess) -> Result<ScratchFiles, Exe
             (on_disk, None)
         }
     };
-    match std::fs::remove_file(&result_file) {
+    let stale = if process.scratch_is_new {
+        Ok(())
+    } else {
+        std::fs::remove_file(&result_file)
+    };
+    match stale {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(source) => {
