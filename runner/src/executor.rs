@@ -89,12 +89,6 @@ pub struct TaskProcess {
     /// is emptied, and kept for a later run's context.
     /// Elsewhere, or if it cannot be made, the file on disk is written as without it.
     pub context_in_memory: bool,
-    /// No scratch file of this run can exist before it starts: they are named after a run id
-    /// never used before, or sit in a directory just made ([`crate::run_bundle`]). Without
-    /// this, a result file an earlier run left in `scratch_dir` is removed before the task
-    /// starts, so it cannot be taken for this run's; with it, that `unlink` of a file that is
-    /// not there (the costliest step of a run's preparation on some file systems) is skipped.
-    pub scratch_is_new: bool,
     /// Where the full masked output is written as it arrives: created (or truncated) at the
     /// task's first output, so a run that prints nothing creates no file (its record says it
     /// printed nothing: a deploy of many quiet tasks creates no file a task).
@@ -120,7 +114,6 @@ impl TaskProcess {
             scratch_dir,
             scratch_prefix: String::new(),
             context_in_memory: false,
-            scratch_is_new: false,
             log_file: None,
             stop: None,
         }

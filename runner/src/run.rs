@@ -125,8 +125,7 @@ pub async fn run_bundle(
     };
     if let Err(e) = removed {
         // The outcome matters more than a leftover file; it holds nothing another run could
-        // pick up by mistake (run ids are unique; a run of the same id again, as a Lambda
-        // invoked twice makes, has no kept tree and starts in its run directory made anew).
+        // pick up by mistake (run ids are unique, and a rerun clears it first).
         tracing::warn!(
             "could not remove the files of run {run_id} in `{}`: {e}",
             work_root.display()
@@ -249,8 +248,8 @@ async fn run_in(
     let bundle_dir = run_dir.join("bundle");
     let (scratch_dir, scratch_prefix) = if kept.is_some() {
         // Nothing of the run needs a directory: its scratch files go in the work root, named
-        // after the run: run ids are never used twice, and a run removes every file named
-        // after it when it ends, so none is there before it starts.
+        // after the run. A result file of an earlier attempt with the same id is removed
+        // before the task starts.
         let prefix = format!("{}.", run.spec.run_id());
         // One `mkdir` (`create_dir_all` makes two calls for a directory that exists, as this
         // one does on every run but the first). Something else by that name fails the run
@@ -325,8 +324,6 @@ async fn run_in(
         // log (and whatever the task writes).
         context_in_memory: !scratch_prefix.is_empty(),
         scratch_prefix,
-        // Named after a new run, or in the run's directory just made.
-        scratch_is_new: true,
         log_file: run.log_file,
         stop: run.stop,
     };

@@ -75,12 +75,7 @@ pub(super) fn prepare_scratch(process: &TaskProcess) -> Result<ScratchFiles, Exe
             (on_disk, None)
         }
     };
-    let stale = if process.scratch_is_new {
-        Ok(())
-    } else {
-        std::fs::remove_file(&result_file)
-    };
-    match stale {
+    match std::fs::remove_file(&result_file) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(source) => {
