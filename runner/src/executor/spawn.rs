@@ -100,8 +100,9 @@ pub(super) fn prepare_scratch(process: &TaskProcess) -> Result<ScratchFiles, Exe
 /// processes left to read it, and handed on.
 static SPARE_IN_MEMORY_FILES: std::sync::Mutex<Vec<OwnedFd>> = std::sync::Mutex::new(Vec::new());
 
-/// The most spare files kept (a deploy runs at most this many tasks at once, usually one).
-const MAX_SPARE_IN_MEMORY_FILES: usize = 32;
+/// The most spare files kept: as many as tasks can run at once (`lumo deploy --concurrency`
+/// allows 64; usually one runs). A file beyond it is closed when its run ends.
+const MAX_SPARE_IN_MEMORY_FILES: usize = 64;
 
 fn spare_in_memory_files() -> std::sync::MutexGuard<'static, Vec<OwnedFd>> {
     // A list of open files is consistent whatever panicked while holding it.
