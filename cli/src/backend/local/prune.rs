@@ -196,7 +196,8 @@ fn read_store(db: &Path) -> BackendResult<StoreView> {
     // Read-only: planning must not change anything, `--dry-run` least of all.
     let conn = rusqlite::Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(fail)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(fail)?;
+    conn.busy_timeout(super::store::BUSY_TIMEOUT)
+        .map_err(fail)?;
     let mut view = StoreView::default();
     let mut stmt = conn
         .prepare("SELECT id, project, env, status, started_at, bundle_hash FROM runs")

@@ -203,6 +203,31 @@ fn read_only(path: &Path, e: &rusqlite::Error) -> bool {
     !(file_writable && dir_writable)
 }
 
+/// How long lumo waits for another lumo's hold on the store before it gives up.
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Puts the store in write-ahead-log mode (a no-op once it is). On a new file this rewrites
+/// the header: SQLite reads it, then upgrades that read to a write, and refuses the upgrade at
+/// once, without waiting through the busy timeout, while another connection reads the header
+/// too ("database is locked"). Lumos started together on a fresh project all do this at
+/// once, so a refusal is tried again until [`BUSY_TIMEOUT`] has passed.
+fn use_write_ahead_log(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() + pause < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// The size the write-ahead log is cut back to after a checkpoint (it is emptied when the last
 /// connection closes).
 const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
@@ -274,9 +299,8 @@ impl SqliteStore {
         };
         let mut conn = Connection::open(path).map_err(fail)?;
         keep_wal_files(&conn).map_err(fail)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(fail)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(fail)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+        use_write_ahead_log(&conn).map_err(fail)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(fail)?;
         // With the log kept, a limit makes the last close empty it after its checkpoint: the
@@ -1297,6 +1321,35 @@ mod tests {
         migrate(&mut conn, MIGRATIONS).unwrap();
         drop(conn);
         assert_eq!(user_version(&db), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn lumos_opening_a_new_store_at_once_all_open_it() {
+        // Ten lumos started at once on a fresh project (CI jobs sharing a checkout, a script's
+        // `&`): each opens the store as the first one creates it. Turning a new file's log on
+        // upgrades a read of its header to a write, which SQLite refuses at once, busy
+        // timeout or not ("database is locked"), when another lumo reads the header too.
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("lumo.db");
+            let start = std::sync::Barrier::new(10);
+            std::thread::scope(|s| {
+                let opening: Vec<_> = (0..10)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            open_at(&db).map(drop)
+                        })
+                    })
+                    .collect();
+                for lumo in opening {
+                    if let Err(e) = lumo.join().unwrap() {
+                        panic!("round {round}: {e}");
+                    }
+                }
+            });
+            assert_eq!(user_version(&db), SCHEMA_VERSION);
+        }
     }
 
     #[test]
