@@ -495,7 +495,15 @@ fn recorded_size(home: &Path) -> Option<u64> {
 }
 
 fn read_state(path: &Path) -> Option<State> {
-    let bytes = fs::read(path).ok()?;
+    use io::Read;
+    // Not `fs::read` (nor `File::read_to_end`), which ask the file's size and position first:
+    // a record is a few hundred bytes, read on every run.
+    let mut bytes = Vec::with_capacity(4096);
+    fs::File::open(path)
+        .ok()?
+        .take(u64::MAX)
+        .read_to_end(&mut bytes)
+        .ok()?;
     serde_json::from_slice::<State>(&bytes)
         .ok()
         .filter(|state| state.version == STATE_VERSION)
