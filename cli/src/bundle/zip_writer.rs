@@ -39,16 +39,28 @@ const CHUNK_BYTES: usize = 1024 * 1024;
 /// much plus one large entry, however many entries a bundle has.
 const IN_FLIGHT_BYTES: u64 = 64 * 1024 * 1024;
 
+/// A bundle whose entries add up to no more than this is compressed on the calling thread:
+/// starting and joining workers took longer than its entries do (the first build of a project
+/// of 1,000 small tasks started 2,000 threads).
+const INLINE_BYTES: u64 = 1024 * 1024;
+// A lone thread must never wait for room in flight: nobody else would make it.
+const _: () = assert!(INLINE_BYTES <= IN_FLIGHT_BYTES);
+
 /// Writes the zip of `entries` to `file`: entries in the given (sorted) order, every timestamp
 /// 1980-01-01, mode 0755 for executables and 0644 for the rest, deflated when that helps and
 /// stored when it does not. Gives up with an error carrying [`super::cancel::Cancelled`] once
 /// `cancel` says so.
 pub fn write_zip(file: &File, entries: &[BundleEntry], cancel: &Cancel) -> io::Result<()> {
     let mut zip = ZipWriter::new(BufWriter::with_capacity(256 * 1024, file));
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(entries.len())
-        .max(1);
+    let total: u64 = entries.iter().map(|e| e.size).sum();
+    let workers = if total <= INLINE_BYTES {
+        0
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(entries.len())
+            .max(1)
+    };
     let pipeline = Pipeline {
         state: Mutex::new(PipelineState::default()),
         changed: Condvar::new(),
@@ -58,6 +70,10 @@ pub fn write_zip(file: &File, entries: &[BundleEntry], cancel: &Cancel) -> io::R
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| pipeline.work());
+        }
+        if workers == 0 {
+            // Everything fits in flight: prepared here, in order, then appended.
+            pipeline.work();
         }
         let written = pipeline.append_in_order(&mut zip);
         // Whatever happened, the workers must stop taking entries before the scope joins them.
