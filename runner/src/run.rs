@@ -134,27 +134,6 @@ pub async fn run_bundle(
     result
 }
 
-/// Makes the work root of runs from kept trees, once a process: a deploy's runs share it, and
-/// a `mkdir` a run was one system call of a few dozen. Something else by that name fails the
-/// run at its first file there.
-fn ensure_work_root(work_root: &Path) -> io::Result<()> {
-    static MADE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-    let mut made = MADE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if made.iter().any(|root| root == work_root) {
-        return Ok(());
-    }
-    // One `mkdir` (`create_dir_all` makes two calls for a directory that exists).
-    match std::fs::create_dir(work_root) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(_) => std::fs::create_dir_all(work_root)?,
-    }
-    made.push(work_root.to_path_buf());
-    Ok(())
-}
-
 /// Removes everything in `work_root` named after run `run_id`: its scratch files
 /// (`<run_id>.context.json`, ...), what the task wrote beside them (`<run_id>.result.json.tmp`)
 /// and its run directory, if it has one.
@@ -272,7 +251,16 @@ async fn run_in(
         // after the run. A result file of an earlier attempt with the same id is removed
         // before the task starts.
         let prefix = format!("{}.", run.spec.run_id());
-        ensure_work_root(&run.work_root).map_err(|e| work_dir_err(&run.work_root, e))?;
+        // One `mkdir` a run (`create_dir_all` makes two calls for a directory that exists, as
+        // this one does on every run but the first), not one a process: a work root removed
+        // between two runs (by hand, by a task) is made again for the next. Something else by
+        // that name fails the run at its first file there.
+        match std::fs::create_dir(&run.work_root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(_) => std::fs::create_dir_all(&run.work_root)
+                .map_err(|e| work_dir_err(&run.work_root, e))?,
+        }
         (run.work_root.clone(), prefix)
     } else {
         // A directory left by an earlier attempt of this run (a Lambda container that was

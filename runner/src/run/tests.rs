@@ -261,6 +261,31 @@ async fn an_argv_without_a_bundle_runs_in_an_empty_directory() {
     assert!(matches!(err, RunnerError::NothingToRun), "{err}");
 }
 
+#[tokio::test]
+async fn a_work_root_removed_between_runs_is_made_again() {
+    // A work root removed between two runs (by hand, by a task) is made again for the next,
+    // which can then write its result there.
+    let dir = tempfile::tempdir().unwrap();
+    let script = b"#!/bin/sh\n\
+        echo '{\"success\":true,\"message\":\"from the result\"}' > \"$LUMO_RESULT_FILE\"\n";
+    let mut run = bundle_run(
+        dir.path(),
+        Entry::Program("run.sh".into()),
+        &[("run.sh", script, 0o755)],
+    );
+    run.unpack_cache = Some(UnpackCache::new(dir.path().join("unpacked")));
+    for round in 0..3 {
+        let outcome = run_bundle(run.clone(), &mut Vec::new()).await.unwrap();
+        assert_eq!(
+            outcome.status,
+            RunStatus::Succeeded,
+            "round {round}: {outcome:?}"
+        );
+        assert_eq!(outcome.message, "from the result", "round {round}");
+        fs::remove_dir_all(&run.work_root).unwrap();
+    }
+}
+
 /// A run from a kept tree makes no directory of its own: its result file sits in the work root
 /// named after the run, its context is in memory (readable by the task and what it starts, for
 /// as long as the run lasts), and everything named after the run is gone when it ends, what the
