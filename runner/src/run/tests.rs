@@ -261,6 +261,17 @@ async fn an_argv_without_a_bundle_runs_in_an_empty_directory() {
     assert!(matches!(err, RunnerError::NothingToRun), "{err}");
 }
 
+/// A run of the script `run.sh` from a tree kept in `dir/unpacked`.
+fn kept_tree_run(dir: &Path, script: &[u8]) -> BundleRun {
+    let mut run = bundle_run(
+        dir,
+        Entry::Program("run.sh".into()),
+        &[("run.sh", script, 0o755)],
+    );
+    run.unpack_cache = Some(UnpackCache::new(dir.join("unpacked")));
+    run
+}
+
 #[tokio::test]
 async fn a_work_root_removed_between_runs_is_made_again() {
     // A work root removed between two runs (by hand, by a task) is made again for the next,
@@ -268,12 +279,7 @@ async fn a_work_root_removed_between_runs_is_made_again() {
     let dir = tempfile::tempdir().unwrap();
     let script = b"#!/bin/sh\n\
         echo '{\"success\":true,\"message\":\"from the result\"}' > \"$LUMO_RESULT_FILE\"\n";
-    let mut run = bundle_run(
-        dir.path(),
-        Entry::Program("run.sh".into()),
-        &[("run.sh", script, 0o755)],
-    );
-    run.unpack_cache = Some(UnpackCache::new(dir.path().join("unpacked")));
+    let run = kept_tree_run(dir.path(), script);
     for round in 0..3 {
         let outcome = run_bundle(run.clone(), &mut Vec::new()).await.unwrap();
         assert_eq!(
@@ -301,12 +307,7 @@ async fn a_run_from_a_kept_tree_creates_no_directory_and_leaves_nothing_in_the_w
         { echo changed >&0; } 2>/dev/null && exit 7\n\
         echo half > \"$LUMO_RESULT_FILE.tmp\"\n\
         echo '{\"success\":true,\"message\":\"from the result\"}' > \"$LUMO_RESULT_FILE\"\n";
-    let mut run = bundle_run(
-        dir.path(),
-        Entry::Program("run.sh".into()),
-        &[("run.sh", script, 0o755)],
-    );
-    run.unpack_cache = Some(UnpackCache::new(dir.path().join("unpacked")));
+    let run = kept_tree_run(dir.path(), script);
     let work_root = dir.path().join("runs");
     fs::create_dir_all(&work_root).unwrap();
     // Another run's scratch file, and one whose id starts with this one's.
