@@ -79,6 +79,28 @@ fn dry_run_says_why_each_task_runs_or_not_and_changes_nothing() {
         "{:?}",
         dry.task("seed")
     );
+    // A changed task is told from its new bundle, built aside: the project's bundles and
+    // their cache are as the deploy left them.
+    let bundles = |p: &TestProject| {
+        let mut names: Vec<_> = std::fs::read_dir(p.lumo_dir().join("bundles"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        // Absent when the files were too new to be cached, as here.
+        let cache = std::fs::read(p.lumo_dir().join("bundle-cache.json")).ok();
+        (names, cache)
+    };
+    let deployed = bundles(&p);
+    p.task("seed", &format!("{RECORDER}\n# changed\n"));
+    let dry = p.deploy(&["--dry-run", "--deploy-version", "v2"], 0);
+    assert_eq!(dry.with_status(RunStatus::WouldRun), ["migrate", "seed"]);
+    assert!(
+        dry.task("seed").reason.contains("changed"),
+        "{:?}",
+        dry.task("seed")
+    );
+    assert!(bundles(&p) == deployed, "a dry run changed `.lumo/bundles`");
     let status = p.status();
     assert_eq!(status.state.version.as_deref(), Some("v1"));
     assert_eq!(

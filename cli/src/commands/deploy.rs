@@ -53,9 +53,25 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> CommandResult {
     let built = {
         let (project, env, bundles_dir) = (Arc::clone(&project), env.clone(), bundles_dir.clone());
         let (build, cancel) = (ctx.build(&project), bundle::Cancel::on(&ctx.stop));
+        let dry_run = scratch.is_some();
         blocking(move || {
             let tasks: Vec<&Task> = project.tasks_in(&env).collect();
-            bundle::build_all_cancellable(project.root(), &bundles_dir, &tasks, build, &cancel)
+            let root = project.root();
+            if dry_run {
+                // What the project's store already holds for unchanged inputs is taken from
+                // there, untouched; the rest is built into the scratch store.
+                let project_store = project.lumo_dir().join("bundles");
+                bundle::build_for_preview(
+                    root,
+                    &project_store,
+                    &bundles_dir,
+                    &tasks,
+                    build,
+                    &cancel,
+                )
+            } else {
+                bundle::build_all_cancellable(root, &bundles_dir, &tasks, build, &cancel)
+            }
         })
         .await?
     };
