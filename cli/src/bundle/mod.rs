@@ -188,11 +188,10 @@ fn build_all_at(
         path: store_dir.to_path_buf(),
         source,
     })?;
-    // The project's store (`.lumo/bundles`) keeps its cache beside it, where it has always been;
-    // a scratch store (a dry run) keeps its own, which goes with it: never one in TMPDIR's
-    // parent shared by every project.
-    // Where bundles are found by their inputs: the project's store for a dry run, which
-    // builds into its own.
+    // Where bundles are found by their inputs: the store built into, except for a dry run,
+    // which finds them in the project's and builds into a scratch one. The project's store
+    // (`.lumo/bundles`) keeps its cache beside it, where it has always been; any other store
+    // keeps its own, which goes with it: never one in TMPDIR's parent shared by every project.
     let found_in = match purpose {
         Purpose::Preview { project_store } => project_store,
         Purpose::Use | Purpose::Compare => store_dir,
@@ -553,7 +552,7 @@ mod tests {
         assert!(scratch.join(STAT_CACHE_FILE).is_file());
         assert!(
             !dir.path().join("tmp").join(STAT_CACHE_FILE).exists(),
-            "a dry run's cache must not land in TMPDIR, shared by every project"
+            "a scratch store's cache must not land in TMPDIR, shared by every project"
         );
         build(&dir.path().join(".lumo/bundles"));
         assert!(dir.path().join(".lumo").join(STAT_CACHE_FILE).is_file());
